@@ -1,0 +1,163 @@
+// Package cellar is the domain of the cellar cell store: cells and their
+// keys, logical shards and the shard map, the error type, and the Store
+// interface that every storage backend, the sharding layer and the HTTP
+// client implement. It imports nothing else of cellar's.
+package cellar
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+)
+
+// Key addresses one cell.
+type Key struct {
+	RowKey string `json:"row_key"`
+	Column string `json:"column"`
+	RefKey int64  `json:"ref_key"`
+}
+
+// Cell is an immutable, versioned JSON value stored under a Key.
+type Cell struct {
+	Key
+	// Shard is the logical shard of RowKey, assigned by the server.
+	Shard int `json:"shard"`
+	// AddedID is the cell's position in its shard's log: it starts at 1 and
+	// strictly increases in commit order within the shard.
+	AddedID int64 `json:"added_id"`
+	// CreatedAt is when the server accepted the cell, in UTC with millisecond
+	// precision.
+	CreatedAt time.Time `json:"created_at"`
+	// Body is a JSON object, exactly as written but for whitespace.
+	Body json.RawMessage `json:"body,omitempty"`
+}
+
+// MarshalJSON writes CreatedAt as RFC 3339 UTC with exactly three
+// fractional digits.
+func (c Cell) MarshalJSON() ([]byte, error) {
+	type plain Cell
+	return json.Marshal(struct {
+		plain
+		CreatedAt string `json:"created_at"`
+	}{plain(c), FormatTime(c.CreatedAt)})
+}
+
+// FormatTime formats t as RFC 3339 UTC with milliseconds.
+func FormatTime(t time.Time) string {
+	return t.UTC().Format("2006-01-02T15:04:05.000Z07:00")
+}
+
+// LookupKey names a cell to read: an exact ref_key, or the latest cell of
+// (RowKey, Column) when RefKey is nil.
+type LookupKey struct {
+	RowKey string `json:"row_key"`
+	Column string `json:"column"`
+	RefKey *int64 `json:"ref_key,omitempty"`
+}
+
+// Validate checks the parts of k that are present.
+func (k LookupKey) Validate() error {
+	if err := ValidateRowKey(k.RowKey); err != nil {
+		return err
+	}
+	if err := ValidateColumn(k.Column); err != nil {
+		return err
+	}
+	if k.RefKey != nil {
+		return ValidateRefKey(*k.RefKey)
+	}
+	return nil
+}
+
+// NewCell is a cell to write. Body must already have passed CheckBody.
+type NewCell struct {
+	Key
+	Body json.RawMessage `json:"body"`
+}
+
+// GetResult is one result of BatchGet: a cell, or an error such as
+// ErrNotFound or ErrUnavailable.
+type GetResult struct {
+	Cell *Cell
+	Err  error
+}
+
+// PutResult is one result of BatchPut: the metadata of the stored cell and
+// whether this call created it (false for an equal replay), or an error.
+type PutResult struct {
+	Cell    Cell
+	Created bool
+	Err     error
+}
+
+// ScanResult is a page of a shard's log.
+type ScanResult struct {
+	Cells []Cell
+	// Next is the added_id to pass as `after` for the next page. It equals
+	// the last cell's added_id, or `after` if the page is empty.
+	Next int64
+}
+
+// Store is a cell store: one storage node, or many behind the sharding layer.
+//
+// All methods validate their arguments and return EINVALID errors for bad
+// keys; errors are *Error values whose codes callers can test with errors.Is.
+type Store interface {
+	// Put stores c and returns its metadata (without the body). If a cell
+	// with the same key exists with an equal body, Put returns that cell's
+	// metadata and created=false; with a different body it returns
+	// ErrConflict and changes nothing.
+	Put(ctx context.Context, c NewCell) (cell Cell, created bool, err error)
+
+	// BatchPut stores each cell as Put does and returns one result per
+	// input, in order. Results are independent: one cell's failure does not
+	// fail the others.
+	BatchPut(ctx context.Context, cells []NewCell) []PutResult
+
+	// Get returns the cell with key k. Returns ErrNotFound if there is none.
+	Get(ctx context.Context, k Key) (Cell, error)
+
+	// Latest returns the cell of (rowKey, column) with the highest ref_key.
+	// Returns ErrNotFound if there is none.
+	Latest(ctx context.Context, rowKey, column string) (Cell, error)
+
+	// Row returns the latest cell of each column of rowKey, ordered by
+	// column; only the named columns if columns is not empty. Returns an
+	// empty slice, not an error, if the row has no cells.
+	Row(ctx context.Context, rowKey string, columns []string) ([]Cell, error)
+
+	// BatchGet looks up each key and returns one result per key, in order.
+	// A missing cell's result has Err matching ErrNotFound.
+	BatchGet(ctx context.Context, keys []LookupKey) []GetResult
+
+	// Scan returns up to limit cells of shard with added_id > after, in
+	// ascending added_id order, only those of column if it is not empty.
+	// Once a scan has returned added_id X, no cell with added_id <= X can
+	// appear in the shard later. Returns EINVALID for a shard out of range.
+	Scan(ctx context.Context, shard int, after int64, limit int, column string) (ScanResult, error)
+
+	// Close releases the store's resources.
+	Close() error
+}
+
+// Limits on batch and scan sizes, shared by the server and the client.
+const (
+	MaxBatchKeys     = 1000
+	MaxScanLimit     = 10000
+	DefaultScanLimit = 100
+)
+
+// Topology describes how a datastore's logical shards are laid out over
+// nodes: what GET /v1/shards returns.
+type Topology struct {
+	ShardCount int        `json:"shard_count"`
+	Version    int64      `json:"version"`
+	Nodes      []NodeInfo `json:"nodes"`
+}
+
+// NodeInfo is one storage node and the shard ranges assigned to it.
+type NodeInfo struct {
+	Name   string       `json:"name"`
+	Driver string       `json:"driver"`
+	Ranges []ShardRange `json:"ranges"`
+}

@@ -1,0 +1,100 @@
+// Package mysql opens cellar storage nodes on MySQL and MariaDB databases
+// with go-sql-driver/mysql.
+package mysql
+
+import (
+	"context"
+	"database/sql"
+	_ "embed"
+	"errors"
+	"fmt"
+
+	"github.com/go-sql-driver/mysql"
+
+	"github.com/cellar-db/cellar/internal/sqlstore"
+)
+
+//go:embed schema/1.sql
+var schema1 string
+
+// Dialect is MySQL's and MariaDB's dialect.
+var Dialect = &sqlstore.Dialect{
+	Name:       "mysql",
+	Migrations: []string{schema1},
+	InsertSeq:  "INSERT INTO shard_seq (shard, last_added_id, fenced) VALUES (?, 0, 0) ON DUPLICATE KEY UPDATE shard = shard",
+	LockSeq:    "SELECT last_added_id, fenced FROM shard_seq WHERE shard = ? FOR UPDATE",
+	// A no-op update affects 0 rows, as a skipped insert should. (INSERT
+	// IGNORE would also swallow truncation and other errors.)
+	InsertCell: "INSERT INTO cells (shard, added_id, row_key, col, ref_key, body, created_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON DUPLICATE KEY UPDATE row_key = row_key",
+	MaxUnion:   1000,
+	UniqueViolation: func(err error) bool {
+		return errNumber(err) == 1062
+	},
+	Retryable: func(err error) bool {
+		n := errNumber(err)
+		return n == 1213 || n == 1205 // deadlock, lock wait timeout
+	},
+	Unavailable: func(err error) bool {
+		if errors.Is(err, mysql.ErrInvalidConn) {
+			return true
+		}
+		n := errNumber(err)
+		return n == 1040 || n == 1053 || n == 1927 // too many connections, shutdown, connection killed
+	},
+	Lock: func(ctx context.Context, conn *sql.Conn) (func(), error) {
+		var got sql.NullInt64
+		if err := conn.QueryRowContext(ctx, "SELECT GET_LOCK('cellar_migrate', 60)").Scan(&got); err != nil {
+			return nil, err
+		}
+		if got.Int64 != 1 {
+			return nil, fmt.Errorf("timed out waiting for another process's migration")
+		}
+		return func() {
+			_, _ = conn.ExecContext(context.Background(), "SELECT RELEASE_LOCK('cellar_migrate')")
+		}, nil
+	},
+}
+
+func errNumber(err error) uint16 {
+	var me *mysql.MySQLError
+	if errors.As(err, &me) {
+		return me.Number
+	}
+	return 0
+}
+
+// Options configure a MySQL node.
+type Options struct {
+	sqlstore.Options
+	// MaxConns bounds the node's connection pool (default 32).
+	MaxConns int
+}
+
+// Open opens the MySQL or MariaDB node at dsn, in go-sql-driver's format
+// (user:password@tcp(host:port)/database).
+func Open(ctx context.Context, dsn string, opts Options) (*sqlstore.Store, error) {
+	cfg, err := mysql.ParseDSN(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("parse mysql dsn: %w", err)
+	}
+	// Client-side interpolation turns each query into one round trip
+	// instead of prepare, execute and close. It is safe with the binary
+	// and ASCII columns cellar uses.
+	cfg.InterpolateParams = true
+	connector, err := mysql.NewConnector(cfg)
+	if err != nil {
+		return nil, err
+	}
+	db := sql.OpenDB(connector)
+	if opts.MaxConns <= 0 {
+		opts.MaxConns = 32
+	}
+	db.SetMaxOpenConns(opts.MaxConns)
+	db.SetMaxIdleConns(opts.MaxConns)
+	s, err := sqlstore.Open(ctx, db, db, Dialect, opts.Options)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	return s, nil
+}

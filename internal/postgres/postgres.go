@@ -1,0 +1,93 @@
+// Package postgres opens cellar storage nodes on PostgreSQL databases with
+// pgx (through database/sql, so the shared sqlstore implementation runs
+// unchanged).
+package postgres
+
+import (
+	"context"
+	"database/sql"
+	_ "embed"
+	"errors"
+	"strings"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
+
+	"github.com/cellar-db/cellar/internal/sqlstore"
+)
+
+//go:embed schema/1.sql
+var schema1 string
+
+// migrationLockID is the advisory lock key that serializes migrations.
+const migrationLockID = 0x63656c6c6172 // "cellar"
+
+// Dialect is PostgreSQL's dialect.
+var Dialect = &sqlstore.Dialect{
+	Name:       "postgres",
+	Numbered:   true,
+	Migrations: []string{schema1},
+	InsertSeq:  "INSERT INTO shard_seq (shard, last_added_id, fenced) VALUES (?, 0, 0) ON CONFLICT (shard) DO NOTHING",
+	LockSeq:    "SELECT last_added_id, fenced FROM shard_seq WHERE shard = ? FOR UPDATE",
+	InsertCell: "INSERT INTO cells (shard, added_id, row_key, col, ref_key, body, created_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (row_key, col, ref_key) DO NOTHING",
+	MaxUnion:   1000,
+	UniqueViolation: func(err error) bool {
+		return sqlState(err) == "23505"
+	},
+	Retryable: func(err error) bool {
+		s := sqlState(err)
+		return s == "40001" || s == "40P01"
+	},
+	Unavailable: func(err error) bool {
+		var ce *pgconn.ConnectError
+		if errors.As(err, &ce) {
+			return true
+		}
+		s := sqlState(err)
+		// 08: connection exception; 57P0x: shutdown, crash, cannot connect now; 53300: too many connections.
+		return strings.HasPrefix(s, "08") || strings.HasPrefix(s, "57P0") || s == "53300"
+	},
+	Lock: func(ctx context.Context, conn *sql.Conn) (func(), error) {
+		if _, err := conn.ExecContext(ctx, "SELECT pg_advisory_lock($1)", migrationLockID); err != nil {
+			return nil, err
+		}
+		return func() {
+			_, _ = conn.ExecContext(context.Background(), "SELECT pg_advisory_unlock($1)", migrationLockID)
+		}, nil
+	},
+}
+
+func sqlState(err error) string {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return pe.Code
+	}
+	return ""
+}
+
+// Options configure a PostgreSQL node.
+type Options struct {
+	sqlstore.Options
+	// MaxConns bounds the node's connection pool (default 32).
+	MaxConns int
+}
+
+// Open opens the PostgreSQL node at dsn (a libpq-style URL or key=value
+// string).
+func Open(ctx context.Context, dsn string, opts Options) (*sqlstore.Store, error) {
+	db, err := sql.Open("pgx", dsn)
+	if err != nil {
+		return nil, err
+	}
+	if opts.MaxConns <= 0 {
+		opts.MaxConns = 32
+	}
+	db.SetMaxOpenConns(opts.MaxConns)
+	db.SetMaxIdleConns(opts.MaxConns)
+	s, err := sqlstore.Open(ctx, db, db, Dialect, opts.Options)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	return s, nil
+}

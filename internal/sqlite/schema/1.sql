@@ -1,0 +1,27 @@
+CREATE TABLE IF NOT EXISTS cellar_schema (version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS cells (
+  shard INTEGER NOT NULL,
+  added_id INTEGER NOT NULL,
+  row_key BLOB NOT NULL,
+  col TEXT NOT NULL,
+  ref_key INTEGER NOT NULL,
+  body BLOB NOT NULL,
+  created_at INTEGER NOT NULL,
+  PRIMARY KEY (shard, added_id)
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX IF NOT EXISTS cells_key ON cells (row_key, col, ref_key);
+CREATE TABLE IF NOT EXISTS shard_seq (
+  shard INTEGER PRIMARY KEY,
+  last_added_id INTEGER NOT NULL,
+  fenced INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS datastore (
+  id INTEGER PRIMARY KEY,
+  shard_count INTEGER NOT NULL,
+  created_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS shard_maps (
+  version INTEGER PRIMARY KEY,
+  map BLOB NOT NULL,
+  created_at INTEGER NOT NULL
+)

@@ -1,0 +1,86 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+// Dialect holds what differs between SQL engines. Queries in this package
+// are written with '?' placeholders; Rebind rewrites them for the engine.
+type Dialect struct {
+	// Name is the engine's name: "sqlite", "postgres" or "mysql".
+	Name string
+	// Numbered placeholders ($1, $2, ...) instead of '?'.
+	Numbered bool
+	// Migrations are the schema versions in order: Migrations[0] creates
+	// version 1. Each is a script of statements separated by ";\n".
+	Migrations []string
+	// InsertSeq creates a shard's sequence row if it is missing, and does
+	// nothing otherwise. Arguments: shard.
+	InsertSeq string
+	// LockSeq reads a shard's sequence row and locks it until the end of the
+	// transaction. Arguments: shard. Columns: last_added_id, fenced.
+	LockSeq string
+	// InsertCell inserts a cell unless one with the same (row_key, col,
+	// ref_key) exists, affecting 0 rows then. It must still fail on any other
+	// constraint. Arguments: shard, added_id, row_key, col, ref_key, body,
+	// created_at.
+	InsertCell string
+	// UniqueViolation reports a unique or primary key violation.
+	UniqueViolation func(error) bool
+	// MaxUnion is the most SELECTs one UNION ALL statement may join.
+	MaxUnion int
+	// Retryable reports errors after which the whole transaction may be
+	// retried (deadlocks, serialization failures, busy files).
+	Retryable func(error) bool
+	// Unavailable reports engine-specific errors that mean the node cannot
+	// be reached (in addition to the network errors every engine shares).
+	Unavailable func(error) bool
+	// Lock takes an engine-wide lock for schema migrations on conn, and
+	// returns the function that releases it. Nil means no lock is needed.
+	Lock func(ctx context.Context, conn *sql.Conn) (unlock func(), err error)
+}
+
+// Rebind rewrites '?' placeholders for the dialect. Queries here never hold
+// '?' inside string literals.
+func (d *Dialect) Rebind(q string) string {
+	if !d.Numbered {
+		return q
+	}
+	var b strings.Builder
+	b.Grow(len(q) + 16)
+	n := 0
+	for i := 0; i < len(q); i++ {
+		if q[i] == '?' {
+			n++
+			b.WriteByte('$')
+			b.WriteString(strconv.Itoa(n))
+			continue
+		}
+		b.WriteByte(q[i])
+	}
+	return b.String()
+}
+
+// isUnavailable reports errors that mean the node could not be reached or
+// did not answer in time.
+func (d *Dialect) isUnavailable(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) ||
+		errors.Is(err, driver.ErrBadConn) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
+		errors.Is(err, sql.ErrConnDone) {
+		return true
+	}
+	var ne net.Error
+	if errors.As(err, &ne) {
+		return true
+	}
+	return d.Unavailable != nil && d.Unavailable(err)
+}

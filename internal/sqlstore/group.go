@@ -1,0 +1,136 @@
+package sqlstore
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/cellar-db/cellar"
+)
+
+// committer implements group commit: puts that arrive while a transaction
+// commits are queued and written together in the next one, so they share
+// its fsync. It runs one goroutine, started by Open and stopped by Close.
+type committer struct {
+	s        *Store
+	maxGroup int
+	queue    chan *groupReq
+	ctx      context.Context // cancelled by stop
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+}
+
+// groupReq is one caller's cells; done is closed when their results are set.
+type groupReq struct {
+	ctx   context.Context
+	items []*writeItem
+	done  chan struct{}
+}
+
+func startCommitter(s *Store, maxGroup int) *committer {
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &committer{s: s, maxGroup: maxGroup, queue: make(chan *groupReq, 4*maxGroup), ctx: ctx, cancel: cancel}
+	c.wg.Add(1)
+	go c.run()
+	return c
+}
+
+func (c *committer) stop() {
+	c.cancel()
+	c.wg.Wait()
+}
+
+// submit queues items and waits for their results. If ctx ends first, the
+// results say so; the cells may or may not have been written, exactly as
+// when a client gives up on any database call.
+func (c *committer) submit(ctx context.Context, items []*writeItem) {
+	r := &groupReq{ctx: ctx, items: items, done: make(chan struct{})}
+	fail := func(err error) {
+		for _, it := range items {
+			*it.res = cellar.PutResult{Err: err}
+		}
+	}
+	select {
+	case c.queue <- r:
+	case <-ctx.Done():
+		fail(cellar.Unavailable(ctx.Err(), "node %s: put not started before the deadline", c.s.name))
+		return
+	case <-c.ctx.Done():
+		fail(cellar.Errorf(cellar.EUNAVAILABLE, "node %s is closing", c.s.name))
+		return
+	}
+	select {
+	case <-r.done:
+	case <-ctx.Done():
+		// Results are written by the committer; wait for them so the
+		// caller's slice is not written after we return.
+		<-r.done
+	}
+}
+
+func (c *committer) run() {
+	defer c.wg.Done()
+	for {
+		var first *groupReq
+		select {
+		case first = <-c.queue:
+		case <-c.ctx.Done():
+			c.drain()
+			return
+		}
+		group := []*groupReq{first}
+		n := len(first.items)
+	fill:
+		for n < c.maxGroup {
+			select {
+			case r := <-c.queue:
+				group = append(group, r)
+				n += len(r.items)
+			default:
+				break fill
+			}
+		}
+		c.commit(group)
+	}
+}
+
+// commit writes one group in one transaction. Requests whose callers have
+// already given up are dropped before the write, so nothing they were not
+// told about is written.
+func (c *committer) commit(group []*groupReq) {
+	var items []*writeItem
+	for _, r := range group {
+		if err := r.ctx.Err(); err != nil {
+			for _, it := range r.items {
+				*it.res = cellar.PutResult{Err: cellar.Unavailable(err, "node %s: put not started before the deadline", c.s.name)}
+			}
+			continue
+		}
+		items = append(items, r.items...)
+	}
+	if len(items) > 0 {
+		// The group's deadline is independent of any one caller's: a
+		// caller leaving must not abort the others' transaction.
+		ctx, cancel := context.WithTimeout(c.ctx, 30*time.Second)
+		c.s.write(ctx, items)
+		cancel()
+	}
+	for _, r := range group {
+		close(r.done)
+	}
+}
+
+// drain fails the requests still queued at shutdown.
+func (c *committer) drain() {
+	for {
+		select {
+		case r := <-c.queue:
+			for _, it := range r.items {
+				*it.res = cellar.PutResult{Err: cellar.Errorf(cellar.EUNAVAILABLE, "node %s is closing", c.s.name)}
+			}
+			close(r.done)
+		default:
+			return
+		}
+	}
+}

@@ -1,0 +1,505 @@
+// Package sqlstore is the one database/sql implementation of a cellar
+// storage node, shared by the sqlite, postgres and mysql packages, which
+// supply a Dialect and open the connection pools.
+//
+// The ordering guarantee rests on one row per shard in shard_seq: every
+// write transaction locks the row of each shard it writes (in ascending
+// shard order, so transactions cannot deadlock on them), takes the next
+// added_ids from it, and holds the lock until commit. Writers to a shard
+// therefore commit one after another in added_id order, and a reader that
+// has seen added_id X can never later see a smaller one appear. Database
+// auto-increment would not do: it hands out ids before commit, so a later
+// id can become visible before an earlier one.
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cellar-db/cellar"
+)
+
+// Options configure a Store.
+type Options struct {
+	// Name identifies the node in errors and logs.
+	Name string
+	// ShardCount is the datastore's number of logical shards.
+	ShardCount int
+	// GroupCommit makes concurrent puts share one transaction (used for
+	// SQLite, whose single writer would otherwise commit, and fsync, once
+	// per put).
+	GroupCommit bool
+	// MaxGroup bounds the cells in one group commit (default 512).
+	MaxGroup int
+	// Now returns the current time (default time.Now); tests inject a clock.
+	Now func() time.Time
+	// Create applies schema migrations on open instead of refusing a node
+	// without the current schema.
+	Create bool
+}
+
+// Store is one storage node. It implements cellar.Store.
+type Store struct {
+	name       string
+	db         *sql.DB // reads, metadata
+	wdb        *sql.DB // cell writes; the same as db except for SQLite
+	d          *Dialect
+	shardCount int
+	now        func() time.Time
+
+	seqKnown sync.Map // shard (int) -> struct{}: sequence rows known to exist
+
+	group *committer // nil without group commit
+}
+
+var _ cellar.Store = (*Store)(nil)
+
+// Open returns a Store over db (reads) and wdb (writes; may be db). It
+// checks the node's schema version, or migrates it if opts.Create is set.
+// The Store owns db and wdb and closes them in Close.
+func Open(ctx context.Context, db, wdb *sql.DB, d *Dialect, opts Options) (*Store, error) {
+	if opts.ShardCount < 1 || opts.ShardCount > cellar.MaxShardCount {
+		return nil, fmt.Errorf("shard count %d out of range", opts.ShardCount)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.MaxGroup <= 0 {
+		opts.MaxGroup = 512
+	}
+	s := &Store{name: opts.Name, db: db, wdb: wdb, d: d, shardCount: opts.ShardCount, now: opts.Now}
+	if opts.Create {
+		if err := Migrate(ctx, wdb, d); err != nil {
+			return nil, fmt.Errorf("node %s: %w", opts.Name, err)
+		}
+	}
+	if err := checkSchema(ctx, db, d, opts.Name); err != nil {
+		return nil, err
+	}
+	if opts.GroupCommit {
+		s.group = startCommitter(s, opts.MaxGroup)
+	}
+	return s, nil
+}
+
+// Name returns the node's name.
+func (s *Store) Name() string { return s.name }
+
+// DB returns the node's read pool, for tools that issue their own SQL
+// (benchmarks comparing against the bare driver).
+func (s *Store) DB() *sql.DB { return s.db }
+
+// Close stops the group committer and closes the connection pools.
+func (s *Store) Close() error {
+	if s.group != nil {
+		s.group.stop()
+	}
+	err := s.db.Close()
+	if s.wdb != s.db {
+		if err2 := s.wdb.Close(); err == nil {
+			err = err2
+		}
+	}
+	return err
+}
+
+// wrap turns a driver error into a cellar error: unavailable when the node
+// could not be reached or did not answer in time, internal otherwise.
+func (s *Store) wrap(err error, format string, args ...any) error {
+	var ce *cellar.Error
+	if errors.As(err, &ce) {
+		return err
+	}
+	op := fmt.Sprintf(format, args...)
+	if s.d.isUnavailable(err) {
+		return cellar.Unavailable(err, "node %s is unavailable (%s)", s.name, op)
+	}
+	return cellar.Internal(err, "node %s: %s", s.name, op)
+}
+
+const cellColumns = "row_key, col, ref_key, shard, added_id, created_at, body"
+
+// scanCell reads the columns of cellColumns.
+func scanCell(sc interface{ Scan(...any) error }, c *cellar.Cell) error {
+	var row []byte
+	var created int64
+	var body []byte
+	if err := sc.Scan(&row, &c.Column, &c.RefKey, &c.Shard, &c.AddedID, &created, &body); err != nil {
+		return err
+	}
+	c.RowKey = string(row)
+	c.CreatedAt = time.UnixMilli(created).UTC()
+	c.Body = body
+	return nil
+}
+
+// Get implements cellar.Store.
+func (s *Store) Get(ctx context.Context, k cellar.Key) (cellar.Cell, error) {
+	var c cellar.Cell
+	if err := k.Validate(); err != nil {
+		return c, err
+	}
+	err := scanCell(s.db.QueryRowContext(ctx, s.d.Rebind("SELECT "+cellColumns+" FROM cells WHERE row_key = ? AND col = ? AND ref_key = ?"),
+		[]byte(k.RowKey), k.Column, k.RefKey), &c)
+	if errors.Is(err, sql.ErrNoRows) {
+		return c, notFound(k.RowKey, k.Column, &k.RefKey)
+	}
+	if err != nil {
+		return c, s.wrap(err, "get cell")
+	}
+	return c, nil
+}
+
+// Latest implements cellar.Store.
+func (s *Store) Latest(ctx context.Context, rowKey, column string) (cellar.Cell, error) {
+	var c cellar.Cell
+	if err := (cellar.LookupKey{RowKey: rowKey, Column: column}).Validate(); err != nil {
+		return c, err
+	}
+	err := scanCell(s.db.QueryRowContext(ctx, s.d.Rebind("SELECT "+cellColumns+" FROM cells WHERE row_key = ? AND col = ? ORDER BY ref_key DESC LIMIT 1"),
+		[]byte(rowKey), column), &c)
+	if errors.Is(err, sql.ErrNoRows) {
+		return c, notFound(rowKey, column, nil)
+	}
+	if err != nil {
+		return c, s.wrap(err, "get latest cell")
+	}
+	return c, nil
+}
+
+func notFound(rowKey, column string, refKey *int64) error {
+	if refKey == nil {
+		return cellar.Errorf(cellar.ENOTFOUND, "no cell in row %q column %s", rowKey, column)
+	}
+	return cellar.Errorf(cellar.ENOTFOUND, "no cell %q/%s/%d", rowKey, column, *refKey)
+}
+
+// Row implements cellar.Store.
+func (s *Store) Row(ctx context.Context, rowKey string, columns []string) ([]cellar.Cell, error) {
+	if err := cellar.ValidateRowKey(rowKey); err != nil {
+		return nil, err
+	}
+	args := []any{[]byte(rowKey)}
+	q := "SELECT " + cellColumns + " FROM cells c WHERE row_key = ?" +
+		" AND ref_key = (SELECT MAX(ref_key) FROM cells m WHERE m.row_key = c.row_key AND m.col = c.col)"
+	if len(columns) > 0 {
+		for _, col := range columns {
+			if err := cellar.ValidateColumn(col); err != nil {
+				return nil, err
+			}
+			args = append(args, col)
+		}
+		q += " AND col IN (?" + strings.Repeat(", ?", len(columns)-1) + ")"
+	}
+	q += " ORDER BY col"
+	rows, err := s.db.QueryContext(ctx, s.d.Rebind(q), args...)
+	if err != nil {
+		return nil, s.wrap(err, "get row")
+	}
+	defer rows.Close()
+	cells := []cellar.Cell{}
+	for rows.Next() {
+		var c cellar.Cell
+		if err := scanCell(rows, &c); err != nil {
+			return nil, s.wrap(err, "get row")
+		}
+		cells = append(cells, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, s.wrap(err, "get row")
+	}
+	return cells, nil
+}
+
+// BatchGet implements cellar.Store. It reads all keys in one statement (a
+// UNION ALL of index lookups; more than one only past the engine's limit on
+// compound selects).
+func (s *Store) BatchGet(ctx context.Context, keys []cellar.LookupKey) []cellar.GetResult {
+	res := make([]cellar.GetResult, len(keys))
+	var valid []int
+	for i, k := range keys {
+		if err := k.Validate(); err != nil {
+			res[i].Err = err
+			continue
+		}
+		valid = append(valid, i)
+	}
+	for len(valid) > 0 {
+		n := min(len(valid), s.d.MaxUnion)
+		s.batchGet(ctx, keys, valid[:n], res)
+		valid = valid[n:]
+	}
+	return res
+}
+
+func (s *Store) batchGet(ctx context.Context, keys []cellar.LookupKey, idx []int, res []cellar.GetResult) {
+	var q strings.Builder
+	args := make([]any, 0, 3*len(idx))
+	for j, i := range idx {
+		k := keys[i]
+		if j > 0 {
+			q.WriteString(" UNION ALL ")
+		}
+		// The branch number is a literal we generate, not client input.
+		fmt.Fprintf(&q, "SELECT * FROM (SELECT %d AS i, %s FROM cells WHERE row_key = ? AND col = ?", j, cellColumns)
+		args = append(args, []byte(k.RowKey), k.Column)
+		if k.RefKey != nil {
+			q.WriteString(" AND ref_key = ?")
+			args = append(args, *k.RefKey)
+		} else {
+			q.WriteString(" ORDER BY ref_key DESC LIMIT 1")
+		}
+		fmt.Fprintf(&q, ") t%d", j)
+	}
+	fail := func(err error) {
+		err = s.wrap(err, "batch get")
+		for _, i := range idx {
+			res[i].Err = err
+		}
+	}
+	rows, err := s.db.QueryContext(ctx, s.d.Rebind(q.String()), args...)
+	if err != nil {
+		fail(err)
+		return
+	}
+	defer rows.Close()
+	found := make([]bool, len(idx))
+	for rows.Next() {
+		var j int
+		var c cellar.Cell
+		var row, body []byte
+		var created int64
+		if err := rows.Scan(&j, &row, &c.Column, &c.RefKey, &c.Shard, &c.AddedID, &created, &body); err != nil {
+			fail(err)
+			return
+		}
+		if j < 0 || j >= len(idx) {
+			fail(fmt.Errorf("batch get: branch %d out of range", j))
+			return
+		}
+		c.RowKey, c.CreatedAt, c.Body = string(row), time.UnixMilli(created).UTC(), body
+		found[j] = true
+		res[idx[j]].Cell = &c
+	}
+	if err := rows.Err(); err != nil {
+		fail(err)
+		return
+	}
+	for j, i := range idx {
+		if !found[j] {
+			res[i].Err = notFound(keys[i].RowKey, keys[i].Column, keys[i].RefKey)
+		}
+	}
+}
+
+// Scan implements cellar.Store.
+func (s *Store) Scan(ctx context.Context, shard int, after int64, limit int, column string) (cellar.ScanResult, error) {
+	res := cellar.ScanResult{Cells: []cellar.Cell{}, Next: after}
+	if shard < 0 || shard >= s.shardCount {
+		return res, cellar.Errorf(cellar.EINVALID, "shard %d is out of range 0..%d", shard, s.shardCount-1)
+	}
+	if after < 0 {
+		return res, cellar.Errorf(cellar.EINVALID, "after must not be negative")
+	}
+	if limit <= 0 || limit > cellar.MaxScanLimit {
+		return res, cellar.Errorf(cellar.EINVALID, "limit must be 1..%d", cellar.MaxScanLimit)
+	}
+	q := "SELECT " + cellColumns + " FROM cells WHERE shard = ? AND added_id > ?"
+	args := []any{shard, after}
+	if column != "" {
+		if err := cellar.ValidateColumn(column); err != nil {
+			return res, err
+		}
+		q += " AND col = ?"
+		args = append(args, column)
+	}
+	q += " ORDER BY added_id LIMIT ?"
+	args = append(args, limit)
+	rows, err := s.db.QueryContext(ctx, s.d.Rebind(q), args...)
+	if err != nil {
+		return res, s.wrap(err, "scan shard %d", shard)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var c cellar.Cell
+		if err := scanCell(rows, &c); err != nil {
+			return res, s.wrap(err, "scan shard %d", shard)
+		}
+		res.Cells = append(res.Cells, c)
+		res.Next = c.AddedID
+	}
+	if err := rows.Err(); err != nil {
+		return res, s.wrap(err, "scan shard %d", shard)
+	}
+	return res, nil
+}
+
+// Put implements cellar.Store.
+func (s *Store) Put(ctx context.Context, c cellar.NewCell) (cellar.Cell, bool, error) {
+	r := s.BatchPut(ctx, []cellar.NewCell{c})[0]
+	return r.Cell, r.Created, r.Err
+}
+
+// BatchPut implements cellar.Store. The valid cells are written in one
+// transaction (with group commit, together with other callers' cells).
+func (s *Store) BatchPut(ctx context.Context, cells []cellar.NewCell) []cellar.PutResult {
+	res := make([]cellar.PutResult, len(cells))
+	items := make([]*writeItem, 0, len(cells))
+	for i := range cells {
+		c := &cells[i]
+		if err := c.Key.Validate(); err != nil {
+			res[i].Err = err
+			continue
+		}
+		if len(c.Body) == 0 {
+			res[i].Err = cellar.Errorf(cellar.EINVALID, "body is missing")
+			continue
+		}
+		items = append(items, &writeItem{cell: c, shard: cellar.ShardOf(c.RowKey, s.shardCount), res: &res[i]})
+	}
+	if len(items) == 0 {
+		return res
+	}
+	if s.group != nil {
+		s.group.submit(ctx, items)
+		return res
+	}
+	s.write(ctx, items)
+	return res
+}
+
+// writeItem is one cell to write and where its result goes.
+type writeItem struct {
+	cell  *cellar.NewCell
+	shard int
+	res   *cellar.PutResult
+}
+
+// write stores items in one transaction, retrying it on deadlocks and
+// serialization failures, and fills in their results.
+func (s *Store) write(ctx context.Context, items []*writeItem) {
+	sort.SliceStable(items, func(i, j int) bool { return items[i].shard < items[j].shard })
+	var err error
+	for attempt := 0; ; attempt++ {
+		err = s.tryWrite(ctx, items)
+		if err == nil || attempt == 5 || !s.d.Retryable(err) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Duration(attempt+1) * 5 * time.Millisecond):
+		}
+	}
+	if err != nil {
+		err = s.wrap(err, "put cells")
+		for _, it := range items {
+			*it.res = cellar.PutResult{Err: err}
+		}
+	}
+}
+
+// ensureSeq creates the sequence row of shard if needed, outside any
+// transaction, so that write transactions only ever lock existing rows.
+func (s *Store) ensureSeq(ctx context.Context, shard int) error {
+	if _, ok := s.seqKnown.Load(shard); ok {
+		return nil
+	}
+	if _, err := s.wdb.ExecContext(ctx, s.d.Rebind(s.d.InsertSeq), shard); err != nil {
+		return s.wrap(err, "create sequence of shard %d", shard)
+	}
+	s.seqKnown.Store(shard, struct{}{})
+	return nil
+}
+
+// tryWrite runs one write transaction. items are sorted by shard. On error
+// the transaction is rolled back and no result is set.
+func (s *Store) tryWrite(ctx context.Context, items []*writeItem) error {
+	for i, it := range items {
+		if i == 0 || it.shard != items[i-1].shard {
+			if err := s.ensureSeq(ctx, it.shard); err != nil {
+				return err
+			}
+		}
+	}
+	tx, err := s.wdb.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	results := make([]cellar.PutResult, len(items))
+	now := s.now().UTC().Truncate(time.Millisecond)
+	lockSeq, insert := s.d.Rebind(s.d.LockSeq), s.d.Rebind(s.d.InsertCell)
+	for start := 0; start < len(items); {
+		shard := items[start].shard
+		end := start
+		for end < len(items) && items[end].shard == shard {
+			end++
+		}
+		var last int64
+		var fenced int
+		if err := tx.QueryRowContext(ctx, lockSeq, shard).Scan(&last, &fenced); err != nil {
+			return fmt.Errorf("lock sequence of shard %d: %w", shard, err)
+		}
+		next := last
+		for i := start; i < end; i++ {
+			it := items[i]
+			if fenced != 0 {
+				results[i].Err = cellar.Errorf(cellar.EUNAVAILABLE, "shard %d is fenced on node %s (moving); retry shortly", shard, s.name)
+				continue
+			}
+			r, err := tx.ExecContext(ctx, insert, shard, next+1, []byte(it.cell.RowKey), it.cell.Column, it.cell.RefKey, []byte(it.cell.Body), now.UnixMilli())
+			if err != nil {
+				return fmt.Errorf("insert cell: %w", err)
+			}
+			n, err := r.RowsAffected()
+			if err != nil {
+				return fmt.Errorf("insert cell: %w", err)
+			}
+			if n == 1 {
+				next++
+				results[i] = cellar.PutResult{Created: true, Cell: cellar.Cell{Key: it.cell.Key, Shard: shard, AddedID: next, CreatedAt: now}}
+				continue
+			}
+			// The key exists: an equal body is a replay, anything else a conflict.
+			var old cellar.Cell
+			err = scanCell(tx.QueryRowContext(ctx, s.d.Rebind("SELECT "+cellColumns+" FROM cells WHERE row_key = ? AND col = ? AND ref_key = ?"),
+				[]byte(it.cell.RowKey), it.cell.Column, it.cell.RefKey), &old)
+			if err != nil {
+				return fmt.Errorf("read existing cell: %w", err)
+			}
+			results[i] = replay(old, it.cell)
+		}
+		if next != last {
+			if _, err := tx.ExecContext(ctx, s.d.Rebind("UPDATE shard_seq SET last_added_id = ? WHERE shard = ?"), next, shard); err != nil {
+				return fmt.Errorf("advance sequence of shard %d: %w", shard, err)
+			}
+		}
+		start = end
+	}
+	if err := tx.Commit(); err != nil {
+		return err
+	}
+	for i, it := range items {
+		*it.res = results[i]
+	}
+	return nil
+}
+
+// replay compares a new cell with the stored one of the same key.
+func replay(old cellar.Cell, c *cellar.NewCell) cellar.PutResult {
+	eq, err := cellar.EqualBodies(old.Body, c.Body)
+	if err != nil {
+		return cellar.PutResult{Err: err}
+	}
+	if !eq {
+		return cellar.PutResult{Err: cellar.Errorf(cellar.ECONFLICT, "cell %q/%s/%d exists with a different body; cells are immutable, write a higher ref_key", c.RowKey, c.Column, c.RefKey)}
+	}
+	old.Body = nil
+	return cellar.PutResult{Cell: old, Created: false}
+}
