@@ -10,9 +10,15 @@ import (
 	"github.com/cellar-db/cellar"
 )
 
+// querier is what *sql.DB and *sql.Conn share.
+type querier interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
 // SchemaVersion returns the node's schema version, or 0 if the node has no
 // cellar schema yet.
-func SchemaVersion(ctx context.Context, db *sql.DB) (int, error) {
+func SchemaVersion(ctx context.Context, db querier) (int, error) {
 	var v int
 	err := db.QueryRowContext(ctx, "SELECT MAX(version) FROM cellar_schema").Scan(&v)
 	if err != nil {
@@ -42,7 +48,7 @@ func Migrate(ctx context.Context, db *sql.DB, d *Dialect) error {
 		}
 		defer unlock()
 	}
-	have, err := SchemaVersion(ctx, db)
+	have, err := SchemaVersion(ctx, conn)
 	if err != nil {
 		return fmt.Errorf("read schema version: %w", err)
 	}

@@ -1,0 +1,331 @@
+// Package shard is the sharding layer: a cellar.Store over many storage
+// nodes, routing each row key to the node that holds its logical shard
+// under the current shard map. Like Perkeep's blobserver/shard, it is just
+// another implementation of the storage interface.
+//
+// Each call to a node runs under its own deadline, so a node that is down or
+// hanging fails only the requests for its shards, and fails them quickly.
+package shard
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/cellar-db/cellar"
+)
+
+// Node is one storage node as the sharding layer sees it.
+type Node struct {
+	Name   string
+	Driver string // "sqlite", "postgres" or "mysql", for /v1/shards
+	Store  cellar.Store
+}
+
+// Observer is told about every call to a node, for metrics.
+type Observer func(node, op string, d time.Duration, err error)
+
+// Options configure a Store.
+type Options struct {
+	// NodeTimeout is the deadline for one call to one node (default 2s).
+	// It is applied on top of the caller's own deadline.
+	NodeTimeout time.Duration
+	// Observe, if not nil, is called after every node call.
+	Observe Observer
+}
+
+// Store routes cell operations to nodes by the shard map.
+type Store struct {
+	nodes   map[string]*Node
+	timeout time.Duration
+	observe Observer
+
+	mu      sync.RWMutex // protects m and byShard
+	m       *cellar.ShardMap
+	byShard []*Node // shard -> node under m
+}
+
+var _ cellar.Store = (*Store)(nil)
+
+// New returns a Store over nodes with shard map m. Every node m names must
+// be in nodes. The Store does not own the nodes: Close does not close them.
+func New(m *cellar.ShardMap, nodes []*Node, opts Options) (*Store, error) {
+	s := &Store{nodes: make(map[string]*Node), timeout: opts.NodeTimeout, observe: opts.Observe}
+	if s.timeout <= 0 {
+		s.timeout = 2 * time.Second
+	}
+	for _, n := range nodes {
+		s.nodes[n.Name] = n
+	}
+	if err := s.SetMap(m); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// SetMap installs a new shard map. It returns EINVALID if the map does not
+// cover every shard, names an unknown node, changes the shard count, or is
+// older than the current map.
+func (s *Store) SetMap(m *cellar.ShardMap) error {
+	known := make(map[string]bool, len(s.nodes))
+	for name := range s.nodes {
+		known[name] = true
+	}
+	if err := m.Validate(known); err != nil {
+		return err
+	}
+	byShard := make([]*Node, m.ShardCount)
+	for _, a := range m.Assignments {
+		for i := a.First; i <= a.Last; i++ {
+			byShard[i] = s.nodes[a.Node]
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.m != nil {
+		if m.ShardCount != s.m.ShardCount {
+			return cellar.Errorf(cellar.EINVALID, "shard count cannot change from %d to %d", s.m.ShardCount, m.ShardCount)
+		}
+		if m.Version < s.m.Version {
+			return cellar.Errorf(cellar.EINVALID, "shard map version %d is older than the current %d", m.Version, s.m.Version)
+		}
+	}
+	s.m, s.byShard = m, byShard
+	return nil
+}
+
+// Map returns the current shard map. Callers must not modify it.
+func (s *Store) Map() *cellar.ShardMap {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.m
+}
+
+// Topology describes the current layout, for GET /v1/shards.
+func (s *Store) Topology() cellar.Topology {
+	m := s.Map()
+	t := cellar.Topology{ShardCount: m.ShardCount, Version: m.Version}
+	byNode := make(map[string]*cellar.NodeInfo)
+	for _, a := range m.Assignments {
+		ni := byNode[a.Node]
+		if ni == nil {
+			ni = &cellar.NodeInfo{Name: a.Node, Driver: s.nodes[a.Node].Driver}
+			byNode[a.Node] = ni
+		}
+		ni.Ranges = append(ni.Ranges, a.ShardRange)
+	}
+	for _, n := range s.nodes {
+		if byNode[n.Name] == nil {
+			byNode[n.Name] = &cellar.NodeInfo{Name: n.Name, Driver: n.Driver, Ranges: []cellar.ShardRange{}}
+		}
+	}
+	for _, ni := range byNode {
+		sort.Slice(ni.Ranges, func(i, j int) bool { return ni.Ranges[i].First < ni.Ranges[j].First })
+		t.Nodes = append(t.Nodes, *ni)
+	}
+	sort.Slice(t.Nodes, func(i, j int) bool { return t.Nodes[i].Name < t.Nodes[j].Name })
+	return t
+}
+
+// route returns the shard of rowKey and its node.
+func (s *Store) route(rowKey string) (int, *Node) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	sh := cellar.ShardOf(rowKey, s.m.ShardCount)
+	return sh, s.byShard[sh]
+}
+
+// call runs f against n under the node deadline and reports it.
+func (s *Store) call(ctx context.Context, n *Node, op string, f func(ctx context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	start := time.Now()
+	err := f(ctx)
+	if err != nil && ctx.Err() != nil && cellar.ErrorCode(err) == cellar.EINTERNAL {
+		// A driver may report a deadline as something else; the caller
+		// should see the node as unavailable, not cellar as broken.
+		err = cellar.Unavailable(err, "node %s did not answer within %s", n.Name, s.timeout)
+	}
+	if s.observe != nil {
+		s.observe(n.Name, op, time.Since(start), err)
+	}
+	return err
+}
+
+// Put implements cellar.Store.
+func (s *Store) Put(ctx context.Context, c cellar.NewCell) (cell cellar.Cell, created bool, err error) {
+	if err := cellar.ValidateRowKey(c.RowKey); err != nil {
+		return cell, false, err
+	}
+	_, n := s.route(c.RowKey)
+	err = s.call(ctx, n, "put", func(ctx context.Context) error {
+		var err error
+		cell, created, err = n.Store.Put(ctx, c)
+		return err
+	})
+	return cell, created, err
+}
+
+// Get implements cellar.Store.
+func (s *Store) Get(ctx context.Context, k cellar.Key) (cell cellar.Cell, err error) {
+	if err := cellar.ValidateRowKey(k.RowKey); err != nil {
+		return cell, err
+	}
+	_, n := s.route(k.RowKey)
+	err = s.call(ctx, n, "get", func(ctx context.Context) error {
+		var err error
+		cell, err = n.Store.Get(ctx, k)
+		return err
+	})
+	return cell, err
+}
+
+// Latest implements cellar.Store.
+func (s *Store) Latest(ctx context.Context, rowKey, column string) (cell cellar.Cell, err error) {
+	if err := cellar.ValidateRowKey(rowKey); err != nil {
+		return cell, err
+	}
+	_, n := s.route(rowKey)
+	err = s.call(ctx, n, "latest", func(ctx context.Context) error {
+		var err error
+		cell, err = n.Store.Latest(ctx, rowKey, column)
+		return err
+	})
+	return cell, err
+}
+
+// Row implements cellar.Store.
+func (s *Store) Row(ctx context.Context, rowKey string, columns []string) (cells []cellar.Cell, err error) {
+	if err := cellar.ValidateRowKey(rowKey); err != nil {
+		return nil, err
+	}
+	_, n := s.route(rowKey)
+	err = s.call(ctx, n, "row", func(ctx context.Context) error {
+		var err error
+		cells, err = n.Store.Row(ctx, rowKey, columns)
+		return err
+	})
+	return cells, err
+}
+
+// Scan implements cellar.Store.
+func (s *Store) Scan(ctx context.Context, shard int, after int64, limit int, column string) (res cellar.ScanResult, err error) {
+	s.mu.RLock()
+	count := s.m.ShardCount
+	var n *Node
+	if shard >= 0 && shard < count {
+		n = s.byShard[shard]
+	}
+	s.mu.RUnlock()
+	if n == nil {
+		return cellar.ScanResult{Cells: []cellar.Cell{}, Next: after}, cellar.Errorf(cellar.EINVALID, "shard %d is out of range 0..%d", shard, count-1)
+	}
+	err = s.call(ctx, n, "scan", func(ctx context.Context) error {
+		var err error
+		res, err = n.Store.Scan(ctx, shard, after, limit, column)
+		return err
+	})
+	return res, err
+}
+
+// BatchGet implements cellar.Store: keys are grouped by node and each
+// node's keys are fetched with one call, all nodes in parallel.
+func (s *Store) BatchGet(ctx context.Context, keys []cellar.LookupKey) []cellar.GetResult {
+	res := make([]cellar.GetResult, len(keys))
+	groups := s.group(len(keys), func(i int) string { return keys[i].RowKey }, func(i int, err error) { res[i].Err = err })
+	var wg sync.WaitGroup
+	for n, idx := range groups {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sub := make([]cellar.LookupKey, len(idx))
+			for j, i := range idx {
+				sub[j] = keys[i]
+			}
+			var out []cellar.GetResult
+			// Per-key errors (not found) are not node failures; only
+			// report the call as failed when every key failed alike.
+			_ = s.call(ctx, n, "batch_get", func(ctx context.Context) error {
+				out = n.Store.BatchGet(ctx, sub)
+				return commonError(len(out), func(j int) error { return out[j].Err })
+			})
+			for j, i := range idx {
+				res[i] = out[j]
+			}
+		}()
+	}
+	wg.Wait()
+	return res
+}
+
+// BatchPut implements cellar.Store, grouping by node like BatchGet.
+func (s *Store) BatchPut(ctx context.Context, cells []cellar.NewCell) []cellar.PutResult {
+	res := make([]cellar.PutResult, len(cells))
+	groups := s.group(len(cells), func(i int) string { return cells[i].RowKey }, func(i int, err error) { res[i].Err = err })
+	var wg sync.WaitGroup
+	for n, idx := range groups {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sub := make([]cellar.NewCell, len(idx))
+			for j, i := range idx {
+				sub[j] = cells[i]
+			}
+			var out []cellar.PutResult
+			_ = s.call(ctx, n, "batch_put", func(ctx context.Context) error {
+				out = n.Store.BatchPut(ctx, sub)
+				return commonError(len(out), func(j int) error { return out[j].Err })
+			})
+			for j, i := range idx {
+				res[i] = out[j]
+			}
+		}()
+	}
+	wg.Wait()
+	return res
+}
+
+// group validates row keys (reporting bad ones through fail) and groups
+// the indexes of the valid ones by node.
+func (s *Store) group(n int, rowKey func(int) string, fail func(int, error)) map[*Node][]int {
+	groups := make(map[*Node][]int)
+	for i := 0; i < n; i++ {
+		if err := cellar.ValidateRowKey(rowKey(i)); err != nil {
+			fail(i, err)
+			continue
+		}
+		_, node := s.route(rowKey(i))
+		groups[node] = append(groups[node], i)
+	}
+	return groups
+}
+
+// commonError returns the error shared by all n results if it is a node
+// failure (unavailable or internal), else nil.
+func commonError(n int, errAt func(int) error) error {
+	if n == 0 {
+		return nil
+	}
+	first := errAt(0)
+	code := cellar.ErrorCode(first)
+	if code != cellar.EUNAVAILABLE && code != cellar.EINTERNAL {
+		return nil
+	}
+	for j := 1; j < n; j++ {
+		if cellar.ErrorCode(errAt(j)) != code {
+			return nil
+		}
+	}
+	return first
+}
+
+// Close implements cellar.Store. The nodes are owned by the caller.
+func (s *Store) Close() error { return nil }
+
+// String describes the store for logs.
+func (s *Store) String() string {
+	m := s.Map()
+	return fmt.Sprintf("%d shards over %d nodes (map version %d)", m.ShardCount, len(s.nodes), m.Version)
+}
