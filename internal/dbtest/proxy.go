@@ -16,9 +16,9 @@ type Proxy struct {
 	ln     net.Listener
 	wg     sync.WaitGroup // accept loop and forwarders
 
-	mu     sync.Mutex // protects conns, hung, stopped
-	conns  map[net.Conn]struct{}
-	hung   bool
+	mu      sync.Mutex // protects conns, hung, stopped
+	conns   map[net.Conn]struct{}
+	hung    bool
 	stopped bool
 }
 

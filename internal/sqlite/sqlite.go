@@ -68,6 +68,9 @@ func Open(ctx context.Context, path string, opts Options) (*sqlstore.Store, erro
 			return nil, fmt.Errorf("create directory for %s: %w", path, err)
 		}
 	} else if _, err := os.Stat(path); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("sqlite node %s: %s does not exist: run `cellar init` to create the datastore", opts.Name, path)
+		}
 		return nil, fmt.Errorf("open sqlite node %s: %w", opts.Name, err)
 	}
 	q := url.Values{}

@@ -20,6 +20,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cellar-db/cellar"
@@ -42,6 +43,10 @@ type Options struct {
 	// Create applies schema migrations on open instead of refusing a node
 	// without the current schema.
 	Create bool
+	// Lazy defers the schema check to Check or the first operation, so a
+	// server can start while a node is down; until the node answers, its
+	// operations fail with ErrUnavailable.
+	Lazy bool
 }
 
 // Store is one storage node. It implements cellar.Store.
@@ -56,6 +61,8 @@ type Store struct {
 	seqKnown sync.Map // shard (int) -> struct{}: sequence rows known to exist
 
 	group *committer // nil without group commit
+
+	checked atomic.Bool // the schema version was found to be current
 }
 
 var _ cellar.Store = (*Store)(nil)
@@ -79,13 +86,41 @@ func Open(ctx context.Context, db, wdb *sql.DB, d *Dialect, opts Options) (*Stor
 			return nil, fmt.Errorf("node %s: %w", opts.Name, err)
 		}
 	}
-	if err := checkSchema(ctx, db, d, opts.Name); err != nil {
-		return nil, err
+	if !opts.Lazy {
+		if err := s.Check(ctx); err != nil {
+			return nil, err
+		}
 	}
 	if opts.GroupCommit {
 		s.group = startCommitter(s, opts.MaxGroup)
 	}
 	return s, nil
+}
+
+// Check verifies that the node answers and has the schema version this
+// binary needs. Once it has succeeded it is not repeated.
+func (s *Store) Check(ctx context.Context) error {
+	if s.checked.Load() {
+		return nil
+	}
+	if err := checkSchema(ctx, s.db, s.d, s.name); err != nil {
+		return err
+	}
+	s.checked.Store(true)
+	return nil
+}
+
+// ready runs Check for operations, reporting a node with the wrong schema
+// as unavailable: the client did nothing wrong.
+func (s *Store) ready(ctx context.Context) error {
+	if s.checked.Load() {
+		return nil
+	}
+	err := s.Check(ctx)
+	if err != nil && cellar.ErrorCode(err) == cellar.EINVALID {
+		return cellar.Unavailable(err, "node %s cannot serve: %s", s.name, cellar.ErrorMessage(err))
+	}
+	return err
 }
 
 // Name returns the node's name.
@@ -145,6 +180,9 @@ func (s *Store) Get(ctx context.Context, k cellar.Key) (cellar.Cell, error) {
 	if err := k.Validate(); err != nil {
 		return c, err
 	}
+	if err := s.ready(ctx); err != nil {
+		return c, err
+	}
 	err := scanCell(s.db.QueryRowContext(ctx, s.d.Rebind("SELECT "+cellColumns+" FROM cells WHERE row_key = ? AND col = ? AND ref_key = ?"),
 		[]byte(k.RowKey), k.Column, k.RefKey), &c)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -160,6 +198,9 @@ func (s *Store) Get(ctx context.Context, k cellar.Key) (cellar.Cell, error) {
 func (s *Store) Latest(ctx context.Context, rowKey, column string) (cellar.Cell, error) {
 	var c cellar.Cell
 	if err := (cellar.LookupKey{RowKey: rowKey, Column: column}).Validate(); err != nil {
+		return c, err
+	}
+	if err := s.ready(ctx); err != nil {
 		return c, err
 	}
 	err := scanCell(s.db.QueryRowContext(ctx, s.d.Rebind("SELECT "+cellColumns+" FROM cells WHERE row_key = ? AND col = ? ORDER BY ref_key DESC LIMIT 1"),
@@ -198,6 +239,9 @@ func (s *Store) Row(ctx context.Context, rowKey string, columns []string) ([]cel
 		q += " AND col IN (?" + strings.Repeat(", ?", len(columns)-1) + ")"
 	}
 	q += " ORDER BY col"
+	if err := s.ready(ctx); err != nil {
+		return nil, err
+	}
 	rows, err := s.db.QueryContext(ctx, s.d.Rebind(q), args...)
 	if err != nil {
 		return nil, s.wrap(err, "get row")
@@ -229,6 +273,14 @@ func (s *Store) BatchGet(ctx context.Context, keys []cellar.LookupKey) []cellar.
 			continue
 		}
 		valid = append(valid, i)
+	}
+	if len(valid) > 0 {
+		if err := s.ready(ctx); err != nil {
+			for _, i := range valid {
+				res[i].Err = err
+			}
+			return res
+		}
 	}
 	for len(valid) > 0 {
 		n := min(len(valid), s.d.MaxUnion)
@@ -320,6 +372,9 @@ func (s *Store) Scan(ctx context.Context, shard int, after int64, limit int, col
 		args = append(args, column)
 	}
 	q += " ORDER BY added_id LIMIT ?"
+	if err := s.ready(ctx); err != nil {
+		return res, err
+	}
 	args = append(args, limit)
 	rows, err := s.db.QueryContext(ctx, s.d.Rebind(q), args...)
 	if err != nil {
@@ -364,6 +419,12 @@ func (s *Store) BatchPut(ctx context.Context, cells []cellar.NewCell) []cellar.P
 		items = append(items, &writeItem{cell: c, shard: cellar.ShardOf(c.RowKey, s.shardCount), res: &res[i]})
 	}
 	if len(items) == 0 {
+		return res
+	}
+	if err := s.ready(ctx); err != nil {
+		for _, it := range items {
+			*it.res = cellar.PutResult{Err: err}
+		}
 		return res
 	}
 	if s.group != nil {
