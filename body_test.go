@@ -127,3 +127,20 @@ func FuzzBody(f *testing.F) {
 		}
 	})
 }
+
+func TestCellMarshalKeepsBody(t *testing.T) {
+	c := cellar.Cell{Key: cellar.Key{RowKey: "r", Column: "c"}, Body: json.RawMessage(`{"h":"<a>&</a>","n":1e400}`)}
+	// json.Marshal escapes '<', '>', '&' in any Marshaler's output; an
+	// encoder without HTML escaping, as the server uses, must keep the body
+	// exactly.
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(c); err != nil {
+		t.Fatal(err)
+	}
+	got := buf.String()
+	if !strings.Contains(got, `"body":{"h":"<a>&</a>","n":1e400}`) || !strings.Contains(got, `"created_at":"0001-01-01T00:00:00.000Z"`) {
+		t.Errorf("json.Marshal(cell) = %s", got)
+	}
+}

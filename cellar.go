@@ -5,6 +5,7 @@
 package cellar
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"time"
@@ -33,13 +34,20 @@ type Cell struct {
 }
 
 // MarshalJSON writes CreatedAt as RFC 3339 UTC with exactly three
-// fractional digits.
+// fractional digits, and the body exactly as stored: json.Marshal would
+// rewrite '<', '>' and '&' inside it as \u escapes.
 func (c Cell) MarshalJSON() ([]byte, error) {
 	type plain Cell
-	return json.Marshal(struct {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(struct {
 		plain
 		CreatedAt string `json:"created_at"`
-	}{plain(c), FormatTime(c.CreatedAt)})
+	}{plain(c), FormatTime(c.CreatedAt)}); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }
 
 // FormatTime formats t as RFC 3339 UTC with milliseconds.
