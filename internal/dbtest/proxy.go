@@ -16,10 +16,11 @@ type Proxy struct {
 	ln     net.Listener
 	wg     sync.WaitGroup // accept loop and forwarders
 
-	mu      sync.Mutex // protects conns, hung, stopped
-	conns   map[net.Conn]struct{}
-	hung    bool
-	stopped bool
+	mu        sync.Mutex // protects conns, hung, stopped, swallowed
+	conns     map[net.Conn]struct{}
+	hung      bool
+	stopped   bool
+	swallowed int64 // bytes received while hung
 }
 
 // NewProxy listens on a free loopback port and forwards to target. It is
@@ -84,6 +85,9 @@ func (p *Proxy) pipe(dst, src net.Conn) {
 			p.mu.Unlock()
 			if hung {
 				// Swallow traffic: the peer waits forever.
+				p.mu.Lock()
+				p.swallowed += int64(n)
+				p.mu.Unlock()
 				continue
 			}
 			if _, werr := dst.Write(buf[:n]); werr != nil {
@@ -107,6 +111,14 @@ func (p *Proxy) Hang() {
 	p.mu.Lock()
 	p.hung = true
 	p.mu.Unlock()
+}
+
+// Swallowed returns how many bytes arrived while the proxy was hung: a
+// test can wait for it to know a request reached the node.
+func (p *Proxy) Swallowed() int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.swallowed
 }
 
 // Stop closes the listener and every connection: the node is gone.

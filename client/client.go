@@ -1,0 +1,430 @@
+// Package client is the Go client of cellar's HTTP API v1. A *Client
+// implements cellar.Store over HTTP, so code written against the domain
+// interface, such as the cellar CLI, runs unchanged against a remote server.
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/cellar-db/cellar"
+)
+
+// Client talks to one cellar server. It is safe for concurrent use.
+type Client struct {
+	base  string // server URL without a trailing slash
+	token string
+	hc    *http.Client
+}
+
+var _ cellar.Store = (*Client)(nil)
+
+// Option configures a Client.
+type Option func(*Client)
+
+// WithToken authenticates every request with secret as a bearer token.
+func WithToken(secret string) Option {
+	return func(c *Client) { c.token = secret }
+}
+
+// WithHTTPClient sends requests through hc instead of http.DefaultClient.
+// The Client uses a copy of hc that does not follow redirects.
+func WithHTTPClient(hc *http.Client) Option {
+	return func(c *Client) { c.hc = hc }
+}
+
+// New returns a client of the server at baseURL, such as
+// "http://127.0.0.1:7070". A baseURL without a scheme gets "http://".
+func New(baseURL string, opts ...Option) *Client {
+	if !strings.Contains(baseURL, "://") {
+		baseURL = "http://" + baseURL
+	}
+	c := &Client{base: strings.TrimRight(baseURL, "/"), hc: http.DefaultClient}
+	for _, o := range opts {
+		o(c)
+	}
+	// The API never redirects, and following a redirect would turn a PUT
+	// into a GET of another URL, so a redirect is returned as an error.
+	hc := *c.hc
+	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	c.hc = &hc
+	return c
+}
+
+// Put implements cellar.Store. It sends c.Body as is; the server validates
+// it. created is true if the server answered 201 Created, false if it
+// already held an equal cell (200 OK).
+func (c *Client) Put(ctx context.Context, nc cellar.NewCell) (cellar.Cell, bool, error) {
+	var cell cellar.Cell
+	path, err := cellPath(nc.RowKey, nc.Column)
+	if err != nil {
+		return cell, false, err
+	}
+	path += "/" + strconv.FormatInt(nc.RefKey, 10)
+	status, err := c.do(ctx, http.MethodPut, path, nil, nc.Body, &cell)
+	if err != nil {
+		return cellar.Cell{}, false, err
+	}
+	return cell, status == http.StatusCreated, nil
+}
+
+// Get implements cellar.Store. Returns ErrNotFound if there is no such cell.
+func (c *Client) Get(ctx context.Context, k cellar.Key) (cellar.Cell, error) {
+	var cell cellar.Cell
+	path, err := cellPath(k.RowKey, k.Column)
+	if err != nil {
+		return cell, err
+	}
+	path += "/" + strconv.FormatInt(k.RefKey, 10)
+	if _, err := c.do(ctx, http.MethodGet, path, nil, nil, &cell); err != nil {
+		return cellar.Cell{}, err
+	}
+	return cell, nil
+}
+
+// Latest implements cellar.Store. Returns ErrNotFound if the row has no
+// cell in column.
+func (c *Client) Latest(ctx context.Context, rowKey, column string) (cellar.Cell, error) {
+	var cell cellar.Cell
+	path, err := cellPath(rowKey, column)
+	if err != nil {
+		return cell, err
+	}
+	if _, err := c.do(ctx, http.MethodGet, path, nil, nil, &cell); err != nil {
+		return cellar.Cell{}, err
+	}
+	return cell, nil
+}
+
+// Row implements cellar.Store.
+func (c *Client) Row(ctx context.Context, rowKey string, columns []string) ([]cellar.Cell, error) {
+	seg, err := segment("row_key", rowKey)
+	if err != nil {
+		return nil, err
+	}
+	var q url.Values
+	if len(columns) > 0 {
+		q = url.Values{"columns": {strings.Join(columns, ",")}}
+	}
+	var resp struct {
+		Cells []cellar.Cell `json:"cells"`
+	}
+	if _, err := c.do(ctx, http.MethodGet, "/v1/rows/"+seg, q, nil, &resp); err != nil {
+		return nil, err
+	}
+	if resp.Cells == nil {
+		resp.Cells = []cellar.Cell{}
+	}
+	return resp.Cells, nil
+}
+
+// BatchGet implements cellar.Store. If the request as a whole fails, every
+// result carries its error. A key that is not valid UTF-8 cannot be written
+// in the JSON request, so its result is an EINVALID error and the other
+// keys are still sent; every other check is the server's.
+func (c *Client) BatchGet(ctx context.Context, keys []cellar.LookupKey) []cellar.GetResult {
+	res := make([]cellar.GetResult, len(keys))
+	send := make([]cellar.LookupKey, 0, len(keys))
+	idx := make([]int, 0, len(keys)) // idx[j] is the position in keys of send[j]
+	for i, k := range keys {
+		if err := checkUTF8(k.RowKey, k.Column); err != nil {
+			res[i].Err = err
+			continue
+		}
+		send = append(send, k)
+		idx = append(idx, i)
+	}
+	if len(send) == 0 {
+		return res
+	}
+	req, err := encode(struct {
+		Keys []cellar.LookupKey `json:"keys"`
+	}{send})
+	if err != nil {
+		return failGets(res, idx, cellar.Internal(err, "encode batch get request"))
+	}
+	var resp struct {
+		Results []struct {
+			Cell  *cellar.Cell `json:"cell"`
+			Error *apiError    `json:"error"`
+		} `json:"results"`
+	}
+	if _, err := c.do(ctx, http.MethodPost, "/v1/cells:batchGet", nil, req, &resp); err != nil {
+		return failGets(res, idx, err)
+	}
+	if len(resp.Results) != len(send) {
+		return failGets(res, idx, cellar.Errorf(cellar.EINTERNAL, "server returned %d results for %d keys", len(resp.Results), len(send)))
+	}
+	for j, r := range resp.Results {
+		i := idx[j]
+		switch {
+		case r.Error != nil:
+			res[i].Err = r.Error.err()
+		case r.Cell != nil:
+			res[i].Cell = r.Cell
+		default:
+			res[i].Err = cellar.Errorf(cellar.EINTERNAL, "server returned an empty result")
+		}
+	}
+	return res
+}
+
+// BatchPut implements cellar.Store. If the request as a whole fails, every
+// result carries its error. A cell whose key is not valid UTF-8 or whose
+// body is not JSON cannot be embedded in the JSON request, so its result is
+// an EINVALID error and the other cells are still sent; every other check
+// is the server's.
+func (c *Client) BatchPut(ctx context.Context, cells []cellar.NewCell) []cellar.PutResult {
+	res := make([]cellar.PutResult, len(cells))
+	send := make([]cellar.NewCell, 0, len(cells))
+	idx := make([]int, 0, len(cells)) // idx[j] is the position in cells of send[j]
+	for i, nc := range cells {
+		if err := checkUTF8(nc.RowKey, nc.Column); err != nil {
+			res[i].Err = err
+			continue
+		}
+		if len(nc.Body) > 0 && (!json.Valid(nc.Body) || !utf8.Valid(nc.Body)) {
+			res[i].Err = cellar.Errorf(cellar.EINVALID, "body is not valid JSON in UTF-8")
+			continue
+		}
+		send = append(send, nc)
+		idx = append(idx, i)
+	}
+	if len(send) == 0 {
+		return res
+	}
+	req, err := encode(struct {
+		Cells []cellar.NewCell `json:"cells"`
+	}{send})
+	if err != nil {
+		return failPuts(res, idx, cellar.Internal(err, "encode batch put request"))
+	}
+	var resp struct {
+		Results []struct {
+			cellar.Cell
+			Created bool      `json:"created"`
+			Error   *apiError `json:"error"`
+		} `json:"results"`
+	}
+	if _, err := c.do(ctx, http.MethodPost, "/v1/cells:batchPut", nil, req, &resp); err != nil {
+		return failPuts(res, idx, err)
+	}
+	if len(resp.Results) != len(send) {
+		return failPuts(res, idx, cellar.Errorf(cellar.EINTERNAL, "server returned %d results for %d cells", len(resp.Results), len(send)))
+	}
+	for j, r := range resp.Results {
+		i := idx[j]
+		if r.Error != nil {
+			res[i].Err = r.Error.err()
+			continue
+		}
+		res[i].Cell = r.Cell
+		res[i].Created = r.Created
+	}
+	return res
+}
+
+// Scan implements cellar.Store.
+func (c *Client) Scan(ctx context.Context, shard int, after int64, limit int, column string) (cellar.ScanResult, error) {
+	q := url.Values{
+		"after": {strconv.FormatInt(after, 10)},
+		"limit": {strconv.Itoa(limit)},
+	}
+	if column != "" {
+		q.Set("column", column)
+	}
+	var resp struct {
+		Cells []cellar.Cell `json:"cells"`
+		Next  int64         `json:"next"`
+	}
+	path := "/v1/shards/" + strconv.Itoa(shard) + "/cells"
+	if _, err := c.do(ctx, http.MethodGet, path, q, nil, &resp); err != nil {
+		return cellar.ScanResult{Cells: []cellar.Cell{}, Next: after}, err
+	}
+	if resp.Cells == nil {
+		resp.Cells = []cellar.Cell{}
+	}
+	return cellar.ScanResult{Cells: resp.Cells, Next: resp.Next}, nil
+}
+
+// Shards returns how the server's datastore lays its logical shards out
+// over storage nodes.
+func (c *Client) Shards(ctx context.Context) (cellar.Topology, error) {
+	var t cellar.Topology
+	if _, err := c.do(ctx, http.MethodGet, "/v1/shards", nil, nil, &t); err != nil {
+		return cellar.Topology{}, err
+	}
+	return t, nil
+}
+
+// Close implements cellar.Store. It does nothing: the Client holds no
+// resources beyond its http.Client's idle connections.
+func (c *Client) Close() error { return nil }
+
+// do sends a request with body (if not nil) and decodes a successful JSON
+// response into out. It returns the response's status code, and a
+// *cellar.Error for a transport failure or an error response.
+func (c *Client) do(ctx context.Context, method, path string, query url.Values, body []byte, out any) (int, error) {
+	u := c.base + path
+	if len(query) > 0 {
+		u += "?" + query.Encode()
+	}
+	var rb io.Reader
+	if body != nil {
+		rb = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, rb)
+	if err != nil {
+		return 0, &cellar.Error{Code: cellar.EINVALID, Message: fmt.Sprintf("bad request URL %q", u), Err: err}
+	}
+	req.Header.Set("Accept", "application/json")
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return 0, cellar.Unavailable(err, "request failed")
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return resp.StatusCode, cellar.Unavailable(err, "read response to %s %s", method, path)
+	}
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return resp.StatusCode, responseError(resp, data)
+	}
+	if err := json.Unmarshal(data, out); err != nil {
+		return resp.StatusCode, cellar.Internal(err, "decode response to %s %s", method, path)
+	}
+	return resp.StatusCode, nil
+}
+
+// apiError is the error object of the API: {"code": ..., "message": ...}.
+type apiError struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+func (e *apiError) err() error {
+	if e.Code == "" {
+		return cellar.Errorf(cellar.EINTERNAL, "server returned an error without a code: %s", e.Message)
+	}
+	return &cellar.Error{Code: e.Code, Message: e.Message}
+}
+
+// responseError turns an error response into a *cellar.Error: the code and
+// message the server sent, or, if the body is not an API error (a proxy's
+// error page, a wrong URL), a code derived from the status. A 404 without
+// an API error means the URL is wrong, not that a cell is missing, so it is
+// not reported as not_found.
+func responseError(resp *http.Response, data []byte) error {
+	var env struct {
+		Error *apiError `json:"error"`
+	}
+	if json.Unmarshal(data, &env) == nil && env.Error != nil && env.Error.Code != "" {
+		return env.Error.err()
+	}
+	code := cellar.EINTERNAL
+	switch resp.StatusCode {
+	case http.StatusBadRequest:
+		code = cellar.EINVALID
+	case http.StatusUnauthorized:
+		code = cellar.EUNAUTHENTICATED
+	case http.StatusForbidden:
+		code = cellar.EPERMISSION
+	case http.StatusConflict:
+		code = cellar.ECONFLICT
+	case http.StatusRequestEntityTooLarge:
+		code = cellar.ETOOLARGE
+	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		code = cellar.EUNAVAILABLE
+	}
+	msg := "unexpected response " + resp.Status
+	if text := strings.TrimSpace(string(data)); text != "" {
+		const max = 200
+		if len(text) > max {
+			text = text[:max] + "..."
+		}
+		msg += ": " + text
+	}
+	return cellar.Errorf(code, "%s", msg)
+}
+
+// cellPath returns /v1/cells/{row_key}/{column}.
+func cellPath(rowKey, column string) (string, error) {
+	row, err := segment("row_key", rowKey)
+	if err != nil {
+		return "", err
+	}
+	col, err := segment("column", column)
+	if err != nil {
+		return "", err
+	}
+	return "/v1/cells/" + row + "/" + col, nil
+}
+
+// segment escapes s as one path segment. An empty segment cannot be sent
+// (the server would see "//" and redirect to a cleaned path), and "." and
+// ".." are escaped in full so that path cleaning leaves them alone.
+func segment(name, s string) (string, error) {
+	switch s {
+	case "":
+		return "", cellar.Errorf(cellar.EINVALID, "%s is empty", name)
+	case ".":
+		return "%2E", nil
+	case "..":
+		return "%2E%2E", nil
+	}
+	return url.PathEscape(s), nil
+}
+
+// failGets sets err as the result of each key sent in a failed request.
+func failGets(res []cellar.GetResult, idx []int, err error) []cellar.GetResult {
+	for _, i := range idx {
+		res[i].Err = err
+	}
+	return res
+}
+
+// failPuts sets err as the result of each cell sent in a failed request.
+func failPuts(res []cellar.PutResult, idx []int, err error) []cellar.PutResult {
+	for _, i := range idx {
+		res[i].Err = err
+	}
+	return res
+}
+
+// encode marshals v without HTML escaping, which would change the bytes of
+// a body ("<" would be stored as "\u003c").
+func encode(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// checkUTF8 refuses a key that JSON cannot carry: encoding/json would
+// replace its invalid bytes with U+FFFD and so name another key.
+func checkUTF8(rowKey, column string) error {
+	if !utf8.ValidString(rowKey) {
+		return cellar.Errorf(cellar.EINVALID, "row_key is not valid UTF-8")
+	}
+	if !utf8.ValidString(column) {
+		return cellar.Errorf(cellar.EINVALID, "column is not valid UTF-8")
+	}
+	return nil
+}

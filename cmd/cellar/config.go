@@ -1,0 +1,278 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/cellar-db/cellar"
+)
+
+// Config is cellar's configuration: a YAML file, then environment
+// overrides, then flags. Without a file it describes the embedded default:
+// one SQLite node under the data directory.
+type Config struct {
+	// Listen is the HTTP address (default 127.0.0.1:7070).
+	Listen string `yaml:"listen"`
+	// DataDir holds the embedded SQLite node and relative SQLite paths
+	// (default ./cellar-data).
+	DataDir string `yaml:"data_dir"`
+	// Shards is the number of logical shards, fixed when the datastore is
+	// created (default 4096).
+	Shards int `yaml:"shards"`
+	// Metadata names the node that holds the datastore record and the
+	// shard map (default: the first node).
+	Metadata string `yaml:"metadata"`
+	// Nodes are the storage nodes.
+	Nodes []NodeConfig `yaml:"nodes"`
+	// ShardMap is the initial shard map, written by `cellar init`. Once the
+	// datastore exists, the map stored on the metadata node is authoritative.
+	ShardMap []AssignmentConfig `yaml:"shard_map"`
+	// RequestTimeout bounds each HTTP request (default 5s).
+	RequestTimeout time.Duration `yaml:"request_timeout"`
+	// NodeTimeout bounds each call to one node (default 2s).
+	NodeTimeout time.Duration `yaml:"node_timeout"`
+	// MapRefresh is how often servers reload the shard map (default 5s).
+	MapRefresh time.Duration `yaml:"map_refresh"`
+	// ShutdownTimeout bounds the drain of in-flight requests (default 30s).
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// MaxBodyBytes bounds one cell body (default 1 MiB).
+	MaxBodyBytes int `yaml:"max_body_bytes"`
+	// Auth configures bearer tokens. Without tokens, auth is off.
+	Auth AuthConfig `yaml:"auth"`
+	// AllowUnauthenticated lets a server without tokens listen on a
+	// non-loopback address.
+	AllowUnauthenticated bool `yaml:"allow_unauthenticated"`
+	// LogLevel is debug, info, warn or error (default info); LogFormat is
+	// text or json (default text).
+	LogLevel  string `yaml:"log_level"`
+	LogFormat string `yaml:"log_format"`
+}
+
+// NodeConfig is one storage node.
+type NodeConfig struct {
+	Name   string `yaml:"name"`
+	Driver string `yaml:"driver"` // sqlite, postgres or mysql
+	// DSN is the connection string: a file path for sqlite (relative to
+	// data_dir), a URL or key=value string for postgres, and
+	// user:password@tcp(host:port)/db for mysql.
+	DSN string `yaml:"dsn"`
+	// MaxConns bounds the node's connection pool (default 32; for sqlite,
+	// the read connections, default 8).
+	MaxConns int `yaml:"max_conns"`
+}
+
+// AssignmentConfig assigns a range of shards ("0-2047") to a node.
+type AssignmentConfig struct {
+	Node   string `yaml:"node"`
+	Shards string `yaml:"shards"`
+}
+
+// AuthConfig lists bearer tokens and their scopes.
+type AuthConfig struct {
+	Tokens []TokenConfig `yaml:"tokens"`
+}
+
+// TokenConfig is one bearer token: its secret inline or, better, in an
+// environment variable, and its scopes (read, write, admin).
+type TokenConfig struct {
+	Token    string   `yaml:"token"`
+	TokenEnv string   `yaml:"token_env"`
+	Scopes   []string `yaml:"scopes"`
+}
+
+// defaultConfig returns the configuration used where nothing is set.
+func defaultConfig() *Config {
+	return &Config{
+		Listen:          "127.0.0.1:7070",
+		DataDir:         "./cellar-data",
+		Shards:          cellar.DefaultShardCount,
+		RequestTimeout:  5 * time.Second,
+		NodeTimeout:     2 * time.Second,
+		MapRefresh:      5 * time.Second,
+		ShutdownTimeout: 30 * time.Second,
+		MaxBodyBytes:    cellar.DefaultMaxBodyBytes,
+		LogLevel:        "info",
+		LogFormat:       "text",
+	}
+}
+
+// loadConfig reads path (if not empty) over the defaults, applies the
+// environment, fills in the embedded node if none is configured, and
+// validates the result.
+func loadConfig(path string) (*Config, error) {
+	cfg := defaultConfig()
+	if path != "" {
+		raw, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("read config: %w", err)
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(raw))
+		dec.KnownFields(true)
+		// An empty file means all defaults.
+		if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("config %s: %w", path, err)
+		}
+	}
+	if err := applyEnv(cfg, os.LookupEnv); err != nil {
+		return nil, err
+	}
+	return cfg, cfg.complete()
+}
+
+// complete fills in what follows from the rest (the embedded node, the
+// metadata node, a one-node map) and validates the result.
+func (c *Config) complete() error {
+	if len(c.Nodes) == 0 {
+		c.Nodes = []NodeConfig{{Name: "local", Driver: "sqlite", DSN: "local.db"}}
+	}
+	if c.Metadata == "" {
+		c.Metadata = c.Nodes[0].Name
+	}
+	if len(c.ShardMap) == 0 && len(c.Nodes) == 1 {
+		c.ShardMap = []AssignmentConfig{{Node: c.Nodes[0].Name, Shards: fmt.Sprintf("0-%d", c.Shards-1)}}
+	}
+	return c.validate()
+}
+
+var nodeNameRE = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_-]{0,62}$`)
+
+func (c *Config) validate() error {
+	if c.Shards < 1 || c.Shards > cellar.MaxShardCount {
+		return fmt.Errorf("config: shards must be 1..%d, not %d", cellar.MaxShardCount, c.Shards)
+	}
+	if c.MaxBodyBytes < 2 {
+		return fmt.Errorf("config: max_body_bytes must be at least 2")
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"request_timeout", c.RequestTimeout}, {"node_timeout", c.NodeTimeout}, {"map_refresh", c.MapRefresh}, {"shutdown_timeout", c.ShutdownTimeout}} {
+		if d.v <= 0 {
+			return fmt.Errorf("config: %s must be positive", d.name)
+		}
+	}
+	names := map[string]bool{}
+	for _, n := range c.Nodes {
+		if !nodeNameRE.MatchString(n.Name) {
+			return fmt.Errorf("config: node name %q must match %s", n.Name, nodeNameRE)
+		}
+		if names[n.Name] {
+			return fmt.Errorf("config: node %q is listed twice", n.Name)
+		}
+		names[n.Name] = true
+		switch n.Driver {
+		case "sqlite", "postgres", "mysql":
+		default:
+			return fmt.Errorf("config: node %s: driver must be sqlite, postgres or mysql, not %q", n.Name, n.Driver)
+		}
+		if n.DSN == "" {
+			return fmt.Errorf("config: node %s has no dsn", n.Name)
+		}
+	}
+	if !names[c.Metadata] {
+		return fmt.Errorf("config: metadata node %q is not among the nodes", c.Metadata)
+	}
+	if _, err := c.initialMap(); err != nil {
+		return err
+	}
+	for i, t := range c.Auth.Tokens {
+		if t.secret() == "" {
+			return fmt.Errorf("config: auth token %d is empty (token or token_env)", i+1)
+		}
+		if len(t.Scopes) == 0 {
+			return fmt.Errorf("config: auth token %d has no scopes", i+1)
+		}
+		for _, s := range t.Scopes {
+			if s != "read" && s != "write" && s != "admin" {
+				return fmt.Errorf("config: auth token %d: scope %q must be read, write or admin", i+1, s)
+			}
+		}
+	}
+	return nil
+}
+
+func (t TokenConfig) secret() string {
+	if t.TokenEnv != "" {
+		return os.Getenv(t.TokenEnv)
+	}
+	return t.Token
+}
+
+// initialMap returns the configured shard map as version 1.
+func (c *Config) initialMap() (*cellar.ShardMap, error) {
+	m := &cellar.ShardMap{Version: 1, ShardCount: c.Shards}
+	nodes := map[string]bool{}
+	for _, n := range c.Nodes {
+		nodes[n.Name] = true
+	}
+	for _, a := range c.ShardMap {
+		r, err := cellar.ParseShardRange(a.Shards)
+		if err != nil {
+			return nil, fmt.Errorf("config: shard_map: %s", cellar.ErrorMessage(err))
+		}
+		m.Assignments = append(m.Assignments, cellar.Assignment{Node: a.Node, ShardRange: r})
+	}
+	if err := m.Validate(nodes); err != nil {
+		return nil, fmt.Errorf("config: shard_map: %s", cellar.ErrorMessage(err))
+	}
+	return m, nil
+}
+
+// applyEnv applies CELLAR_* environment overrides.
+func applyEnv(c *Config, lookup func(string) (string, bool)) error {
+	if v, ok := lookup("CELLAR_LISTEN"); ok {
+		c.Listen = v
+	}
+	if v, ok := lookup("CELLAR_DATA_DIR"); ok {
+		c.DataDir = v
+	}
+	if v, ok := lookup("CELLAR_ALLOW_UNAUTHENTICATED"); ok {
+		c.AllowUnauthenticated = v == "1" || v == "true"
+	}
+	if v, ok := lookup("CELLAR_LOG_LEVEL"); ok {
+		c.LogLevel = v
+	}
+	for i := range c.Nodes {
+		if v, ok := lookup("CELLAR_NODE_" + envName(c.Nodes[i].Name) + "_DSN"); ok {
+			c.Nodes[i].DSN = v
+		}
+	}
+	return nil
+}
+
+// envName turns a node name into its environment form: upper case, with
+// '-' as '_'.
+func envName(node string) string {
+	return strings.ToUpper(strings.ReplaceAll(node, "-", "_"))
+}
+
+// sqlitePath resolves a sqlite node's DSN against the data directory.
+func (c *Config) sqlitePath(n NodeConfig) string {
+	if filepath.IsAbs(n.DSN) {
+		return n.DSN
+	}
+	return filepath.Join(c.DataDir, n.DSN)
+}
+
+// isLoopback reports whether addr (host:port) listens on loopback only.
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}

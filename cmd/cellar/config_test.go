@@ -1,0 +1,113 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func writeConfig(tb testing.TB, yaml string) string {
+	tb.Helper()
+	p := filepath.Join(tb.TempDir(), "cellar.yaml")
+	if err := os.WriteFile(p, []byte(yaml), 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	return p
+}
+
+func TestLoadConfigDefaults(t *testing.T) {
+	cfg, err := loadConfig("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Listen != "127.0.0.1:7070" || cfg.DataDir != "./cellar-data" || cfg.Shards != 4096 || cfg.Metadata != "local" {
+		t.Errorf("defaults = %+v", cfg)
+	}
+	if len(cfg.Nodes) != 1 || cfg.Nodes[0].Driver != "sqlite" || cfg.sqlitePath(cfg.Nodes[0]) != "cellar-data/local.db" {
+		t.Errorf("default nodes = %+v", cfg.Nodes)
+	}
+	m, err := cfg.initialMap()
+	if err != nil || len(m.Assignments) != 1 || m.Assignments[0].Last != 4095 {
+		t.Errorf("default map = %+v, %v", m, err)
+	}
+}
+
+func TestLoadConfigFile(t *testing.T) {
+	p := writeConfig(t, `
+listen: 0.0.0.0:8080
+shards: 16
+metadata: b
+request_timeout: 3s
+nodes:
+  - {name: a, driver: sqlite, dsn: a.db}
+  - {name: b, driver: postgres, dsn: "postgres://x"}
+shard_map:
+  - {node: a, shards: 0-7}
+  - {node: b, shards: 8-15}
+auth:
+  tokens:
+    - {token_env: TEST_CELLAR_TOKEN, scopes: [read]}
+`)
+	t.Setenv("TEST_CELLAR_TOKEN", "s3cret")
+	t.Setenv("CELLAR_NODE_B_DSN", "postgres://from-env")
+	t.Setenv("CELLAR_LISTEN", "127.0.0.1:9090")
+	cfg, err := loadConfig(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Listen != "127.0.0.1:9090" {
+		t.Errorf("CELLAR_LISTEN did not override: %s", cfg.Listen)
+	}
+	if cfg.Nodes[1].DSN != "postgres://from-env" {
+		t.Errorf("CELLAR_NODE_B_DSN did not override: %s", cfg.Nodes[1].DSN)
+	}
+	if cfg.RequestTimeout != 3*time.Second || cfg.NodeTimeout != 2*time.Second {
+		t.Errorf("timeouts = %v, %v", cfg.RequestTimeout, cfg.NodeTimeout)
+	}
+	if cfg.Auth.Tokens[0].secret() != "s3cret" {
+		t.Errorf("token_env not read")
+	}
+}
+
+func TestLoadConfigErrors(t *testing.T) {
+	tests := []struct{ yaml, want string }{
+		{"nodes: [{name: a, driver: oracle, dsn: x}]", "driver must be"},
+		{"nodes: [{name: a, driver: sqlite}]", "no dsn"},
+		{"nodes: [{name: a, driver: sqlite, dsn: a}, {name: a, driver: sqlite, dsn: b}]", "listed twice"},
+		{"nodes: [{name: 'a b', driver: sqlite, dsn: a}]", "node name"},
+		{"nodes: [{name: a, driver: sqlite, dsn: a}, {name: b, driver: sqlite, dsn: b}]\nshards: 8\nshard_map: [{node: a, shards: 0-3}]", "not assigned"},
+		{"nodes: [{name: a, driver: sqlite, dsn: a}]\nshards: 8\nshard_map: [{node: z, shards: 0-7}]", "unknown node"},
+		{"nodes: [{name: a, driver: sqlite, dsn: a}]\nmetadata: b", "metadata node"},
+		{"shards: 0", "shards must be"},
+		{"request_timeout: -1s", "request_timeout"},
+		{"bogus_key: 1", "bogus_key"},
+		{"auth: {tokens: [{token: x, scopes: [root]}]}", "scope"},
+		{"auth: {tokens: [{token_env: CELLAR_TEST_UNSET_TOKEN, scopes: [read]}]}", "empty"},
+	}
+	for _, tt := range tests {
+		_, err := loadConfig(writeConfig(t, tt.yaml))
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("config %q: err = %v; want it to mention %q", tt.yaml, err, tt.want)
+		}
+	}
+	if _, err := loadConfig(writeConfig(t, "")); err != nil {
+		t.Errorf("empty config file: %v; want the defaults", err)
+	}
+}
+
+func TestIsLoopback(t *testing.T) {
+	tests := []struct {
+		addr string
+		want bool
+	}{
+		{"127.0.0.1:7070", true}, {"localhost:1", true}, {"[::1]:7070", true}, {"127.1.2.3:80", true},
+		{"0.0.0.0:7070", false}, {":7070", false}, {"10.0.0.1:7070", false}, {"[::]:1", false}, {"garbage", false},
+	}
+	for _, tt := range tests {
+		if got := isLoopback(tt.addr); got != tt.want {
+			t.Errorf("isLoopback(%q) = %v; want %v", tt.addr, got, tt.want)
+		}
+	}
+}

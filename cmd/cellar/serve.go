@@ -1,0 +1,251 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/cellar-db/cellar"
+	cellarhttp "github.com/cellar-db/cellar/internal/http"
+	"github.com/cellar-db/cellar/internal/metrics"
+	"github.com/cellar-db/cellar/internal/shard"
+	"github.com/cellar-db/cellar/internal/sqlstore"
+)
+
+// runServe implements `cellar serve`.
+func runServe(ctx context.Context, args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configPath := fs.String("config", envOr("CELLAR_CONFIG", ""), "config file (YAML); default: the embedded SQLite datastore under --data-dir")
+	listen := fs.String("listen", "", "listen address (overrides config; default 127.0.0.1:7070)")
+	dataDir := fs.String("data-dir", "", "data directory (overrides config; default ./cellar-data)")
+	allow := fs.Bool("allow-unauthenticated", false, "allow listening on a non-loopback address without auth tokens")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: cellar serve [--config FILE] [--listen ADDR] [--data-dir DIR]\n\nServes the HTTP API. Without a config it runs the embedded SQLite datastore,\ncreating it on first start.")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	cfg, err := loadConfig(*configPath)
+	if err != nil {
+		fmt.Fprintf(stderr, "cellar: %v\n", err)
+		return 2
+	}
+	if *listen != "" {
+		cfg.Listen = *listen
+	}
+	if *dataDir != "" {
+		cfg.DataDir = *dataDir
+	}
+	if *allow {
+		cfg.AllowUnauthenticated = true
+	}
+	log := newLogger(cfg, stderr)
+	if err := serve(ctx, cfg, *configPath == "", log, nil); err != nil {
+		log.Error("cellar serve failed", "err", err)
+		return 1
+	}
+	return 0
+}
+
+// serve runs the server until ctx is cancelled, then drains it. If embedded
+// is set (no config file), the datastore is created on first start. ready,
+// if not nil, receives the listening address.
+func serve(ctx context.Context, cfg *Config, embedded bool, log *slog.Logger, ready chan<- string) error {
+	if err := cfg.complete(); err != nil {
+		return err
+	}
+	if len(cfg.Auth.Tokens) == 0 && !isLoopback(cfg.Listen) && !cfg.AllowUnauthenticated {
+		return fmt.Errorf("refusing to listen on %s without auth: configure auth.tokens, or pass --allow-unauthenticated if something else protects this address", cfg.Listen)
+	}
+	if embedded {
+		if err := initDatastore(ctx, cfg, log); err != nil {
+			return fmt.Errorf("create embedded datastore in %s: %w", cfg.DataDir, err)
+		}
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m := metrics.New(reg, reg)
+
+	stores, meta, err := openNodes(ctx, cfg, log)
+	defer func() {
+		for _, s := range stores {
+			s.Close()
+		}
+	}()
+	if err != nil {
+		return err
+	}
+	ds, err := meta.ReadDatastore(ctx)
+	if errors.Is(err, cellar.ErrNotFound) {
+		return fmt.Errorf("node %s holds no datastore: run `cellar init` with this config first", cfg.Metadata)
+	}
+	if err != nil {
+		return fmt.Errorf("read datastore record from metadata node %s: %w", cfg.Metadata, err)
+	}
+	if ds.ShardCount != cfg.Shards {
+		return fmt.Errorf("the datastore has %d shards but the config says %d: set shards: %d", ds.ShardCount, cfg.Shards, ds.ShardCount)
+	}
+	smap, err := meta.ShardMap(ctx)
+	if err != nil {
+		return fmt.Errorf("read shard map from metadata node %s: %w", cfg.Metadata, err)
+	}
+	var nodes []*shard.Node
+	for _, n := range cfg.Nodes {
+		nodes = append(nodes, &shard.Node{Name: n.Name, Driver: n.Driver, Store: stores[n.Name]})
+	}
+	store, err := shard.New(smap, nodes, shard.Options{NodeTimeout: cfg.NodeTimeout, Observe: m.ObserveStorage})
+	if err != nil {
+		return fmt.Errorf("shard map version %d does not fit the configured nodes: %w", smap.Version, err)
+	}
+
+	var draining atomic.Bool
+	var tokens []cellarhttp.Token
+	for _, t := range cfg.Auth.Tokens {
+		tokens = append(tokens, cellarhttp.Token{Secret: t.secret(), Scopes: t.Scopes})
+	}
+	handler := cellarhttp.NewHandler(store, cellarhttp.Options{
+		MaxBodyBytes:   cfg.MaxBodyBytes,
+		RequestTimeout: cfg.RequestTimeout,
+		Tokens:         tokens,
+		Logger:         log,
+		Metrics:        m,
+		Topology:       store.Topology,
+		Ready: func(context.Context) error {
+			if draining.Load() {
+				return cellar.Errorf(cellar.EUNAVAILABLE, "shutting down")
+			}
+			return nil
+		},
+	})
+	srv := &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return err
+	}
+	log.Info("cellar serving", "addr", ln.Addr().String(), "shards", smap.ShardCount, "map_version", smap.Version, "nodes", len(nodes), "auth", len(tokens) > 0)
+	if ready != nil {
+		ready <- ln.Addr().String()
+	}
+
+	// The map refresher is owned here: started before serving, stopped
+	// (cancel + wait) before the nodes close.
+	refreshCtx, stopRefresh := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		refreshMap(refreshCtx, meta, store, cfg.MapRefresh, log)
+	}()
+	defer func() {
+		stopRefresh()
+		wg.Wait()
+	}()
+
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	draining.Store(true)
+	log.Info("draining in-flight requests", "timeout", cfg.ShutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("drain: %w", err)
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// openNodes opens every configured node. A node that is down is opened
+// lazily (its shards fail until it answers); a node with the wrong schema
+// stops the start, with a message saying what to do. The metadata node must
+// answer.
+func openNodes(ctx context.Context, cfg *Config, log *slog.Logger) (map[string]*sqlstore.Store, *sqlstore.Store, error) {
+	stores := make(map[string]*sqlstore.Store)
+	for _, n := range cfg.Nodes {
+		s, err := openNode(ctx, cfg, n, cfg.Shards, false, true)
+		if err != nil {
+			return stores, nil, err
+		}
+		stores[n.Name] = s
+		cctx, cancel := context.WithTimeout(ctx, cfg.NodeTimeout)
+		err = s.Check(cctx)
+		cancel()
+		switch {
+		case err == nil:
+		case cellar.ErrorCode(err) == cellar.EUNAVAILABLE && n.Name != cfg.Metadata:
+			log.Warn("node is unavailable; its shards will fail until it answers", "node", n.Name, "err", err)
+		default:
+			return stores, nil, err
+		}
+	}
+	return stores, stores[cfg.Metadata], nil
+}
+
+// refreshMap reloads the shard map from the metadata node every interval
+// and installs newer versions, so that all servers converge on one map.
+func refreshMap(ctx context.Context, meta *sqlstore.Store, store *shard.Store, every time.Duration, log *slog.Logger) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		m, err := meta.ShardMap(ctx)
+		if err != nil {
+			log.Warn("cannot refresh shard map", "err", err)
+			continue
+		}
+		if m.Version <= store.Map().Version {
+			continue
+		}
+		if err := store.SetMap(m); err != nil {
+			log.Error("new shard map rejected", "version", m.Version, "err", err)
+			continue
+		}
+		log.Info("installed new shard map", "version", m.Version)
+	}
+}
+
+func newLogger(cfg *Config, w io.Writer) *slog.Logger {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
+		level = slog.LevelInfo
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+func envOr(name, def string) string {
+	if v, ok := os.LookupEnv(name); ok {
+		return v
+	}
+	return def
+}

@@ -1,0 +1,323 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cellar-db/cellar"
+	"github.com/cellar-db/cellar/client"
+	"github.com/cellar-db/cellar/internal/dbtest"
+)
+
+// startServer runs serve in the background and returns a client for it.
+// The server is drained when the test ends.
+func startServer(tb testing.TB, cfg *Config) *client.Client {
+	tb.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan string, 1)
+	errc := make(chan error, 1)
+	go func() { errc <- serve(ctx, cfg, false, slog.New(slog.NewTextHandler(io.Discard, nil)), ready) }()
+	select {
+	case addr := <-ready:
+		tb.Cleanup(func() {
+			cancel()
+			if err := <-errc; err != nil {
+				tb.Errorf("serve: %v", err)
+			}
+		})
+		return client.New("http://" + addr)
+	case err := <-errc:
+		cancel()
+		tb.Fatalf("serve: %v", err)
+	case <-time.After(30 * time.Second):
+		cancel()
+		tb.Fatalf("serve did not start")
+	}
+	return nil
+}
+
+// mixedConfig describes a datastore over SQLite, PostgreSQL and MySQL
+// nodes, with a PostgreSQL metadata node.
+func mixedConfig(tb testing.TB, pgDSN string) *Config {
+	cfg := defaultConfig()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.DataDir = tb.TempDir()
+	cfg.Shards = 16
+	cfg.MapRefresh = 50 * time.Millisecond
+	cfg.NodeTimeout = 5 * time.Second // generous: deadlines are tested in internal/shard
+	cfg.Metadata = "pg"
+	cfg.Nodes = []NodeConfig{
+		{Name: "lite", Driver: "sqlite", DSN: "lite.db"},
+		{Name: "pg", Driver: "postgres", DSN: pgDSN},
+		{Name: "my", Driver: "mysql", DSN: dbtest.MySQL(tb)},
+	}
+	cfg.ShardMap = []AssignmentConfig{{Node: "lite", Shards: "0-4"}, {Node: "pg", Shards: "5-10"}, {Node: "my", Shards: "11-15"}}
+	if err := cfg.validate(); err != nil {
+		tb.Fatal(err)
+	}
+	return cfg
+}
+
+func TestServeRefusesPublicWithoutAuth(t *testing.T) {
+	cfg := defaultConfig()
+	cfg.Listen = "0.0.0.0:0"
+	cfg.DataDir = t.TempDir()
+	err := serve(context.Background(), cfg, true, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	if err == nil || !strings.Contains(err.Error(), "without auth") {
+		t.Errorf("serve on 0.0.0.0 without tokens: %v; want a refusal", err)
+	}
+}
+
+func TestServeNeedsInit(t *testing.T) {
+	cfg := defaultConfig()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.DataDir = t.TempDir()
+	err := serve(context.Background(), cfg, false, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	if err == nil || !strings.Contains(err.Error(), "cellar init") {
+		t.Errorf("serve over an uninitialized node: %v; want advice to run cellar init", err)
+	}
+}
+
+// TestTwoServersOneService runs two servers over the same three nodes:
+// what one writes the other reads, concurrent writes through both keep each
+// shard's log ordered and complete, and a new shard map published on the
+// metadata node reaches both.
+func TestTwoServersOneService(t *testing.T) {
+	ctx := context.Background()
+	cfg := mixedConfig(t, dbtest.Postgres(t))
+	if err := initDatastore(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
+		t.Fatal(err)
+	}
+	a, b := startServer(t, cfg), startServer(t, cfg)
+
+	for i := 0; i < 40; i++ {
+		row := fmt.Sprintf("user/%d", i)
+		c, created, err := a.Put(ctx, cellar.NewCell{Key: cellar.Key{RowKey: row, Column: "profile", RefKey: 1}, Body: []byte(fmt.Sprintf(`{"i":%d}`, i))})
+		if err != nil || !created {
+			t.Fatalf("put %s via A: %v (%#v)", row, err, errors.Unwrap(err))
+		}
+		got, err := b.Latest(ctx, row, "profile")
+		if err != nil || got.AddedID != c.AddedID || string(got.Body) != fmt.Sprintf(`{"i":%d}`, i) {
+			t.Fatalf("latest %s via B = %+v, %v; A wrote %+v", row, got, err, c)
+		}
+		// A replay through the other server is recognized.
+		again, created, err := b.Put(ctx, cellar.NewCell{Key: c.Key, Body: []byte(fmt.Sprintf(`{ "i" : %d }`, i))})
+		if err != nil || created || again.AddedID != c.AddedID {
+			t.Fatalf("replay via B = %+v, created=%v, %v", again, created, err)
+		}
+	}
+
+	// Concurrent batches through both servers into every shard.
+	var mu sync.Mutex // protects acked
+	acked := map[string]int64{}
+	var wg sync.WaitGroup
+	for w, cl := range []*client.Client{a, b, a, b} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n := 0; n < 10; n++ {
+				var cells []cellar.NewCell
+				for k := 0; k < 20; k++ {
+					cells = append(cells, cellar.NewCell{Key: cellar.Key{RowKey: fmt.Sprintf("w%d-%d", w, k), Column: "c", RefKey: int64(n)}, Body: []byte(`{}`)})
+				}
+				res := cl.BatchPut(ctx, cells)
+				mu.Lock()
+				for i, r := range res {
+					if r.Err != nil {
+						t.Errorf("batch put %v: %v", cells[i].Key, r.Err)
+						continue
+					}
+					acked[fmt.Sprintf("%d/%d", r.Cell.Shard, r.Cell.AddedID)] = r.Cell.RefKey
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	total := 0
+	for sh := 0; sh < cfg.Shards; sh++ {
+		after := int64(0)
+		for {
+			res, err := b.Scan(ctx, sh, after, 1000, "c")
+			if err != nil {
+				t.Fatalf("scan shard %d: %v", sh, err)
+			}
+			if len(res.Cells) == 0 {
+				break
+			}
+			for _, c := range res.Cells {
+				if c.AddedID <= after {
+					t.Fatalf("shard %d: added_id %d after %d", sh, c.AddedID, after)
+				}
+				after = c.AddedID
+				if _, ok := acked[fmt.Sprintf("%d/%d", sh, c.AddedID)]; !ok {
+					t.Errorf("shard %d added_id %d was never acknowledged", sh, c.AddedID)
+				}
+				total++
+			}
+		}
+	}
+	if total != len(acked) || total != 4*10*20 {
+		t.Errorf("scans found %d cells; %d were acknowledged, %d written", total, len(acked), 4*10*20)
+	}
+
+	// Publish map version 2 (same layout) on the metadata node: both
+	// servers must pick it up.
+	meta, err := openNode(ctx, cfg, cfg.Nodes[1], cfg.Shards, false, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer meta.Close()
+	m, err := cfg.initialMap()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Version = 2
+	if err := meta.PutShardMap(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	for _, cl := range []*client.Client{a, b} {
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			top, err := cl.Shards(ctx)
+			if err == nil && top.Version == 2 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("server still on map version %d (%v) after the new map was published", top.Version, err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}
+
+// TestServeNodeDownAtStart starts a server while one node does not answer:
+// the server starts, that node's shards fail with unavailable, the others
+// serve.
+func TestServeNodeDownAtStart(t *testing.T) {
+	ctx := context.Background()
+	real := dbtest.Postgres(t)
+	cfg := mixedConfig(t, real)
+	cfg.Metadata = "lite"
+	if err := initDatastore(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
+		t.Fatal(err)
+	}
+	// Point the PostgreSQL node at a port where nothing listens.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := ln.Addr().String()
+	ln.Close()
+	cfg.Nodes[1].DSN = "postgres://postgres@" + dead + "/x?sslmode=disable&connect_timeout=1"
+	c := startServer(t, cfg)
+	m, _ := cfg.initialMap()
+	failed, served := 0, 0
+	for i := 0; i < 60; i++ {
+		row := fmt.Sprintf("r%d", i)
+		_, _, err := c.Put(ctx, cellar.NewCell{Key: cellar.Key{RowKey: row, Column: "c", RefKey: 1}, Body: []byte(`{}`)})
+		if m.NodeOf(cellar.ShardOf(row, cfg.Shards)) == "pg" {
+			if !errors.Is(err, cellar.ErrUnavailable) {
+				t.Errorf("put %s on the down node: %v; want unavailable", row, err)
+			}
+			failed++
+		} else {
+			if err != nil {
+				t.Errorf("put %s on a live node: %v", row, err)
+			}
+			served++
+		}
+	}
+	if failed == 0 || served == 0 {
+		t.Fatalf("rows were not spread over nodes: %d failed, %d served", failed, served)
+	}
+}
+
+func TestEmbeddedDefaultCreatesDatastore(t *testing.T) {
+	cfg := defaultConfig()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.DataDir = filepath.Join(t.TempDir(), "nested", "data")
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan string, 1)
+	errc := make(chan error, 1)
+	go func() { errc <- serve(ctx, cfg, true, slog.New(slog.NewTextHandler(io.Discard, nil)), ready) }()
+	var addr string
+	select {
+	case addr = <-ready:
+	case err := <-errc:
+		t.Fatal(err)
+	}
+	c := client.New("http://" + addr)
+	top, err := c.Shards(context.Background())
+	if err != nil || top.ShardCount != 4096 || len(top.Nodes) != 1 || top.Nodes[0].Driver != "sqlite" {
+		t.Errorf("embedded topology = %+v, %v", top, err)
+	}
+	cancel()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestGracefulShutdownDrains stops a server while a request is in flight
+// (stuck on a hung node): the request still gets its HTTP answer, and serve
+// returns cleanly once it has.
+func TestGracefulShutdownDrains(t *testing.T) {
+	ctx := context.Background()
+	real := dbtest.Postgres(t)
+	u, err := url.Parse(real)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := dbtest.NewProxy(t, u.Host)
+	u.Host = proxy.Addr()
+	cfg := mixedConfig(t, u.String())
+	cfg.Metadata = "lite"
+	cfg.NodeTimeout = time.Second
+	if err := initDatastore(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
+		t.Fatal(err)
+	}
+	sctx, stop := context.WithCancel(ctx)
+	ready := make(chan string, 1)
+	errc := make(chan error, 1)
+	go func() { errc <- serve(sctx, cfg, false, slog.New(slog.NewTextHandler(io.Discard, nil)), ready) }()
+	c := client.New("http://" + <-ready)
+	m, _ := cfg.initialMap()
+	row := ""
+	for i := 0; row == ""; i++ {
+		if r := fmt.Sprintf("r%d", i); m.NodeOf(cellar.ShardOf(r, cfg.Shards)) == "pg" {
+			row = r
+		}
+	}
+	if _, _, err := c.Put(ctx, cellar.NewCell{Key: cellar.Key{RowKey: row, Column: "c", RefKey: 1}, Body: []byte(`{}`)}); err != nil {
+		t.Fatal(err)
+	}
+	proxy.Hang()
+	inflight := make(chan error, 1)
+	go func() {
+		_, err := c.Latest(ctx, row, "c")
+		inflight <- err
+	}()
+	for proxy.Swallowed() == 0 { // wait until the request has reached the node
+		time.Sleep(5 * time.Millisecond)
+	}
+	stop()
+	err = <-inflight
+	// The server's answer names the node; a dropped connection would be a
+	// transport error from the client instead.
+	if !errors.Is(err, cellar.ErrUnavailable) || !strings.Contains(err.Error(), "node pg") {
+		t.Errorf("in-flight request during shutdown: %v; want the server's own 503 answer", err)
+	}
+	if err := <-errc; err != nil {
+		t.Errorf("serve after drain: %v", err)
+	}
+}

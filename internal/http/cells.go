@@ -1,0 +1,320 @@
+package http
+
+import (
+	"net/http"
+	"strings"
+
+	"github.com/cellar-db/cellar"
+)
+
+// putResult is the JSON of a written cell: its metadata and whether this
+// request created it. (Embedding cellar.Cell would not do: its MarshalJSON
+// would be promoted and drop Created.)
+type putResult struct {
+	cellar.Key
+	Shard     int    `json:"shard"`
+	AddedID   int64  `json:"added_id"`
+	CreatedAt string `json:"created_at"`
+	Created   bool   `json:"created"`
+}
+
+// cellJSON encodes a cell with its body exactly as stored.
+// cellar.Cell.MarshalJSON goes through json.Marshal, which rewrites <, >, &,
+// U+2028 and U+2029 in the body's strings as \u escapes: the same JSON
+// value, but not the bytes that were written. So the metadata comes from
+// Cell.MarshalJSON and the body is appended as it is; the response encoder
+// (HTML escaping off) still checks that the whole is valid JSON.
+type cellJSON cellar.Cell
+
+func (c cellJSON) MarshalJSON() ([]byte, error) {
+	meta := cellar.Cell(c)
+	meta.Body = nil
+	b, err := meta.MarshalJSON()
+	if err != nil || len(c.Body) == 0 {
+		return b, err
+	}
+	b = append(b[:len(b)-1], `,"body":`...) // drop the closing '}'
+	b = append(b, c.Body...)
+	return append(b, '}'), nil
+}
+
+func cellsJSON(cells []cellar.Cell) []cellJSON {
+	out := make([]cellJSON, len(cells))
+	for i, c := range cells {
+		out[i] = cellJSON(c)
+	}
+	return out
+}
+
+func newPutResult(c cellar.Cell, created bool) putResult {
+	return putResult{Key: c.Key, Shard: c.Shard, AddedID: c.AddedID, CreatedAt: cellar.FormatTime(c.CreatedAt), Created: created}
+}
+
+// handlePut serves PUT /v1/cells/{row_key}/{column}/{ref_key}: 201 when
+// the cell is new, 200 for an equal replay, 409 for a different body.
+func (s *server) handlePut(w http.ResponseWriter, r *http.Request) error {
+	k, err := pathKey(r, true)
+	if err != nil {
+		return err
+	}
+	if _, err := query(r); err != nil {
+		return err
+	}
+	raw, err := readBody(w, r, s.opts.MaxBodyBytes)
+	if err != nil {
+		return err
+	}
+	body, err := cellar.CheckBody(raw, s.opts.MaxBodyBytes)
+	if err != nil {
+		return err
+	}
+	c, created, err := s.store.Put(r.Context(), cellar.NewCell{Key: k, Body: body})
+	if err != nil {
+		return err
+	}
+	status := http.StatusOK
+	if created {
+		status = http.StatusCreated
+	}
+	s.writeJSON(w, r, status, newPutResult(c, created))
+	return nil
+}
+
+// handleGet serves GET /v1/cells/{row_key}/{column}/{ref_key}.
+func (s *server) handleGet(w http.ResponseWriter, r *http.Request) error {
+	k, err := pathKey(r, true)
+	if err != nil {
+		return err
+	}
+	if _, err := query(r); err != nil {
+		return err
+	}
+	c, err := s.store.Get(r.Context(), k)
+	if err != nil {
+		return err
+	}
+	s.writeJSON(w, r, http.StatusOK, cellJSON(c))
+	return nil
+}
+
+// handleLatest serves GET /v1/cells/{row_key}/{column}: the cell with the
+// highest ref_key.
+func (s *server) handleLatest(w http.ResponseWriter, r *http.Request) error {
+	k, err := pathKey(r, false)
+	if err != nil {
+		return err
+	}
+	if _, err := query(r); err != nil {
+		return err
+	}
+	c, err := s.store.Latest(r.Context(), k.RowKey, k.Column)
+	if err != nil {
+		return err
+	}
+	s.writeJSON(w, r, http.StatusOK, cellJSON(c))
+	return nil
+}
+
+// handleRow serves GET /v1/rows/{row_key}?columns=A,B.
+func (s *server) handleRow(w http.ResponseWriter, r *http.Request) error {
+	rowKey := r.PathValue("row_key")
+	if err := cellar.ValidateRowKey(rowKey); err != nil {
+		return err
+	}
+	q, err := query(r, "columns")
+	if err != nil {
+		return err
+	}
+	var columns []string
+	if v := q["columns"]; v != "" {
+		columns = strings.Split(v, ",")
+		if len(columns) > cellar.MaxBatchKeys {
+			return cellar.Errorf(cellar.EINVALID, "columns names %d columns; the limit is %d", len(columns), cellar.MaxBatchKeys)
+		}
+		for _, c := range columns {
+			if err := cellar.ValidateColumn(c); err != nil {
+				return err
+			}
+		}
+	}
+	cells, err := s.store.Row(r.Context(), rowKey, columns)
+	if err != nil {
+		return err
+	}
+	s.writeJSON(w, r, http.StatusOK, struct {
+		RowKey string     `json:"row_key"`
+		Cells  []cellJSON `json:"cells"`
+	}{rowKey, cellsJSON(cells)})
+	return nil
+}
+
+// handleBatchGet serves POST /v1/cells:batchGet.
+func (s *server) handleBatchGet(w http.ResponseWriter, r *http.Request) error {
+	if _, err := query(r); err != nil {
+		return err
+	}
+	raw, err := readBody(w, r, s.opts.MaxRequestBytes)
+	if err != nil {
+		return err
+	}
+	keys, err := decodeBatchGet(raw)
+	if err != nil {
+		return err
+	}
+	type result struct {
+		Cell  *cellJSON  `json:"cell,omitempty"`
+		Error *errorBody `json:"error,omitempty"`
+	}
+	results := make([]result, len(keys))
+	if len(keys) > 0 {
+		for i, gr := range s.store.BatchGet(r.Context(), keys) {
+			if gr.Err != nil || gr.Cell == nil {
+				e := s.itemError(r, gr.Err)
+				results[i].Error = &e
+				continue
+			}
+			c := cellJSON(*gr.Cell)
+			results[i].Cell = &c
+		}
+	}
+	s.writeJSON(w, r, http.StatusOK, struct {
+		Results []result `json:"results"`
+	}{results})
+	return nil
+}
+
+// handleBatchPut serves POST /v1/cells:batchPut. Items refused while
+// parsing never reach the store; the others are written together.
+func (s *server) handleBatchPut(w http.ResponseWriter, r *http.Request) error {
+	if _, err := query(r); err != nil {
+		return err
+	}
+	raw, err := readBody(w, r, s.opts.MaxRequestBytes)
+	if err != nil {
+		return err
+	}
+	items, err := decodeBatchPut(raw, s.opts.MaxBodyBytes)
+	if err != nil {
+		return err
+	}
+	type result struct {
+		*putResult
+		Error *errorBody `json:"error,omitempty"`
+	}
+	results := make([]result, len(items))
+	var cells []cellar.NewCell
+	var idx []int // idx[j] is the item of cells[j]
+	for i, it := range items {
+		if it.err != nil {
+			e := s.itemError(r, it.err)
+			results[i].Error = &e
+			continue
+		}
+		cells = append(cells, it.cell)
+		idx = append(idx, i)
+	}
+	if len(cells) > 0 {
+		for j, pr := range s.store.BatchPut(r.Context(), cells) {
+			i := idx[j]
+			if pr.Err != nil {
+				e := s.itemError(r, pr.Err)
+				results[i].Error = &e
+				continue
+			}
+			p := newPutResult(pr.Cell, pr.Created)
+			results[i].putResult = &p
+		}
+	}
+	s.writeJSON(w, r, http.StatusOK, struct {
+		Results []result `json:"results"`
+	}{results})
+	return nil
+}
+
+// itemError is the JSON of one failed item of a batch.
+func (s *server) itemError(r *http.Request, err error) errorBody {
+	if err == nil {
+		err = cellar.Internal(nil, "store returned neither a result nor an error")
+	}
+	return s.errorOf(r, err)
+}
+
+// handleScan serves GET /v1/shards/{shard}/cells?after=&limit=&column=.
+func (s *server) handleScan(w http.ResponseWriter, r *http.Request) error {
+	shard, err := parseUint("shard", r.PathValue("shard"), cellar.MaxShardCount-1)
+	if err != nil {
+		return err
+	}
+	q, err := query(r, "after", "limit", "column")
+	if err != nil {
+		return err
+	}
+	var after int64
+	if v, ok := q["after"]; ok {
+		if after, err = parseUint("after", v, cellar.MaxRefKey); err != nil {
+			return err
+		}
+	}
+	limit := int64(cellar.DefaultScanLimit)
+	if v, ok := q["limit"]; ok {
+		if limit, err = parseUint("limit", v, cellar.MaxScanLimit); err != nil {
+			return err
+		}
+		if limit == 0 {
+			return cellar.Errorf(cellar.EINVALID, "limit must be 1..%d", cellar.MaxScanLimit)
+		}
+	}
+	column, ok := q["column"]
+	if ok {
+		if err := cellar.ValidateColumn(column); err != nil {
+			return err
+		}
+	}
+	res, err := s.store.Scan(r.Context(), int(shard), after, int(limit), column)
+	if err != nil {
+		return err
+	}
+	s.writeJSON(w, r, http.StatusOK, struct {
+		Cells []cellJSON `json:"cells"`
+		Next  int64      `json:"next"`
+	}{cellsJSON(res.Cells), res.Next})
+	return nil
+}
+
+// handleTopology serves GET /v1/shards.
+func (s *server) handleTopology(w http.ResponseWriter, r *http.Request) error {
+	if _, err := query(r); err != nil {
+		return err
+	}
+	if s.opts.Topology == nil {
+		return cellar.Errorf(cellar.ENOTFOUND, "this server does not publish a shard topology")
+	}
+	s.writeJSON(w, r, http.StatusOK, s.opts.Topology())
+	return nil
+}
+
+type status struct {
+	Status string `json:"status"`
+}
+
+// handleHealth serves GET /healthz: the process is up.
+func (s *server) handleHealth(w http.ResponseWriter, r *http.Request) error {
+	s.writeJSON(w, r, http.StatusOK, status{"ok"})
+	return nil
+}
+
+// handleReady serves GET /readyz: the server can serve requests now.
+func (s *server) handleReady(w http.ResponseWriter, r *http.Request) error {
+	if s.opts.Ready != nil {
+		if err := s.opts.Ready(r.Context()); err != nil {
+			msg := "not ready"
+			if cellar.ErrorCode(err) != cellar.EINTERNAL {
+				msg = "not ready: " + cellar.ErrorMessage(err)
+			}
+			s.log.WarnContext(r.Context(), "not ready", "err", err)
+			return cellar.Errorf(cellar.EUNAVAILABLE, "%s", msg)
+		}
+	}
+	s.writeJSON(w, r, http.StatusOK, status{"ok"})
+	return nil
+}

@@ -1,0 +1,305 @@
+// Package http serves cellar's HTTP API v1 over any cellar.Store: one
+// storage node or the sharding layer. docs/API.md is the contract.
+//
+// The handler sets every limit itself (body sizes, a deadline per request)
+// so that a server built around it needs nothing but timeouts on the
+// connection.
+package http
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"path"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"github.com/cellar-db/cellar"
+	"github.com/cellar-db/cellar/internal/metrics"
+)
+
+// Defaults for Options.
+const (
+	DefaultMaxRequestBytes = 64 << 20
+	DefaultRequestTimeout  = 5 * time.Second
+)
+
+// Scopes a Token may hold.
+const (
+	ScopeRead  = "read"  // GET routes and POST /v1/cells:batchGet
+	ScopeWrite = "write" // PUT /v1/cells/... and POST /v1/cells:batchPut
+	ScopeAdmin = "admin" // everything
+)
+
+// Options configure the handler. The zero value serves without auth,
+// metrics or topology, with the default limits.
+type Options struct {
+	// MaxBodyBytes limits one cell body; default cellar.DefaultMaxBodyBytes.
+	MaxBodyBytes int
+	// MaxRequestBytes limits a whole request body (batches); default
+	// DefaultMaxRequestBytes.
+	MaxRequestBytes int
+	// RequestTimeout is the deadline put on each request's context;
+	// default DefaultRequestTimeout.
+	RequestTimeout time.Duration
+	// Tokens are the bearer tokens accepted; empty turns auth off.
+	Tokens []Token
+	// Logger receives internal errors and panics; default slog.Default().
+	Logger *slog.Logger
+	// Metrics records every request and is served on GET /metrics; nil
+	// means neither.
+	Metrics *metrics.Metrics
+	// Topology is served on GET /v1/shards; nil makes that route 404.
+	Topology func() cellar.Topology
+	// Ready is checked by GET /readyz; nil means always ready.
+	Ready func(ctx context.Context) error
+}
+
+// Token is a bearer token and what it may do.
+type Token struct {
+	Secret string
+	// Scopes are ScopeRead, ScopeWrite or ScopeAdmin (which implies the
+	// others). Unknown scopes grant nothing.
+	Scopes []string
+}
+
+// server is the http.Handler that NewHandler returns.
+type server struct {
+	store   cellar.Store
+	opts    Options
+	log     *slog.Logger
+	metrics *metrics.Metrics
+	mux     *http.ServeMux
+	tokens  []token // nil: auth off
+}
+
+// token is a Token prepared for constant-time comparison.
+type token struct {
+	hash   [sha256.Size]byte
+	scopes map[string]bool
+}
+
+// NewHandler returns the HTTP API v1 over store, with GET /metrics when
+// opts.Metrics is not nil.
+func NewHandler(store cellar.Store, opts Options) http.Handler {
+	if opts.MaxBodyBytes <= 0 {
+		opts.MaxBodyBytes = cellar.DefaultMaxBodyBytes
+	}
+	if opts.MaxRequestBytes <= 0 {
+		opts.MaxRequestBytes = DefaultMaxRequestBytes
+	}
+	if opts.RequestTimeout <= 0 {
+		opts.RequestTimeout = DefaultRequestTimeout
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	s := &server{store: store, opts: opts, log: opts.Logger, metrics: opts.Metrics, mux: http.NewServeMux()}
+	if len(opts.Tokens) > 0 {
+		s.tokens = prepareTokens(opts.Tokens, s.log)
+	}
+
+	s.handle("PUT /v1/cells/{row_key}/{column}/{ref_key}", ScopeWrite, s.handlePut)
+	s.handle("GET /v1/cells/{row_key}/{column}/{ref_key}", ScopeRead, s.handleGet)
+	s.handle("GET /v1/cells/{row_key}/{column}", ScopeRead, s.handleLatest)
+	s.handle("GET /v1/rows/{row_key}", ScopeRead, s.handleRow)
+	s.handle("POST /v1/cells:batchGet", ScopeRead, s.handleBatchGet)
+	s.handle("POST /v1/cells:batchPut", ScopeWrite, s.handleBatchPut)
+	s.handle("GET /v1/shards/{shard}/cells", ScopeRead, s.handleScan)
+	s.handle("GET /v1/shards", ScopeRead, s.handleTopology)
+	s.handle("GET /healthz", "", s.handleHealth)
+	s.handle("GET /readyz", "", s.handleReady)
+	if opts.Metrics != nil {
+		s.mux.Handle("GET /metrics", opts.Metrics.Handler())
+	}
+	return s
+}
+
+// prepareTokens hashes the secrets so that comparing them takes the same
+// time whatever their length. Tokens with an empty secret are dropped: they
+// would let in anyone sending "Bearer " with nothing after it.
+func prepareTokens(ts []Token, log *slog.Logger) []token {
+	out := make([]token, 0, len(ts))
+	for i, t := range ts {
+		if t.Secret == "" {
+			log.Warn("ignoring API token with an empty secret", "index", i)
+			continue
+		}
+		tk := token{hash: sha256.Sum256([]byte(t.Secret)), scopes: make(map[string]bool)}
+		for _, sc := range t.Scopes {
+			switch sc {
+			case ScopeRead, ScopeWrite, ScopeAdmin:
+				tk.scopes[sc] = true
+			default:
+				log.Warn("ignoring unknown API token scope", "index", i, "scope", sc)
+			}
+		}
+		out = append(out, tk)
+	}
+	return out
+}
+
+// handle registers fn for pattern behind a check for scope ("" for none).
+func (s *server) handle(pattern, scope string, fn func(http.ResponseWriter, *http.Request) error) {
+	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		if scope != "" {
+			if err := s.authorize(r, scope); err != nil {
+				if cellar.ErrorCode(err) == cellar.EUNAUTHENTICATED {
+					w.Header().Set("WWW-Authenticate", `Bearer realm="cellar"`)
+				}
+				s.writeError(w, r, err)
+				return
+			}
+		}
+		if err := fn(w, r); err != nil {
+			s.writeError(w, r, err)
+		}
+	})
+}
+
+// ServeHTTP is the one place every request passes: it records metrics,
+// rejects paths the mux would redirect, answers unknown routes in JSON, sets
+// the request deadline and turns a panic into a 500.
+func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	sw := &statusWriter{ResponseWriter: w}
+	route := "unmatched"
+	defer func() {
+		if v := recover(); v != nil {
+			if v == http.ErrAbortHandler {
+				panic(v)
+			}
+			s.log.ErrorContext(r.Context(), "panic serving HTTP request",
+				"method", r.Method, "path", r.URL.Path, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			if !sw.wroteHeader {
+				s.writeError(sw, r, cellar.Internal(fmt.Errorf("panic: %v", v), "serve request"))
+			}
+		}
+		s.metrics.ObserveRequest(route, sw.code(), time.Since(start))
+	}()
+
+	// ServeMux answers a path with "." or ".." segments or empty segments
+	// with a redirect to the cleaned path, which for a PUT would address
+	// another cell. Refuse such paths instead.
+	if p := r.URL.EscapedPath(); r.Method != http.MethodConnect && cleanPath(p) != p {
+		s.writeError(sw, r, cellar.Errorf(cellar.EINVALID,
+			`path %q is not canonical: it has empty, "." or ".." segments (percent-encode a row key of "." or ".." as %%2E)`, truncate(p, 200)))
+		return
+	}
+	h, pattern := s.mux.Handler(r)
+	if pattern == "" {
+		// Learn from the mux whether the path exists for other methods.
+		rec := &headerRecorder{header: make(http.Header)}
+		h.ServeHTTP(rec, r)
+		if rec.status == http.StatusMethodNotAllowed {
+			sw.Header().Set("Allow", rec.header.Get("Allow"))
+			s.writeError(sw, r, cellar.Errorf(codeMethodNotAllowed, "method %s is not allowed here; allowed: %s", truncate(r.Method, 40), rec.header.Get("Allow")))
+			return
+		}
+		s.writeError(sw, r, cellar.Errorf(cellar.ENOTFOUND, "no route for %s %s", truncate(r.Method, 40), truncate(r.URL.Path, 200)))
+		return
+	}
+	route = pattern
+	ctx, cancel := context.WithTimeout(r.Context(), s.opts.RequestTimeout)
+	defer cancel()
+	// The deadline bounds reading the body too, so that a client trickling
+	// a batch cannot hold a request open past it. Writers that are not
+	// connections (test recorders) cannot do this and say so; there is
+	// nothing to bound then.
+	deadline, _ := ctx.Deadline()
+	_ = http.NewResponseController(sw).SetReadDeadline(deadline)
+	s.mux.ServeHTTP(sw, r.WithContext(ctx))
+}
+
+// cleanPath is net/http's canonical form of a path, which ServeMux
+// redirects to: no empty, "." or ".." segments, trailing slash kept.
+func cleanPath(p string) string {
+	if p == "" {
+		return "/"
+	}
+	if p[0] != '/' {
+		p = "/" + p
+	}
+	np := path.Clean(p)
+	if p[len(p)-1] == '/' && np != "/" {
+		np += "/"
+	}
+	return np
+}
+
+// statusWriter remembers the status code written, for metrics and for
+// knowing whether a panic can still be answered.
+type statusWriter struct {
+	http.ResponseWriter
+	status      int
+	wroteHeader bool
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if !w.wroteHeader && code >= 200 {
+		w.status = code
+		w.wroteHeader = true
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the connection's writer.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (w *statusWriter) code() int {
+	if !w.wroteHeader {
+		return http.StatusOK
+	}
+	return w.status
+}
+
+// headerRecorder captures what ServeMux's not-found and method-not-allowed
+// handlers would answer, so that we can answer in JSON instead.
+type headerRecorder struct {
+	header http.Header
+	status int
+}
+
+func (r *headerRecorder) Header() http.Header { return r.header }
+func (r *headerRecorder) WriteHeader(code int) {
+	if r.status == 0 {
+		r.status = code
+	}
+}
+func (r *headerRecorder) Write(b []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	return len(b), nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	// Cut at a rune boundary so the message stays valid UTF-8.
+	for n > 0 && n < len(s) && s[n]&0xC0 == 0x80 {
+		n--
+	}
+	return s[:n] + "..."
+}
+
+// bearer returns the token of an "Authorization: Bearer <token>" header.
+func bearer(r *http.Request) (string, bool) {
+	scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	tok = strings.TrimSpace(tok)
+	return tok, tok != ""
+}

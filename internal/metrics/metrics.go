@@ -1,0 +1,122 @@
+// Package metrics holds cellar's Prometheus metrics: HTTP requests by route
+// and status, and storage node calls by node and operation.
+package metrics
+
+import (
+	"errors"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/cellar-db/cellar"
+)
+
+// Metrics records cellar's metrics. A nil *Metrics records nothing, so
+// callers need not check whether metrics are enabled.
+type Metrics struct {
+	requests        *prometheus.CounterVec
+	requestDuration *prometheus.HistogramVec
+	storageDuration *prometheus.HistogramVec
+	storageErrors   *prometheus.CounterVec
+	gatherer        prometheus.Gatherer
+}
+
+// durationBuckets span a local SQLite read (well under a millisecond) to a
+// request that hits a multi-second timeout.
+var durationBuckets = prometheus.ExponentialBuckets(0.00025, 2, 16) // 250µs .. ~8s
+
+// New registers cellar's metrics with reg and serves gatherer from Handler.
+// If reg is nil, New uses a registry of its own (and as the gatherer, too,
+// when gatherer is nil); if gatherer is nil and reg is a Gatherer (such as
+// a *prometheus.Registry), reg is the gatherer. New may be called more than
+// once with the same registry: it then reuses the collectors registered
+// first. It panics if reg holds different metrics under cellar's names.
+func New(reg prometheus.Registerer, gatherer prometheus.Gatherer) *Metrics {
+	if reg == nil {
+		r := prometheus.NewRegistry()
+		reg = r
+		if gatherer == nil {
+			gatherer = r
+		}
+	}
+	if gatherer == nil {
+		if g, ok := reg.(prometheus.Gatherer); ok {
+			gatherer = g
+		} else {
+			gatherer = prometheus.DefaultGatherer
+		}
+	}
+	return &Metrics{
+		requests: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cellar_http_requests_total",
+			Help: "HTTP requests served, by route pattern and status code.",
+		}, []string{"route", "code"})),
+		requestDuration: register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "cellar_http_request_duration_seconds",
+			Help:    "Time to serve an HTTP request, by route pattern and status code.",
+			Buckets: durationBuckets,
+		}, []string{"route", "code"})),
+		storageDuration: register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "cellar_storage_op_duration_seconds",
+			Help:    "Time of one call to a storage node, by node and operation, whether it failed or not.",
+			Buckets: durationBuckets,
+		}, []string{"node", "op"})),
+		storageErrors: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cellar_storage_errors_total",
+			Help: "Storage node calls that returned an error, by node, operation and cellar error code (not_found included).",
+		}, []string{"node", "op", "code"})),
+		gatherer: gatherer,
+	}
+}
+
+// register registers c with reg, or returns the equal collector registered
+// before.
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if existing, ok := are.ExistingCollector.(C); ok {
+				return existing
+			}
+		}
+		panic("metrics: " + err.Error())
+	}
+	return c
+}
+
+// ObserveRequest records one HTTP request. route is the pattern that
+// matched (such as "GET /v1/rows/{row_key}"), never the raw path, so that
+// the number of series stays bounded.
+func (m *Metrics) ObserveRequest(route string, code int, d time.Duration) {
+	if m == nil {
+		return
+	}
+	c := strconv.Itoa(code)
+	m.requests.WithLabelValues(route, c).Inc()
+	m.requestDuration.WithLabelValues(route, c).Observe(d.Seconds())
+}
+
+// ObserveStorage records one call to a storage node: its duration, and if
+// err is not nil, an error under err's cellar error code. op names the
+// Store method, such as "put" or "scan".
+func (m *Metrics) ObserveStorage(node, op string, d time.Duration, err error) {
+	if m == nil {
+		return
+	}
+	m.storageDuration.WithLabelValues(node, op).Observe(d.Seconds())
+	if err != nil {
+		m.storageErrors.WithLabelValues(node, op, cellar.ErrorCode(err)).Inc()
+	}
+}
+
+// Handler serves the gatherer's metrics in the Prometheus exposition
+// formats.
+func (m *Metrics) Handler() http.Handler {
+	if m == nil {
+		return http.NotFoundHandler()
+	}
+	return promhttp.HandlerFor(m.gatherer, promhttp.HandlerOpts{})
+}
