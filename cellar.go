@@ -139,7 +139,9 @@ type Store interface {
 	BatchGet(ctx context.Context, keys []LookupKey) []GetResult
 
 	// Scan returns up to limit cells of shard with added_id > after, in
-	// ascending added_id order, only those of column if it is not empty.
+	// ascending added_id order, only those of column if it is not empty. A
+	// page stops early once its bodies reach MaxScanPageBytes; it always
+	// holds at least one cell if any is there.
 	// Once a scan has returned added_id X, no cell with added_id <= X can
 	// appear in the shard later. Returns EINVALID for a shard out of range.
 	Scan(ctx context.Context, shard int, after int64, limit int, column string) (ScanResult, error)
@@ -153,6 +155,8 @@ const (
 	MaxBatchKeys     = 1000
 	MaxScanLimit     = 10000
 	DefaultScanLimit = 100
+	// MaxScanPageBytes bounds the bodies in one scan page.
+	MaxScanPageBytes = 4 << 20
 )
 
 // Topology describes how a datastore's logical shards are laid out over

@@ -134,8 +134,11 @@ func serve(ctx context.Context, cfg *Config, embedded bool, log *slog.Logger, re
 	srv := &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		// Bounds slow readers of large responses; the handler already bounds
+		// reading the request to the request timeout.
+		WriteTimeout: cfg.RequestTimeout + 30*time.Second,
+		IdleTimeout:  2 * time.Minute,
+		ErrorLog:     slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {

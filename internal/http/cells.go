@@ -117,7 +117,7 @@ func (s *server) handleLatest(w http.ResponseWriter, r *http.Request) error {
 
 // handleRow serves GET /v1/rows/{row_key}?columns=A,B.
 func (s *server) handleRow(w http.ResponseWriter, r *http.Request) error {
-	rowKey := r.PathValue("row_key")
+	rowKey := rowKey(r)
 	if err := cellar.ValidateRowKey(rowKey); err != nil {
 		return err
 	}
@@ -150,6 +150,7 @@ func (s *server) handleRow(w http.ResponseWriter, r *http.Request) error {
 
 // handleBatchGet serves POST /v1/cells:batchGet.
 func (s *server) handleBatchGet(w http.ResponseWriter, r *http.Request) error {
+	logged := map[string]bool{}
 	if _, err := query(r); err != nil {
 		return err
 	}
@@ -169,7 +170,7 @@ func (s *server) handleBatchGet(w http.ResponseWriter, r *http.Request) error {
 	if len(keys) > 0 {
 		for i, gr := range s.store.BatchGet(r.Context(), keys) {
 			if gr.Err != nil || gr.Cell == nil {
-				e := s.itemError(r, gr.Err)
+				e := s.itemError(r, gr.Err, logged)
 				results[i].Error = &e
 				continue
 			}
@@ -186,6 +187,7 @@ func (s *server) handleBatchGet(w http.ResponseWriter, r *http.Request) error {
 // handleBatchPut serves POST /v1/cells:batchPut. Items refused while
 // parsing never reach the store; the others are written together.
 func (s *server) handleBatchPut(w http.ResponseWriter, r *http.Request) error {
+	logged := map[string]bool{}
 	if _, err := query(r); err != nil {
 		return err
 	}
@@ -206,7 +208,7 @@ func (s *server) handleBatchPut(w http.ResponseWriter, r *http.Request) error {
 	var idx []int // idx[j] is the item of cells[j]
 	for i, it := range items {
 		if it.err != nil {
-			e := s.itemError(r, it.err)
+			e := s.itemError(r, it.err, logged)
 			results[i].Error = &e
 			continue
 		}
@@ -217,7 +219,7 @@ func (s *server) handleBatchPut(w http.ResponseWriter, r *http.Request) error {
 		for j, pr := range s.store.BatchPut(r.Context(), cells) {
 			i := idx[j]
 			if pr.Err != nil {
-				e := s.itemError(r, pr.Err)
+				e := s.itemError(r, pr.Err, logged)
 				results[i].Error = &e
 				continue
 			}
@@ -232,10 +234,17 @@ func (s *server) handleBatchPut(w http.ResponseWriter, r *http.Request) error {
 }
 
 // itemError is the JSON of one failed item of a batch.
-func (s *server) itemError(r *http.Request, err error) errorBody {
+//
+// The cause is logged once per distinct error in the request, not once per
+// item: a node that is down fails hundreds of items alike.
+func (s *server) itemError(r *http.Request, err error, logged map[string]bool) errorBody {
 	if err == nil {
 		err = cellar.Internal(nil, "store returned neither a result nor an error")
 	}
+	if logged[err.Error()] {
+		return errorBody{Code: cellar.ErrorCode(err), Message: cellar.ErrorMessage(err)}
+	}
+	logged[err.Error()] = true
 	return s.errorOf(r, err)
 }
 

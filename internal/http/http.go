@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"path"
 	"runtime/debug"
 	"strings"
@@ -189,6 +190,9 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			`path %q is not canonical: it has empty, "." or ".." segments (percent-encode a row key of "." or ".." as %%2E)`, truncate(p, 200)))
 		return
 	}
+	if p := r.URL.EscapedPath(); strings.Contains(strings.ToUpper(p), "/%2F/") || strings.HasSuffix(strings.ToUpper(p), "/%2F") {
+		r = withSlashSegments(r)
+	}
 	h, pattern := s.mux.Handler(r)
 	if pattern == "" {
 		// Learn from the mux whether the path exists for other methods.
@@ -212,6 +216,43 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	deadline, _ := ctx.Deadline()
 	_ = http.NewResponseController(sw).SetReadDeadline(deadline)
 	s.mux.ServeHTTP(sw, r.WithContext(ctx))
+}
+
+// slashSegment stands in for a path segment that is exactly "%2F": Go's
+// ServeMux (1.22 through at least 1.26) never matches a wildcard to a
+// segment that unescapes to "/", so the row key "/" would have no route.
+// The stand-in cannot be a real row key (row keys have no control
+// characters); rowKey turns it back into "/".
+const slashSegment = "/\x00"
+
+// withSlashSegments returns r with every "%2F" segment replaced by the
+// escaped slashSegment.
+func withSlashSegments(r *http.Request) *http.Request {
+	segs := strings.Split(r.URL.EscapedPath(), "/")
+	for i, seg := range segs {
+		if strings.EqualFold(seg, "%2F") {
+			segs[i] = url.PathEscape(slashSegment)
+		}
+	}
+	u := *r.URL
+	u.RawPath = strings.Join(segs, "/")
+	p, err := url.PathUnescape(u.RawPath)
+	if err != nil {
+		return r
+	}
+	u.Path = p
+	r2 := r.Clone(r.Context())
+	r2.URL = &u
+	return r2
+}
+
+// rowKey returns the row_key path value of r.
+func rowKey(r *http.Request) string {
+	k := r.PathValue("row_key")
+	if k == slashSegment {
+		return "/"
+	}
+	return k
 }
 
 // cleanPath is net/http's canonical form of a path, which ServeMux

@@ -54,7 +54,7 @@ func parseUint(what, s string, max int64) (int64, error) {
 // pathKey returns the key named by the path wildcards row_key, column and
 // ref_key (when withRef is set), validated.
 func pathKey(r *http.Request, withRef bool) (cellar.Key, error) {
-	k := cellar.Key{RowKey: r.PathValue("row_key"), Column: r.PathValue("column")}
+	k := cellar.Key{RowKey: rowKey(r), Column: r.PathValue("column")}
 	if err := cellar.ValidateRowKey(k.RowKey); err != nil {
 		return k, err
 	}

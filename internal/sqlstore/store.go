@@ -381,6 +381,7 @@ func (s *Store) Scan(ctx context.Context, shard int, after int64, limit int, col
 		return res, s.wrap(err, "scan shard %d", shard)
 	}
 	defer rows.Close()
+	size := 0
 	for rows.Next() {
 		var c cellar.Cell
 		if err := scanCell(rows, &c); err != nil {
@@ -388,6 +389,11 @@ func (s *Store) Scan(ctx context.Context, shard int, after int64, limit int, col
 		}
 		res.Cells = append(res.Cells, c)
 		res.Next = c.AddedID
+		// A short page is fine (the reader continues from Next); a page of
+		// 10,000 one-MiB bodies is not.
+		if size += len(c.Body); size >= cellar.MaxScanPageBytes {
+			break
+		}
 	}
 	if err := rows.Err(); err != nil {
 		return res, s.wrap(err, "scan shard %d", shard)

@@ -35,6 +35,7 @@ func Run(t *testing.T, open Opener) {
 		{"BatchGet", testBatchGet},
 		{"BatchPut", testBatchPut},
 		{"Scan", testScan},
+		{"ScanPageBytes", testScanPageBytes},
 		{"Bodies", testBodies},
 		{"Keys", testKeys},
 		{"Ordering", testOrdering},
@@ -568,4 +569,37 @@ func testOrdering(t *testing.T, open Opener) {
 	}
 	compare("tailing reader", seen)
 	compare("final scan", finalSet)
+}
+
+// testScanPageBytes checks that a scan page stops once its bodies reach
+// cellar.MaxScanPageBytes, and that paging still returns every cell.
+func testScanPageBytes(t *testing.T, open Opener) {
+	s := open(t, 1)
+	big := `{"x":"` + strings.Repeat("a", 900<<10) + `"}`
+	n := cellar.MaxScanPageBytes/(900<<10) + 3
+	for i := 0; i < n; i++ {
+		put(t, s, fmt.Sprintf("big%d", i), "c", 1, big)
+	}
+	res, err := s.Scan(ctx(t), 0, 0, 100, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Cells) == 0 || len(res.Cells) >= n {
+		t.Errorf("first page of %d large cells held %d; want a short, non-empty page", n, len(res.Cells))
+	}
+	total := len(res.Cells)
+	for after := res.Next; ; {
+		res, err := s.Scan(ctx(t), 0, after, 100, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(res.Cells) == 0 {
+			break
+		}
+		total += len(res.Cells)
+		after = res.Next
+	}
+	if total != n {
+		t.Errorf("paging returned %d cells; want %d", total, n)
+	}
 }
