@@ -57,6 +57,10 @@ type Options struct {
 	Topology func() cellar.Topology
 	// Ready is checked by GET /readyz; nil means always ready.
 	Ready func(ctx context.Context) error
+	// Counters serves /v1/counters; nil leaves those routes out.
+	Counters cellar.CounterStore
+	// Timelines serves /v1/timelines; nil leaves those routes out.
+	Timelines cellar.TimelineStore
 }
 
 // Token is a bearer token and what it may do.
@@ -113,6 +117,12 @@ func NewHandler(store cellar.Store, opts Options) http.Handler {
 	s.handle("GET /v1/shards", ScopeRead, s.handleTopology)
 	s.handle("GET /healthz", "", s.handleHealth)
 	s.handle("GET /readyz", "", s.handleReady)
+	if opts.Counters != nil {
+		s.counterRoutes()
+	}
+	if opts.Timelines != nil {
+		s.timelineRoutes()
+	}
 	if opts.Metrics != nil {
 		s.mux.Handle("GET /metrics", opts.Metrics.Handler())
 	}

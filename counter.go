@@ -1,0 +1,42 @@
+package cellar
+
+import "context"
+
+// CounterStore is a set of int64 counters addressed by key. Counter keys
+// follow the row key rules (ValidateRowKey) and are sharded like row keys,
+// by ShardOf.
+type CounterStore interface {
+	// Incr adds by (which may be negative) to the counter key and returns
+	// its new value. Returns EINVALID for a bad key, or if the counter would
+	// overflow int64 (then nothing is added).
+	Incr(ctx context.Context, key string, by int64) (int64, error)
+
+	// Counter returns the value of key; 0 for a counter never incremented.
+	Counter(ctx context.Context, key string) (int64, error)
+
+	// BatchCounters returns the value of each key, in order.
+	BatchCounters(ctx context.Context, keys []string) []CounterResult
+}
+
+// CounterResult is one result of BatchCounters.
+type CounterResult struct {
+	Key   string
+	Value int64
+	Err   error
+}
+
+// CounterNode stores counter values durably: each storage node, and the
+// sharding layer over them. Buffers in front of it (internal/counter) turn
+// many increments into one delta per key per flush.
+type CounterNode interface {
+	// ApplyCounterDeltas adds each delta to its counter, with one statement
+	// per key, in one transaction per node, and records flushID there in
+	// the same transaction: applying a flushID that a node has already
+	// applied changes nothing on that node, so a retried flush is never
+	// applied twice. If any counter on a node would overflow int64, nothing
+	// is applied on that node and the error (EINVALID) names the key.
+	ApplyCounterDeltas(ctx context.Context, flushID string, deltas map[string]int64) error
+
+	// Counters returns the durable values of keys; 0 for absent keys.
+	Counters(ctx context.Context, keys []string) (map[string]int64, error)
+}

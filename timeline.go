@@ -1,0 +1,37 @@
+package cellar
+
+import "context"
+
+// DefaultTimelineCap is how many members a timeline keeps unless its cap
+// is set otherwise.
+const DefaultTimelineCap = 10000
+
+// TimelineItem is one member of a timeline and its score.
+type TimelineItem struct {
+	Member string  `json:"member"`
+	Score  float64 `json:"score"`
+}
+
+// TimelineStore keeps capped timelines: per key, the members with the
+// highest scores, at most the timeline's cap of them. Timeline keys follow
+// the row key rules and are sharded like row keys.
+type TimelineStore interface {
+	// TimelineAdd adds member with score, or updates the score of a member
+	// already there. Past the cap, the lowest scores are trimmed (amortized:
+	// see the implementation for when). Returns EINVALID for a bad key or
+	// member, or a score that is NaN or infinite.
+	TimelineAdd(ctx context.Context, key, member string, score float64) error
+
+	// TimelineRemove removes member; removed is false if it was not there.
+	TimelineRemove(ctx context.Context, key, member string) (removed bool, err error)
+
+	// TimelineRange returns up to limit members from offset, ordered by
+	// score (descending if desc; ties by member), and the timeline's count.
+	TimelineRange(ctx context.Context, key string, offset, limit int, desc bool) (items []TimelineItem, count int64, err error)
+
+	// TimelineCount returns how many members the timeline holds.
+	TimelineCount(ctx context.Context, key string) (int64, error)
+
+	// SetTimelineCap sets the cap of timeline key (1..1,000,000).
+	SetTimelineCap(ctx context.Context, key string, cap int) error
+}
