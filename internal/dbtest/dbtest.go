@@ -11,6 +11,7 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"encoding/hex"
+	"fmt"
 	"net/url"
 	"os"
 	"testing"
@@ -57,25 +58,7 @@ func Postgres(tb testing.TB) string {
 	if err != nil {
 		tb.Fatalf("parse %s: %v", PostgresEnv, err)
 	}
-	admin, err := sql.Open("pgx", base)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	db := name()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if _, err := admin.ExecContext(ctx, "CREATE DATABASE "+db); err != nil {
-		admin.Close()
-		tb.Fatalf("create test database: %v", err)
-	}
-	tb.Cleanup(func() {
-		defer admin.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if _, err := admin.ExecContext(ctx, "DROP DATABASE IF EXISTS "+db+" WITH (FORCE)"); err != nil {
-			tb.Logf("drop test database %s: %v", db, err)
-		}
-	})
+	db := create(tb, "pgx", base, "DROP DATABASE IF EXISTS %s WITH (FORCE)")
 	u.Path = "/" + db
 	return u.String()
 }
@@ -90,7 +73,15 @@ func MySQL(tb testing.TB) string {
 		tb.Fatalf("parse %s: %v", MySQLEnv, err)
 	}
 	cfg.DBName = ""
-	admin, err := sql.Open("mysql", cfg.FormatDSN())
+	cfg.DBName = create(tb, "mysql", cfg.FormatDSN(), "DROP DATABASE IF EXISTS %s")
+	return cfg.FormatDSN()
+}
+
+// create makes a database with a fresh name through adminDSN, drops it
+// with dropFormat when tb ends, and returns its name.
+func create(tb testing.TB, driver, adminDSN, dropFormat string) string {
+	tb.Helper()
+	admin, err := sql.Open(driver, adminDSN)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -105,10 +96,9 @@ func MySQL(tb testing.TB) string {
 		defer admin.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		if _, err := admin.ExecContext(ctx, "DROP DATABASE IF EXISTS "+db); err != nil {
+		if _, err := admin.ExecContext(ctx, fmt.Sprintf(dropFormat, db)); err != nil {
 			tb.Logf("drop test database %s: %v", db, err)
 		}
 	})
-	cfg.DBName = db
-	return cfg.FormatDSN()
+	return db
 }

@@ -233,50 +233,58 @@ func (s *Store) Scan(ctx context.Context, shard int, after int64, limit int, col
 // BatchGet implements cellar.Store: keys are grouped by node and each
 // node's keys are fetched with one call, all nodes in parallel.
 func (s *Store) BatchGet(ctx context.Context, keys []cellar.LookupKey) []cellar.GetResult {
-	res := make([]cellar.GetResult, len(keys))
-	groups := s.group(len(keys), func(i int) string { return keys[i].RowKey }, func(i int, err error) { res[i].Err = err })
-	var wg sync.WaitGroup
-	for n, idx := range groups {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			sub := make([]cellar.LookupKey, len(idx))
-			for j, i := range idx {
-				sub[j] = keys[i]
-			}
-			var out []cellar.GetResult
-			// Per-key errors (not found) are not node failures; only
-			// report the call as failed when every key failed alike.
-			_ = s.call(ctx, n, "batch_get", func(ctx context.Context) error {
-				out = n.Store.BatchGet(ctx, sub)
-				return commonError(len(out), func(j int) error { return out[j].Err })
-			})
-			for j, i := range idx {
-				res[i] = out[j]
-			}
-		}()
-	}
-	wg.Wait()
-	return res
+	return fanOut(ctx, s, "batch_get", keys,
+		func(k cellar.LookupKey) string { return k.RowKey },
+		func(err error) cellar.GetResult { return cellar.GetResult{Err: err} },
+		func(r cellar.GetResult) error { return r.Err },
+		func(ctx context.Context, n *Node, sub []cellar.LookupKey) []cellar.GetResult {
+			return n.Store.BatchGet(ctx, sub)
+		})
 }
 
 // BatchPut implements cellar.Store, grouping by node like BatchGet.
 func (s *Store) BatchPut(ctx context.Context, cells []cellar.NewCell) []cellar.PutResult {
-	res := make([]cellar.PutResult, len(cells))
-	groups := s.group(len(cells), func(i int) string { return cells[i].RowKey }, func(i int, err error) { res[i].Err = err })
+	return fanOut(ctx, s, "batch_put", cells,
+		func(c cellar.NewCell) string { return c.RowKey },
+		func(err error) cellar.PutResult { return cellar.PutResult{Err: err} },
+		func(r cellar.PutResult) error { return r.Err },
+		func(ctx context.Context, n *Node, sub []cellar.NewCell) []cellar.PutResult {
+			return n.Store.BatchPut(ctx, sub)
+		})
+}
+
+// fanOut runs a batch operation: it validates each item's row key, groups
+// the items by node, calls each node once with its items (all nodes in
+// parallel, each under the node deadline), and puts the results back in
+// request order.
+func fanOut[I, R any](ctx context.Context, s *Store, op string, items []I,
+	rowKey func(I) string, failed func(error) R, errOf func(R) error,
+	call func(context.Context, *Node, []I) []R) []R {
+	res := make([]R, len(items))
+	groups := make(map[*Node][]int)
+	for i, it := range items {
+		if err := cellar.ValidateRowKey(rowKey(it)); err != nil {
+			res[i] = failed(err)
+			continue
+		}
+		_, n := s.route(rowKey(it))
+		groups[n] = append(groups[n], i)
+	}
 	var wg sync.WaitGroup
 	for n, idx := range groups {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			sub := make([]cellar.NewCell, len(idx))
+			sub := make([]I, len(idx))
 			for j, i := range idx {
-				sub[j] = cells[i]
+				sub[j] = items[i]
 			}
-			var out []cellar.PutResult
-			_ = s.call(ctx, n, "batch_put", func(ctx context.Context) error {
-				out = n.Store.BatchPut(ctx, sub)
-				return commonError(len(out), func(j int) error { return out[j].Err })
+			var out []R
+			// Per-item errors (not found, conflict) are not node failures;
+			// the call counts as failed only when every item failed alike.
+			_ = s.call(ctx, n, op, func(ctx context.Context) error {
+				out = call(ctx, n, sub)
+				return commonError(len(out), func(j int) error { return errOf(out[j]) })
 			})
 			for j, i := range idx {
 				res[i] = out[j]
@@ -285,21 +293,6 @@ func (s *Store) BatchPut(ctx context.Context, cells []cellar.NewCell) []cellar.P
 	}
 	wg.Wait()
 	return res
-}
-
-// group validates row keys (reporting bad ones through fail) and groups
-// the indexes of the valid ones by node.
-func (s *Store) group(n int, rowKey func(int) string, fail func(int, error)) map[*Node][]int {
-	groups := make(map[*Node][]int)
-	for i := 0; i < n; i++ {
-		if err := cellar.ValidateRowKey(rowKey(i)); err != nil {
-			fail(i, err)
-			continue
-		}
-		_, node := s.route(rowKey(i))
-		groups[node] = append(groups[node], i)
-	}
-	return groups
 }
 
 // commonError returns the error shared by all n results if it is a node

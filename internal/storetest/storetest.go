@@ -574,11 +574,11 @@ func testOrdering(t *testing.T, open Opener) {
 // testScanPageBytes checks that a scan page stops once its bodies reach
 // cellar.MaxScanPageBytes, and that paging still returns every cell.
 func testScanPageBytes(t *testing.T, open Opener) {
-	s := open(t, 1)
+	s := open(t, 3)
 	big := `{"x":"` + strings.Repeat("a", 900<<10) + `"}`
 	n := cellar.MaxScanPageBytes/(900<<10) + 3
-	for i := 0; i < n; i++ {
-		put(t, s, fmt.Sprintf("big%d", i), "c", 1, big)
+	for _, k := range keysInShard("big", 0, 3, n) {
+		put(t, s, k, "c", 1, big)
 	}
 	res, err := s.Scan(ctx(t), 0, 0, 100, "")
 	if err != nil {
