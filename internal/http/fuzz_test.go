@@ -43,12 +43,23 @@ func FuzzHandler(f *testing.F) {
 		{"GET", "/v1/rows/r?columns=a,,b", ""},
 		{"POST", "/v1/cells:batchGet", `{"keys":[{"row_key":"","column":"1","ref_key":-1},{"row_key":"r","column":"c","ref_key":null}]}`},
 		{"POST", "/v1/cells:batchPut", `{"cells":[{"row_key":"r","column":"c","ref_key":-1,"body":{}},{"row_key":"r","column":"c","body":{}},{"row_key":"r","column":"c","ref_key":1,"body":{"a":2}}]}`},
+		{"POST", "/v1/timelines/t/members", `{"member":"m","score":1.5}`},
+		{"POST", "/v1/timelines/%2F/members", `{"member":"a/b","score":-1e308}`},
+		{"POST", "/v1/timelines/t/members", `{"member":"m","score":1e400}`},
+		{"POST", "/v1/timelines/t/members", `{"member":"m","score":1,"member":"n"}`},
+		{"GET", "/v1/timelines/t?offset=0&limit=10&order=asc", ""},
+		{"GET", "/v1/timelines/t?limit=0&order=sideways", ""},
+		{"DELETE", "/v1/timelines/t/members/m", ""},
+		{"PUT", "/v1/timelines/t", `{"cap":3}`},
+		{"PUT", "/v1/timelines/t", `{"cap":1.0}`},
 	}
 	for _, s := range seeds {
 		f.Add(s.method, s.path, []byte(s.body))
 	}
-	st := &countingStore{Store: openStore(f)}
+	lite := openStore(f)
+	st := &countingStore{Store: lite}
 	h := NewHandler(st, Options{
+		Timelines:       lite,
 		MaxBodyBytes:    4096,
 		MaxRequestBytes: 64 << 10,
 		Logger:          discardLogger(),

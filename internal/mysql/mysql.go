@@ -17,10 +17,13 @@ import (
 //go:embed schema/1.sql
 var schema1 string
 
+//go:embed schema/2.sql
+var schema2 string
+
 // Dialect is MySQL's and MariaDB's dialect.
 var Dialect = &sqlstore.Dialect{
 	Name:       "mysql",
-	Migrations: []string{schema1},
+	Migrations: []string{schema1, schema2},
 	InsertSeq:  "INSERT INTO shard_seq (shard, last_added_id, fenced) VALUES (?, 0, 0) ON DUPLICATE KEY UPDATE shard = shard",
 	LockSeq:    "SELECT last_added_id, fenced FROM shard_seq WHERE shard = ? FOR UPDATE",
 	// A no-op update affects 0 rows, as a skipped insert should. (INSERT
@@ -52,6 +55,20 @@ var Dialect = &sqlstore.Dialect{
 		return func() {
 			_, _ = conn.ExecContext(context.Background(), "SELECT RELEASE_LOCK('cellar_migrate')")
 		}, nil
+	},
+
+	// Timelines and counters (schema version 2).
+	ForUpdate:      " FOR UPDATE",
+	InsertTimeline: "INSERT INTO timelines (timeline_key, cap, stored) VALUES (?, ?, 0) ON DUPLICATE KEY UPDATE timeline_key = timeline_key",
+	InsertMember:   "INSERT INTO timeline_members (timeline_key, member, score) VALUES (?, ?, ?) ON DUPLICATE KEY UPDATE member = member",
+	InsertFlush:    "INSERT INTO counter_flushes (flush_id, applied_at) VALUES (?, ?) ON DUPLICATE KEY UPDATE flush_id = flush_id",
+	// VALUES(value) is the delta as a BIGINT, so the sum is BIGINT
+	// arithmetic, which fails on overflow whatever the sql_mode (a DECIMAL
+	// sum could be clamped into the column outside strict mode).
+	AddCounter: "INSERT INTO counters (counter_key, value) VALUES (?, ?) ON DUPLICATE KEY UPDATE value = value + VALUES(value)",
+	OutOfRange: func(err error) bool {
+		n := errNumber(err)
+		return n == 1690 || n == 1264 // BIGINT value is out of range; out of range value for column
 	},
 }
 

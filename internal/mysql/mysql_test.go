@@ -23,3 +23,23 @@ func TestConformance(t *testing.T) {
 		return s
 	})
 }
+
+func openMySQL(tb testing.TB, shards int) *sqlstore.Store {
+	tb.Helper()
+	s, err := mysql.Open(context.Background(), dbtest.MySQL(tb), mysql.Options{
+		Options: sqlstore.Options{Name: "my", ShardCount: shards, Create: true},
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { s.Close() })
+	return s
+}
+
+func TestTimelines(t *testing.T) {
+	storetest.RunTimelines(t, func(tb testing.TB, shards int) cellar.TimelineStore { return openMySQL(tb, shards) })
+}
+
+func TestCounters(t *testing.T) {
+	storetest.RunCounters(t, func(tb testing.TB, shards int) cellar.CounterNode { return openMySQL(tb, shards) })
+}

@@ -19,6 +19,9 @@ import (
 //go:embed schema/1.sql
 var schema1 string
 
+//go:embed schema/2.sql
+var schema2 string
+
 // migrationLockID is the advisory lock key that serializes migrations.
 const migrationLockID = 0x63656c6c6172 // "cellar"
 
@@ -26,7 +29,7 @@ const migrationLockID = 0x63656c6c6172 // "cellar"
 var Dialect = &sqlstore.Dialect{
 	Name:       "postgres",
 	Numbered:   true,
-	Migrations: []string{schema1},
+	Migrations: []string{schema1, schema2},
 	InsertSeq:  "INSERT INTO shard_seq (shard, last_added_id, fenced) VALUES (?, 0, 0) ON CONFLICT (shard) DO NOTHING",
 	LockSeq:    "SELECT last_added_id, fenced FROM shard_seq WHERE shard = ? FOR UPDATE",
 	InsertCell: "INSERT INTO cells (shard, added_id, row_key, col, ref_key, body, created_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (row_key, col, ref_key) DO NOTHING",
@@ -40,7 +43,7 @@ var Dialect = &sqlstore.Dialect{
 	},
 	Unavailable: func(err error) bool {
 		var ce *pgconn.ConnectError
-		if errors.As(err, &ce) {
+		if errors.As(err, &ce) || errors.Is(err, pgconn.ErrConnClosed) {
 			return true
 		}
 		s := sqlState(err)
@@ -54,6 +57,16 @@ var Dialect = &sqlstore.Dialect{
 		return func() {
 			_, _ = conn.ExecContext(context.Background(), "SELECT pg_advisory_unlock($1)", migrationLockID)
 		}, nil
+	},
+
+	// Timelines and counters (schema version 2).
+	ForUpdate:      " FOR UPDATE",
+	InsertTimeline: "INSERT INTO timelines (timeline_key, cap, stored) VALUES (?, ?, 0) ON CONFLICT (timeline_key) DO NOTHING",
+	InsertMember:   "INSERT INTO timeline_members (timeline_key, member, score) VALUES (?, ?, ?) ON CONFLICT (timeline_key, member) DO NOTHING",
+	InsertFlush:    "INSERT INTO counter_flushes (flush_id, applied_at) VALUES (?, ?) ON CONFLICT (flush_id) DO NOTHING",
+	AddCounter:     "INSERT INTO counters (counter_key, value) VALUES (?, ?) ON CONFLICT (counter_key) DO UPDATE SET value = counters.value + excluded.value",
+	OutOfRange: func(err error) bool {
+		return sqlState(err) == "22003" // numeric_value_out_of_range
 	},
 }
 

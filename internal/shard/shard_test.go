@@ -187,3 +187,23 @@ func testNodeDown(t *testing.T, mode string) {
 		}
 	}
 }
+
+func TestTimelinesMixedNodes(t *testing.T) {
+	storetest.RunTimelines(t, func(tb testing.TB, shards int) cellar.TimelineStore {
+		s, err := shard.New(thirds(shards), openNodes(tb, shards, ""), shard.Options{})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		return s
+	})
+}
+
+func TestCountersMixedNodes(t *testing.T) {
+	storetest.RunCounters(t, func(tb testing.TB, shards int) cellar.CounterNode {
+		s, err := shard.New(thirds(shards), openNodes(tb, shards, ""), shard.Options{})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		return s
+	})
+}

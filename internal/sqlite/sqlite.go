@@ -26,10 +26,13 @@ import (
 //go:embed schema/1.sql
 var schema1 string
 
+//go:embed schema/2.sql
+var schema2 string
+
 // Dialect is SQLite's dialect.
 var Dialect = &sqlstore.Dialect{
 	Name:       "sqlite",
-	Migrations: []string{schema1},
+	Migrations: []string{schema1, schema2},
 	InsertSeq:  "INSERT INTO shard_seq (shard, last_added_id, fenced) VALUES (?, 0, 0) ON CONFLICT (shard) DO NOTHING",
 	// The single write connection runs BEGIN IMMEDIATE, which already holds
 	// the database's write lock for the whole transaction.
@@ -48,6 +51,19 @@ var Dialect = &sqlstore.Dialect{
 	Unavailable: func(err error) bool {
 		var e *sqlite.Error
 		return errors.As(err, &e) && (e.Code()&0xff == sqlite3.SQLITE_IOERR || e.Code()&0xff == sqlite3.SQLITE_CANTOPEN || e.Code()&0xff == sqlite3.SQLITE_FULL)
+	},
+
+	// Timelines and counters (schema version 2).
+	ForUpdate:      "",
+	InsertTimeline: "INSERT INTO timelines (timeline_key, cap, stored) VALUES (?, ?, 0) ON CONFLICT (timeline_key) DO NOTHING",
+	InsertMember:   "INSERT INTO timeline_members (timeline_key, member, score) VALUES (?, ?, ?) ON CONFLICT (timeline_key, member) DO NOTHING",
+	InsertFlush:    "INSERT INTO counter_flushes (flush_id, applied_at) VALUES (?, ?) ON CONFLICT (flush_id) DO NOTHING",
+	// An overflow makes the sum a REAL, which the CHECK on counters.value
+	// refuses.
+	AddCounter: "INSERT INTO counters (counter_key, value) VALUES (?, ?) ON CONFLICT (counter_key) DO UPDATE SET value = counters.value + excluded.value",
+	OutOfRange: func(err error) bool {
+		var e *sqlite.Error
+		return errors.As(err, &e) && e.Code() == sqlite3.SQLITE_CONSTRAINT_CHECK
 	},
 }
 

@@ -31,3 +31,11 @@ func TestConformance(t *testing.T) {
 func TestConformanceWithoutGroupCommit(t *testing.T) {
 	storetest.Run(t, func(tb testing.TB, shards int) cellar.Store { return open(tb, shards, true) })
 }
+
+func TestTimelines(t *testing.T) {
+	storetest.RunTimelines(t, func(tb testing.TB, shards int) cellar.TimelineStore { return open(tb, shards, false).(*sqlstore.Store) })
+}
+
+func TestCounters(t *testing.T) {
+	storetest.RunCounters(t, func(tb testing.TB, shards int) cellar.CounterNode { return open(tb, shards, false).(*sqlstore.Store) })
+}

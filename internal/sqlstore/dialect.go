@@ -33,6 +33,25 @@ type Dialect struct {
 	// constraint. Arguments: shard, added_id, row_key, col, ref_key, body,
 	// created_at.
 	InsertCell string
+	// ForUpdate is appended to a SELECT to lock the rows it reads until the
+	// end of the transaction. Empty for SQLite, whose write transactions
+	// already hold the database's write lock.
+	ForUpdate string
+	// InsertTimeline creates a timeline's row unless it exists, affecting 0
+	// rows then. Arguments: timeline_key, cap.
+	InsertTimeline string
+	// InsertMember inserts a timeline member unless the timeline holds it,
+	// affecting 0 rows then. Arguments: timeline_key, member, score.
+	InsertMember string
+	// InsertFlush records an applied counter flush unless it is recorded,
+	// affecting 0 rows then. Arguments: flush_id, applied_at.
+	InsertFlush string
+	// AddCounter adds a delta to a counter, creating it if it is missing.
+	// It must fail, with an error OutOfRange reports, rather than let the
+	// value leave int64. Arguments: counter_key, delta.
+	AddCounter string
+	// OutOfRange reports the error of AddCounter on int64 overflow.
+	OutOfRange func(error) bool
 	// UniqueViolation reports a unique or primary key violation.
 	UniqueViolation func(error) bool
 	// MaxUnion is the most SELECTs one UNION ALL statement may join.

@@ -1,0 +1,214 @@
+package main
+
+// The timeline subcommand: cellar timeline add|rm|range|cap, each action
+// parsed like a client command of its own.
+
+import (
+	"flag"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"unicode"
+
+	"github.com/cellar-db/cellar"
+)
+
+func init() {
+	clientCommands = append(clientCommands, clientCommand{
+		name:     "timeline",
+		synopsis: "add|rm|range|cap KEY ...",
+		summary:  "add to, remove from, read or cap a timeline",
+		run:      (*runner).timeline,
+	})
+}
+
+// timelineActions are the actions of cellar timeline. Their names are
+// what their usage and errors show.
+var timelineActions = []clientCommand{
+	{
+		name:     "timeline add",
+		synopsis: "KEY MEMBER SCORE",
+		summary:  "add MEMBER to timeline KEY with SCORE, or set its score",
+		help: "A timeline keeps the members with the highest scores, up to its cap (10000\n" +
+			"unless set with timeline cap); adding below the lowest of a full timeline\n" +
+			"keeps nothing. Put -- before a negative SCORE: timeline add KEY MEMBER -- -1.5",
+		run: (*runner).timelineAdd,
+	},
+	{
+		name:     "timeline rm",
+		synopsis: "KEY MEMBER",
+		summary:  "remove MEMBER from timeline KEY",
+		help:     "Prints removed=false, and still exits 0, if MEMBER was not there.",
+		run:      (*runner).timelineRemove,
+	},
+	{
+		name:     "timeline range",
+		synopsis: "KEY [--offset N] [--limit N] [--asc]",
+		summary:  "print members of timeline KEY, highest scores first",
+		help: "Prints one line per member, then count=N: how many members the timeline\n" +
+			"holds. Equal scores order by member, in the same direction as the scores.",
+		run: (*runner).timelineRange,
+	},
+	{
+		name:     "timeline cap",
+		synopsis: "KEY N",
+		summary:  "keep at most N members (1 to 1000000) in timeline KEY",
+		help:     "Lowering the cap removes the members with the lowest scores beyond it.",
+		run:      (*runner).timelineCap,
+	},
+}
+
+// timeline runs the action named by args[0].
+func (r *runner) timeline(args []string) error {
+	fs := flag.NewFlagSet("timeline", flag.ContinueOnError)
+	fs.SetOutput(r.stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(r.stderr, "usage: cellar timeline ACTION [flags] KEY ...\n\n%s.\n\nactions:\n", upperFirst(r.cmd.summary))
+		tw := tabwriter.NewWriter(r.stderr, 0, 0, 2, ' ', 0)
+		for _, a := range timelineActions {
+			fmt.Fprintf(tw, "  %s %s\t%s\n", strings.TrimPrefix(a.name, "timeline "), a.synopsis, a.summary)
+		}
+		tw.Flush()
+		fmt.Fprintf(r.stderr, "\nRun `cellar timeline ACTION -h` for an action's flags.\n")
+	}
+	r.fs = fs
+	if len(args) == 0 {
+		return usagef("missing action")
+	}
+	switch args[0] {
+	case "-h", "-help", "--help", "help":
+		fs.Usage()
+		return flag.ErrHelp
+	}
+	for i := range timelineActions {
+		if a := &timelineActions[i]; a.name == "timeline "+args[0] {
+			r.cmd, r.fs = a, nil
+			return a.run(r, args[1:])
+		}
+	}
+	if strings.HasPrefix(args[0], "-") {
+		return usagef("the action comes before flags: cellar timeline ACTION [flags] KEY ...")
+	}
+	return usagef("unknown action %q", args[0])
+}
+
+func (r *runner) timelineAdd(args []string) error {
+	fs := r.flags()
+	pos, err := r.parse(fs, args, 3, 3)
+	if err != nil {
+		return err
+	}
+	score, err := strconv.ParseFloat(pos[2], 64)
+	if err != nil || math.IsNaN(score) || math.IsInf(score, 0) {
+		return usagef("SCORE %q is not a finite number", pos[2])
+	}
+	if score == 0 {
+		score = 0 // as the server stores -0
+	}
+	if err := r.client.TimelineAdd(r.ctx, pos[0], pos[1], score); err != nil {
+		return err
+	}
+	if r.json {
+		return r.printJSON(struct {
+			Key    string  `json:"key"`
+			Member string  `json:"member"`
+			Score  float64 `json:"score"`
+		}{pos[0], pos[1], score})
+	}
+	r.stdout.printf("key=%s member=%s score=%s\n", quoteField(pos[0]), quoteField(pos[1]), formatScore(score))
+	return nil
+}
+
+func (r *runner) timelineRemove(args []string) error {
+	fs := r.flags()
+	pos, err := r.parse(fs, args, 2, 2)
+	if err != nil {
+		return err
+	}
+	removed, err := r.client.TimelineRemove(r.ctx, pos[0], pos[1])
+	if err != nil {
+		return err
+	}
+	if r.json {
+		return r.printJSON(struct {
+			Removed bool `json:"removed"`
+		}{removed})
+	}
+	r.stdout.printf("removed=%t\n", removed)
+	return nil
+}
+
+func (r *runner) timelineRange(args []string) error {
+	fs := r.flags()
+	offset := fs.Int("offset", 0, "skip the first `N` members")
+	limit := fs.Int("limit", 100, "print at most `N` members, at most 1000")
+	asc := fs.Bool("asc", false, "lowest scores first")
+	pos, err := r.parse(fs, args, 1, 1)
+	if err != nil {
+		return err
+	}
+	items, count, err := r.client.TimelineRange(r.ctx, pos[0], *offset, *limit, !*asc)
+	if err != nil {
+		return err
+	}
+	if r.json {
+		return r.printJSON(struct {
+			Items []cellar.TimelineItem `json:"items"`
+			Count int64                 `json:"count"`
+		}{items, count})
+	}
+	if len(items) > 0 {
+		tw := tabwriter.NewWriter(r.stdout, 0, 0, 2, ' ', 0)
+		fmt.Fprintf(tw, "SCORE\tMEMBER\n")
+		for _, it := range items {
+			fmt.Fprintf(tw, "%s\t%s\n", formatScore(it.Score), quoteField(it.Member))
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
+	r.stdout.printf("count=%d\n", count)
+	return nil
+}
+
+func (r *runner) timelineCap(args []string) error {
+	fs := r.flags()
+	pos, err := r.parse(fs, args, 2, 2)
+	if err != nil {
+		return err
+	}
+	n, err := strconv.Atoi(pos[1])
+	if err != nil {
+		return usagef("N %q is not an integer", pos[1])
+	}
+	if err := r.client.SetTimelineCap(r.ctx, pos[0], n); err != nil {
+		return err
+	}
+	if r.json {
+		return r.printJSON(struct {
+			Key string `json:"key"`
+			Cap int    `json:"cap"`
+		}{pos[0], n})
+	}
+	r.stdout.printf("key=%s cap=%d\n", quoteField(pos[0]), n)
+	return nil
+}
+
+// formatScore prints a score as briefly as it round-trips.
+func formatScore(f float64) string { return strconv.FormatFloat(f, 'g', -1, 64) }
+
+// quoteField quotes s if it could be misread in key=value output: empty,
+// or holding spaces, '=', '"' or characters that do not print.
+func quoteField(s string) string {
+	if s == "" {
+		return `""`
+	}
+	for _, c := range s {
+		if c == '=' || c == '"' || unicode.IsSpace(c) || !unicode.IsPrint(c) {
+			return strconv.Quote(s)
+		}
+	}
+	return s
+}

@@ -1,0 +1,139 @@
+package shard
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/cellar-db/cellar"
+)
+
+var _ cellar.CounterNode = (*Store)(nil)
+
+// ApplyCounterDeltas implements cellar.CounterNode. The deltas are split by
+// the node of each key's shard, and every node applies its part under the
+// same flushID, all nodes in parallel. Each node records the flush, so when
+// some nodes fail, retrying the whole flush with the same flushID applies
+// it only on the nodes that had not.
+//
+// All keys are checked before any node is called: a bad key applies
+// nothing anywhere. An overflow applies nothing on its node but does not
+// stop the other nodes. The error of a flush that failed on several nodes
+// names each node's failure; its code is invalid_argument if any node
+// refused the flush (retrying cannot help), else unavailable if any node
+// was unavailable, else internal; errors.Is matches every node's error.
+func (s *Store) ApplyCounterDeltas(ctx context.Context, flushID string, deltas map[string]int64) error {
+	parts := make(map[*Node]map[string]int64)
+	for k, d := range deltas {
+		if err := validateName("counter key", k); err != nil {
+			return err
+		}
+		_, n := s.route(k)
+		if parts[n] == nil {
+			parts[n] = make(map[string]int64)
+		}
+		parts[n][k] = d
+	}
+	return eachNode(ctx, s, "apply_counter_deltas", parts, func(ctx context.Context, cn cellar.CounterNode, part map[string]int64) error {
+		return cn.ApplyCounterDeltas(ctx, flushID, part)
+	})
+}
+
+// Counters implements cellar.CounterNode, reading each node's keys with
+// one call, all nodes in parallel. If some nodes fail, the map still holds
+// the values of the keys on the others, and the error is combined as
+// ApplyCounterDeltas combines it; the keys of failed nodes are missing.
+func (s *Store) Counters(ctx context.Context, keys []string) (map[string]int64, error) {
+	parts := make(map[*Node][]string)
+	for _, k := range keys {
+		if err := validateName("counter key", k); err != nil {
+			return nil, err
+		}
+		_, n := s.route(k)
+		parts[n] = append(parts[n], k)
+	}
+	out := make(map[string]int64, len(keys))
+	var mu sync.Mutex // protects out
+	err := eachNode(ctx, s, "counters", parts, func(ctx context.Context, cn cellar.CounterNode, part []string) error {
+		vals, err := cn.Counters(ctx, part)
+		if err != nil {
+			return err
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		for k, v := range vals {
+			out[k] = v
+		}
+		return nil
+	})
+	return out, err
+}
+
+// eachNode calls f for each node's part, all nodes in parallel, each
+// call under the node deadline, and combines the errors.
+func eachNode[P any](ctx context.Context, s *Store, op string, parts map[*Node]P, f func(ctx context.Context, cn cellar.CounterNode, part P) error) error {
+	var mu sync.Mutex // protects errs
+	errs := make(map[string]error)
+	var wg sync.WaitGroup
+	for n, part := range parts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := s.call(ctx, n, op, func(ctx context.Context) error {
+				cn, ok := n.Store.(cellar.CounterNode)
+				if !ok {
+					return cellar.Internal(nil, "node %s does not store counters", n.Name)
+				}
+				return f(ctx, cn, part)
+			})
+			if err != nil {
+				mu.Lock()
+				errs[n.Name] = err
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return joinNodeErrors(op, errs)
+}
+
+// joinNodeErrors combines the errors of one operation on several nodes,
+// keyed by node name, into one *cellar.Error (see ApplyCounterDeltas).
+func joinNodeErrors(op string, errs map[string]error) error {
+	if len(errs) == 0 {
+		return nil
+	}
+	names := make([]string, 0, len(errs))
+	codes := make(map[string]bool)
+	for name, err := range errs {
+		names = append(names, name)
+		codes[cellar.ErrorCode(err)] = true
+	}
+	if len(errs) == 1 {
+		return errs[names[0]]
+	}
+	slices.Sort(names)
+	msgs := make([]string, len(names))
+	causes := make([]error, len(names))
+	for i, name := range names {
+		msgs[i] = fmt.Sprintf("node %s: %s", name, cellar.ErrorMessage(errs[name]))
+		causes[i] = errs[name]
+	}
+	code := cellar.EINTERNAL
+	switch {
+	case len(codes) == 1:
+		code = cellar.ErrorCode(causes[0])
+	case codes[cellar.EINVALID]:
+		code = cellar.EINVALID
+	case codes[cellar.EUNAVAILABLE]:
+		code = cellar.EUNAVAILABLE
+	}
+	return &cellar.Error{
+		Code:    code,
+		Message: fmt.Sprintf("%s failed on %d nodes: %s", strings.ReplaceAll(op, "_", " "), len(names), strings.Join(msgs, "; ")),
+		Err:     errors.Join(causes...),
+	}
+}

@@ -1,0 +1,176 @@
+package sqlstore_test
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cellar-db/cellar"
+	"github.com/cellar-db/cellar/internal/dbtest"
+	"github.com/cellar-db/cellar/internal/mysql"
+	"github.com/cellar-db/cellar/internal/postgres"
+	"github.com/cellar-db/cellar/internal/sqlite"
+	"github.com/cellar-db/cellar/internal/sqlstore"
+)
+
+// storedMembers counts the member rows a node stores for timeline key,
+// including those beyond the cap that await a trim.
+func storedMembers(tb testing.TB, s *sqlstore.Store, key string) int {
+	tb.Helper()
+	var n int
+	if err := s.DB().QueryRow("SELECT COUNT(*) FROM timeline_members WHERE timeline_key = ?", []byte(key)).Scan(&n); err != nil {
+		tb.Fatal(err)
+	}
+	return n
+}
+
+// TestTimelineTrimAmortized checks when the rows beyond the cap are
+// deleted: a cap of 20 lets a timeline store up to 20 + 8 rows, and the
+// add that would store the 29th trims it to 20. (The conformance suite
+// checks that none of this shows.)
+func TestTimelineTrimAmortized(t *testing.T) {
+	s, err := openSQLite(t, filepath.Join(t.TempDir(), "n.db"), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := s.SetTimelineCap(ctx, "tl", 20); err != nil {
+		t.Fatal(err)
+	}
+	add := func(i int) {
+		t.Helper()
+		if err := s.TimelineAdd(ctx, "tl", fmt.Sprintf("m%03d", i), float64(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 1; i <= 28; i++ {
+		add(i)
+		if got := storedMembers(t, s, "tl"); got != i {
+			t.Fatalf("after %d adds, %d rows are stored; want %d (no trim before the slack is used up)", i, got, i)
+		}
+	}
+	add(29)
+	if got := storedMembers(t, s, "tl"); got != 20 {
+		t.Fatalf("after the add past the slack, %d rows are stored; want 20", got)
+	}
+	// Updating a score while rows await a trim trims first.
+	for i := 30; i <= 33; i++ {
+		add(i)
+	}
+	if got := storedMembers(t, s, "tl"); got != 24 {
+		t.Fatalf("%d rows stored; want 24", got)
+	}
+	if err := s.TimelineAdd(ctx, "tl", "m033", 0.5); err != nil {
+		t.Fatal(err)
+	}
+	if got := storedMembers(t, s, "tl"); got != 20 {
+		t.Errorf("after an update, %d rows stored; want 20", got)
+	}
+	// A new timeline gets the default cap.
+	if err := s.TimelineAdd(ctx, "fresh", "m", 1); err != nil {
+		t.Fatal(err)
+	}
+	var cap int
+	if err := s.DB().QueryRow("SELECT cap FROM timelines WHERE timeline_key = ?", []byte("fresh")).Scan(&cap); err != nil || cap != cellar.DefaultTimelineCap {
+		t.Errorf("cap of a new timeline = %d, %v; want %d", cap, err, cellar.DefaultTimelineCap)
+	}
+}
+
+// BenchmarkTimelineRange measures a range of 100 on a full timeline of
+// 10,000 members (the default cap, after 10,500 adds) on each backend,
+// reporting the median and 99th percentile latency of one call: the top
+// 100 (desc), the bottom 100 (asc, skipping the rows that await a trim)
+// and the last page of a descending walk.
+//
+//	go test ./internal/sqlstore -run '^$' -bench TimelineRange -benchtime 2000x
+func BenchmarkTimelineRange(b *testing.B) {
+	opts := func(name string) sqlstore.Options {
+		return sqlstore.Options{Name: name, ShardCount: 16, Create: true}
+	}
+	backends := []struct {
+		name string
+		open func(b *testing.B) (*sqlstore.Store, error)
+	}{
+		{"sqlite", func(b *testing.B) (*sqlstore.Store, error) {
+			return sqlite.Open(context.Background(), filepath.Join(b.TempDir(), "n.db"), sqlite.Options{Options: opts("lite")})
+		}},
+		{"postgres", func(b *testing.B) (*sqlstore.Store, error) {
+			return postgres.Open(context.Background(), dbtest.Postgres(b), postgres.Options{Options: opts("pg")})
+		}},
+		{"mysql", func(b *testing.B) (*sqlstore.Store, error) {
+			return mysql.Open(context.Background(), dbtest.MySQL(b), mysql.Options{Options: opts("my")})
+		}},
+	}
+	for _, be := range backends {
+		b.Run(be.name, func(b *testing.B) {
+			s, err := be.open(b)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { s.Close() })
+			fillTimeline(b, s, "feed", cellar.DefaultTimelineCap+500)
+			for _, c := range []struct {
+				name   string
+				offset int
+				desc   bool
+			}{{"top", 0, true}, {"bottom", 0, false}, {"lastpage", cellar.DefaultTimelineCap - 100, true}} {
+				b.Run(c.name, func(b *testing.B) {
+					benchRange(b, s, "feed", c.offset, c.desc)
+				})
+			}
+		})
+	}
+}
+
+// fillTimeline adds n members with distinct scores to timeline key, from
+// several goroutines.
+func fillTimeline(b *testing.B, s *sqlstore.Store, key string, n int) {
+	b.Helper()
+	ctx := context.Background()
+	const workers = 16
+	var wg sync.WaitGroup
+	errc := make(chan error, workers)
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < n; i += workers {
+				if err := s.TimelineAdd(ctx, key, fmt.Sprintf("member-%06d", i), float64(i)); err != nil {
+					errc <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errc)
+	for err := range errc {
+		b.Fatal(err)
+	}
+	if n, err := s.TimelineCount(ctx, key); err != nil || n != cellar.DefaultTimelineCap {
+		b.Fatalf("filled timeline counts %d, %v; want %d", n, err, cellar.DefaultTimelineCap)
+	}
+}
+
+func benchRange(b *testing.B, s *sqlstore.Store, key string, offset int, desc bool) {
+	ctx := context.Background()
+	var lat []time.Duration
+	for b.Loop() {
+		start := time.Now()
+		items, _, err := s.TimelineRange(ctx, key, offset, 100, desc)
+		lat = append(lat, time.Since(start))
+		if err != nil || len(items) != 100 {
+			b.Fatalf("TimelineRange = %d items, %v", len(items), err)
+		}
+	}
+	slices.Sort(lat)
+	pct := func(p float64) float64 {
+		return float64(lat[int(p*float64(len(lat)-1))].Nanoseconds()) / 1e3
+	}
+	b.ReportMetric(pct(0.50), "p50-µs")
+	b.ReportMetric(pct(0.99), "p99-µs")
+}
