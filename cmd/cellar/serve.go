@@ -124,6 +124,7 @@ func serve(ctx context.Context, cfg *Config, embedded bool, log *slog.Logger, re
 		Logger:         log,
 		Metrics:        m,
 		Topology:       store.Topology,
+		Timelines:      store,
 		Ready: func(context.Context) error {
 			if draining.Load() {
 				return cellar.Errorf(cellar.EUNAVAILABLE, "shutting down")

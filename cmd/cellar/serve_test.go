@@ -171,6 +171,17 @@ func TestTwoServersOneService(t *testing.T) {
 		t.Errorf("scans found %d cells; %d were acknowledged, %d written", total, len(acked), 4*10*20)
 	}
 
+	// Timelines are served and shared too.
+	for i, m := range []string{"m1", "m2", "m3"} {
+		if err := a.TimelineAdd(ctx, "feed/1", m, float64(i)); err != nil {
+			t.Fatalf("timeline add via A: %v", err)
+		}
+	}
+	items, count, err := b.TimelineRange(ctx, "feed/1", 0, 10, true)
+	if err != nil || count != 3 || len(items) != 3 || items[0].Member != "m3" {
+		t.Errorf("timeline range via B = %+v, %d, %v; want m3 m2 m1", items, count, err)
+	}
+
 	// Publish map version 2 (same layout) on the metadata node: both
 	// servers must pick it up.
 	meta, err := openNode(ctx, cfg, cfg.Nodes[1], cfg.Shards, false, false)
