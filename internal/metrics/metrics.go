@@ -1,5 +1,6 @@
 // Package metrics holds cellar's Prometheus metrics: HTTP requests by route
-// and status, and storage node calls by node and operation.
+// and status, storage node calls by node and operation, and cache lookups
+// by tier.
 package metrics
 
 import (
@@ -21,6 +22,12 @@ type Metrics struct {
 	requestDuration *prometheus.HistogramVec
 	storageDuration *prometheus.HistogramVec
 	storageErrors   *prometheus.CounterVec
+	cacheHits       *prometheus.CounterVec
+	cacheMisses     *prometheus.CounterVec
+	cacheErrors     *prometheus.CounterVec
+	triggerCells    *prometheus.CounterVec
+	triggerLagCells *prometheus.GaugeVec
+	triggerLagSecs  *prometheus.GaugeVec
 	gatherer        prometheus.Gatherer
 }
 
@@ -68,6 +75,30 @@ func New(reg prometheus.Registerer, gatherer prometheus.Gatherer) *Metrics {
 			Name: "cellar_storage_errors_total",
 			Help: "Storage node calls that returned an error, by node, operation and cellar error code (not_found included).",
 		}, []string{"node", "op", "code"})),
+		cacheHits: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cellar_cache_hits_total",
+			Help: "Cache lookups answered, by tier (local: in-process; redis: shared).",
+		}, []string{"tier"})),
+		cacheMisses: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cellar_cache_misses_total",
+			Help: "Cache lookups not answered, by tier; a redis miss goes to storage.",
+		}, []string{"tier"})),
+		cacheErrors: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cellar_cache_errors_total",
+			Help: "Failed cache operations, by tier and operation; reads go to storage instead.",
+		}, []string{"tier", "op"})),
+		triggerCells: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cellar_trigger_cells_total",
+			Help: "Cells of triggers, by trigger and event (delivered: handed to a consumer, counting redeliveries; acked: cells the offsets moved over, of any column).",
+		}, []string{"trigger", "event"})),
+		triggerLagCells: register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "cellar_trigger_lag_cells",
+			Help: "Cells after a trigger's offsets, of any column (an upper bound on its backlog), as last measured.",
+		}, []string{"trigger"})),
+		triggerLagSecs: register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "cellar_trigger_lag_seconds",
+			Help: "Age of the oldest cell a trigger has yet to acknowledge, over its shards, as last measured.",
+		}, []string{"trigger"})),
 		gatherer: gatherer,
 	}
 }
@@ -110,6 +141,29 @@ func (m *Metrics) ObserveStorage(node, op string, d time.Duration, err error) {
 	if err != nil {
 		m.storageErrors.WithLabelValues(node, op, cellar.ErrorCode(err)).Inc()
 	}
+}
+
+// ObserveCache counts lookups in a cache tier ("local" or "redis"): hits
+// answered there, misses passed on to the next tier or to storage.
+func (m *Metrics) ObserveCache(tier string, hits, misses int) {
+	if m == nil {
+		return
+	}
+	if hits > 0 {
+		m.cacheHits.WithLabelValues(tier).Add(float64(hits))
+	}
+	if misses > 0 {
+		m.cacheMisses.WithLabelValues(tier).Add(float64(misses))
+	}
+}
+
+// ObserveCacheError counts a failed operation on a cache tier, such as a
+// Redis "get", "fill", "push" or "subscribe".
+func (m *Metrics) ObserveCacheError(tier, op string) {
+	if m == nil {
+		return
+	}
+	m.cacheErrors.WithLabelValues(tier, op).Inc()
 }
 
 // Handler serves the gatherer's metrics in the Prometheus exposition

@@ -1,0 +1,157 @@
+package client_test
+
+import (
+	"context"
+	"errors"
+	"math"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cellar-db/cellar"
+	"github.com/cellar-db/cellar/client"
+	"github.com/cellar-db/cellar/internal/counter"
+	cellarhttp "github.com/cellar-db/cellar/internal/http"
+	"github.com/cellar-db/cellar/internal/sqlite"
+	"github.com/cellar-db/cellar/internal/sqlstore"
+)
+
+// newCounterServer starts the real HTTP API with counters in journal mode
+// over a fresh SQLite node. wrap, if not nil, wraps the handler.
+func newCounterServer(tb testing.TB, wrap func(http.Handler) http.Handler) (*client.Client, *counter.Journal) {
+	tb.Helper()
+	ctx := context.Background()
+	store, err := sqlite.Open(ctx, filepath.Join(tb.TempDir(), "n.db"),
+		sqlite.Options{Options: sqlstore.Options{Name: "t", ShardCount: shardCount, Create: true}})
+	if err != nil {
+		tb.Fatalf("open store: %v", err)
+	}
+	tb.Cleanup(func() { store.Close() })
+	j, err := counter.OpenJournal(ctx, filepath.Join(tb.TempDir(), "counters.journal"), store, counter.Options{FlushInterval: time.Hour})
+	if err != nil {
+		tb.Fatalf("open counter journal: %v", err)
+	}
+	tb.Cleanup(func() { j.Close() })
+	var h http.Handler = cellarhttp.NewHandler(store, cellarhttp.Options{Counters: j})
+	if wrap != nil {
+		h = wrap(h)
+	}
+	srv := httptest.NewServer(h)
+	tb.Cleanup(srv.Close)
+	return client.New(srv.URL), j
+}
+
+func TestCounters(t *testing.T) {
+	c, j := newCounterServer(t, nil)
+	ctx := context.Background()
+	var cs cellar.CounterStore = c
+	for _, key := range []string{"page:1", "/", ".", "..", "a/b c?d#e%f", "ü"} {
+		if v, err := cs.Counter(ctx, key); err != nil || v != 0 {
+			t.Errorf("Counter(%q) = %d, %v; want 0", key, v, err)
+		}
+		if v, err := cs.Incr(ctx, key, 5); err != nil || v != 5 {
+			t.Errorf("Incr(%q, 5) = %d, %v; want 5", key, v, err)
+		}
+		if v, err := cs.Incr(ctx, key, -7); err != nil || v != -2 {
+			t.Errorf("Incr(%q, -7) = %d, %v; want -2", key, v, err)
+		}
+	}
+	if err := j.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := cs.Counter(ctx, "a/b c?d#e%f"); err != nil || v != -2 {
+		t.Errorf("Counter after flush = %d, %v; want -2", v, err)
+	}
+
+	res := cs.BatchCounters(ctx, []string{"page:1", "never", "", "bad\xff", "/"})
+	want := []struct {
+		value int64
+		code  string
+	}{{-2, ""}, {0, ""}, {0, cellar.EINVALID}, {0, cellar.EINVALID}, {-2, ""}}
+	for i, r := range res {
+		if r.Key != []string{"page:1", "never", "", "bad\xff", "/"}[i] || r.Value != want[i].value || cellar.ErrorCode(r.Err) != want[i].code {
+			t.Errorf("BatchCounters[%d] = %+v; want value %d, code %q", i, r, want[i].value, want[i].code)
+		}
+	}
+	if res := cs.BatchCounters(ctx, nil); len(res) != 0 {
+		t.Errorf("BatchCounters(nil) = %v; want none", res)
+	}
+
+	_, err := cs.Incr(ctx, "", 1)
+	if !errors.Is(err, cellar.ErrInvalid) {
+		t.Errorf("Incr of an empty key: %v; want invalid", err)
+	}
+	if _, err := cs.Incr(ctx, "max", math.MaxInt64); err != nil {
+		t.Fatal(err)
+	}
+	_, err = cs.Incr(ctx, "max", 1)
+	if !errors.Is(err, cellar.ErrInvalid) || !strings.Contains(err.Error(), "overflow") {
+		t.Errorf("Incr past MaxInt64: %v; want an invalid_argument about overflow", err)
+	}
+	if v, err := cs.Incr(ctx, "min", math.MinInt64); err != nil || v != math.MinInt64 {
+		t.Errorf("Incr(min, MinInt64) = %d, %v", v, err)
+	}
+
+	many := make([]string, cellar.MaxBatchKeys+1)
+	for i := range many {
+		many[i] = "k"
+	}
+	for _, r := range cs.BatchCounters(ctx, many) {
+		if !errors.Is(r.Err, cellar.ErrInvalid) {
+			t.Fatalf("BatchCounters of %d keys: %+v; want invalid", len(many), r)
+		}
+	}
+}
+
+// TestCountersNotResent: an increment whose answer is lost is reported
+// unavailable and not sent again (it may have been applied once).
+func TestCountersNotResent(t *testing.T) {
+	var incrs atomic.Int64
+	c, _ := newCounterServer(t, func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if !strings.HasSuffix(r.URL.Path, "/incr") {
+				h.ServeHTTP(w, r)
+				return
+			}
+			incrs.Add(1)
+			h.ServeHTTP(httptest.NewRecorder(), r) // applied; the answer is lost
+			conn, _, err := http.NewResponseController(w).Hijack()
+			if err == nil {
+				conn.Close()
+			}
+		})
+	})
+	ctx := context.Background()
+	if _, err := c.Counter(ctx, "k"); err != nil { // a used connection, as a retry needs
+		t.Fatal(err)
+	}
+	_, err := c.Incr(ctx, "k", 1)
+	if !errors.Is(err, cellar.ErrUnavailable) {
+		t.Fatalf("Incr with a lost answer: %v; want unavailable", err)
+	}
+	if n := incrs.Load(); n != 1 {
+		t.Errorf("the server received %d increments; want 1", n)
+	}
+	if v, err := c.Counter(ctx, "k"); err != nil || v != 1 {
+		t.Errorf("Counter = %d, %v; want 1", v, err)
+	}
+}
+
+func TestCountersServerDown(t *testing.T) {
+	srv := httptest.NewServer(http.NotFoundHandler())
+	c := client.New(srv.URL)
+	srv.Close()
+	ctx := context.Background()
+	if _, err := c.Incr(ctx, "k", 1); !errors.Is(err, cellar.ErrUnavailable) {
+		t.Errorf("Incr on a closed server: %v; want unavailable", err)
+	}
+	for _, r := range c.BatchCounters(ctx, []string{"a", "b"}) {
+		if !errors.Is(r.Err, cellar.ErrUnavailable) {
+			t.Errorf("BatchCounters on a closed server: %+v; want unavailable", r)
+		}
+	}
+}

@@ -1,0 +1,163 @@
+package main
+
+// The counter subcommand: cellar counter incr|get, each action parsed like
+// a client command of its own.
+
+import (
+	"flag"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/cellar-db/cellar"
+)
+
+func init() {
+	clientCommands = append(clientCommands, clientCommand{
+		name:     "counter",
+		synopsis: "incr|get KEY ...",
+		summary:  "increment or read counters",
+		run:      (*runner).counter,
+	})
+}
+
+// counterActions are the actions of cellar counter.
+var counterActions = []clientCommand{
+	{
+		name:     "counter incr",
+		synopsis: "KEY [BY]",
+		summary:  "add BY (default 1) to counter KEY and print its new value",
+		help: "BY is a 64-bit integer and may be negative: put -- before it, as in\n" +
+			"counter incr KEY -- -5. An increment that would overflow is refused.\n" +
+			"If the request fails in transit, the increment may or may not have\n" +
+			"been applied: it is never resent.",
+		run: (*runner).counterIncr,
+	},
+	{
+		name:     "counter get",
+		synopsis: "KEY...",
+		summary:  "print counters (0 for a counter never incremented)",
+		help: "With one KEY, prints its value; with several, one line each, and\n" +
+			"with --json a {\"results\": [...]} document. Exits 1 if any could not be read.",
+		run: (*runner).counterGet,
+	},
+}
+
+// counter runs the action named by args[0].
+func (r *runner) counter(args []string) error {
+	fs := flag.NewFlagSet("counter", flag.ContinueOnError)
+	fs.SetOutput(r.stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(r.stderr, "usage: cellar counter ACTION [flags] KEY ...\n\n%s.\n\nactions:\n", upperFirst(r.cmd.summary))
+		tw := tabwriter.NewWriter(r.stderr, 0, 0, 2, ' ', 0)
+		for _, a := range counterActions {
+			fmt.Fprintf(tw, "  %s %s\t%s\n", strings.TrimPrefix(a.name, "counter "), a.synopsis, a.summary)
+		}
+		tw.Flush()
+		fmt.Fprintf(r.stderr, "\nRun `cellar counter ACTION -h` for an action's flags.\n")
+	}
+	r.fs = fs
+	if len(args) == 0 {
+		return usagef("missing action")
+	}
+	switch args[0] {
+	case "-h", "-help", "--help", "help":
+		fs.Usage()
+		return flag.ErrHelp
+	}
+	for i := range counterActions {
+		if a := &counterActions[i]; a.name == "counter "+args[0] {
+			r.cmd, r.fs = a, nil
+			return a.run(r, args[1:])
+		}
+	}
+	if strings.HasPrefix(args[0], "-") {
+		return usagef("the action comes before flags: cellar counter ACTION [flags] KEY ...")
+	}
+	return usagef("unknown action %q", args[0])
+}
+
+// counterJSON is a counter, or the error reading it, as the CLI prints it.
+type counterJSON struct {
+	Key   string     `json:"key"`
+	Value *int64     `json:"value,omitempty"`
+	Error *errorJSON `json:"error,omitempty"`
+}
+
+func (r *runner) counterIncr(args []string) error {
+	fs := r.flags()
+	pos, err := r.parse(fs, args, 1, 2)
+	if err != nil {
+		return err
+	}
+	by := int64(1)
+	if len(pos) == 2 {
+		if by, err = strconv.ParseInt(pos[1], 10, 64); err != nil {
+			return usagef("BY %q is not a 64-bit integer", pos[1])
+		}
+	}
+	v, err := r.client.Incr(r.ctx, pos[0], by)
+	if err != nil {
+		return err
+	}
+	return r.printCounter(pos[0], v)
+}
+
+func (r *runner) counterGet(args []string) error {
+	fs := r.flags()
+	keys, err := r.parse(fs, args, 1, -1)
+	if err != nil {
+		return err
+	}
+	if len(keys) == 1 {
+		v, err := r.client.Counter(r.ctx, keys[0])
+		if err != nil {
+			return err
+		}
+		return r.printCounter(keys[0], v)
+	}
+	var results []cellar.CounterResult
+	for chunk := range slices.Chunk(keys, cellar.MaxBatchKeys) {
+		results = append(results, r.client.BatchCounters(r.ctx, chunk)...)
+	}
+	failed := 0
+	out := make([]counterJSON, len(results))
+	for i, res := range results {
+		out[i].Key = keys[i]
+		if res.Err != nil {
+			failed++
+			out[i].Error = newErrorJSON(res.Err)
+			if !r.json {
+				r.stdout.printf("key=%s error: %s: %s\n", quoteField(keys[i]), cellar.ErrorCode(res.Err), errorMessage(res.Err))
+			}
+			continue
+		}
+		v := res.Value
+		out[i].Value = &v
+		if !r.json {
+			r.stdout.printf("key=%s value=%d\n", quoteField(keys[i]), v)
+		}
+	}
+	if r.json {
+		if err := r.printJSON(struct {
+			Results []counterJSON `json:"results"`
+		}{out}); err != nil {
+			return err
+		}
+	}
+	if failed > 0 {
+		return &partialError{failed, len(results)}
+	}
+	return nil
+}
+
+// printCounter prints one counter's value.
+func (r *runner) printCounter(key string, v int64) error {
+	if r.json {
+		return r.printJSON(counterJSON{Key: key, Value: &v})
+	}
+	r.stdout.printf("key=%s value=%d\n", quoteField(key), v)
+	return nil
+}

@@ -1,0 +1,512 @@
+package cache
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/cellar-db/cellar"
+	"github.com/cellar-db/cellar/internal/redis"
+)
+
+// Redis layout (P is Options.RedisPrefix, S the row key's logical shard):
+//
+//	P:cell:S:COLUMN:REF_KEY:ROW_KEY  a cell by full key (expires after RedisCellTTL)
+//	P:latest:S:COLUMN:ROW_KEY        the latest cell of (ROW_KEY, COLUMN) (expires
+//	                                 MaxStaleness after it was read from storage)
+//	P:written                        pub/sub channel: cells just created, one per
+//	                                 line as "REF_KEY COLUMN ROW_KEY"
+//
+// The row key comes last so that it needs no escaping: columns and ref
+// keys hold no ':', and row keys no control characters. Values are the
+// cell's JSON with its body as stored.
+
+// Scripts keep Redis's latest entries moving forward only, whoever writes
+// them. The ref_key is read back from the stored JSON: `"ref_key":` cannot
+// occur inside a JSON string (a quote in one is escaped), and the key's own
+// field comes before the body, so the first match is the key's. Ref keys
+// are compared as decimal strings (no sign, no leading zeros), since Lua's
+// numbers are doubles.
+const refOlder = `
+local function older(old, ref)
+  local r = string.match(old, '"ref_key":(%d+)')
+  if not r then return true end
+  return #r < #ref or (#r == #ref and r < ref)
+end
+`
+
+// latestGetScript returns, for each key, its value and remaining
+// milliseconds, or false and -2.
+var latestGetScript = `
+local out = {}
+for i, k in ipairs(KEYS) do
+  local v = redis.call('GET', k)
+  if v then
+    out[2*i-1] = v
+    out[2*i] = redis.call('PTTL', k)
+  else
+    out[2*i-1] = false
+    out[2*i] = -2
+  end
+end
+return out
+`
+
+// latestFillScript stores a latest cell read from storage (ARGV: ref_key,
+// value, milliseconds to live) unless Redis has a newer one, or the same
+// one for longer.
+var latestFillScript = refOlder + `
+local old = redis.call('GET', KEYS[1])
+if old and not older(old, ARGV[1]) then
+  local r = string.match(old, '"ref_key":(%d+)')
+  if r ~= ARGV[1] or redis.call('PTTL', KEYS[1]) >= tonumber(ARGV[3]) then
+    return 0
+  end
+end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1
+`
+
+// latestPushScript replaces a latest cell with one just created (ARGV:
+// ref_key, value), keeping its expiry, if Redis has an older one. Without
+// one it stores nothing: the writer cannot know that its cell is the
+// latest.
+var latestPushScript = refOlder + `
+local old = redis.call('GET', KEYS[1])
+if not old or not older(old, ARGV[1]) then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
+return 1
+`
+
+// fill is a cell read from storage, to store in Redis under k.
+type fill struct {
+	k    key
+	cell cellar.Cell
+}
+
+// shared is the Redis tier.
+type shared struct {
+	r       *redis.Cluster
+	prefix  string
+	channel string
+	timeout time.Duration
+	cellTTL time.Duration
+	retry   int64 // nanoseconds
+	now     func() int64
+	obs     Observer
+	log     *slog.Logger
+	heard   func(cellar.Key)
+	// down holds, per node, the time until which it is left alone after a
+	// failure (Unix nanoseconds). The map is fixed in newShared.
+	down map[string]*atomic.Int64
+
+	// The subscribers, one per node, are owned here: started in newShared,
+	// stopped (cancel, close, wait) in close.
+	cancel context.CancelFunc
+	subs   []*goredis.PubSub
+	wg     sync.WaitGroup
+}
+
+func newShared(opts Options, now func() int64, heard func(cellar.Key)) *shared {
+	s := &shared{
+		r:       opts.Redis,
+		prefix:  opts.RedisPrefix,
+		channel: opts.RedisPrefix + ":written",
+		timeout: opts.RedisTimeout,
+		cellTTL: opts.RedisCellTTL,
+		retry:   int64(opts.RedisRetry),
+		now:     now,
+		obs:     opts.Observer,
+		log:     opts.Logger,
+		heard:   heard,
+		down:    make(map[string]*atomic.Int64),
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	for name := range s.r.Nodes() {
+		s.down[name] = new(atomic.Int64)
+	}
+	if heard == nil {
+		return s // nothing to tell
+	}
+	var ready []chan struct{}
+	for name, client := range s.r.Nodes() {
+		ps := client.Subscribe(ctx, s.channel)
+		s.subs = append(s.subs, ps)
+		r := make(chan struct{})
+		ready = append(ready, r)
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.listen(ctx, name, ps, r)
+		}()
+	}
+	deadline := time.NewTimer(s.timeout)
+	defer deadline.Stop()
+	for _, r := range ready {
+		select {
+		case <-r:
+		case <-deadline.C:
+			s.log.Warn("redis cache: subscriptions not confirmed in time; news of other processes' writes may be missed until they are", "timeout", s.timeout)
+			return s
+		}
+	}
+	return s
+}
+
+func (s *shared) close() {
+	s.cancel()
+	for _, ps := range s.subs {
+		ps.Close() // unblocks Receive
+	}
+	s.wg.Wait()
+}
+
+// listen applies the news of writes that arrive on one node until ctx ends.
+// go-redis reconnects and resubscribes by itself; listen waits a little
+// after each failure so that a node that is down is not hammered.
+func (s *shared) listen(ctx context.Context, node string, ps *goredis.PubSub, ready chan struct{}) {
+	const minWait, maxWait = 10 * time.Millisecond, time.Second
+	wait := minWait
+	failing := false
+	for {
+		msg, err := ps.Receive(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			s.obs.ObserveCacheError(TierRedis, "subscribe")
+			if !failing {
+				s.log.Warn("redis cache: lost the subscription to news of writes; other processes' writes are seen within max staleness until it is back", "node", node, "err", err)
+				failing = true
+			}
+			t := time.NewTimer(wait)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+			wait = min(2*wait, maxWait)
+			continue
+		}
+		wait = minWait
+		switch m := msg.(type) {
+		case *goredis.Subscription:
+			if m.Kind == "subscribe" {
+				if failing {
+					s.log.Info("redis cache: subscribed again", "node", node)
+					failing = false
+				}
+				select {
+				case <-ready:
+				default:
+					close(ready)
+				}
+			}
+		case *goredis.Message:
+			for _, k := range parseWritten(m.Payload) {
+				s.heard(k)
+			}
+		}
+	}
+}
+
+func (s *shared) cellKey(shard int, k cellar.Key) string {
+	return s.prefix + ":cell:" + strconv.Itoa(shard) + ":" + k.Column + ":" + strconv.FormatInt(k.RefKey, 10) + ":" + k.RowKey
+}
+
+func (s *shared) latestKey(shard int, row, col string) string {
+	return s.prefix + ":latest:" + strconv.Itoa(shard) + ":" + col + ":" + row
+}
+
+// redisKey is the Redis key of the in-process key k (kindCell or
+// kindLatest).
+func (s *shared) redisKey(k key) string {
+	shard := s.r.Shard(k.row)
+	if k.kind == kindCell {
+		return s.cellKey(shard, cellar.Key{RowKey: k.row, Column: k.col, RefKey: k.ref})
+	}
+	return s.latestKey(shard, k.row, k.col)
+}
+
+// formatWritten and parseWritten encode the news of created cells.
+func formatWritten(cells []cellar.Cell) string {
+	var b strings.Builder
+	for _, c := range cells {
+		fmt.Fprintf(&b, "%d %s %s\n", c.RefKey, c.Column, c.RowKey)
+	}
+	return b.String()
+}
+
+func parseWritten(payload string) []cellar.Key {
+	var keys []cellar.Key
+	for _, line := range strings.Split(payload, "\n") {
+		ref, rest, ok := strings.Cut(line, " ")
+		if !ok {
+			continue
+		}
+		col, row, ok := strings.Cut(rest, " ")
+		n, err := strconv.ParseInt(ref, 10, 64)
+		if !ok || err != nil {
+			continue
+		}
+		keys = append(keys, cellar.Key{RowKey: row, Column: col, RefKey: n})
+	}
+	return keys
+}
+
+// encodeCell is c's JSON with the body appended byte for byte as stored
+// (an encoder would compact it, and json.Marshal would escape it).
+func encodeCell(c cellar.Cell) ([]byte, error) {
+	meta := c
+	meta.Body = nil
+	b, err := meta.MarshalJSON()
+	if err != nil || len(c.Body) == 0 {
+		return b, err
+	}
+	b = append(b[:len(b)-1], `,"body":`...)
+	b = append(b, c.Body...)
+	return append(b, '}'), nil
+}
+
+// decodeCell decodes a value stored under k, checking that it is k's.
+func decodeCell(k key, v string) (cellar.Cell, error) {
+	var c cellar.Cell
+	if err := json.Unmarshal([]byte(v), &c); err != nil {
+		return c, err
+	}
+	if c.RowKey != k.row || c.Column != k.col || (k.kind == kindCell && c.RefKey != k.ref) || len(c.Body) == 0 {
+		return c, fmt.Errorf("redis value for %q/%s holds %q/%s/%d", k.row, k.col, c.RowKey, c.Column, c.RefKey)
+	}
+	return c, nil
+}
+
+// batch is the work for one node.
+type batch struct {
+	node   string
+	client *goredis.Client
+	idx    []int // indexes into the caller's slice
+}
+
+// group assigns the n items to their nodes (by rowKey(i)), leaving out
+// nodes that failed recently.
+func (s *shared) group(n int, rowKey func(int) string) []*batch {
+	var batches []*batch
+	now := s.now()
+	byNode := make(map[string]*batch)
+	for i := 0; i < n; i++ {
+		name, client := s.r.Node(s.r.Shard(rowKey(i)))
+		if d := s.down[name]; client == nil || d != nil && now < d.Load() {
+			continue
+		}
+		b := byNode[name]
+		if b == nil {
+			b = &batch{node: name, client: client}
+			byNode[name] = b
+			batches = append(batches, b)
+		}
+		b.idx = append(b.idx, i)
+	}
+	return batches
+}
+
+// each runs f for every batch, in parallel, each under the Redis timeout,
+// and reports failures.
+func (s *shared) each(ctx context.Context, op string, batches []*batch, f func(ctx context.Context, b *batch) error) {
+	run := func(b *batch) {
+		cctx, cancel := context.WithTimeout(ctx, s.timeout)
+		defer cancel()
+		if err := f(cctx, b); err != nil && ctx.Err() == nil {
+			s.fail(b.node, op, err)
+		}
+	}
+	if len(batches) == 1 {
+		run(batches[0])
+		return
+	}
+	var wg sync.WaitGroup
+	for _, b := range batches {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			run(b)
+		}()
+	}
+	wg.Wait()
+}
+
+// fail counts a failed operation on node and leaves the node alone for a
+// while, so that a node that is down or hung costs one timeout per retry
+// period rather than one per request.
+func (s *shared) fail(node, op string, err error) {
+	s.obs.ObserveCacheError(TierRedis, op)
+	d := s.down[node]
+	if d == nil {
+		return
+	}
+	now := s.now()
+	if prev := d.Swap(now + s.retry); prev <= now {
+		s.log.Warn("redis cache: node failed; reads go to storage", "node", node, "op", op, "err", err, "retry_in", time.Duration(s.retry))
+	}
+}
+
+// lookup asks Redis for ps: one round trip per node, all nodes in
+// parallel. hit is called for each answer; the rest are returned.
+func (s *shared) lookup(ctx context.Context, ps []pending, hit func(pending, *entry)) []pending {
+	batches := s.group(len(ps), func(i int) string { return ps[i].k.row })
+	answers := make([]*entry, len(ps))
+	s.each(ctx, "get", batches, func(ctx context.Context, b *batch) error {
+		var cells, latest []int
+		var cellKeys, latestKeys []string
+		for _, i := range b.idx {
+			if ps[i].k.kind == kindCell {
+				cells, cellKeys = append(cells, i), append(cellKeys, s.redisKey(ps[i].k))
+			} else {
+				latest, latestKeys = append(latest, i), append(latestKeys, s.redisKey(ps[i].k))
+			}
+		}
+		var mget *goredis.SliceCmd
+		var lget *goredis.Cmd
+		sent := s.now()
+		_, err := b.client.Pipelined(ctx, func(p goredis.Pipeliner) error {
+			if len(cellKeys) > 0 {
+				mget = p.MGet(ctx, cellKeys...)
+			}
+			if len(latestKeys) > 0 {
+				lget = p.Eval(ctx, latestGetScript, latestKeys)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if mget != nil {
+			for j, v := range mget.Val() {
+				if str, ok := v.(string); ok {
+					answers[cells[j]] = s.decode(ps[cells[j]].k, str, 0)
+				}
+			}
+		}
+		if lget != nil {
+			vals, err := lget.Slice()
+			if err != nil || len(vals) != 2*len(latest) {
+				return fmt.Errorf("latest lookup returned %d values for %d keys: %v", len(vals), len(latest), err)
+			}
+			for j, i := range latest {
+				str, ok := vals[2*j].(string)
+				ms, _ := vals[2*j+1].(int64)
+				if ok && ms > 0 {
+					// The answer keeps its age: it expires here when it does in Redis.
+					answers[i] = s.decode(ps[i].k, str, sent+ms*int64(time.Millisecond))
+				}
+			}
+		}
+		return nil
+	})
+	var rest []pending
+	for i, a := range answers {
+		switch {
+		case a == nil:
+			rest = append(rest, ps[i])
+		case ps[i].floors != nil && !a.satisfies(ps[i].floors):
+			// Older than a write this process knows of.
+			rest = append(rest, ps[i])
+		default:
+			hit(ps[i], a)
+		}
+	}
+	s.obs.ObserveCache(TierRedis, len(ps)-len(rest), len(rest))
+	return rest
+}
+
+// decode returns the answer stored in Redis under k, or nil (counting an
+// error) if the value is not one.
+func (s *shared) decode(k key, v string, expires int64) *entry {
+	c, err := decodeCell(k, v)
+	if err != nil {
+		s.obs.ObserveCacheError(TierRedis, "decode")
+		return nil
+	}
+	return &entry{cells: []cellar.Cell{c}, expires: expires}
+}
+
+// fill stores cells read from storage: cells by full key for RedisCellTTL,
+// latest cells until expires (Unix nanoseconds), unless Redis has newer.
+func (s *shared) fill(ctx context.Context, fs []fill, expires int64) {
+	ttl := time.Duration(expires - s.now())
+	if ttl < time.Millisecond {
+		// Too old to store a latest cell; cells by full key are still fine.
+		var cells []fill
+		for _, f := range fs {
+			if f.k.kind == kindCell {
+				cells = append(cells, f)
+			}
+		}
+		fs = cells
+	}
+	batches := s.group(len(fs), func(i int) string { return fs[i].k.row })
+	s.each(ctx, "fill", batches, func(ctx context.Context, b *batch) error {
+		cmds, err := b.client.Pipelined(ctx, func(p goredis.Pipeliner) error {
+			for _, i := range b.idx {
+				v, err := encodeCell(fs[i].cell)
+				if err != nil {
+					return err
+				}
+				if fs[i].k.kind == kindCell {
+					p.Set(ctx, s.redisKey(fs[i].k), v, s.cellTTL)
+				} else {
+					p.Eval(ctx, latestFillScript, []string{s.redisKey(fs[i].k)}, fs[i].cell.RefKey, v, ttl.Milliseconds())
+				}
+			}
+			return nil
+		})
+		return firstErr(cmds, err)
+	})
+}
+
+// push replaces Redis's latest cells with the cells just created where
+// Redis has older ones, and announces the cells to every process.
+func (s *shared) push(ctx context.Context, created []cellar.Cell) {
+	batches := s.group(len(created), func(i int) string { return created[i].RowKey })
+	s.each(ctx, "push", batches, func(ctx context.Context, b *batch) error {
+		news := make([]cellar.Cell, 0, len(b.idx))
+		cmds, err := b.client.Pipelined(ctx, func(p goredis.Pipeliner) error {
+			for _, i := range b.idx {
+				c := created[i]
+				v, err := encodeCell(c)
+				if err != nil {
+					return err
+				}
+				p.Eval(ctx, latestPushScript, []string{s.latestKey(s.r.Shard(c.RowKey), c.RowKey, c.Column)}, c.RefKey, v)
+				news = append(news, c)
+			}
+			p.Publish(ctx, s.channel, formatWritten(news))
+			return nil
+		})
+		return firstErr(cmds, err)
+	})
+}
+
+// firstErr is the pipeline's error or that of its first failed command.
+func firstErr(cmds []goredis.Cmder, err error) error {
+	if err != nil {
+		return err
+	}
+	for _, c := range cmds {
+		if err := c.Err(); err != nil {
+			return err
+		}
+	}
+	return nil
+}

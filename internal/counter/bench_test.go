@@ -1,0 +1,455 @@
+package counter
+
+import (
+	"bufio"
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cellar-db/cellar"
+	"github.com/cellar-db/cellar/client"
+	"github.com/cellar-db/cellar/internal/dbtest"
+	cellarhttp "github.com/cellar-db/cellar/internal/http"
+	"github.com/cellar-db/cellar/internal/redis"
+	"github.com/cellar-db/cellar/internal/shard"
+)
+
+// TestHotCounterBenchmark measures one hot counter under 64 concurrent
+// HTTP clients over a real loopback listener: increments per second with
+// buffering (journal mode, Redis mode) against a naive PostgreSQL UPDATE
+// per increment, in the same run, and the SQL statements per flush. It is
+// a harness, not a unit test: it runs only with CELLAR_COUNTER_BENCH=1.
+//
+//	CELLAR_COUNTER_BENCH=1 CELLAR_COUNTER_BENCH_SECONDS=10 \
+//	CELLAR_TEST_POSTGRES_DSN=... CELLAR_TEST_REDIS_ADDR=... \
+//	go test -run TestHotCounterBenchmark -v ./internal/counter
+func TestHotCounterBenchmark(t *testing.T) {
+	if os.Getenv("CELLAR_COUNTER_BENCH") == "" {
+		t.Skip("set CELLAR_COUNTER_BENCH=1 to run the hot counter benchmark")
+	}
+	seconds := 10
+	if v, err := strconv.Atoi(os.Getenv("CELLAR_COUNTER_BENCH_SECONDS")); err == nil && v > 0 {
+		seconds = v
+	}
+	dur := time.Duration(seconds) * time.Second
+	const clients = 64
+	const key = "hot"
+	ctx := context.Background()
+
+	pgDSN := dbtest.Postgres(t)
+	pg := openPostgres(t, pgDSN)
+	store, err := shard.New(&cellar.ShardMap{Version: 1, ShardCount: nodeShards, Assignments: []cellar.Assignment{
+		{Node: "pg", ShardRange: cellar.ShardRange{First: 0, Last: nodeShards - 1}},
+	}}, []*shard.Node{{Name: "pg", Driver: "postgres", Store: pg}}, shard.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	naive := openNaive(t, pgDSN)
+
+	type result struct {
+		name         string
+		http, direct float64 // increments per second
+		stats        *Stats
+		rows         int64 // rows PostgreSQL wrote in the counter table
+	}
+	var results []result
+	run := func(name string, cs cellar.CounterStore, table string, flush func() error, stats func() Stats) {
+		var before int64
+		if table != "" {
+			before = stableTupleWrites(t, pg.DB(), table)
+		}
+		r := result{name: name}
+		base, err := cs.Counter(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, errs := drive(t, store, cs, clients, key, dur)
+		r.http = float64(n) / dur.Seconds()
+		t.Logf("%-8s over HTTP: %9.0f increments/s (%d in %v, %d errors)", name, r.http, n, dur, errs)
+		total, failed := n+1, errs // and the warm-up
+		if table != "" {
+			var cut int64
+			n, errs, cut = driveDirect(t, cs, clients, key, dur)
+			failed += errs + cut
+			r.direct = float64(n) / dur.Seconds()
+			total += n
+			t.Logf("%-8s direct:    %9.0f increments/s (%d in %v, %d errors, %d cut off at the end)", name, r.direct, n, dur, errs, cut)
+		}
+		want := total
+		if flush != nil {
+			if err := flush(); err != nil {
+				t.Fatalf("%s: flush: %v", name, err)
+			}
+			st := stats()
+			r.stats = &st
+			want = st.Statements
+			// A failed increment may have been applied.
+			if v, err := cs.Counter(ctx, key); err != nil || v < base+total || v > base+total+failed {
+				t.Errorf("%s: counter = %d, %v; want %d..%d", name, v, err, base+total, base+total+failed)
+			}
+		}
+		if table != "" {
+			r.rows = settleTupleWrites(t, pg.DB(), table, before, want)
+		}
+		results = append(results, r)
+	}
+
+	// The naive way: one UPDATE per increment.
+	run("naive", naive, "naive_counters", nil, nil)
+
+	// The ceiling of this harness: the HTTP round trip over a counter in
+	// memory.
+	run("memory", &memCounters{}, "", nil, nil)
+
+	// Journal mode.
+	j, err := OpenJournal(ctx, t.TempDir()+"/counters.journal", store, Options{Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run("journal", j, "counters", func() error { return j.Flush(ctx) }, j.Stats)
+	jv, err := j.Counter(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spread := []string{spreadLine(t, "journal", j, j.Flush, j.Stats)}
+	j.Close()
+
+	// Redis mode.
+	rs := dbtest.Redis(t)
+	cluster, err := redis.Open(redis.Config{Shards: nodeShards, Nodes: []redis.Node{{Name: "r1", Addr: rs.Addr()}},
+		Map: []cellar.Assignment{{Node: "r1", ShardRange: cellar.ShardRange{First: 0, Last: nodeShards - 1}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cluster.Close()
+	rb, err := OpenRedis(ctx, cluster, store, Options{Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run("redis", rb, "counters", func() error { return rb.Flush(ctx) }, rb.Stats)
+	rv, err := rb.Counter(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spread = append(spread, spreadLine(t, "redis", rb, rb.Flush, rb.Stats))
+	rb.Close()
+	if rv <= jv {
+		t.Errorf("redis mode ended at %d, not above the journal's %d", rv, jv)
+	}
+
+	vals, err := store.Counters(ctx, []string{key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if vals[key] != rv {
+		t.Errorf("node value %d; want %d", vals[key], rv)
+	}
+	fmt.Printf("\nhot counter, %d concurrent clients, %v per run, flush interval %v\n", clients, dur, DefaultFlushInterval)
+	fmt.Printf("%-8s %13s %8s %13s %8s %8s %11s %16s %16s\n", "mode", "HTTP incr/s", "vs naive", "direct incr/s", "vs naive",
+		"flushes", "statements", "max stmts/flush", "pg rows written")
+	for _, r := range results {
+		direct, dratio, flushes, stmts, per := "-", "-", "-", "-", "-"
+		if r.direct > 0 {
+			direct, dratio = fmt.Sprintf("%.0f", r.direct), fmt.Sprintf("%.1fx", r.direct/results[0].direct)
+		}
+		if r.stats != nil {
+			flushes = strconv.FormatInt(r.stats.Flushes, 10)
+			stmts = strconv.FormatInt(r.stats.Statements, 10)
+			per = strconv.FormatInt(r.stats.MaxFlushKeys, 10)
+			if r.stats.MaxFlushKeys != 1 {
+				t.Errorf("%s: a flush of one hot counter sent %d statements; want 1 (one per distinct key)", r.name, r.stats.MaxFlushKeys)
+			}
+		}
+		fmt.Printf("%-8s %13.0f %7.1fx %13s %8s %8s %11s %16s %16d\n", r.name, r.http, r.http/results[0].http, direct, dratio, flushes, stmts, per, r.rows)
+	}
+	fmt.Printf("\n%d clients over %d counters, direct, %v:\n", clients, spreadKeys, spreadTime)
+	for _, l := range spread {
+		fmt.Println(l)
+	}
+}
+
+const (
+	spreadKeys = 10
+	spreadTime = 3 * time.Second
+)
+
+// spreadLine has clients increment spreadKeys counters for spreadTime,
+// and checks that no flush sends more statements than there are
+// counters. It returns a line for the report.
+func spreadLine(tb testing.TB, name string, cs cellar.CounterStore, flush func(context.Context) error, stats func() Stats) string {
+	tb.Helper()
+	before := stats()
+	ctx, cancel := context.WithTimeout(context.Background(), spreadTime)
+	defer cancel()
+	var n atomic.Int64
+	var wg sync.WaitGroup
+	for i := 0; i < 64; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := i; ctx.Err() == nil; k++ {
+				if _, err := cs.Incr(ctx, fmt.Sprintf("spread-%d", k%spreadKeys), 1); err == nil {
+					n.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if err := flush(context.Background()); err != nil {
+		tb.Fatal(err)
+	}
+	after := stats()
+	flushes, stmts := after.Flushes-before.Flushes, after.Statements-before.Statements
+	if after.MaxFlushKeys != spreadKeys {
+		tb.Errorf("%s: the largest flush sent %d statements; want %d, one per counter", name, after.MaxFlushKeys, spreadKeys)
+	}
+	return fmt.Sprintf("%-8s %d increments, %d flushes, %d statements: %.1f statements per flush (at most %d)",
+		name, n.Load(), flushes, stmts, float64(stmts)/float64(flushes), after.MaxFlushKeys)
+}
+
+// driveDirect runs clients that call cs.Incr in this process, without
+// HTTP, for d. It returns the increments acknowledged, those that failed,
+// and those cut off by the end of the run (which may have been applied).
+func driveDirect(tb testing.TB, cs cellar.CounterStore, clients int, key string, d time.Duration) (ok, errs, cut int64) {
+	var nOK, nErr, nCut atomic.Int64
+	var once sync.Once
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	deadline, _ := ctx.Deadline()
+	var wg sync.WaitGroup
+	for i := 0; i < clients; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				_, err := cs.Incr(ctx, key, 1)
+				switch {
+				case err == nil:
+					nOK.Add(1)
+				case ctx.Err() != nil || !time.Now().Before(deadline):
+					// A network deadline set from ctx can fire before
+					// ctx reports it.
+					nCut.Add(1)
+				default:
+					nErr.Add(1)
+					once.Do(func() { tb.Logf("an increment failed: %v", err) })
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return nOK.Load(), nErr.Load(), nCut.Load()
+}
+
+// drive runs clients that increment key over HTTP for d, and returns the
+// increments acknowledged (200 OK) and the failures. Each client is a lean
+// HTTP/1.1 keep-alive loop on its own connection, like wrk's, so that the
+// load generator takes little of the CPU the server needs; the server is
+// the real net/http server with the real handler.
+func drive(tb testing.TB, store cellar.Store, cs cellar.CounterStore, clients int, key string, d time.Duration) (ok, errs int64) {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	srv := &http.Server{Handler: cellarhttp.NewHandler(store, cellarhttp.Options{Counters: cs, Logger: quietLogger()})}
+	go srv.Serve(ln)
+	defer srv.Close()
+	addr := ln.Addr().String()
+	// Warm up the counter's durable value through the Go client.
+	if _, err := client.New("http://"+addr).Incr(context.Background(), key, 1); err != nil {
+		tb.Fatal(err)
+	}
+	body := `{"by":1}`
+	req := []byte("POST /v1/counters/" + key + "/incr HTTP/1.1\r\nHost: " + addr +
+		"\r\nContent-Type: application/json\r\nContent-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body)
+	var nOK, nErr atomic.Int64
+	deadline := time.Now().Add(d)
+	var wg sync.WaitGroup
+	for i := 0; i < clients; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			conn, err := net.Dial("tcp", addr)
+			if err != nil {
+				tb.Error(err)
+				return
+			}
+			defer conn.Close()
+			br := bufio.NewReader(conn)
+			for time.Now().Before(deadline) {
+				if _, err := conn.Write(req); err != nil {
+					tb.Error(err)
+					return
+				}
+				status, err := readResponse(br)
+				if err != nil {
+					tb.Error(err)
+					return
+				}
+				if status == http.StatusOK {
+					nOK.Add(1)
+				} else {
+					nErr.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return nOK.Load(), nErr.Load()
+}
+
+// readResponse reads one HTTP/1.1 response with a Content-Length and
+// returns its status code.
+func readResponse(br *bufio.Reader) (int, error) {
+	line, err := br.ReadSlice('\n')
+	if err != nil {
+		return 0, err
+	}
+	if len(line) < 12 {
+		return 0, fmt.Errorf("bad status line %q", line)
+	}
+	status, err := strconv.Atoi(string(line[9:12]))
+	if err != nil {
+		return 0, fmt.Errorf("bad status line %q", line)
+	}
+	length := -1
+	for {
+		h, err := br.ReadSlice('\n')
+		if err != nil {
+			return 0, err
+		}
+		if len(h) <= 2 {
+			break
+		}
+		if name, v, ok := strings.Cut(string(h), ":"); ok && strings.EqualFold(name, "Content-Length") {
+			if length, err = strconv.Atoi(strings.TrimSpace(v)); err != nil {
+				return 0, fmt.Errorf("bad Content-Length %q", v)
+			}
+		}
+	}
+	if length < 0 {
+		return 0, errors.New("response without Content-Length")
+	}
+	if _, err := br.Discard(length); err != nil {
+		return 0, err
+	}
+	return status, nil
+}
+
+// memCounters is one counter in memory, for the harness's own ceiling.
+type memCounters struct{ v atomic.Int64 }
+
+func (m *memCounters) Incr(_ context.Context, _ string, by int64) (int64, error) {
+	return m.v.Add(by), nil
+}
+
+func (m *memCounters) Counter(context.Context, string) (int64, error) { return m.v.Load(), nil }
+
+func (m *memCounters) BatchCounters(_ context.Context, keys []string) []cellar.CounterResult {
+	res := make([]cellar.CounterResult, len(keys))
+	for i, k := range keys {
+		res[i] = cellar.CounterResult{Key: k, Value: m.v.Load()}
+	}
+	return res
+}
+
+// naiveCounters is the baseline: one UPDATE ... SET v = v + 1 per
+// increment, straight to PostgreSQL.
+type naiveCounters struct{ db *sql.DB }
+
+func openNaive(tb testing.TB, dsn string) *naiveCounters {
+	tb.Helper()
+	db, err := sql.Open("pgx", dsn)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	db.SetMaxOpenConns(64)
+	db.SetMaxIdleConns(64)
+	tb.Cleanup(func() { db.Close() })
+	if _, err := db.Exec("CREATE TABLE naive_counters (k TEXT PRIMARY KEY, v BIGINT NOT NULL); INSERT INTO naive_counters VALUES ('hot', 0)"); err != nil {
+		tb.Fatal(err)
+	}
+	return &naiveCounters{db: db}
+}
+
+func (n *naiveCounters) Incr(ctx context.Context, key string, by int64) (int64, error) {
+	var v int64
+	err := n.db.QueryRowContext(ctx, "UPDATE naive_counters SET v = v + $2 WHERE k = $1 RETURNING v", key, by).Scan(&v)
+	if err != nil {
+		return 0, cellar.Unavailable(err, "naive increment")
+	}
+	return v, nil
+}
+
+func (n *naiveCounters) Counter(ctx context.Context, key string) (int64, error) {
+	var v int64
+	err := n.db.QueryRowContext(ctx, "SELECT v FROM naive_counters WHERE k = $1", key).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	return v, err
+}
+
+func (n *naiveCounters) BatchCounters(ctx context.Context, keys []string) []cellar.CounterResult {
+	res := make([]cellar.CounterResult, len(keys))
+	for i, k := range keys {
+		res[i].Key = k
+		res[i].Value, res[i].Err = n.Counter(ctx, k)
+	}
+	return res
+}
+
+// tupleWrites returns the rows PostgreSQL counts as inserted or updated in
+// table: each counter statement writes one.
+func tupleWrites(tb testing.TB, db *sql.DB, table string) int64 {
+	tb.Helper()
+	var n int64
+	err := db.QueryRow("SELECT coalesce(sum(n_tup_ins + n_tup_upd), 0) FROM pg_stat_user_tables WHERE relname = $1", table).Scan(&n)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return n
+}
+
+// stableTupleWrites returns tupleWrites once PostgreSQL's statistics
+// stop changing: backends report them when idle, up to seconds late, and
+// the last run's must not count in the next one's.
+func stableTupleWrites(tb testing.TB, db *sql.DB, table string) int64 {
+	tb.Helper()
+	n := tupleWrites(tb, db, table)
+	for i := 0; i < 15; i++ {
+		time.Sleep(1500 * time.Millisecond)
+		m := tupleWrites(tb, db, table)
+		if m == n {
+			return n
+		}
+		n = m
+	}
+	return n
+}
+
+// settleTupleWrites waits until PostgreSQL's statistics (reported by
+// backends when they go idle, up to seconds late) show want more rows
+// written in table than before, or 20s pass; it returns what they show.
+func settleTupleWrites(tb testing.TB, db *sql.DB, table string, before, want int64) int64 {
+	tb.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		n := tupleWrites(tb, db, table) - before
+		if n >= want || time.Now().After(deadline) {
+			return n
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}

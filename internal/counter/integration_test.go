@@ -1,0 +1,347 @@
+package counter
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net/url"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cellar-db/cellar"
+	"github.com/cellar-db/cellar/internal/dbtest"
+	"github.com/cellar-db/cellar/internal/mysql"
+	"github.com/cellar-db/cellar/internal/postgres"
+	"github.com/cellar-db/cellar/internal/shard"
+	"github.com/cellar-db/cellar/internal/sqlite"
+	"github.com/cellar-db/cellar/internal/sqlstore"
+)
+
+// The tests here run the buffers over the real thing: the sharding layer
+// over a SQLite, a PostgreSQL and a MariaDB node.
+
+const nodeShards = 30
+
+func nodeOptions(name string) sqlstore.Options {
+	return sqlstore.Options{Name: name, ShardCount: nodeShards, Create: true}
+}
+
+func openSQLite(tb testing.TB) *sqlstore.Store {
+	tb.Helper()
+	s, err := sqlite.Open(context.Background(), filepath.Join(tb.TempDir(), "n.db"), sqlite.Options{Options: nodeOptions("lite")})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { s.Close() })
+	return s
+}
+
+func openPostgres(tb testing.TB, dsn string) *sqlstore.Store {
+	tb.Helper()
+	s, err := postgres.Open(context.Background(), dsn, postgres.Options{Options: nodeOptions("pg")})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { s.Close() })
+	return s
+}
+
+func openMySQL(tb testing.TB) *sqlstore.Store {
+	tb.Helper()
+	s, err := mysql.Open(context.Background(), dbtest.MySQL(tb), mysql.Options{Options: nodeOptions("my")})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { s.Close() })
+	return s
+}
+
+// thirds spreads the shards over lite, pg and my.
+func thirds() *cellar.ShardMap {
+	a, b := nodeShards/3, 2*nodeShards/3
+	return &cellar.ShardMap{Version: 1, ShardCount: nodeShards, Assignments: []cellar.Assignment{
+		{Node: "lite", ShardRange: cellar.ShardRange{First: 0, Last: a - 1}},
+		{Node: "pg", ShardRange: cellar.ShardRange{First: a, Last: b - 1}},
+		{Node: "my", ShardRange: cellar.ShardRange{First: b, Last: nodeShards - 1}},
+	}}
+}
+
+func newShardStore(tb testing.TB, lite, pg, my *sqlstore.Store, timeout time.Duration) *shard.Store {
+	tb.Helper()
+	s, err := shard.New(thirds(), []*shard.Node{
+		{Name: "lite", Driver: "sqlite", Store: lite},
+		{Name: "pg", Driver: "postgres", Store: pg},
+		{Name: "my", Driver: "mysql", Store: my},
+	}, shard.Options{NodeTimeout: timeout})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return s
+}
+
+// nodeKey returns a key with prefix whose shard is on the named node.
+func nodeKey(node, prefix string) string {
+	m := thirds()
+	for i := 0; ; i++ {
+		k := fmt.Sprintf("%s-%d", prefix, i)
+		if m.NodeOf(cellar.ShardOf(k, nodeShards)) == node {
+			return k
+		}
+	}
+}
+
+// countingNode counts the flushes and keys that reach the node.
+type countingNode struct {
+	cellar.CounterNode
+	mu      sync.Mutex // protects perCall
+	perCall []int      // keys of each successful ApplyCounterDeltas
+}
+
+func (n *countingNode) ApplyCounterDeltas(ctx context.Context, id string, deltas map[string]int64) error {
+	err := n.CounterNode.ApplyCounterDeltas(ctx, id, deltas)
+	if err == nil {
+		n.mu.Lock()
+		n.perCall = append(n.perCall, len(deltas))
+		n.mu.Unlock()
+	}
+	return err
+}
+
+// bufferModes opens each kind of buffer over node, for tests that run
+// over both.
+func bufferModes(t *testing.T) []struct {
+	name string
+	open func(tb testing.TB, node cellar.CounterNode, opts Options) interface {
+		cellar.CounterStore
+		Flush(context.Context) error
+		Stats() Stats
+	}
+} {
+	return []struct {
+		name string
+		open func(tb testing.TB, node cellar.CounterNode, opts Options) interface {
+			cellar.CounterStore
+			Flush(context.Context) error
+			Stats() Stats
+		}
+	}{
+		{"journal", func(tb testing.TB, node cellar.CounterNode, opts Options) interface {
+			cellar.CounterStore
+			Flush(context.Context) error
+			Stats() Stats
+		} {
+			return openJournal(tb, tb.TempDir(), node, opts)
+		}},
+		{"redis", func(tb testing.TB, node cellar.CounterNode, opts Options) interface {
+			cellar.CounterStore
+			Flush(context.Context) error
+			Stats() Stats
+		} {
+			return openRedisBuffer(tb, openCluster(tb, dbtest.Redis(tb), dbtest.Redis(tb)), node, opts)
+		}},
+	}
+}
+
+// TestRealNodes increments counters on every node concurrently through
+// each buffer, flushing as it goes: the nodes end with exactly the
+// increments made, one statement per distinct key per flush.
+func TestRealNodes(t *testing.T) {
+	for _, mode := range bufferModes(t) {
+		t.Run(mode.name, func(t *testing.T) {
+			store := newShardStore(t, openSQLite(t), openPostgres(t, dbtest.Postgres(t)), openMySQL(t), 5*time.Second)
+			node := &countingNode{CounterNode: store}
+			clock := newFakeClock()
+			b := mode.open(t, node, testOptions(clock))
+			keys := []string{nodeKey("lite", "hot"), nodeKey("pg", "hot"), nodeKey("my", "hot"), nodeKey("pg", "cold"), nodeKey("my", "cold")}
+			want := make([]atomic.Int64, len(keys))
+			ctx := context.Background()
+			var wg sync.WaitGroup
+			for w := 0; w < 16; w++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := 0; i < 60; i++ {
+						k := i % 3
+						if i%20 == 0 {
+							k = 3 + i%2
+						}
+						by := int64(1 + w%3)
+						if _, err := b.Incr(ctx, keys[k], by); err != nil {
+							t.Error(err)
+							return
+						}
+						want[k].Add(by)
+					}
+				}()
+			}
+			for i := 0; i < 3; i++ {
+				clock.Advance(t, time.Second)
+			}
+			wg.Wait()
+			clock.Advance(t, time.Second)
+			vals, err := store.Counters(ctx, keys)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, k := range keys {
+				if vals[k] != want[i].Load() {
+					t.Errorf("node value of %s = %d; want %d", k, vals[k], want[i].Load())
+				}
+				wantCounter(t, b, k, want[i].Load())
+			}
+			node.mu.Lock()
+			defer node.mu.Unlock()
+			st := b.Stats()
+			var total int
+			for _, n := range node.perCall {
+				total += n
+				if n > len(keys) {
+					t.Errorf("a flush sent %d keys; there are only %d", n, len(keys))
+				}
+			}
+			if int64(total) != st.Statements || int64(len(node.perCall)) != st.Flushes {
+				t.Errorf("Stats = %+v; the node saw %d flushes of %d keys", st, len(node.perCall), total)
+			}
+			t.Logf("%d flushes, keys per flush %v", len(node.perCall), node.perCall)
+		})
+	}
+}
+
+// swapNode is a CounterNode whose target a test replaces, as when a node
+// comes back at a new address.
+type swapNode struct {
+	mu     sync.Mutex // protects target
+	target cellar.CounterNode
+}
+
+func (n *swapNode) get() cellar.CounterNode {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.target
+}
+
+func (n *swapNode) set(t cellar.CounterNode) {
+	n.mu.Lock()
+	n.target = t
+	n.mu.Unlock()
+}
+
+func (n *swapNode) ApplyCounterDeltas(ctx context.Context, id string, deltas map[string]int64) error {
+	return n.get().ApplyCounterDeltas(ctx, id, deltas)
+}
+
+func (n *swapNode) Counters(ctx context.Context, keys []string) (map[string]int64, error) {
+	return n.get().Counters(ctx, keys)
+}
+
+// TestSQLNodeStoppedDuringFlush takes the PostgreSQL node away while
+// flushes are in flight, again and again, by stopping its proxy or by
+// hanging it (the machine stops answering, its transaction left open) and
+// then stopping it, and brings it back through a new proxy. Increments
+// never stop. In the end every node must hold exactly the increments
+// acknowledged: a flush lost or applied twice around a failure fails this.
+func TestSQLNodeStoppedDuringFlush(t *testing.T) {
+	for _, mode := range bufferModes(t) {
+		t.Run(mode.name, func(t *testing.T) {
+			pgDSN := dbtest.Postgres(t)
+			u, err := url.Parse(pgDSN)
+			if err != nil {
+				t.Fatal(err)
+			}
+			lite, my := openSQLite(t), openMySQL(t)
+			openVia := func() (*dbtest.Proxy, *sqlstore.Store) {
+				p := dbtest.NewProxy(t, u.Host)
+				pu := *u
+				pu.Host = p.Addr()
+				return p, openPostgres(t, pu.String())
+			}
+			proxy, pg := openVia()
+			node := &swapNode{target: newShardStore(t, lite, pg, my, 300*time.Millisecond)}
+			opts := testOptions(newFakeClock())
+			opts.FlushTimeout = time.Second
+			b := mode.open(t, node, opts)
+
+			keys := []string{nodeKey("pg", "hot"), nodeKey("lite", "hot"), nodeKey("my", "hot"), nodeKey("pg", "warm")}
+			ctx := context.Background()
+			for _, k := range keys { // load them while the node is up
+				if _, err := b.Incr(ctx, k, 1); err != nil {
+					t.Fatal(err)
+				}
+			}
+			acked := make([]atomic.Int64, len(keys))
+			for i := range acked {
+				acked[i].Store(1)
+			}
+			stop := make(chan struct{})
+			var wg sync.WaitGroup
+			for w := 0; w < 8; w++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := 0; ; i++ {
+						select {
+						case <-stop:
+							return
+						default:
+						}
+						k := (w + i) % len(keys)
+						if _, err := b.Incr(ctx, keys[k], 1); err != nil {
+							t.Errorf("Incr(%s) while the node comes and goes: %v", keys[k], err)
+							return
+						}
+						acked[k].Add(1)
+					}
+				}()
+			}
+			failed := 0
+			for round := 0; round < 8; round++ {
+				flushed := make(chan error, 1)
+				go func() { flushed <- b.Flush(ctx) }()
+				time.Sleep(time.Duration(rand.IntN(4000)) * time.Microsecond) // land mid-flush, somewhere
+				if round%2 == 0 {
+					proxy.Hang()
+					if err := <-flushed; err != nil {
+						failed++
+					}
+				}
+				proxy.Stop()
+				if round%2 == 1 {
+					if err := <-flushed; err != nil {
+						failed++
+					}
+				}
+				if err := b.Flush(ctx); err == nil {
+					t.Logf("round %d: a flush succeeded with the pg node gone (no pg key in it?)", round)
+				}
+				var newPG *sqlstore.Store
+				proxy, newPG = openVia()
+				node.set(newShardStore(t, lite, newPG, my, 300*time.Millisecond))
+				if err := b.Flush(ctx); err != nil {
+					t.Fatalf("round %d: flush with the node back: %v", round, err)
+				}
+			}
+			close(stop)
+			wg.Wait()
+			if err := b.Flush(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if err := b.Flush(ctx); err != nil {
+				t.Fatal(err)
+			}
+			vals, err := node.Counters(ctx, keys)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, k := range keys {
+				if vals[k] != acked[i].Load() {
+					t.Errorf("node value of %s = %d; want the %d increments acknowledged", k, vals[k], acked[i].Load())
+				}
+				wantCounter(t, b, k, acked[i].Load())
+			}
+			t.Logf("%d of 8 flushes failed as the node went away; stats %+v", failed, b.Stats())
+		})
+	}
+}

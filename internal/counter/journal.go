@@ -1,0 +1,778 @@
+package counter
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"modernc.org/sqlite" // also registers the "sqlite" driver
+	sqlite3 "modernc.org/sqlite/lib"
+
+	"github.com/cellar-db/cellar"
+)
+
+// Journal is the counter buffer of a single cellar process. Every
+// increment is committed to a local SQLite journal before it is
+// acknowledged: the journal runs in WAL mode with synchronous=FULL, so a
+// commit returns after an fsync, and concurrent increments share one
+// commit (group commit, as sqlstore's committer). Increments are summed
+// per key in memory and flushed to the node on an interval.
+//
+// A flush is made exactly-once across crashes by a flush intent: before
+// the node sees a flush, the journal records its ID and the journal
+// sequence it covers; after the node confirms it, the covered entries and
+// the intent are deleted in one transaction. On start, a leftover intent is
+// reapplied with its own ID, which the node skips if it had applied it.
+//
+// Reads add the durable value, the flush in progress and the buffered
+// increments, so they are exact as long as this process is the only
+// writer of its counters (see docs/COUNTERS.md).
+type Journal struct {
+	node  cellar.CounterNode
+	db    *sql.DB // one connection: SQLite has one writer
+	opts  Options
+	log   *slog.Logger
+	stats stats
+
+	queue   chan *incrReq
+	nextSeq int64           // the committer's own: the last journal entry number used
+	ctx     context.Context // cancelled by Close, after the last increment
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup // the committer and the flusher
+	incrs   sync.WaitGroup // increments between their closed check and their result
+
+	flushMu sync.Mutex // serializes flush rounds
+
+	mu sync.Mutex // protects the fields below, and flight.deltas
+	// durable holds the node's value of every key with increments in
+	// pending, reserved or flight (loaded before the first of them is
+	// accepted), except the keys of a flight recovered at start, whose
+	// values are unknown until it is applied. Entries of keys with nothing
+	// buffered are dropped at each flush round, so that memory follows the
+	// keys in use and reads of idle keys go to the node.
+	durable  map[string]int64
+	pending  map[string]int64 // committed increments not yet in a flight, summed by key
+	reserved map[string]*reservation
+	flight   *flight
+	seq      int64         // journal sequence of the last committed increment
+	gen      uint64        // bumped whenever a flush is applied
+	applied  chan struct{} // closed, and replaced, whenever a flush is applied
+	closed   bool
+}
+
+// reservation is what increments queued for the journal, but not yet
+// committed, could add to a key: the sum of the positive ones and of the
+// negative ones, so that the overflow check holds whichever of them commit.
+type reservation struct {
+	pos, neg int64
+	n        int
+}
+
+// flight is a flush between its start and the node's confirmation.
+type flight struct {
+	id   string
+	upto int64 // journal sequence it covers: every entry <= upto
+	// deltas is guarded by Journal.mu; the other fields belong to the
+	// flush round (Journal.flushMu).
+	deltas    map[string]int64
+	persisted bool // its intent is in the journal
+	applied   bool // the node confirmed it; the journal is not truncated yet
+	keys      int  // keys applied
+	// recovered means it was found in the journal at start: the process
+	// that started it may have had it applied, so the durable values of
+	// its keys are unknown until it is applied again.
+	recovered bool
+}
+
+// incrReq is one increment queued for the committer.
+type incrReq struct {
+	ctx   context.Context
+	key   string
+	by    int64
+	done  chan struct{}
+	value int64
+	err   error
+}
+
+var _ cellar.CounterStore = (*Journal)(nil)
+
+const journalSchema = `
+CREATE TABLE IF NOT EXISTS incr (
+	seq INTEGER PRIMARY KEY,
+	key TEXT NOT NULL,
+	by INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS flushes (
+	id TEXT PRIMARY KEY,
+	upto INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rejected (
+	flush_id TEXT NOT NULL,
+	key TEXT NOT NULL,
+	delta INTEGER NOT NULL,
+	at_ms INTEGER NOT NULL,
+	PRIMARY KEY (flush_id, key)
+);
+`
+
+// OpenJournal opens (creating it if needed) the journal at path in front
+// of node, replays what it holds, and starts flushing every
+// opts.FlushInterval. A flush left unfinished by a crash is reapplied
+// before OpenJournal returns if the node answers; otherwise it is retried
+// in the background, and the counters it holds wait for it. The journal
+// file is locked: a second process cannot open it.
+func OpenJournal(ctx context.Context, path string, node cellar.CounterNode, opts Options) (*Journal, error) {
+	opts.setDefaults()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("create directory for counter journal %s: %w", path, err)
+	}
+	q := url.Values{}
+	for _, p := range []string{"journal_mode(WAL)", "synchronous(FULL)", "locking_mode(EXCLUSIVE)", "busy_timeout(1000)"} {
+		q.Add("_pragma", p)
+	}
+	q.Set("_txlock", "immediate")
+	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	if err != nil {
+		return nil, fmt.Errorf("open counter journal %s: %w", path, err)
+	}
+	db.SetMaxOpenConns(1)
+	db.SetMaxIdleConns(1)
+	db.SetConnMaxIdleTime(0)
+	db.SetConnMaxLifetime(0)
+	if _, err := db.ExecContext(ctx, journalSchema); err != nil {
+		db.Close()
+		var serr *sqlite.Error
+		if errors.As(err, &serr) && serr.Code()&0xff == sqlite3.SQLITE_BUSY {
+			return nil, fmt.Errorf("open counter journal %s: it is locked: another process has it open", path)
+		}
+		return nil, fmt.Errorf("open counter journal %s: %w", path, err)
+	}
+	j := &Journal{
+		node:     node,
+		db:       db,
+		opts:     opts,
+		log:      opts.Logger,
+		queue:    make(chan *incrReq, 4*opts.MaxGroup),
+		durable:  make(map[string]int64),
+		pending:  make(map[string]int64),
+		reserved: make(map[string]*reservation),
+		applied:  make(chan struct{}),
+	}
+	if err := j.replay(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("replay counter journal %s: %w", path, err)
+	}
+	j.ctx, j.cancel = context.WithCancel(context.Background())
+	tick, stopTick := opts.Clock.Tick(opts.FlushInterval)
+	j.wg.Add(2)
+	go j.commitLoop()
+	go j.flushLoop(tick, stopTick)
+	if j.flight != nil {
+		if err := j.Flush(ctx); err != nil {
+			j.log.Warn("counter flush interrupted by a restart is not applied yet; retrying at each interval", "flush", j.flight.id, "err", err)
+		}
+	}
+	return j, nil
+}
+
+// replay loads the journal: the entries a leftover flush intent covers
+// become the flight (less the keys set aside as overflowing), the others
+// pending increments.
+func (j *Journal) replay(ctx context.Context) error {
+	var f *flight
+	var id string
+	var upto int64
+	err := j.db.QueryRowContext(ctx, "SELECT id, upto FROM flushes").Scan(&id, &upto)
+	switch {
+	case err == nil:
+		f = &flight{id: id, upto: upto, deltas: make(map[string]int64), persisted: true, recovered: true}
+	case !errors.Is(err, sql.ErrNoRows):
+		return fmt.Errorf("read flush intent: %w", err)
+	}
+	rejected := make(map[string]bool)
+	if f != nil {
+		rows, err := j.db.QueryContext(ctx, "SELECT key FROM rejected WHERE flush_id = ?", f.id)
+		if err != nil {
+			return fmt.Errorf("read deltas set aside: %w", err)
+		}
+		for rows.Next() {
+			var k string
+			if err := rows.Scan(&k); err != nil {
+				rows.Close()
+				return err
+			}
+			rejected[k] = true
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		rows.Close()
+	}
+	rows, err := j.db.QueryContext(ctx, "SELECT seq, key, by FROM incr ORDER BY seq")
+	if err != nil {
+		return fmt.Errorf("read journal: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var seq, by int64
+		var k string
+		if err := rows.Scan(&seq, &k, &by); err != nil {
+			return fmt.Errorf("read journal: %w", err)
+		}
+		m := j.pending
+		if f != nil && seq <= f.upto {
+			if rejected[k] {
+				continue
+			}
+			m = f.deltas
+		}
+		v, ok := add(m[k], by)
+		if !ok {
+			return fmt.Errorf("journal entry %d overflows the buffered delta of counter %q", seq, k)
+		}
+		m[k] = v
+		j.seq = max(j.seq, seq)
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read journal: %w", err)
+	}
+	if f != nil {
+		j.seq = max(j.seq, f.upto)
+		j.flight = f
+	}
+	j.nextSeq = j.seq
+	return nil
+}
+
+// Incr implements cellar.CounterStore. It returns once the increment is
+// committed to the journal.
+func (j *Journal) Incr(ctx context.Context, key string, by int64) (int64, error) {
+	if err := cellar.ValidateRowKey(key); err != nil {
+		return 0, err
+	}
+	for {
+		if err := j.load(ctx, []string{key}); err != nil {
+			return 0, err
+		}
+		j.mu.Lock()
+		if j.closed {
+			j.mu.Unlock()
+			return 0, errClosed
+		}
+		d, ok := j.durable[key]
+		if !ok {
+			j.mu.Unlock() // dropped as idle since load: load again
+			continue
+		}
+		r := j.reserved[key]
+		if r == nil {
+			r = &reservation{}
+		}
+		up, down := max(by, 0), min(by, 0)
+		p := j.pending[key]
+		f := j.flightDelta(key)
+		_, ok1 := sum(d, f, p, r.pos, up)
+		_, ok2 := sum(d, f, p, r.neg, down)
+		_, ok3 := sum(p, r.pos, up)
+		_, ok4 := sum(p, r.neg, down)
+		_, ok5 := add(r.pos, up)
+		_, ok6 := add(r.neg, down)
+		if !ok1 || !ok2 || !ok3 || !ok4 || !ok5 || !ok6 {
+			j.mu.Unlock()
+			return 0, overflowError(key, by)
+		}
+		r.pos += up
+		r.neg += down
+		r.n++
+		j.reserved[key] = r
+		j.incrs.Add(1)
+		j.mu.Unlock()
+		break
+	}
+	defer j.incrs.Done()
+	req := &incrReq{ctx: ctx, key: key, by: by, done: make(chan struct{})}
+	select {
+	case j.queue <- req:
+	case <-ctx.Done():
+		j.mu.Lock()
+		j.unreserve(key, by)
+		j.mu.Unlock()
+		return 0, cellar.Unavailable(ctx.Err(), "counter %q: increment not started before the deadline", truncate(key, 80))
+	}
+	// Once queued, the committer decides; wait for it even past ctx, so
+	// that the answer is the truth.
+	<-req.done
+	return req.value, req.err
+}
+
+var errClosed = cellar.Errorf(cellar.EUNAVAILABLE, "counter store is closing")
+
+// flightDelta returns the key's delta in the flight. j.mu must be held.
+func (j *Journal) flightDelta(key string) int64 {
+	if j.flight == nil {
+		return 0
+	}
+	return j.flight.deltas[key]
+}
+
+// unreserve removes one queued increment of key. j.mu must be held.
+func (j *Journal) unreserve(key string, by int64) {
+	r := j.reserved[key]
+	r.pos -= max(by, 0)
+	r.neg -= min(by, 0)
+	if r.n--; r.n == 0 {
+		delete(j.reserved, key)
+	}
+}
+
+// load makes sure durable holds the node's value of each key. It reads
+// the node, and keeps what it read only if no flush was applied meanwhile
+// (gen unchanged): a key without an entry has nothing in flight, so then
+// the value read is current. Keys of a recovered flight wait for it.
+func (j *Journal) load(ctx context.Context, keys []string) error {
+	for {
+		j.mu.Lock()
+		if j.closed {
+			j.mu.Unlock()
+			return errClosed
+		}
+		var need []string
+		var wait chan struct{}
+		var waitKey string
+		for _, k := range keys {
+			if _, ok := j.durable[k]; ok {
+				continue
+			}
+			if f := j.flight; f != nil && f.recovered {
+				if _, in := f.deltas[k]; in {
+					wait, waitKey = j.applied, k
+					break
+				}
+			}
+			need = append(need, k)
+		}
+		gen := j.gen
+		j.mu.Unlock()
+		if wait != nil {
+			select {
+			case <-wait:
+				continue
+			case <-ctx.Done():
+				return cellar.Unavailable(ctx.Err(), "counter %q: waiting for a flush interrupted by a restart to be applied", truncate(waitKey, 80))
+			}
+		}
+		if len(need) == 0 {
+			return nil
+		}
+		vals, err := j.node.Counters(ctx, need)
+		if err != nil {
+			return fmt.Errorf("read durable counters: %w", err)
+		}
+		j.mu.Lock()
+		if j.gen == gen {
+			for _, k := range need {
+				if _, ok := j.durable[k]; !ok {
+					j.durable[k] = vals[k]
+				}
+			}
+			j.mu.Unlock()
+			return nil
+		}
+		j.mu.Unlock()
+	}
+}
+
+// Counter implements cellar.CounterStore.
+func (j *Journal) Counter(ctx context.Context, key string) (int64, error) {
+	r := j.BatchCounters(ctx, []string{key})
+	return r[0].Value, r[0].Err
+}
+
+// BatchCounters implements cellar.CounterStore. Keys with buffered
+// increments are answered from memory (after loading their durable value if
+// need be); the others are read from the node in one call.
+func (j *Journal) BatchCounters(ctx context.Context, keys []string) []cellar.CounterResult {
+	res := make([]cellar.CounterResult, len(keys))
+	todo := make([]int, 0, len(keys))
+	for i, err := range validateKeys(keys) {
+		res[i].Key = keys[i]
+		if err != nil {
+			res[i].Err = err
+			continue
+		}
+		todo = append(todo, i)
+	}
+	for try := 0; len(todo) > 0; try++ {
+		var load, fromNode []int
+		j.mu.Lock()
+		for _, i := range todo {
+			k := keys[i]
+			if d, ok := j.durable[k]; ok {
+				v, ok := sum(d, j.flightDelta(k), j.pending[k])
+				if !ok {
+					res[i].Err = cellar.Errorf(cellar.EINTERNAL, "counter %q is out of range", truncate(k, 80))
+				}
+				res[i].Value = v
+				continue
+			}
+			_, inPending := j.pending[k]
+			inFlight := false
+			if j.flight != nil {
+				_, inFlight = j.flight.deltas[k]
+			}
+			if inPending || inFlight {
+				load = append(load, i)
+			} else {
+				fromNode = append(fromNode, i)
+			}
+		}
+		j.mu.Unlock()
+		if len(fromNode) > 0 {
+			ks := make([]string, len(fromNode))
+			for n, i := range fromNode {
+				ks[n] = keys[i]
+			}
+			vals, err := j.node.Counters(ctx, ks)
+			for _, i := range fromNode {
+				res[i].Value, res[i].Err = vals[keys[i]], err
+			}
+		}
+		todo = todo[:0]
+		if len(load) > 0 {
+			ks := make([]string, len(load))
+			for n, i := range load {
+				ks[n] = keys[i]
+			}
+			if err := j.load(ctx, ks); err != nil {
+				for _, i := range load {
+					res[i].Err = err
+				}
+				continue
+			}
+			todo = append(todo, load...)
+		}
+	}
+	return res
+}
+
+// Flush flushes the buffered increments now (the flusher does so every
+// interval): it finishes the flush in progress, or starts one with
+// everything buffered. It returns once the node confirmed the flush, or
+// with the error that stopped it; the flush is then retried, with the same
+// ID, by the next call.
+func (j *Journal) Flush(ctx context.Context) error {
+	j.flushMu.Lock()
+	defer j.flushMu.Unlock()
+	err := j.flush(ctx)
+	if err != nil {
+		j.stats.flushErrors.Add(1)
+	}
+	return err
+}
+
+func (j *Journal) flush(ctx context.Context) error {
+	j.mu.Lock()
+	f := j.flight
+	if f == nil {
+		if len(j.pending) == 0 {
+			j.evictIdle()
+			j.mu.Unlock()
+			return nil
+		}
+		f = &flight{id: newFlushID("j-"), upto: j.seq, deltas: j.pending}
+		j.pending = make(map[string]int64)
+		j.flight = f
+	}
+	j.mu.Unlock()
+
+	// The journal's own statements are short and local: they run to the
+	// end even if ctx ends, since the driver may report a cancelled
+	// statement as failed after it committed. And each can be repeated.
+	local := context.WithoutCancel(ctx)
+	if !f.persisted {
+		if _, err := j.db.ExecContext(local, "INSERT OR REPLACE INTO flushes (id, upto) VALUES (?, ?)", f.id, f.upto); err != nil {
+			return fmt.Errorf("record counter flush intent %s: %w", f.id, err)
+		}
+		f.persisted = true
+	}
+	if !f.applied {
+		j.mu.Lock()
+		deltas := maps.Clone(f.deltas)
+		j.mu.Unlock()
+		n, err := applyFlush(ctx, j.node, f.id, deltas, j.opts.FlushTimeout, func(_ context.Context, bad, durable map[string]int64) error {
+			return j.reject(local, f, bad, durable)
+		})
+		if err != nil {
+			return err
+		}
+		f.applied, f.keys = true, n
+	}
+	if err := j.truncate(local, f); err != nil {
+		return err
+	}
+
+	j.mu.Lock()
+	for k, d := range f.deltas {
+		if v, ok := j.durable[k]; ok {
+			if v, ok = add(v, d); ok {
+				j.durable[k] = v
+			} else {
+				delete(j.durable, k) // cannot happen; reload rather than guess
+			}
+		}
+	}
+	j.flight = nil
+	j.gen++
+	close(j.applied)
+	j.applied = make(chan struct{})
+	j.evictIdle()
+	j.mu.Unlock()
+	j.stats.flushed(f.keys)
+	return nil
+}
+
+// truncate deletes the journal entries and the intent of an applied flush.
+func (j *Journal) truncate(ctx context.Context, f *flight) error {
+	tx, err := j.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("truncate counter journal after flush %s: %w", f.id, err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, "DELETE FROM incr WHERE seq <= ?", f.upto); err != nil {
+		return fmt.Errorf("truncate counter journal after flush %s: %w", f.id, err)
+	}
+	if _, err := tx.ExecContext(ctx, "DELETE FROM flushes WHERE id = ?", f.id); err != nil {
+		return fmt.Errorf("truncate counter journal after flush %s: %w", f.id, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("truncate counter journal after flush %s: %w", f.id, err)
+	}
+	return nil
+}
+
+// reject sets aside deltas of f that would overflow their counters: it
+// records them in the journal's rejected table (so a replay of f leaves
+// them out too, and an operator can see them), and drops them from f.
+func (j *Journal) reject(ctx context.Context, f *flight, bad, durable map[string]int64) error {
+	tx, err := j.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	now := j.opts.Clock.Now().UnixMilli()
+	for k, d := range bad {
+		if _, err := tx.ExecContext(ctx, "INSERT OR IGNORE INTO rejected (flush_id, key, delta, at_ms) VALUES (?, ?, ?, ?)", f.id, k, d, now); err != nil {
+			return err
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return err
+	}
+	j.mu.Lock()
+	for k, d := range bad {
+		delete(f.deltas, k)
+		if _, ok := j.durable[k]; ok {
+			j.durable[k] = durable[k]
+		}
+		j.log.Error("counter delta set aside: it would overflow the counter", "key", k, "delta", d, "durable", durable[k], "flush", f.id)
+	}
+	j.mu.Unlock()
+	j.stats.rejected.Add(int64(len(bad)))
+	return nil
+}
+
+// evictIdle drops the durable values of keys with nothing buffered. j.mu
+// must be held.
+func (j *Journal) evictIdle() {
+	for k := range j.durable {
+		if _, ok := j.pending[k]; ok {
+			continue
+		}
+		if _, ok := j.reserved[k]; ok {
+			continue
+		}
+		if j.flight != nil {
+			if _, ok := j.flight.deltas[k]; ok {
+				continue
+			}
+		}
+		delete(j.durable, k)
+	}
+}
+
+// Stats returns the buffer's counts of increments and flushes.
+func (j *Journal) Stats() Stats { return j.stats.snapshot() }
+
+// Close stops accepting increments, waits for those in progress, stops the
+// flusher and makes a last flush, so that a clean shutdown leaves the
+// journal empty; what that flush cannot apply is replayed by the next
+// OpenJournal.
+func (j *Journal) Close() error {
+	j.mu.Lock()
+	if j.closed {
+		j.mu.Unlock()
+		return nil
+	}
+	j.closed = true
+	j.mu.Unlock()
+	j.incrs.Wait()
+	j.cancel()
+	j.wg.Wait()
+	ctx, cancel := context.WithTimeout(context.Background(), j.opts.FlushTimeout)
+	defer cancel()
+	if err := j.Flush(ctx); err != nil {
+		j.log.Warn("last counter flush failed; the journal keeps it for the next start", "err", err)
+	}
+	if err := j.db.Close(); err != nil {
+		return fmt.Errorf("close counter journal: %w", err)
+	}
+	return nil
+}
+
+// flushLoop flushes at every tick until Close.
+func (j *Journal) flushLoop(tick <-chan time.Time, stop func()) {
+	defer j.wg.Done()
+	defer stop()
+	for {
+		select {
+		case <-j.ctx.Done():
+			return
+		case <-tick:
+			if err := j.Flush(j.ctx); err != nil && j.ctx.Err() == nil {
+				j.log.Warn("counter flush failed; retrying at the next interval", "err", err)
+			}
+			j.opts.signalRound(j.ctx)
+		}
+	}
+}
+
+// commitLoop is the group committer: it writes every increment waiting in
+// the queue, up to MaxGroup, in one transaction, so that they share its
+// fsync.
+func (j *Journal) commitLoop() {
+	defer j.wg.Done()
+	for {
+		var first *incrReq
+		select {
+		case first = <-j.queue:
+		case <-j.ctx.Done():
+			return // Close waited for every increment: the queue is empty
+		}
+		group := []*incrReq{first}
+	fill:
+		for len(group) < j.opts.MaxGroup {
+			select {
+			case r := <-j.queue:
+				group = append(group, r)
+			default:
+				break fill
+			}
+		}
+		j.commit(group)
+	}
+}
+
+// commit journals one group. Increments whose callers gave up before the
+// write are dropped, and told so: nothing they were not told about is
+// written.
+func (j *Journal) commit(group []*incrReq) {
+	live := group[:0:0]
+	for _, r := range group {
+		if err := r.ctx.Err(); err != nil {
+			r.err = cellar.Unavailable(err, "counter %q: increment not started before the deadline", truncate(r.key, 80))
+			continue
+		}
+		live = append(live, r)
+	}
+	var err error
+	if len(live) > 0 {
+		// The group's deadline is its own: one caller leaving must not
+		// abort the others' transaction.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		var n int64
+		n, err = j.write(ctx, j.nextSeq+1, live)
+		cancel()
+		// Sequence numbers are spent even by a failed write: it may have
+		// committed nonetheless, and they need only increase.
+		j.nextSeq += n
+		if err != nil {
+			err = cellar.Unavailable(err, "counter journal write failed")
+			j.log.Error("counter journal write failed", "err", err)
+		}
+	}
+	j.mu.Lock()
+	for _, r := range group {
+		if r.err == nil && err != nil {
+			r.err = err
+		}
+		j.unreserve(r.key, r.by)
+		if r.err != nil {
+			continue
+		}
+		p := j.pending[r.key] + r.by // within range: reserved
+		j.pending[r.key] = p
+		v, ok := sum(j.durable[r.key], j.flightDelta(r.key), p)
+		if !ok {
+			j.log.Error("counter out of range after a checked increment", "key", r.key)
+		}
+		r.value = v
+	}
+	if err == nil && len(live) > 0 {
+		j.seq = j.nextSeq
+	}
+	j.mu.Unlock()
+	if err == nil {
+		j.stats.increments.Add(int64(len(live)))
+	}
+	for _, r := range group {
+		close(r.done)
+	}
+}
+
+// write journals the increments in one transaction: one entry per key,
+// numbered from first, holding the sum of that key's increments (they
+// are acknowledged together, so they need not be told apart). It returns
+// how many entries it wrote, or meant to write if it fails.
+func (j *Journal) write(ctx context.Context, first int64, reqs []*incrReq) (int64, error) {
+	type entry struct {
+		key string
+		by  int64
+	}
+	var entries []entry
+	at := make(map[string]int, len(reqs)) // key -> its entry being summed
+	for _, r := range reqs {
+		if i, ok := at[r.key]; ok {
+			if v, ok := add(entries[i].by, r.by); ok {
+				entries[i].by = v
+				continue
+			}
+		}
+		at[r.key] = len(entries)
+		entries = append(entries, entry{r.key, r.by})
+	}
+	n := int64(len(entries))
+	tx, err := j.db.BeginTx(ctx, nil)
+	if err != nil {
+		return n, err
+	}
+	defer tx.Rollback()
+	stmt, err := tx.PrepareContext(ctx, "INSERT INTO incr (seq, key, by) VALUES (?, ?, ?)")
+	if err != nil {
+		return n, err
+	}
+	defer stmt.Close()
+	for i, e := range entries {
+		if _, err := stmt.ExecContext(ctx, first+int64(i), e.key, e.by); err != nil {
+			return n, err
+		}
+	}
+	return n, tx.Commit()
+}

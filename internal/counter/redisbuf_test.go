@@ -1,0 +1,493 @@
+package counter
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cellar-db/cellar"
+	"github.com/cellar-db/cellar/internal/counter/countertest"
+	"github.com/cellar-db/cellar/internal/dbtest"
+	"github.com/cellar-db/cellar/internal/redis"
+)
+
+const testShards = 16
+
+// openCluster returns a cluster over servers, which split the shards in
+// equal ranges, in order.
+func openCluster(tb testing.TB, servers ...*dbtest.RedisServer) *redis.Cluster {
+	tb.Helper()
+	cfg := redis.Config{Shards: testShards, Timeout: 500 * time.Millisecond}
+	per := testShards / len(servers)
+	for i, s := range servers {
+		name := fmt.Sprintf("redis-%d", i+1)
+		cfg.Nodes = append(cfg.Nodes, redis.Node{Name: name, Addr: s.Addr()})
+		last := (i+1)*per - 1
+		if i == len(servers)-1 {
+			last = testShards - 1
+		}
+		cfg.Map = append(cfg.Map, cellar.Assignment{Node: name, ShardRange: cellar.ShardRange{First: i * per, Last: last}})
+	}
+	c, err := redis.Open(cfg)
+	if err != nil {
+		tb.Fatalf("redis.Open: %v", err)
+	}
+	tb.Cleanup(func() { c.Close() })
+	return c
+}
+
+func openRedisBuffer(tb testing.TB, c *redis.Cluster, node cellar.CounterNode, opts Options) *RedisBuffer {
+	tb.Helper()
+	b, err := OpenRedis(context.Background(), c, node, opts)
+	if err != nil {
+		tb.Fatalf("OpenRedis: %v", err)
+	}
+	tb.Cleanup(func() { b.Close() })
+	return b
+}
+
+// crash stops b as a killed process would stop: no last flush.
+func (b *RedisBuffer) crash() {
+	b.closeMu.Lock()
+	b.closed = true
+	b.closeMu.Unlock()
+	b.incrs.Wait()
+	b.cancel()
+	b.wg.Wait()
+}
+
+// keyOn returns a key (with prefix) whose shard the cluster puts on node.
+func keyOn(tb testing.TB, c *redis.Cluster, node, prefix string) string {
+	tb.Helper()
+	for i := 0; i < 10000; i++ {
+		k := fmt.Sprintf("%s%d", prefix, i)
+		if name, _ := c.Node(c.Shard(k)); name == node {
+			return k
+		}
+	}
+	tb.Fatalf("no key on node %s", node)
+	return ""
+}
+
+func TestRedisIncrAndRead(t *testing.T) {
+	c := openCluster(t, dbtest.Redis(t), dbtest.Redis(t))
+	node := countertest.New()
+	clock := newFakeClock()
+	b := openRedisBuffer(t, c, node, testOptions(clock))
+
+	a, bk := keyOn(t, c, "redis-1", "a"), keyOn(t, c, "redis-2", "b")
+	wantCounter(t, b, "never", 0)
+	incr(t, b, a, 1, 1)
+	incr(t, b, a, 41, 42)
+	incr(t, b, a, -50, -8)
+	incr(t, b, bk, 7, 7)
+	wantCounter(t, b, a, -8)
+
+	clock.Advance(t, time.Second)
+	if got := node.Value(a); got != -8 {
+		t.Errorf("node value of %s after a flush = %d; want -8", a, got)
+	}
+	incr(t, b, a, 10, 2)
+	wantCounter(t, b, a, 2)
+	res := b.BatchCounters(context.Background(), []string{a, bk, "never", "", bk})
+	want := []cellar.CounterResult{{Key: a, Value: 2}, {Key: bk, Value: 7}, {Key: "never"}, {Key: ""}, {Key: bk, Value: 7}}
+	for i, r := range res {
+		if r.Key != want[i].Key || r.Value != want[i].Value || (r.Err != nil) != (i == 3) {
+			t.Errorf("BatchCounters[%d] = %+v; want %+v", i, r, want[i])
+		}
+	}
+	wantCode(t, "BatchCounters of an empty key", res[3].Err, cellar.EINVALID)
+
+	// A key idle for a flush is read from the node again.
+	clock.Advance(t, time.Second)
+	clock.Advance(t, time.Second)
+	node.Set(bk, 100)
+	wantCounter(t, b, bk, 100)
+	incr(t, b, bk, 1, 101)
+}
+
+func TestRedisOneStatementPerKey(t *testing.T) {
+	c := openCluster(t, dbtest.Redis(t), dbtest.Redis(t))
+	node := countertest.New()
+	clock := newFakeClock()
+	b := openRedisBuffer(t, c, node, testOptions(clock))
+	const workers, each = 32, 50
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < each; i++ {
+				if _, err := b.Incr(context.Background(), fmt.Sprintf("k%d", i%5), 1); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	clock.Advance(t, time.Second)
+	_, statements, _ := node.Applied()
+	if statements != 5 {
+		t.Errorf("node ran %d statements; want 5 (one per key)", statements)
+	}
+	if st := b.Stats(); st.Increments != workers*each || st.Statements != 5 {
+		t.Errorf("Stats = %+v; want %d increments and 5 statements", st, workers*each)
+	}
+	var total int64
+	for i := 0; i < 5; i++ {
+		total += node.Value(fmt.Sprintf("k%d", i))
+	}
+	if total != workers*each {
+		t.Errorf("node holds %d increments; want %d", total, workers*each)
+	}
+}
+
+// TestRedisConcurrentFlushes runs two buffers (two processes) over one
+// cluster, incrementing one hot key while both flush without pause. Reads
+// must never fall below what was acknowledged before them, and the node
+// must end with exactly the increments made: a flush that dropped an
+// increment arriving mid-flush, or applied one twice, fails this.
+func TestRedisConcurrentFlushes(t *testing.T) {
+	c := openCluster(t, dbtest.Redis(t), dbtest.Redis(t))
+	node := countertest.New()
+	b1 := openRedisBuffer(t, c, node, testOptions(newFakeClock()))
+	b2 := openRedisBuffer(t, c, node, testOptions(newFakeClock()))
+	ctx := context.Background()
+	var mu sync.Mutex // protects done
+	done := 0
+	stop := make(chan struct{})
+	var flushers sync.WaitGroup
+	for _, b := range []*RedisBuffer{b1, b2} {
+		flushers.Add(1)
+		go func() {
+			defer flushers.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if err := b.Flush(ctx); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	var wg sync.WaitGroup
+	const workers, each = 16, 100
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			b := []*RedisBuffer{b1, b2}[w%2]
+			for i := 0; i < each; i++ {
+				mu.Lock()
+				before := done
+				mu.Unlock()
+				key := "hot"
+				if i%4 == 0 {
+					key = fmt.Sprintf("cold%d", i%7)
+				}
+				if _, err := b.Incr(ctx, key, 1); err != nil {
+					t.Error(err)
+					return
+				}
+				if key != "hot" {
+					continue
+				}
+				mu.Lock()
+				done++
+				mu.Unlock()
+				v, err := b.Counter(ctx, "hot")
+				if err != nil || v < int64(before)+1 {
+					t.Errorf("Counter = %d, %v after %d acknowledged increments", v, err, before+1)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(stop)
+	flushers.Wait()
+	if err := b1.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	hot := int64(workers * each * 3 / 4)
+	wantCounter(t, b2, "hot", hot)
+	if got := node.Value("hot"); got != hot {
+		t.Errorf("node value of hot = %d; want %d", got, hot)
+	}
+	var cold int64
+	for i := 0; i < 7; i++ {
+		cold += node.Value(fmt.Sprintf("cold%d", i))
+	}
+	if cold != workers*each/4 {
+		t.Errorf("node holds %d cold increments; want %d", cold, workers*each/4)
+	}
+	if _, _, dup := node.Applied(); dup != 0 {
+		t.Errorf("node skipped %d flushes as duplicates; want 0", dup)
+	}
+	st1, st2 := b1.Stats(), b2.Stats()
+	t.Logf("flushes: %d + %d, statements %d + %d", st1.Flushes, st2.Flushes, st1.Statements, st2.Statements)
+}
+
+func TestRedisOverflow(t *testing.T) {
+	c := openCluster(t, dbtest.Redis(t))
+	node := countertest.New()
+	node.Set("max", math.MaxInt64-2)
+	node.Set("min", math.MinInt64+2)
+	clock := newFakeClock()
+	b := openRedisBuffer(t, c, node, testOptions(clock))
+
+	incr(t, b, "max", 1, math.MaxInt64-1)
+	_, err := b.Incr(context.Background(), "max", 2)
+	wantCode(t, "Incr past MaxInt64", err, cellar.EINVALID)
+	incr(t, b, "max", 1, math.MaxInt64)
+	incr(t, b, "min", -2, math.MinInt64)
+	_, err = b.Incr(context.Background(), "min", -1)
+	wantCode(t, "Incr past MinInt64", err, cellar.EINVALID)
+	_, err = b.Incr(context.Background(), "fresh", math.MinInt64)
+	if err != nil {
+		t.Fatalf("Incr(fresh, MinInt64): %v", err)
+	}
+	_, err = b.Incr(context.Background(), "fresh", -1)
+	wantCode(t, "Incr past MinInt64 in the buffer", err, cellar.EINVALID)
+	_, err = b.Incr(context.Background(), "new", math.MaxInt64)
+	if err != nil {
+		t.Fatalf("Incr(new, MaxInt64): %v", err)
+	}
+	// Refused on a key never seen: no durable entry may stay behind.
+	node.Set("other", math.MaxInt64)
+	_, err = b.Incr(context.Background(), "other", 1)
+	wantCode(t, "Incr of a full counter", err, cellar.EINVALID)
+	clock.Advance(t, time.Second)
+	if got := node.Value("max"); got != math.MaxInt64 {
+		t.Errorf("node value of max = %d; want MaxInt64", got)
+	}
+	if got := node.Value("min"); got != math.MinInt64 {
+		t.Errorf("node value of min = %d; want MinInt64", got)
+	}
+	if got := node.Value("new"); got != math.MaxInt64 {
+		t.Errorf("node value of new = %d; want MaxInt64", got)
+	}
+
+	// Overflow at flush: another writer moved x; x's delta is set aside,
+	// y's applied, and the next flush goes through.
+	incr(t, b, "x", 10, 10)
+	incr(t, b, "y", 5, 5)
+	node.Set("x", math.MaxInt64-3)
+	clock.Advance(t, time.Second)
+	if x, y := node.Value("x"), node.Value("y"); x != math.MaxInt64-3 || y != 5 {
+		t.Errorf("node values x=%d y=%d; want MaxInt64-3 and 5", x, y)
+	}
+	if st := b.Stats(); st.Rejected != 1 {
+		t.Errorf("Stats = %+v; want 1 rejected delta", st)
+	}
+	_, cl := c.Node(0)
+	rej, err := cl.LRange(context.Background(), rejectedKey, 0, -1).Result()
+	if err != nil || len(rej) != 1 {
+		t.Errorf("rejected list = %q, %v; want one entry", rej, err)
+	}
+	incr(t, b, "x", 3, math.MaxInt64)
+	incr(t, b, "y", 1, 6)
+	clock.Advance(t, time.Second)
+	if x, y := node.Value("x"), node.Value("y"); x != math.MaxInt64 || y != 6 {
+		t.Errorf("node values x=%d y=%d; want MaxInt64 and 6", x, y)
+	}
+}
+
+// TestRedisStorageNodeDown: while the storage node is down, increments of
+// known keys are acknowledged and reads are exact; the stuck flush is
+// applied once when the node is back, and a lost confirmation does not
+// apply a flush twice.
+func TestRedisStorageNodeDown(t *testing.T) {
+	c := openCluster(t, dbtest.Redis(t))
+	node := countertest.New()
+	clock := newFakeClock()
+	b := openRedisBuffer(t, c, node, testOptions(clock))
+	var mu sync.Mutex
+	down := false
+	node.SetFault(downFault(&down, &mu))
+	incr(t, b, "k", 3, 3)
+	mu.Lock()
+	down = true
+	mu.Unlock()
+	clock.Advance(t, time.Second)
+	incr(t, b, "k", 4, 7)
+	wantCounter(t, b, "k", 7)
+	clock.Advance(t, time.Second)
+	if st := b.Stats(); st.FlushErrors < 2 || st.Flushes != 0 {
+		t.Errorf("Stats = %+v; want failed flushes and none applied", st)
+	}
+	mu.Lock()
+	down = false
+	mu.Unlock()
+	clock.Advance(t, time.Second)
+	if got := node.Value("k"); got != 7 {
+		t.Errorf("node value = %d; want 7", got)
+	}
+	wantCounter(t, b, "k", 7)
+
+	lost := 1
+	node.SetFault(lostAck(&lost, &mu))
+	incr(t, b, "k", 5, 12)
+	if err := b.Flush(context.Background()); err == nil {
+		t.Fatal("Flush with a lost confirmation succeeded")
+	}
+	wantCounter(t, b, "k", 12)
+	clock.Advance(t, time.Second)
+	if got := node.Value("k"); got != 12 {
+		t.Errorf("node value after a lost confirmation = %d; want 12", got)
+	}
+	if _, _, dup := node.Applied(); dup != 1 {
+		t.Errorf("node saw %d duplicate flushes; want 1 (the retry)", dup)
+	}
+	wantCounter(t, b, "k", 12)
+}
+
+// TestRedisDeadOwner: a process dies with a flush the node applied but
+// the process never finished; another process finishes it once the lease
+// runs out, without applying it twice.
+func TestRedisDeadOwner(t *testing.T) {
+	c := openCluster(t, dbtest.Redis(t))
+	node := countertest.New()
+	var mu sync.Mutex
+	lost := 1
+	node.SetFault(lostAck(&lost, &mu))
+	clock := newFakeClock()
+	opts := testOptions(clock)
+	b1 := openRedisBuffer(t, c, node, opts)
+	incr(t, b1, "k", 5, 5)
+	if err := b1.Flush(context.Background()); err == nil {
+		t.Fatal("Flush with a lost confirmation succeeded")
+	}
+	incr(t, b1, "k", 1, 6)
+	b1.crash()
+
+	b2 := openRedisBuffer(t, c, node, opts)
+	wantCounter(t, b2, "k", 6)
+	clock.Advance(t, time.Second) // the lease holds: only the new delta is flushed
+	if got := node.Value("k"); got != 6 {
+		t.Fatalf("node value = %d; want 6 (applied, unfinished flush of 5, and 1)", got)
+	}
+	wantCounter(t, b2, "k", 6)
+	clock.Advance(t, opts.Lease+time.Second)
+	wantCounter(t, b2, "k", 6)
+	if got := node.Value("k"); got != 6 {
+		t.Errorf("node value = %d; want 6", got)
+	}
+	if _, _, dup := node.Applied(); dup != 1 {
+		t.Errorf("node saw %d duplicate flushes; want 1 (the dead owner's, finished by the other)", dup)
+	}
+	_, cl := c.Node(0)
+	if n, err := cl.ZCard(context.Background(), flushesKey).Result(); err != nil || n != 0 {
+		t.Errorf("%d flushes still recorded (%v); want 0", n, err)
+	}
+}
+
+// TestRedisNodeStopped: with one Redis node killed, the counters on its
+// shards fail quickly with unavailable; the others keep working, flushes
+// included.
+func TestRedisNodeStopped(t *testing.T) {
+	r1, r2 := dbtest.Redis(t), dbtest.Redis(t)
+	c := openCluster(t, r1, r2)
+	node := countertest.New()
+	clock := newFakeClock()
+	b := openRedisBuffer(t, c, node, testOptions(clock))
+	up, gone := keyOn(t, c, "redis-1", "up"), keyOn(t, c, "redis-2", "gone")
+	incr(t, b, up, 1, 1)
+	incr(t, b, gone, 1, 1)
+	r2.Kill()
+
+	start := time.Now()
+	_, err := b.Incr(context.Background(), gone, 1)
+	wantCode(t, "Incr on a stopped redis node", err, cellar.EUNAVAILABLE)
+	_, err = b.Counter(context.Background(), gone)
+	wantCode(t, "Counter on a stopped redis node", err, cellar.EUNAVAILABLE)
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("failing on a stopped node took %v; want well under 2s", d)
+	}
+	incr(t, b, up, 1, 2)
+	res := b.BatchCounters(context.Background(), []string{up, gone})
+	if res[0].Err != nil || res[0].Value != 2 || cellar.ErrorCode(res[1].Err) != cellar.EUNAVAILABLE {
+		t.Errorf("BatchCounters = %+v; want %s=2 and %s unavailable", res, up, gone)
+	}
+	clock.Advance(t, time.Second)
+	if got := node.Value(up); got != 2 {
+		t.Errorf("node value of %s = %d; want 2: the live node's flush must go on", up, got)
+	}
+	if got := node.Value(gone); got != 0 {
+		t.Errorf("node value of %s = %d; want 0 (its deltas died with redis-2)", gone, got)
+	}
+
+	// Back, empty: its buffered delta is lost (no persistence), and it
+	// serves again.
+	r2.Start()
+	wantCounter(t, b, gone, 0)
+	incr(t, b, gone, 5, 5)
+	clock.Advance(t, time.Second)
+	if got := node.Value(gone); got != 5 {
+		t.Errorf("node value of %s = %d; want 5", gone, got)
+	}
+}
+
+// TestRedisRemap moves shards to another node while they hold buffered
+// deltas: the old node's deltas are still flushed, the new node takes the
+// new increments, and nothing is lost or doubled.
+func TestRedisRemap(t *testing.T) {
+	c := openCluster(t, dbtest.Redis(t), dbtest.Redis(t))
+	node := countertest.New()
+	clock := newFakeClock()
+	b := openRedisBuffer(t, c, node, testOptions(clock))
+	k := keyOn(t, c, "redis-1", "moving")
+	incr(t, b, k, 3, 3)
+	if err := c.Remap([]cellar.Assignment{{Node: "redis-2", ShardRange: cellar.ShardRange{First: 0, Last: testShards - 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	if name, _ := c.Node(c.Shard(k)); name != "redis-2" {
+		t.Fatalf("after Remap, %s is on %s; want redis-2", k, name)
+	}
+	clock.Advance(t, time.Second) // flushes redis-1's delta
+	incr(t, b, k, 4, 7)
+	clock.Advance(t, time.Second)
+	if got := node.Value(k); got != 7 {
+		t.Errorf("node value = %d; want 7", got)
+	}
+	wantCounter(t, b, k, 7)
+	if err := c.Remap([]cellar.Assignment{{Node: "redis-3", ShardRange: cellar.ShardRange{First: 0, Last: testShards - 1}}}); err == nil {
+		t.Error("Remap to an unknown node succeeded")
+	}
+}
+
+// TestRedisExactSums checks sums around 2^53, where Lua's doubles stop
+// being exact.
+func TestRedisExactSums(t *testing.T) {
+	c := openCluster(t, dbtest.Redis(t))
+	node := countertest.New()
+	const big = 999999999999999 // 15 digits: summed in Lua
+	node.Set("k", big)
+	clock := newFakeClock()
+	b := openRedisBuffer(t, c, node, testOptions(clock))
+	want := int64(big)
+	for i := 0; i < 8; i++ {
+		want += big
+		incr(t, b, "k", big, want) // 8999999999999991 at the end: below 2^53
+	}
+	incr(t, b, "k", 1, want+1)
+	const p53 = 1 << 53
+	node.Set("x", p53)
+	incr(t, b, "x", 1, p53+1) // 2^53+1 has no double
+	incr(t, b, "x", 2, p53+3)
+	clock.Advance(t, time.Second)
+	incr(t, b, "x", -1, p53+2)
+	wantCounter(t, b, "x", p53+2)
+	wantCounter(t, b, "k", want+1)
+	if got := node.Value("x"); got != p53+3 {
+		t.Errorf("node value of x = %d; want 2^53+3", got)
+	}
+}

@@ -1,0 +1,278 @@
+package counter
+
+import goredis "github.com/redis/go-redis/v9"
+
+// The Redis layout (docs/COUNTERS.md). Per logical shard s, on the node
+// that holds s:
+//
+//	cellar:ctr:{s}:durable      hash key -> the node's durable value, for keys in use
+//	cellar:ctr:{s}:deltas       hash key -> increments not yet in a flush
+//	cellar:ctr:{s}:flush:<id>   hash key -> delta, the deltas of flush <id>
+//	cellar:ctr:{s}:flushing     set of the flush IDs holding deltas of s
+//	cellar:ctr:{s}:gen          bumped whenever a flush of s finishes
+//
+// Per node:
+//
+//	cellar:ctr:pending          set of shards with a deltas hash
+//	cellar:ctr:flushes          sorted set: flush ID -> lease deadline (Unix ms)
+//	cellar:ctr:flush:<id>       hash: shards (comma-separated), owner,
+//	                            rej:<key> -> delta for deltas set aside
+//	cellar:ctr:rejected         list of deltas set aside (JSON)
+//	cellar:ctr:scratch          scratch space for exact 64-bit sums
+//
+// Invariant: a key has a durable entry whenever a flush in progress holds
+// a delta of it. So a key without one has nothing in flight, and a value
+// read from the node for it is current unless a flush of its shard
+// finished meanwhile (gen changed).
+//
+// Lua numbers are doubles, so values travel as strings and the scripts
+// add them in Lua only where doubles are exact (luaTotal); larger sums are
+// made with HINCRBY on the scratch hash, which is exact and refuses to
+// overflow.
+//
+// The scripts reach keys built from the shard number besides their KEYS;
+// that is fine on the standalone servers cellar uses (each named node is
+// one server, not a Redis Cluster).
+
+const (
+	keyPrefix   = "cellar:ctr:"
+	pendingKey  = keyPrefix + "pending"
+	flushesKey  = keyPrefix + "flushes"
+	rejectedKey = keyPrefix + "rejected"
+	scratchKey  = keyPrefix + "scratch"
+)
+
+// luaTotal defines total(vals, scratch): the exact sum of the decimal
+// strings in vals (false entries, for missing fields, count as nothing) as
+// a decimal string, or nil if it is out of the range of int64. Up to nine
+// values of at most 15 characters (|v| < 10^15) sum below 2^53, where
+// doubles are exact, so Lua adds them; otherwise HINCRBY on the scratch
+// hash does, in 64 bits, refusing to overflow.
+const luaTotal = `
+local function total(vals, scratch)
+  local present = {}
+  local small = true
+  for i = 1, #vals do
+    local v = vals[i]
+    if v then
+      present[#present + 1] = v
+      small = small and #v <= 15
+    end
+  end
+  if small and #present <= 9 then
+    local t = 0
+    for _, v in ipairs(present) do
+      t = t + tonumber(v)
+    end
+    return string.format('%.0f', t)
+  end
+  redis.call('HSET', scratch, 'v', present[1])
+  for i = 2, #present do
+    local r = redis.pcall('HINCRBY', scratch, 'v', present[i])
+    if type(r) == 'table' and r.err then
+      redis.call('DEL', scratch)
+      return nil
+    end
+  end
+  local t = redis.call('HGET', scratch, 'v')
+  redis.call('DEL', scratch)
+  return t
+end
+`
+
+// incrScript runs a batch of increments, in order, each as if alone: it
+// adds by to counter key of shard if the result stays in range. A key
+// without a durable entry needs one first: the item's answer is {"load",
+// gen}; the caller reads the node and sends the item again with the value
+// (loaded) and that gen, which the script installs only if no flush of
+// the shard finished meanwhile. ARGV[1] seeds gen on first use with a
+// random number, so that a restarted (emptied) server does not repeat gens
+// a caller may have seen.
+//
+// KEYS: pending, scratch. ARGV: seed, then per item key, by, shard,
+// loaded (or ""), gen. Answers one {"ok", value}, {"overflow"} or {"load",
+// gen} per item.
+var incrScript = goredis.NewScript(luaTotal + `
+local out = {}
+for i = 2, #ARGV, 5 do
+  local key, by, shard = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local p = 'cellar:ctr:{' .. shard .. '}:'
+  local durable, deltas = p .. 'durable', p .. 'deltas'
+  local d = redis.call('HGET', durable, key)
+  local loaded = false
+  local res
+  if not d then
+    local g = redis.call('GET', p .. 'gen')
+    if not g then
+      g = ARGV[1]
+      redis.call('SET', p .. 'gen', g)
+    end
+    if ARGV[i + 3] == '' or g ~= ARGV[i + 4] then
+      res = {'load', g}
+    else
+      d = ARGV[i + 3]
+      redis.call('HSET', durable, key, d)
+      loaded = true
+    end
+  end
+  if not res then
+    local vals = {d}
+    for _, id in ipairs(redis.call('SMEMBERS', p .. 'flushing')) do
+      vals[#vals + 1] = redis.call('HGET', p .. 'flush:' .. id, key)
+    end
+    vals[#vals + 1] = redis.call('HGET', deltas, key)
+    vals[#vals + 1] = by
+    local v = total(vals, KEYS[2])
+    if v then
+      local r = redis.pcall('HINCRBY', deltas, key, by)
+      if type(r) == 'table' and r.err then
+        v = nil
+      end
+    end
+    if v then
+      redis.call('SADD', KEYS[1], shard)
+      res = {'ok', v}
+    else
+      if loaded then
+        redis.call('HDEL', durable, key)
+      end
+      res = {'overflow'}
+    end
+  end
+  out[#out + 1] = res
+end
+return out
+`)
+
+// readScript returns, for each (shard, key) pair in ARGV, the counter's
+// value: durable entry + flushes in progress + deltas, as a string; ""
+// for a key without a durable entry (nothing of it is buffered here: the
+// node's value is the answer), "!" if the sum is out of range.
+//
+// KEYS: scratch.
+var readScript = goredis.NewScript(luaTotal + `
+local out = {}
+for i = 1, #ARGV, 2 do
+  local p = 'cellar:ctr:{' .. ARGV[i] .. '}:'
+  local k = ARGV[i + 1]
+  local d = redis.call('HGET', p .. 'durable', k)
+  if not d then
+    out[#out + 1] = ''
+  else
+    local vals = {d}
+    for _, id in ipairs(redis.call('SMEMBERS', p .. 'flushing')) do
+      vals[#vals + 1] = redis.call('HGET', p .. 'flush:' .. id, k)
+    end
+    vals[#vals + 1] = redis.call('HGET', p .. 'deltas', k)
+    out[#out + 1] = total(vals, KEYS[1]) or '!'
+  end
+end
+return out
+`)
+
+// beginScript starts flush ARGV[1]: it renames the deltas hash of every
+// pending shard to the flush's hash, in one atomic step, so an increment
+// lands either in this flush or in the next one, never in both or neither.
+// It records the flush with owner ARGV[3] and lease deadline ARGV[2], and
+// returns the shards taken.
+//
+// KEYS: pending, flushes, the flush's record.
+var beginScript = goredis.NewScript(`
+local taken = {}
+for _, s in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local p = 'cellar:ctr:{' .. s .. '}:'
+  if redis.call('EXISTS', p .. 'deltas') == 1 then
+    redis.call('RENAME', p .. 'deltas', p .. 'flush:' .. ARGV[1])
+    redis.call('SADD', p .. 'flushing', ARGV[1])
+    taken[#taken + 1] = s
+  end
+end
+redis.call('DEL', KEYS[1])
+if #taken > 0 then
+  redis.call('HSET', KEYS[3], 'shards', table.concat(taken, ','), 'owner', ARGV[3])
+  redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+end
+return taken
+`)
+
+// claimScript takes flush ARGV[1] for owner ARGV[4] until ARGV[3] if its
+// lease ran out by ARGV[2] or the owner already holds it (renewal), and
+// returns its shards (comma-separated); nil if it is finished or someone
+// else holds it.
+//
+// KEYS: flushes, the flush's record.
+var claimScript = goredis.NewScript(`
+local sc = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not sc then
+  return false
+end
+local m = redis.call('HMGET', KEYS[2], 'shards', 'owner')
+if not m[1] then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  return false
+end
+if tonumber(sc) > tonumber(ARGV[2]) and m[2] ~= ARGV[4] then
+  return false
+end
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+redis.call('HSET', KEYS[2], 'owner', ARGV[4])
+return m[1]
+`)
+
+// finishScript ends flush ARGV[1] once the node confirmed it: the applied
+// deltas move into the durable entries of keys still in use (the entries
+// of idle keys are dropped, so memory follows the keys in use), the
+// deltas set aside go to the rejected list, and the flush's hashes and
+// record are deleted. gen is bumped for each of its shards (seeded with
+// ARGV[2] if the server lost it). Finishing a finished flush does nothing.
+//
+// KEYS: flushes, the flush's record, rejected.
+var finishScript = goredis.NewScript(`
+local id = ARGV[1]
+local shards = redis.call('HGET', KEYS[2], 'shards')
+if not shards then
+  redis.call('ZREM', KEYS[1], id)
+  return 0
+end
+local rej = {}
+local meta = redis.call('HGETALL', KEYS[2])
+for i = 1, #meta, 2 do
+  if string.sub(meta[i], 1, 4) == 'rej:' then
+    rej[string.sub(meta[i], 5)] = true
+  end
+end
+for s in string.gmatch(shards, '[^,]+') do
+  local p = 'cellar:ctr:{' .. s .. '}:'
+  local fk = p .. 'flush:' .. id
+  redis.call('SREM', p .. 'flushing', id)
+  local others = redis.call('SMEMBERS', p .. 'flushing')
+  local kv = redis.call('HGETALL', fk)
+  for i = 1, #kv, 2 do
+    local k, d = kv[i], kv[i + 1]
+    local busy = redis.call('HEXISTS', p .. 'deltas', k) == 1
+    for _, o in ipairs(others) do
+      if busy then
+        break
+      end
+      busy = redis.call('HEXISTS', p .. 'flush:' .. o, k) == 1
+    end
+    if rej[k] then
+      redis.call('RPUSH', KEYS[3], cjson.encode({flush = id, shard = s, key = k, delta = d}))
+    elseif busy then
+      redis.pcall('HINCRBY', p .. 'durable', k, d)
+    end
+    if not busy then
+      redis.call('HDEL', p .. 'durable', k)
+    end
+  end
+  redis.call('DEL', fk)
+  if redis.call('EXISTS', p .. 'gen') == 1 then
+    redis.call('INCR', p .. 'gen')
+  else
+    redis.call('SET', p .. 'gen', ARGV[2])
+  end
+end
+redis.call('DEL', KEYS[2])
+redis.call('ZREM', KEYS[1], id)
+return 1
+`)
