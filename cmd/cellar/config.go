@@ -15,6 +15,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/cellar-db/cellar"
+	"github.com/cellar-db/cellar/internal/redis"
 )
 
 // Config is cellar's configuration: a YAML file, then environment
@@ -56,6 +57,56 @@ type Config struct {
 	// text or json (default text).
 	LogLevel  string `yaml:"log_level"`
 	LogFormat string `yaml:"log_format"`
+	// Redis names the Redis nodes that the counter buffer (redis mode) and
+	// the shared cache tier use, and maps logical shards onto them.
+	Redis RedisConfig `yaml:"redis"`
+	// Counters configures buffered counters.
+	Counters CountersConfig `yaml:"counters"`
+	// Cache configures the read-through object cache (off by default).
+	Cache CacheConfig `yaml:"cache"`
+}
+
+// RedisConfig is a set of named Redis nodes over the datastore's logical
+// shards (Sentry's DB0..DB9 over redis-1 and redis-2).
+type RedisConfig struct {
+	Nodes []RedisNodeConfig `yaml:"nodes"`
+	// Map assigns shard ranges to nodes (default: all on the only node).
+	Map []AssignmentConfig `yaml:"map"`
+	// Timeout bounds dialing and each command (default 1s).
+	Timeout time.Duration `yaml:"timeout"`
+}
+
+// RedisNodeConfig is one named Redis server.
+type RedisNodeConfig struct {
+	Name        string `yaml:"name"`
+	Addr        string `yaml:"addr"`
+	DB          int    `yaml:"db"`
+	PasswordEnv string `yaml:"password_env"`
+}
+
+// CountersConfig configures buffered counters.
+type CountersConfig struct {
+	// Mode is journal (a local durable journal: one process per journal)
+	// or redis (a buffer shared by several processes). Default journal.
+	Mode string `yaml:"mode"`
+	// Journal is the journal file, relative to data_dir (default
+	// counters.journal).
+	Journal string `yaml:"journal"`
+	// FlushInterval is how often buffered deltas are written to the nodes
+	// (default 1s).
+	FlushInterval time.Duration `yaml:"flush_interval"`
+}
+
+// CacheConfig configures the object cache.
+type CacheConfig struct {
+	Enabled bool `yaml:"enabled"`
+	// MaxBytes bounds the in-process tier (default 64 MiB).
+	MaxBytes int64 `yaml:"max_bytes"`
+	// MaxStaleness bounds how stale a latest cell, row or not-found answer
+	// may be when served (default 1s).
+	MaxStaleness time.Duration `yaml:"max_staleness"`
+	// Redis adds the shared Redis tier over the redis nodes.
+	Redis bool `yaml:"redis"`
 }
 
 // NodeConfig is one storage node.
@@ -103,6 +154,8 @@ func defaultConfig() *Config {
 		MaxBodyBytes:    cellar.DefaultMaxBodyBytes,
 		LogLevel:        "info",
 		LogFormat:       "text",
+		Counters:        CountersConfig{Mode: "journal", Journal: "counters.journal", FlushInterval: time.Second},
+		Cache:           CacheConfig{MaxStaleness: time.Second, MaxBytes: 64 << 20},
 	}
 }
 
@@ -183,6 +236,9 @@ func (c *Config) validate() error {
 		return fmt.Errorf("config: metadata node %q is not among the nodes", c.Metadata)
 	}
 	if _, err := c.initialMap(); err != nil {
+		return err
+	}
+	if err := c.validateRedis(); err != nil {
 		return err
 	}
 	for i, t := range c.Auth.Tokens {
@@ -275,4 +331,69 @@ func isLoopback(addr string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// validateRedis checks the redis, counters and cache sections.
+func (c *Config) validateRedis() error {
+	switch c.Counters.Mode {
+	case "journal", "redis":
+	default:
+		return fmt.Errorf("config: counters.mode must be journal or redis, not %q", c.Counters.Mode)
+	}
+	if c.Counters.FlushInterval <= 0 {
+		return fmt.Errorf("config: counters.flush_interval must be positive")
+	}
+	if (c.Counters.Mode == "redis" || c.Cache.Redis) && len(c.Redis.Nodes) == 0 {
+		return fmt.Errorf("config: counters.mode redis and cache.redis need redis.nodes")
+	}
+	if len(c.Redis.Nodes) > 0 {
+		if _, err := c.redisConfig(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// redisConfig returns the cluster configuration of the redis section.
+func (c *Config) redisConfig() (redis.Config, error) {
+	rc := redis.Config{Shards: c.Shards, Timeout: c.Redis.Timeout}
+	for _, n := range c.Redis.Nodes {
+		if n.Name == "" || n.Addr == "" {
+			return rc, fmt.Errorf("config: every redis node needs a name and an addr")
+		}
+		node := redis.Node{Name: n.Name, Addr: n.Addr, DB: n.DB}
+		if n.PasswordEnv != "" {
+			node.Password = os.Getenv(n.PasswordEnv)
+		}
+		rc.Nodes = append(rc.Nodes, node)
+	}
+	amap := c.Redis.Map
+	if len(amap) == 0 && len(c.Redis.Nodes) == 1 {
+		amap = []AssignmentConfig{{Node: c.Redis.Nodes[0].Name, Shards: fmt.Sprintf("0-%d", c.Shards-1)}}
+	}
+	m := &cellar.ShardMap{ShardCount: c.Shards}
+	names := map[string]bool{}
+	for _, n := range c.Redis.Nodes {
+		names[n.Name] = true
+	}
+	for _, a := range amap {
+		r, err := cellar.ParseShardRange(a.Shards)
+		if err != nil {
+			return rc, fmt.Errorf("config: redis.map: %s", cellar.ErrorMessage(err))
+		}
+		m.Assignments = append(m.Assignments, cellar.Assignment{Node: a.Node, ShardRange: r})
+	}
+	if err := m.Validate(names); err != nil {
+		return rc, fmt.Errorf("config: redis.map: %s", cellar.ErrorMessage(err))
+	}
+	rc.Map = m.Assignments
+	return rc, nil
+}
+
+// journalPath resolves the counter journal against the data directory.
+func (c *Config) journalPath() string {
+	if filepath.IsAbs(c.Counters.Journal) {
+		return c.Counters.Journal
+	}
+	return filepath.Join(c.DataDir, c.Counters.Journal)
 }

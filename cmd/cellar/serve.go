@@ -18,8 +18,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/cellar-db/cellar"
+	"github.com/cellar-db/cellar/internal/cache"
+	"github.com/cellar-db/cellar/internal/counter"
 	cellarhttp "github.com/cellar-db/cellar/internal/http"
 	"github.com/cellar-db/cellar/internal/metrics"
+	"github.com/cellar-db/cellar/internal/redis"
 	"github.com/cellar-db/cellar/internal/shard"
 	"github.com/cellar-db/cellar/internal/sqlstore"
 )
@@ -112,12 +115,44 @@ func serve(ctx context.Context, cfg *Config, embedded bool, log *slog.Logger, re
 		return fmt.Errorf("shard map version %d does not fit the configured nodes: %w", smap.Version, err)
 	}
 
+	// Shutdown order (defers run last first): drain HTTP, flush counters,
+	// close the cache, close Redis, close the nodes.
+	var cluster *redis.Cluster
+	if len(cfg.Redis.Nodes) > 0 {
+		rc, err := cfg.redisConfig()
+		if err != nil {
+			return err
+		}
+		if cluster, err = redis.Open(rc); err != nil {
+			return fmt.Errorf("open redis nodes: %w", err)
+		}
+		defer cluster.Close()
+	}
+	counters, err := openCounters(ctx, cfg, store, cluster, log)
+	if err != nil {
+		return err
+	}
+	defer counters.Close()
+	var reads cellar.Store = store
+	if cfg.Cache.Enabled {
+		opts := cache.Options{MaxBytes: cfg.Cache.MaxBytes, MaxStaleness: cfg.Cache.MaxStaleness, Observer: m, Logger: log}
+		if cfg.Cache.Redis {
+			opts.Redis = cluster
+		}
+		c, err := cache.New(store, opts)
+		if err != nil {
+			return fmt.Errorf("open cache: %w", err)
+		}
+		defer c.Close()
+		reads = c
+	}
+
 	var draining atomic.Bool
 	var tokens []cellarhttp.Token
 	for _, t := range cfg.Auth.Tokens {
 		tokens = append(tokens, cellarhttp.Token{Secret: t.secret(), Scopes: t.Scopes})
 	}
-	handler := cellarhttp.NewHandler(store, cellarhttp.Options{
+	handler := cellarhttp.NewHandler(reads, cellarhttp.Options{
 		MaxBodyBytes:   cfg.MaxBodyBytes,
 		RequestTimeout: cfg.RequestTimeout,
 		Tokens:         tokens,
@@ -125,6 +160,7 @@ func serve(ctx context.Context, cfg *Config, embedded bool, log *slog.Logger, re
 		Metrics:        m,
 		Topology:       store.Topology,
 		Timelines:      store,
+		Counters:       counters,
 		Ready: func(context.Context) error {
 			if draining.Load() {
 				return cellar.Errorf(cellar.EUNAVAILABLE, "shutting down")
@@ -180,6 +216,30 @@ func serve(ctx context.Context, cfg *Config, embedded bool, log *slog.Logger, re
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// counterStore is a counter buffer: a journal or a Redis buffer.
+type counterStore interface {
+	cellar.CounterStore
+	Close() error
+}
+
+// openCounters opens the counter buffer the config asks for, in front of
+// the nodes.
+func openCounters(ctx context.Context, cfg *Config, nodes cellar.CounterNode, cluster *redis.Cluster, log *slog.Logger) (counterStore, error) {
+	opts := counter.Options{FlushInterval: cfg.Counters.FlushInterval, Logger: log}
+	if cfg.Counters.Mode == "redis" {
+		b, err := counter.OpenRedis(ctx, cluster, nodes, opts)
+		if err != nil {
+			return nil, fmt.Errorf("open redis counter buffer: %w", err)
+		}
+		return b, nil
+	}
+	j, err := counter.OpenJournal(ctx, cfg.journalPath(), nodes, opts)
+	if err != nil {
+		return nil, fmt.Errorf("open counter journal %s: %w", cfg.journalPath(), err)
+	}
+	return j, nil
 }
 
 // openNodes opens every configured node. A node that is down is opened

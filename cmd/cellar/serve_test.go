@@ -54,6 +54,7 @@ func mixedConfig(tb testing.TB, pgDSN string) *Config {
 	cfg.DataDir = tb.TempDir()
 	cfg.Shards = 16
 	cfg.MapRefresh = 50 * time.Millisecond
+	cfg.Counters.FlushInterval = 50 * time.Millisecond
 	cfg.NodeTimeout = 5 * time.Second // generous: deadlines are tested in internal/shard
 	cfg.Metadata = "pg"
 	cfg.Nodes = []NodeConfig{
@@ -98,7 +99,9 @@ func TestTwoServersOneService(t *testing.T) {
 	if err := initDatastore(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
 		t.Fatal(err)
 	}
-	a, b := startServer(t, cfg), startServer(t, cfg)
+	cfgB := *cfg
+	cfgB.Counters.Journal = "counters-b.journal" // one journal per process
+	a, b := startServer(t, cfg), startServer(t, &cfgB)
 
 	for i := 0; i < 40; i++ {
 		row := fmt.Sprintf("user/%d", i)
@@ -180,6 +183,30 @@ func TestTwoServersOneService(t *testing.T) {
 	items, count, err := b.TimelineRange(ctx, "feed/1", 0, 10, true)
 	if err != nil || count != 3 || len(items) != 3 || items[0].Member != "m3" {
 		t.Errorf("timeline range via B = %+v, %d, %v; want m3 m2 m1", items, count, err)
+	}
+
+	// Counters: each server buffers in its own journal; after their
+	// flushes both see the sum.
+	for i := 0; i < 10; i++ {
+		if _, err := a.Incr(ctx, "hits", 1); err != nil {
+			t.Fatalf("incr via A: %v", err)
+		}
+	}
+	if v, err := b.Incr(ctx, "hits", 5); err != nil || v < 5 {
+		t.Fatalf("incr via B = %d, %v", v, err)
+	}
+	for _, cl := range []*client.Client{a, b} {
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			v, err := cl.Counter(ctx, "hits")
+			if err == nil && v == 15 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("counter = %d, %v after both flushes; want 15", v, err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
 	}
 
 	// Publish map version 2 (same layout) on the metadata node: both
@@ -330,5 +357,74 @@ func TestGracefulShutdownDrains(t *testing.T) {
 	}
 	if err := <-errc; err != nil {
 		t.Errorf("serve after drain: %v", err)
+	}
+}
+
+// TestRedisModeTwoServers runs two servers with counters buffered in, and
+// the cache shared through, two real Redis nodes: counters are exact from
+// either server at once, and a write through one is read through the other.
+func TestRedisModeTwoServers(t *testing.T) {
+	ctx := context.Background()
+	cfg := mixedConfig(t, dbtest.Postgres(t))
+	r1, r2 := dbtest.Redis(t), dbtest.Redis(t)
+	cfg.Redis = RedisConfig{
+		Nodes: []RedisNodeConfig{{Name: "redis-1", Addr: r1.Addr()}, {Name: "redis-2", Addr: r2.Addr()}},
+		Map:   []AssignmentConfig{{Node: "redis-1", Shards: "0-7"}, {Node: "redis-2", Shards: "8-15"}},
+	}
+	cfg.Counters.Mode = "redis"
+	cfg.Cache = CacheConfig{Enabled: true, Redis: true, MaxBytes: 1 << 20, MaxStaleness: time.Second}
+	if err := cfg.validate(); err != nil {
+		t.Fatal(err)
+	}
+	if err := initDatastore(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
+		t.Fatal(err)
+	}
+	a, b := startServer(t, cfg), startServer(t, cfg)
+	var wg sync.WaitGroup
+	for w, cl := range []*client.Client{a, b} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 50; i++ {
+				if _, err := cl.Incr(ctx, fmt.Sprintf("k%d", i%5), int64(w+1)); err != nil {
+					t.Errorf("incr: %v", err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	for _, cl := range []*client.Client{a, b} {
+		res := cl.BatchCounters(ctx, []string{"k0", "k1", "k2", "k3", "k4"})
+		for _, r := range res {
+			if r.Err != nil || r.Value != 30 { // 10 increments of 1 and 10 of 2
+				t.Errorf("counter %s = %d, %v; want 30 at once from either server", r.Key, r.Value, r.Err)
+			}
+		}
+	}
+	for i := 0; i < 20; i++ {
+		row := fmt.Sprintf("cached/%d", i)
+		if _, _, err := a.Put(ctx, cellar.NewCell{Key: cellar.Key{RowKey: row, Column: "c", RefKey: 1}, Body: []byte(`{"v":1}`)}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.Latest(ctx, row, "c"); err != nil {
+			t.Fatalf("latest via B: %v", err)
+		}
+		if _, _, err := a.Put(ctx, cellar.NewCell{Key: cellar.Key{RowKey: row, Column: "c", RefKey: 2}, Body: []byte(`{"v":2}`)}); err != nil {
+			t.Fatal(err)
+		}
+		// B cached ref 1; the write through A must reach B within the
+		// staleness bound (usually at once, by pub/sub).
+		deadline := time.Now().Add(cfg.Cache.MaxStaleness + 2*time.Second)
+		for {
+			c, err := b.Latest(ctx, row, "c")
+			if err == nil && c.RefKey == 2 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("latest %s via B = %d, %v; want ref 2 within the staleness bound", row, c.RefKey, err)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
 	}
 }
