@@ -17,7 +17,11 @@ type committer struct {
 	queue    chan *groupReq
 	ctx      context.Context // cancelled by stop
 	cancel   context.CancelFunc
-	wg       sync.WaitGroup
+	wg       sync.WaitGroup // the run goroutine
+
+	mu      sync.RWMutex   // protects closed
+	closed  bool           // stop has begun: no new submits
+	callers sync.WaitGroup // submits in progress; stop waits for them
 }
 
 // groupReq is one caller's cells; done is closed when their results are set.
@@ -35,14 +39,20 @@ func startCommitter(s *Store, maxGroup int) *committer {
 	return c
 }
 
+// stop refuses new submits, lets those in progress finish (the committer
+// still runs for them), then stops the committer.
 func (c *committer) stop() {
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
+	c.callers.Wait()
 	c.cancel()
 	c.wg.Wait()
 }
 
-// submit queues items and waits for their results. If ctx ends first, the
-// results say so; the cells may or may not have been written, exactly as
-// when a client gives up on any database call.
+// submit queues items and waits for their results. If ctx ends before the
+// items are queued, the results say so and nothing is written; once they
+// are queued, submit waits for the real outcome.
 func (c *committer) submit(ctx context.Context, items []*writeItem) {
 	r := &groupReq{ctx: ctx, items: items, done: make(chan struct{})}
 	fail := func(err error) {
@@ -50,13 +60,19 @@ func (c *committer) submit(ctx context.Context, items []*writeItem) {
 			*it.res = cellar.PutResult{Err: err}
 		}
 	}
+	c.mu.RLock()
+	if c.closed {
+		c.mu.RUnlock()
+		fail(cellar.Errorf(cellar.EUNAVAILABLE, "node %s is closing", c.s.name))
+		return
+	}
+	c.callers.Add(1)
+	c.mu.RUnlock()
+	defer c.callers.Done()
 	select {
 	case c.queue <- r:
 	case <-ctx.Done():
 		fail(cellar.Unavailable(ctx.Err(), "node %s: put not started before the deadline", c.s.name))
-		return
-	case <-c.ctx.Done():
-		fail(cellar.Errorf(cellar.EUNAVAILABLE, "node %s is closing", c.s.name))
 		return
 	}
 	select {

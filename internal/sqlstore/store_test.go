@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	_ "modernc.org/sqlite"
 
@@ -147,5 +148,38 @@ func TestShardMaps(t *testing.T) {
 	}
 	if err := s.CreateDatastore(ctx, sqlstore.Datastore{ShardCount: 16}); !errors.Is(err, cellar.ErrConflict) {
 		t.Errorf("CreateDatastore with another shard count: %v; want conflict", err)
+	}
+}
+
+// TestCloseDuringPuts closes a group-committing node while puts are being
+// submitted: every put must return (written, or refused as unavailable),
+// none may hang.
+func TestCloseDuringPuts(t *testing.T) {
+	for round := 0; round < 20; round++ {
+		s, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "n.db"), sqlite.Options{Options: sqlstore.Options{Name: "n", ShardCount: 8, Create: true}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 16)
+		for w := 0; w < 16; w++ {
+			go func() {
+				var err error
+				for i := 0; i < 20 && err == nil; i++ {
+					_, _, err = s.Put(context.Background(), cellar.NewCell{Key: cellar.Key{RowKey: "r" + strings.Repeat("x", w), Column: "c", RefKey: int64(i)}, Body: []byte(`{}`)})
+				}
+				done <- err
+			}()
+		}
+		s.Close()
+		for w := 0; w < 16; w++ {
+			select {
+			case err := <-done:
+				if err != nil && !errors.Is(err, cellar.ErrUnavailable) {
+					t.Fatalf("put during close: %v; want success or unavailable", err)
+				}
+			case <-time.After(30 * time.Second):
+				t.Fatal("a put hung across Close")
+			}
+		}
 	}
 }
