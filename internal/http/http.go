@@ -20,6 +20,7 @@ import (
 
 	"github.com/cellar-db/cellar"
 	"github.com/cellar-db/cellar/internal/metrics"
+	"github.com/cellar-db/cellar/internal/trigger"
 )
 
 // Defaults for Options.
@@ -61,6 +62,8 @@ type Options struct {
 	Counters cellar.CounterStore
 	// Timelines serves /v1/timelines; nil leaves those routes out.
 	Timelines cellar.TimelineStore
+	// Triggers serves /v1/triggers; nil leaves those routes out.
+	Triggers *trigger.Engine
 }
 
 // Token is a bearer token and what it may do.
@@ -122,6 +125,9 @@ func NewHandler(store cellar.Store, opts Options) http.Handler {
 	}
 	if opts.Timelines != nil {
 		s.timelineRoutes()
+	}
+	if opts.Triggers != nil {
+		s.triggerRoutes()
 	}
 	if opts.Metrics != nil {
 		s.mux.Handle("GET /metrics", opts.Metrics.Handler())

@@ -20,10 +20,13 @@ var schema1 string
 //go:embed schema/2.sql
 var schema2 string
 
+//go:embed schema/3.sql
+var schema3 string
+
 // Dialect is MySQL's and MariaDB's dialect.
 var Dialect = &sqlstore.Dialect{
 	Name:       "mysql",
-	Migrations: []string{schema1, schema2},
+	Migrations: []string{schema1, schema2, schema3},
 	InsertSeq:  "INSERT INTO shard_seq (shard, last_added_id, fenced) VALUES (?, 0, 0) ON DUPLICATE KEY UPDATE shard = shard",
 	LockSeq:    "SELECT last_added_id, fenced FROM shard_seq WHERE shard = ? FOR UPDATE",
 	// A no-op update affects 0 rows, as a skipped insert should. (INSERT

@@ -22,6 +22,9 @@ var schema1 string
 //go:embed schema/2.sql
 var schema2 string
 
+//go:embed schema/3.sql
+var schema3 string
+
 // migrationLockID is the advisory lock key that serializes migrations.
 const migrationLockID = 0x63656c6c6172 // "cellar"
 
@@ -29,7 +32,7 @@ const migrationLockID = 0x63656c6c6172 // "cellar"
 var Dialect = &sqlstore.Dialect{
 	Name:       "postgres",
 	Numbered:   true,
-	Migrations: []string{schema1, schema2},
+	Migrations: []string{schema1, schema2, schema3},
 	InsertSeq:  "INSERT INTO shard_seq (shard, last_added_id, fenced) VALUES (?, 0, 0) ON CONFLICT (shard) DO NOTHING",
 	LockSeq:    "SELECT last_added_id, fenced FROM shard_seq WHERE shard = ? FOR UPDATE",
 	InsertCell: "INSERT INTO cells (shard, added_id, row_key, col, ref_key, body, created_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (row_key, col, ref_key) DO NOTHING",

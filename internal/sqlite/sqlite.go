@@ -29,10 +29,13 @@ var schema1 string
 //go:embed schema/2.sql
 var schema2 string
 
+//go:embed schema/3.sql
+var schema3 string
+
 // Dialect is SQLite's dialect.
 var Dialect = &sqlstore.Dialect{
 	Name:       "sqlite",
-	Migrations: []string{schema1, schema2},
+	Migrations: []string{schema1, schema2, schema3},
 	InsertSeq:  "INSERT INTO shard_seq (shard, last_added_id, fenced) VALUES (?, 0, 0) ON CONFLICT (shard) DO NOTHING",
 	// The single write connection runs BEGIN IMMEDIATE, which already holds
 	// the database's write lock for the whole transaction.

@@ -1,0 +1,75 @@
+package main
+
+import (
+	"context"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/cellar-db/cellar"
+	cellarhttp "github.com/cellar-db/cellar/internal/http"
+	"github.com/cellar-db/cellar/internal/sqlite"
+	"github.com/cellar-db/cellar/internal/sqlstore"
+	"github.com/cellar-db/cellar/internal/trigger"
+)
+
+// newTriggerCLIServer serves a SQLite node with the trigger routes on.
+func newTriggerCLIServer(tb testing.TB) (*cliServer, *trigger.Engine) {
+	tb.Helper()
+	store, err := sqlite.Open(context.Background(), filepath.Join(tb.TempDir(), "n.db"),
+		sqlite.Options{Options: sqlstore.Options{Name: "t", ShardCount: cliShards, Create: true}})
+	if err != nil {
+		tb.Fatalf("open store: %v", err)
+	}
+	tb.Cleanup(func() { store.Close() })
+	e, err := trigger.New(trigger.Options{Cells: store, State: store, Heads: store.ShardHeads, ShardCount: cliShards})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	srv := httptest.NewServer(cellarhttp.NewHandler(store, cellarhttp.Options{Triggers: e}))
+	tb.Cleanup(srv.Close)
+	return &cliServer{addr: srv.URL, store: store}, e
+}
+
+func TestCLITriggers(t *testing.T) {
+	s, e := newTriggerCLIServer(t)
+	ctx := context.Background()
+	run := func(wantCode int, args ...string) string {
+		t.Helper()
+		stdout, stderr, code := runCLI(t, ctx, "", "triggers", append([]string{args[0], "--addr", s.addr}, args[1:]...)...)
+		if code != wantCode {
+			t.Fatalf("triggers %q: exit %d; want %d; stderr %s", args, code, wantCode, stderr)
+		}
+		return stdout + stderr
+	}
+	contains := func(out string, want ...string) {
+		t.Helper()
+		for _, w := range want {
+			if !strings.Contains(out, w) {
+				t.Errorf("output lacks %q:\n%s", w, out)
+			}
+		}
+	}
+	contains(run(0, "define", "mail", "--columns", "a,b", "--max-attempts", "1"), "trigger=mail created=true columns=a,b start=earliest max_attempts=1")
+	contains(run(0, "list"), "mail", "a,b")
+	cell, _, err := s.store.Put(ctx, cellar.NewCell{Key: cellar.Key{RowKey: "r", Column: "a", RefKey: 1}, Body: []byte(`{}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	contains(run(0, "status", "mail"), "lag_cells=1", "parked=0", "state=running")
+	c, err := e.Claim(ctx, "mail", "w", 10, 0)
+	if err != nil || c.Lease == nil {
+		t.Fatalf("Claim = %+v, %v", c, err)
+	}
+	if _, err := e.Nack(ctx, "mail", c.Lease.Token, cell.Shard, cell.AddedID, "smtp down"); err != nil {
+		t.Fatal(err)
+	}
+	contains(run(0, "parked", "mail"), "smtp down", "ROW_KEY")
+	contains(run(0, "status", "mail", "--json"), `"parked": 1`)
+	contains(run(0, "replay", "mail"), "replayed=1")
+	contains(run(2, "reset", "mail"), "--yes")
+	contains(run(0, "reset", "mail", "--yes"), "reset=true")
+	contains(run(1, "status", "nope"), "not_found")
+	contains(run(2, "frobnicate"), "unknown action")
+}

@@ -1,0 +1,229 @@
+package http
+
+import (
+	"fmt"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cellar-db/cellar"
+	"github.com/cellar-db/cellar/internal/sqlstore"
+	"github.com/cellar-db/cellar/internal/trigger"
+)
+
+type wireClaim struct {
+	Lease *struct {
+		Shard     int    `json:"shard"`
+		Token     int64  `json:"token"`
+		ExpiresAt string `json:"expires_at"`
+	} `json:"lease"`
+	Cells  []wireCell `json:"cells"`
+	Paused bool       `json:"paused"`
+	Replay bool       `json:"replay"`
+}
+
+// newTriggerServer serves a SQLite node with triggers on it (one node is
+// its own metadata node and its only cell node).
+func newTriggerServer(tb testing.TB, opts Options) (*client, *sqlstore.Store) {
+	tb.Helper()
+	st := openStore(tb)
+	e, err := trigger.New(trigger.Options{Cells: st, State: st, Heads: st.ShardHeads, ShardCount: testShards, PollInterval: 5 * time.Millisecond})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	opts.Triggers = e
+	return newServer(tb, st, opts), st
+}
+
+func TestTriggersHTTP(t *testing.T) {
+	c, _ := newTriggerServer(t, Options{})
+	c.do("PUT", "/v1/triggers/mail", `{"columns": ["a"], "max_attempts": 2, "park_threshold": 5}`).want(t, 201, "")
+	tr := decode[triggerJSON](t, c.do("PUT", "/v1/triggers/mail", `{"columns": ["a"], "max_attempts": 1, "park_threshold": 5}`).want(t, 200, ""))
+	if tr.Name != "mail" || tr.MaxAttempts != 1 || tr.Start != "earliest" || strings.Join(tr.Columns, ",") != "a" {
+		t.Errorf("updated trigger = %+v", tr)
+	}
+	for i := 0; i < 3; i++ {
+		c.do("PUT", fmt.Sprintf("/v1/cells/r%d/a/1", i), `{"n": 1}`).want(t, 201, "")
+	}
+	c.do("PUT", "/v1/cells/r0/b/1", `{"n": 1}`).want(t, 201, "")
+
+	// Claim and ack shard by shard until nothing is left.
+	var got []string
+	for i := 0; i < 10; i++ {
+		cl := decode[wireClaim](t, c.do("POST", "/v1/triggers/mail/claim", `{"consumer": "w1", "max_cells": 10}`).want(t, 200, ""))
+		if cl.Lease == nil {
+			if cl.Cells == nil || len(cl.Cells) != 0 {
+				t.Fatalf("empty claim has cells %v; want []", cl.Cells)
+			}
+			break
+		}
+		if _, err := time.Parse(time.RFC3339, cl.Lease.ExpiresAt); err != nil {
+			t.Errorf("expires_at %q: %v", cl.Lease.ExpiresAt, err)
+		}
+		for _, cell := range cl.Cells {
+			got = append(got, cell.RowKey+"/"+cell.Column)
+		}
+		last := cl.Cells[len(cl.Cells)-1]
+		c.do("POST", "/v1/triggers/mail/ack", fmt.Sprintf(`{"token": %d, "shard": %d, "added_id": %d}`, cl.Lease.Token, cl.Lease.Shard, last.AddedID)).want(t, 200, "")
+		// A stale token is refused.
+		c.do("POST", "/v1/triggers/mail/ack", fmt.Sprintf(`{"token": %d, "shard": %d, "added_id": %d}`, cl.Lease.Token+1, cl.Lease.Shard, last.AddedID)).want(t, 409, cellar.ECONFLICT)
+	}
+	if len(got) != 3 {
+		t.Fatalf("delivered %v; want the 3 cells of column a", got)
+	}
+
+	// A failing cell is parked after max_attempts (1), the trigger pauses
+	// past its threshold... not yet with one parked cell.
+	cell := decode[wireCell](t, c.do("PUT", "/v1/cells/r9/a/1", `{"n": 2}`).want(t, 201, ""))
+	cl := decode[wireClaim](t, c.do("POST", "/v1/triggers/mail/claim", `{"consumer": "w1", "wait_ms": 1000}`).want(t, 200, ""))
+	if cl.Lease == nil || len(cl.Cells) != 1 {
+		t.Fatalf("claim = %+v", cl)
+	}
+	nack := c.do("POST", "/v1/triggers/mail/nack", fmt.Sprintf(`{"token": %d, "shard": %d, "added_id": %d, "error": "smtp down"}`, cl.Lease.Token, cell.Shard, cell.AddedID)).want(t, 200, "")
+	if !strings.Contains(string(nack.body), `"parked":true`) {
+		t.Errorf("nack = %s; want parked", nack.body)
+	}
+	parked := decode[struct {
+		Parked []parkedJSON `json:"parked"`
+		Next   *string      `json:"next"`
+	}](t, c.do("GET", "/v1/triggers/mail/parked", "").want(t, 200, ""))
+	if len(parked.Parked) != 1 || parked.Parked[0].Key.RowKey != "r9" || parked.Parked[0].LastError != "smtp down" || parked.Next != nil {
+		t.Fatalf("parked = %+v", parked)
+	}
+	status := c.do("GET", "/v1/triggers/mail", "").want(t, 200, "")
+	for _, want := range []string{`"parked":1`, `"paused":false`, `"lag_cells":0`} {
+		if !strings.Contains(string(status.body), want) {
+			t.Errorf("status %s lacks %s", status.body, want)
+		}
+	}
+	if r := c.do("POST", "/v1/triggers/mail/parked/replay", "").want(t, 200, ""); !strings.Contains(string(r.body), `"replayed":1`) {
+		t.Errorf("replay = %s", r.body)
+	}
+	cl = decode[wireClaim](t, c.do("POST", "/v1/triggers/mail/claim", `{"consumer": "w1"}`).want(t, 200, ""))
+	if cl.Lease == nil || !cl.Replay || len(cl.Cells) != 1 || cl.Cells[0].RowKey != "r9" {
+		t.Fatalf("claim after replay = %+v", cl)
+	}
+	list := c.do("GET", "/v1/triggers", "").want(t, 200, "")
+	if !strings.Contains(string(list.body), `"name":"mail"`) {
+		t.Errorf("list = %s", list.body)
+	}
+	c.do("POST", "/v1/triggers/mail/reset", "{}").want(t, 200, "")
+	cl = decode[wireClaim](t, c.do("POST", "/v1/triggers/mail/claim", `{"consumer": "w2", "max_cells": 1000}`).want(t, 200, ""))
+	if cl.Lease == nil {
+		t.Fatalf("claim after reset = %+v; want cells again", cl)
+	}
+}
+
+func TestTriggersHTTPErrors(t *testing.T) {
+	c, _ := newTriggerServer(t, Options{})
+	c.do("PUT", "/v1/triggers/t", `{"columns": ["a"]}`).want(t, 201, "")
+	for _, tc := range []struct {
+		method, path, body string
+		status             int
+		code               string
+	}{
+		{"PUT", "/v1/triggers/bad%20name", `{"columns": ["a"]}`, 400, cellar.EINVALID},
+		{"PUT", "/v1/triggers/t", `{}`, 400, cellar.EINVALID},
+		{"PUT", "/v1/triggers/t", `{"columns": ["a"], "Columns": ["b"]}`, 400, cellar.EINVALID},
+		{"PUT", "/v1/triggers/t", `{"columns": ["a"], "columns": ["b"]}`, 400, cellar.EINVALID},
+		{"PUT", "/v1/triggers/t", `{"columns": ["a"], "start": "now"}`, 400, cellar.EINVALID},
+		{"PUT", "/v1/triggers/t", `{"columns": ["a"], "max_attempts": 1.5}`, 400, cellar.EINVALID},
+		{"PUT", "/v1/triggers/t", `{"columns": ["a"]} x`, 400, cellar.EINVALID},
+		{"POST", "/v1/triggers/t/claim", `{}`, 400, cellar.EINVALID},
+		{"POST", "/v1/triggers/t/claim", `{"consumer": "c", "max_cells": 0}`, 400, cellar.EINVALID},
+		{"POST", "/v1/triggers/t/claim", `{"consumer": "c", "wait_ms": -1}`, 400, cellar.EINVALID},
+		{"POST", "/v1/triggers/t/claim", `{"consumer": "c", "wait_ms": 600000}`, 400, cellar.EINVALID},
+		{"POST", "/v1/triggers/nope/claim", `{"consumer": "c"}`, 404, cellar.ENOTFOUND},
+		{"POST", "/v1/triggers/t/ack", `{"token": 1, "shard": 0}`, 400, cellar.EINVALID},
+		{"POST", "/v1/triggers/t/ack", `{"token": 1, "shard": 0, "added_id": 1, "error": "x"}`, 400, cellar.EINVALID},
+		{"POST", "/v1/triggers/t/ack", `{"token": 0, "shard": 1000, "added_id": 1}`, 400, cellar.EINVALID},
+		{"POST", "/v1/triggers/t/ack", `{"token": 5, "shard": 1, "added_id": 1}`, 409, cellar.ECONFLICT},
+		{"GET", "/v1/triggers/nope", ``, 404, cellar.ENOTFOUND},
+		{"GET", "/v1/triggers/t/parked?after=zz", ``, 400, cellar.EINVALID},
+		{"GET", "/v1/triggers/t/parked?limit=0", ``, 400, cellar.EINVALID},
+		{"POST", "/v1/triggers/t/parked/replay", `{"x": 1}`, 400, cellar.EINVALID},
+	} {
+		t.Run(tc.method+" "+tc.path+" "+tc.body, func(t *testing.T) {
+			c.do(tc.method, tc.path, tc.body).want(t, tc.status, tc.code)
+		})
+	}
+}
+
+// TestTriggersHTTPScopes checks that claims need the write scope, status
+// the read scope, and reset the admin scope.
+func TestTriggersHTTPScopes(t *testing.T) {
+	c, _ := newTriggerServer(t, Options{Tokens: []Token{{Secret: "r", Scopes: []string{ScopeRead}}, {Secret: "w", Scopes: []string{ScopeWrite}}}})
+	c.token = "w"
+	c.do("PUT", "/v1/triggers/t", `{"columns": ["a"]}`).want(t, 201, "")
+	c.do("POST", "/v1/triggers/t/reset", ``).want(t, 403, cellar.EPERMISSION)
+	c.token = "r"
+	c.do("GET", "/v1/triggers/t", ``).want(t, 200, "")
+	c.do("POST", "/v1/triggers/t/claim", `{"consumer": "c"}`).want(t, 403, cellar.EPERMISSION)
+}
+
+// TestTriggersHTTPLongPoll checks that a claim waits for a cell and that
+// the wait never runs past the request deadline.
+func TestTriggersHTTPLongPoll(t *testing.T) {
+	c, _ := newTriggerServer(t, Options{RequestTimeout: 400 * time.Millisecond})
+	c.do("PUT", "/v1/triggers/t", `{"columns": ["a"]}`).want(t, 201, "")
+	start := time.Now()
+	cl := decode[wireClaim](t, c.do("POST", "/v1/triggers/t/claim", `{"consumer": "c", "wait_ms": 30000}`).want(t, 200, ""))
+	if cl.Lease != nil || time.Since(start) > 2*time.Second {
+		t.Fatalf("claim = %+v after %v; want an empty answer within the request timeout", cl, time.Since(start))
+	}
+	done := make(chan wireClaim, 1)
+	go func() {
+		done <- decode[wireClaim](t, c.do("POST", "/v1/triggers/t/claim", `{"consumer": "c", "wait_ms": 5000}`))
+	}()
+	time.Sleep(50 * time.Millisecond)
+	c.do("PUT", "/v1/cells/r/a/1", `{}`).want(t, 201, "")
+	if cl := <-done; cl.Lease == nil || len(cl.Cells) != 1 {
+		t.Fatalf("long poll = %+v; want the new cell", cl)
+	}
+}
+
+// FuzzTriggerRequests sends arbitrary trigger requests and checks that the
+// handler never panics or answers 500, and that every refusal is a client
+// error with a code.
+func FuzzTriggerRequests(f *testing.F) {
+	for _, s := range []struct{ method, path, body string }{
+		{"PUT", "/v1/triggers/t", `{"columns":["a","b"],"start":"latest","max_attempts":3,"park_threshold":0}`},
+		{"PUT", "/v1/triggers/t", `{"columns":[],"start":null}`},
+		{"POST", "/v1/triggers/t/claim", `{"consumer":"c","max_cells":5,"wait_ms":0}`},
+		{"POST", "/v1/triggers/t/claim", `{"consumer":"\xff"}`},
+		{"POST", "/v1/triggers/t/ack", `{"token":1,"shard":0,"added_id":1}`},
+		{"POST", "/v1/triggers/t/nack", `{"token":1,"shard":0,"added_id":1,"error":"x"}`},
+		{"POST", "/v1/triggers/t/ack", `{"token":1e3,"shard":-1,"added_id":9223372036854775808}`},
+		{"GET", "/v1/triggers/t/parked?after=1:2&limit=3", ""},
+		{"POST", "/v1/triggers/t/parked/replay", ""},
+		{"POST", "/v1/triggers/t/reset", "{}"},
+		{"GET", "/v1/triggers", ""},
+	} {
+		f.Add(s.method, s.path, []byte(s.body))
+	}
+	c, _ := newTriggerServer(f, Options{})
+	c.do("PUT", "/v1/triggers/t", `{"columns":["a"]}`).want(f, 201, "")
+	c.do("PUT", "/v1/cells/r/a/1", `{}`).want(f, 201, "")
+	f.Fuzz(func(t *testing.T, method, path string, body []byte) {
+		switch method {
+		case "GET", "PUT", "POST", "DELETE":
+		default:
+			return
+		}
+		if !strings.HasPrefix(path, "/v1/triggers") || strings.ContainsAny(path, " \r\n#") {
+			return
+		}
+		if _, err := url.ParseRequestURI(path); err != nil {
+			return
+		}
+		c := &client{tb: t, url: c.url}
+		r := c.do(method, path, string(body))
+		if r.status >= 500 {
+			t.Fatalf("%s %s %q: status %d %s", method, path, body, r.status, r.body)
+		}
+		if r.status >= 400 && errCode(t, r.body) == "" && r.status != 405 {
+			t.Fatalf("%s %s %q: status %d without an error code: %s", method, path, body, r.status, r.body)
+		}
+	})
+}

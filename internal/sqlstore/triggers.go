@@ -1,0 +1,582 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/cellar-db/cellar"
+)
+
+// Triggers
+//
+// The state of triggers lives on the metadata node: the definitions, one
+// row per (trigger, logical shard) with its offset and lease, the parked
+// cells, and when each consumer was last seen. The rules (who may take a
+// lease, what an ack may move) are the trigger engine's (internal/trigger);
+// this file stores its state and runs each change of a shard's row in one
+// transaction that holds the row's lock, so changes to one shard are
+// serialized and a fencing token checked inside one is checked against
+// the current row.
+
+// TriggerDef is a trigger's definition.
+type TriggerDef struct {
+	Name          string    `json:"name"`
+	Columns       []string  `json:"columns"`
+	Start         string    `json:"start"` // "earliest" or "latest"
+	MaxAttempts   int       `json:"max_attempts"`
+	ParkThreshold int       `json:"park_threshold"`
+	CreatedAt     time.Time `json:"created_at"`
+	UpdatedAt     time.Time `json:"updated_at"`
+}
+
+// TriggerShard is the state of one trigger on one logical shard. A shard
+// without a row has the zero state: offset 0, no lease, token 0.
+type TriggerShard struct {
+	Shard int
+	// Acked is the offset: the added_id of the last acknowledged cell.
+	Acked int64
+	// Delivered is the highest added_id delivered under the current lease.
+	Delivered int64
+	Owner     string
+	// Token is the fencing token of the current (or last) lease. It only
+	// grows: every new lease on the shard takes the next one.
+	Token     int64
+	ExpiresAt time.Time
+	// RetryAddedID is the cell that failed Attempts times, last with
+	// LastError; the shard is not delivered before RetryAt.
+	RetryAddedID int64
+	Attempts     int
+	LastError    string
+	RetryAt      time.Time
+}
+
+// ParkedCell is a cell whose handler failed max_attempts times.
+type ParkedCell struct {
+	Shard     int        `json:"shard"`
+	AddedID   int64      `json:"added_id"`
+	Key       cellar.Key `json:"key"`
+	Attempts  int        `json:"attempts"`
+	LastError string     `json:"last_error"`
+	ParkedAt  time.Time  `json:"parked_at"`
+	// Replay is 0 while parked, 1 once replay was asked, 2 while a
+	// consumer holds it.
+	Replay int `json:"replay"`
+}
+
+// ShardEffects are changes made in the same transaction as a shard's row.
+type ShardEffects struct {
+	// Park stores this cell as parked.
+	Park *ParkedCell
+	// AckReplayed deletes the shard's replayed cells held by a consumer
+	// with added_id up to it.
+	AckReplayed int64
+	// Repark parks a replayed cell again, with its new attempts and error.
+	Repark *ParkedCell
+	// RequeueReplays makes the shard's replayed cells held by a consumer
+	// (whose lease ended) ready to replay again.
+	RequeueReplays bool
+}
+
+func unixMilli(ms int64) time.Time {
+	if ms == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(ms).UTC()
+}
+
+func milli(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMilli()
+}
+
+// PutTrigger creates or updates a trigger's definition. On creation, each
+// shard in start gets its offset from there (a trigger that starts at the
+// latest cells); an update leaves offsets alone. Returns whether the
+// trigger was created.
+func (s *Store) PutTrigger(ctx context.Context, def TriggerDef, start map[int]int64) (created bool, err error) {
+	if err := s.ready(ctx); err != nil {
+		return false, err
+	}
+	now := s.now()
+	err = s.inTx(ctx, func(tx *sql.Tx) error {
+		created = false
+		var have []byte
+		err := tx.QueryRowContext(ctx, s.d.Rebind("SELECT def FROM triggers WHERE trigger_name = ?"+s.d.ForUpdate), def.Name).Scan(&have)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			def.CreatedAt, def.UpdatedAt = now.UTC().Truncate(time.Millisecond), now.UTC().Truncate(time.Millisecond)
+			raw, err := json.Marshal(def)
+			if err != nil {
+				return err
+			}
+			if _, err := tx.ExecContext(ctx, s.d.Rebind("INSERT INTO triggers (trigger_name, def, created_at, updated_at) VALUES (?, ?, ?, ?)"),
+				def.Name, raw, now.UnixMilli(), now.UnixMilli()); err != nil {
+				if s.d.UniqueViolation(err) {
+					return cellar.Errorf(cellar.ECONFLICT, "trigger %s was created concurrently; retry", def.Name)
+				}
+				return fmt.Errorf("create trigger: %w", err)
+			}
+			// Rows left by an earlier trigger of the same name must not
+			// leak into this one.
+			for _, table := range []string{"trigger_shards", "trigger_parked", "trigger_consumers"} {
+				if _, err := tx.ExecContext(ctx, s.d.Rebind("DELETE FROM "+table+" WHERE trigger_name = ?"), def.Name); err != nil {
+					return fmt.Errorf("clear trigger state: %w", err)
+				}
+			}
+			for shard, off := range start {
+				if err := s.insertTriggerShard(ctx, tx, def.Name, shard, off); err != nil {
+					return err
+				}
+			}
+			created = true
+			return nil
+		case err != nil:
+			return fmt.Errorf("read trigger: %w", err)
+		}
+		var old TriggerDef
+		if err := json.Unmarshal(have, &old); err != nil {
+			return fmt.Errorf("decode trigger: %w", err)
+		}
+		def.CreatedAt, def.UpdatedAt = old.CreatedAt, now.UTC().Truncate(time.Millisecond)
+		raw, err := json.Marshal(def)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, s.d.Rebind("UPDATE triggers SET def = ?, updated_at = ? WHERE trigger_name = ?"),
+			raw, now.UnixMilli(), def.Name); err != nil {
+			return fmt.Errorf("update trigger: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return false, s.wrap(err, "put trigger %s", def.Name)
+	}
+	return created, nil
+}
+
+func (s *Store) insertTriggerShard(ctx context.Context, tx *sql.Tx, name string, shard int, acked int64) error {
+	_, err := tx.ExecContext(ctx, s.d.Rebind(`INSERT INTO trigger_shards (trigger_name, shard, acked, delivered, owner, token, expires_at,
+		retry_added_id, attempts, last_error, retry_at) VALUES (?, ?, ?, ?, '', 0, 0, 0, 0, '', 0)`), name, shard, acked, acked)
+	if err != nil {
+		return fmt.Errorf("create state of shard %d: %w", shard, err)
+	}
+	return nil
+}
+
+// Trigger returns a trigger's definition. Returns ErrNotFound if there is
+// no such trigger.
+func (s *Store) Trigger(ctx context.Context, name string) (TriggerDef, error) {
+	var def TriggerDef
+	if err := s.ready(ctx); err != nil {
+		return def, err
+	}
+	var raw []byte
+	err := s.db.QueryRowContext(ctx, s.d.Rebind("SELECT def FROM triggers WHERE trigger_name = ?"), name).Scan(&raw)
+	if errors.Is(err, sql.ErrNoRows) {
+		return def, cellar.Errorf(cellar.ENOTFOUND, "no trigger named %s", name)
+	}
+	if err != nil {
+		return def, s.wrap(err, "read trigger %s", name)
+	}
+	if err := json.Unmarshal(raw, &def); err != nil {
+		return def, cellar.Internal(err, "decode trigger %s", name)
+	}
+	return def, nil
+}
+
+// Triggers returns every trigger's definition, by name.
+func (s *Store) Triggers(ctx context.Context) ([]TriggerDef, error) {
+	defs := []TriggerDef{}
+	if err := s.ready(ctx); err != nil {
+		return defs, err
+	}
+	rows, err := s.db.QueryContext(ctx, "SELECT def FROM triggers ORDER BY trigger_name")
+	if err != nil {
+		return defs, s.wrap(err, "list triggers")
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var raw []byte
+		var def TriggerDef
+		if err := rows.Scan(&raw); err != nil {
+			return defs, s.wrap(err, "list triggers")
+		}
+		if err := json.Unmarshal(raw, &def); err != nil {
+			return defs, cellar.Internal(err, "decode trigger")
+		}
+		defs = append(defs, def)
+	}
+	if err := rows.Err(); err != nil {
+		return defs, s.wrap(err, "list triggers")
+	}
+	return defs, nil
+}
+
+const triggerShardColumns = "shard, acked, delivered, owner, token, expires_at, retry_added_id, attempts, last_error, retry_at"
+
+func scanTriggerShard(sc interface{ Scan(...any) error }, ts *TriggerShard) error {
+	var owner, lastError []byte
+	var expires, retryAt int64
+	if err := sc.Scan(&ts.Shard, &ts.Acked, &ts.Delivered, &owner, &ts.Token, &expires, &ts.RetryAddedID, &ts.Attempts, &lastError, &retryAt); err != nil {
+		return err
+	}
+	ts.Owner, ts.LastError = string(owner), string(lastError)
+	ts.ExpiresAt, ts.RetryAt = unixMilli(expires), unixMilli(retryAt)
+	return nil
+}
+
+// TriggerShards returns the state rows of a trigger, by shard. Shards
+// without a row are in the zero state.
+func (s *Store) TriggerShards(ctx context.Context, name string) ([]TriggerShard, error) {
+	out := []TriggerShard{}
+	if err := s.ready(ctx); err != nil {
+		return out, err
+	}
+	rows, err := s.db.QueryContext(ctx, s.d.Rebind("SELECT "+triggerShardColumns+" FROM trigger_shards WHERE trigger_name = ? ORDER BY shard"), name)
+	if err != nil {
+		return out, s.wrap(err, "read shards of trigger %s", name)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var ts TriggerShard
+		if err := scanTriggerShard(rows, &ts); err != nil {
+			return out, s.wrap(err, "read shards of trigger %s", name)
+		}
+		out = append(out, ts)
+	}
+	if err := rows.Err(); err != nil {
+		return out, s.wrap(err, "read shards of trigger %s", name)
+	}
+	return out, nil
+}
+
+// UpdateTriggerShard runs f on the state of a trigger's shard in a
+// transaction that holds the row's lock (creating the row in the zero
+// state if it is missing), and writes back what f leaves in it together
+// with f's effects. If f returns an error nothing changes and
+// UpdateTriggerShard returns it. f may run more than once (the
+// transaction is retried on deadlocks), so it must not have side effects.
+func (s *Store) UpdateTriggerShard(ctx context.Context, name string, shard int, f func(ts *TriggerShard) (ShardEffects, error)) (TriggerShard, error) {
+	var out TriggerShard
+	if err := s.ready(ctx); err != nil {
+		return out, err
+	}
+	err := s.inTxRetryCreate(ctx, func(tx *sql.Tx) error {
+		q := s.d.Rebind("SELECT " + triggerShardColumns + " FROM trigger_shards WHERE trigger_name = ? AND shard = ?" + s.d.ForUpdate)
+		var ts TriggerShard
+		err := scanTriggerShard(tx.QueryRowContext(ctx, q, name, shard), &ts)
+		if errors.Is(err, sql.ErrNoRows) {
+			if err := s.insertTriggerShard(ctx, tx, name, shard, 0); err != nil {
+				return err
+			}
+			err = scanTriggerShard(tx.QueryRowContext(ctx, q, name, shard), &ts)
+		}
+		if err != nil {
+			return fmt.Errorf("lock shard %d: %w", shard, err)
+		}
+		fx, err := f(&ts)
+		if err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, s.d.Rebind(`UPDATE trigger_shards SET acked = ?, delivered = ?, owner = ?, token = ?, expires_at = ?,
+			retry_added_id = ?, attempts = ?, last_error = ?, retry_at = ? WHERE trigger_name = ? AND shard = ?`),
+			ts.Acked, ts.Delivered, ts.Owner, ts.Token, milli(ts.ExpiresAt), ts.RetryAddedID, ts.Attempts, ts.LastError, milli(ts.RetryAt), name, shard)
+		if err != nil {
+			return fmt.Errorf("update shard %d: %w", shard, err)
+		}
+		if p := fx.Park; p != nil {
+			// A cell parked before a reset may be parked again.
+			if _, err := tx.ExecContext(ctx, s.d.Rebind("DELETE FROM trigger_parked WHERE trigger_name = ? AND shard = ? AND added_id = ?"),
+				name, shard, p.AddedID); err != nil {
+				return fmt.Errorf("park cell %d: %w", p.AddedID, err)
+			}
+			_, err := tx.ExecContext(ctx, s.d.Rebind(`INSERT INTO trigger_parked (trigger_name, shard, added_id, row_key, col, ref_key,
+				attempts, last_error, parked_at, replay) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0)`),
+				name, shard, p.AddedID, []byte(p.Key.RowKey), p.Key.Column, p.Key.RefKey, p.Attempts, p.LastError, s.now().UnixMilli())
+			if err != nil {
+				return fmt.Errorf("park cell %d: %w", p.AddedID, err)
+			}
+		}
+		if fx.AckReplayed > 0 {
+			if _, err := tx.ExecContext(ctx, s.d.Rebind("DELETE FROM trigger_parked WHERE trigger_name = ? AND shard = ? AND replay = 2 AND added_id <= ?"),
+				name, shard, fx.AckReplayed); err != nil {
+				return fmt.Errorf("ack replayed cells: %w", err)
+			}
+		}
+		if p := fx.Repark; p != nil {
+			if _, err := tx.ExecContext(ctx, s.d.Rebind("UPDATE trigger_parked SET replay = 0, attempts = ?, last_error = ?, parked_at = ? WHERE trigger_name = ? AND shard = ? AND added_id = ?"),
+				p.Attempts, p.LastError, s.now().UnixMilli(), name, shard, p.AddedID); err != nil {
+				return fmt.Errorf("park replayed cell: %w", err)
+			}
+		}
+		if fx.RequeueReplays {
+			if _, err := tx.ExecContext(ctx, s.d.Rebind("UPDATE trigger_parked SET replay = 1 WHERE trigger_name = ? AND shard = ? AND replay = 2"),
+				name, shard); err != nil {
+				return fmt.Errorf("requeue replayed cells: %w", err)
+			}
+		}
+		out = ts
+		return nil
+	})
+	if err != nil {
+		return out, s.wrap(err, "update shard %d of trigger %s", shard, name)
+	}
+	return out, nil
+}
+
+// inTxRetryCreate runs f as inTx does, and again if it failed on a unique
+// violation: a row f creates when it finds none was created concurrently
+// (PostgreSQL aborts the transaction then, so it cannot carry on).
+func (s *Store) inTxRetryCreate(ctx context.Context, f func(tx *sql.Tx) error) error {
+	for attempt := 0; ; attempt++ {
+		err := s.inTx(ctx, f)
+		if err == nil || attempt == 3 || !s.d.UniqueViolation(err) {
+			return err
+		}
+	}
+}
+
+// ResetTrigger sets every offset of a trigger back to 0 and ends every
+// lease (the next lease of each shard takes a new token, so acks under the
+// old ones are refused). Parked cells stay.
+func (s *Store) ResetTrigger(ctx context.Context, name string) error {
+	if err := s.ready(ctx); err != nil {
+		return err
+	}
+	_, err := s.wdb.ExecContext(ctx, s.d.Rebind(`UPDATE trigger_shards SET acked = 0, delivered = 0, owner = '', token = token + 1, expires_at = 0,
+		retry_added_id = 0, attempts = 0, last_error = '', retry_at = 0 WHERE trigger_name = ?`), name)
+	if err != nil {
+		return s.wrap(err, "reset trigger %s", name)
+	}
+	return nil
+}
+
+// SeeConsumer records that consumer of trigger name was seen at now, and
+// returns how many of its consumers were seen since liveSince.
+func (s *Store) SeeConsumer(ctx context.Context, name, consumer string, now, liveSince time.Time) (live int, err error) {
+	if err := s.ready(ctx); err != nil {
+		return 0, err
+	}
+	err = s.inTxRetryCreate(ctx, func(tx *sql.Tx) error {
+		r, err := tx.ExecContext(ctx, s.d.Rebind("UPDATE trigger_consumers SET seen_at = ? WHERE trigger_name = ? AND consumer = ?"), now.UnixMilli(), name, consumer)
+		if err != nil {
+			return err
+		}
+		n, err := r.RowsAffected()
+		if err != nil {
+			return err
+		}
+		// MySQL counts a row updated to the value it had as unaffected;
+		// the insert then hits the key, which MySQL survives.
+		if n == 0 {
+			_, err := tx.ExecContext(ctx, s.d.Rebind("INSERT INTO trigger_consumers (trigger_name, consumer, seen_at) VALUES (?, ?, ?)"), name, consumer, now.UnixMilli())
+			if err != nil && !(s.d.Name == "mysql" && s.d.UniqueViolation(err)) {
+				return err
+			}
+		}
+		// Forget consumers long gone.
+		if _, err := tx.ExecContext(ctx, s.d.Rebind("DELETE FROM trigger_consumers WHERE trigger_name = ? AND seen_at < ?"),
+			name, liveSince.Add(-time.Hour).UnixMilli()); err != nil {
+			return err
+		}
+		return tx.QueryRowContext(ctx, s.d.Rebind("SELECT COUNT(*) FROM trigger_consumers WHERE trigger_name = ? AND seen_at >= ?"),
+			name, liveSince.UnixMilli()).Scan(&live)
+	})
+	if err != nil {
+		return 0, s.wrap(err, "record consumer of trigger %s", name)
+	}
+	return live, nil
+}
+
+// LiveConsumers returns how many consumers of trigger name were seen since
+// liveSince.
+func (s *Store) LiveConsumers(ctx context.Context, name string, liveSince time.Time) (int, error) {
+	if err := s.ready(ctx); err != nil {
+		return 0, err
+	}
+	var live int
+	err := s.db.QueryRowContext(ctx, s.d.Rebind("SELECT COUNT(*) FROM trigger_consumers WHERE trigger_name = ? AND seen_at >= ?"),
+		name, liveSince.UnixMilli()).Scan(&live)
+	if err != nil {
+		return 0, s.wrap(err, "count consumers of trigger %s", name)
+	}
+	return live, nil
+}
+
+const parkedColumns = "shard, added_id, row_key, col, ref_key, attempts, last_error, parked_at, replay"
+
+func scanParked(sc interface{ Scan(...any) error }, p *ParkedCell) error {
+	var row, lastError []byte
+	var parked int64
+	if err := sc.Scan(&p.Shard, &p.AddedID, &row, &p.Key.Column, &p.Key.RefKey, &p.Attempts, &lastError, &parked, &p.Replay); err != nil {
+		return err
+	}
+	p.Key.RowKey, p.LastError, p.ParkedAt = string(row), string(lastError), unixMilli(parked)
+	return nil
+}
+
+// ParkedCells returns up to limit parked cells of a trigger (replayed ones
+// too) in (shard, added_id) order, starting after (shard, addedID).
+func (s *Store) ParkedCells(ctx context.Context, name string, afterShard int, afterAddedID int64, limit int) ([]ParkedCell, error) {
+	out := []ParkedCell{}
+	if err := s.ready(ctx); err != nil {
+		return out, err
+	}
+	rows, err := s.db.QueryContext(ctx, s.d.Rebind("SELECT "+parkedColumns+` FROM trigger_parked WHERE trigger_name = ?
+		AND (shard > ? OR (shard = ? AND added_id > ?)) ORDER BY shard, added_id LIMIT ?`), name, afterShard, afterShard, afterAddedID, limit)
+	if err != nil {
+		return out, s.wrap(err, "list parked cells of trigger %s", name)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var p ParkedCell
+		if err := scanParked(rows, &p); err != nil {
+			return out, s.wrap(err, "list parked cells of trigger %s", name)
+		}
+		out = append(out, p)
+	}
+	if err := rows.Err(); err != nil {
+		return out, s.wrap(err, "list parked cells of trigger %s", name)
+	}
+	return out, nil
+}
+
+// ParkedCounts returns, per shard, how many cells of a trigger are parked
+// and not being replayed.
+func (s *Store) ParkedCounts(ctx context.Context, name string) (map[int]int, error) {
+	out := make(map[int]int)
+	if err := s.ready(ctx); err != nil {
+		return out, err
+	}
+	rows, err := s.db.QueryContext(ctx, s.d.Rebind("SELECT shard, COUNT(*) FROM trigger_parked WHERE trigger_name = ? AND replay = 0 GROUP BY shard"), name)
+	if err != nil {
+		return out, s.wrap(err, "count parked cells of trigger %s", name)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var shard, n int
+		if err := rows.Scan(&shard, &n); err != nil {
+			return out, s.wrap(err, "count parked cells of trigger %s", name)
+		}
+		out[shard] = n
+	}
+	if err := rows.Err(); err != nil {
+		return out, s.wrap(err, "count parked cells of trigger %s", name)
+	}
+	return out, nil
+}
+
+// ReplayParked marks every parked cell of a trigger for replay and returns
+// how many it marked.
+func (s *Store) ReplayParked(ctx context.Context, name string) (int64, error) {
+	if err := s.ready(ctx); err != nil {
+		return 0, err
+	}
+	r, err := s.wdb.ExecContext(ctx, s.d.Rebind("UPDATE trigger_parked SET replay = 1 WHERE trigger_name = ? AND replay = 0"), name)
+	if err != nil {
+		return 0, s.wrap(err, "replay parked cells of trigger %s", name)
+	}
+	n, err := r.RowsAffected()
+	if err != nil {
+		return 0, s.wrap(err, "replay parked cells of trigger %s", name)
+	}
+	return n, nil
+}
+
+// ReplayShards returns the shards of a trigger that have cells to replay
+// or being replayed.
+func (s *Store) ReplayShards(ctx context.Context, name string) ([]int, error) {
+	out := []int{}
+	if err := s.ready(ctx); err != nil {
+		return out, err
+	}
+	rows, err := s.db.QueryContext(ctx, s.d.Rebind("SELECT DISTINCT shard FROM trigger_parked WHERE trigger_name = ? AND replay > 0 ORDER BY shard"), name)
+	if err != nil {
+		return out, s.wrap(err, "read replays of trigger %s", name)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var shard int
+		if err := rows.Scan(&shard); err != nil {
+			return out, s.wrap(err, "read replays of trigger %s", name)
+		}
+		out = append(out, shard)
+	}
+	if err := rows.Err(); err != nil {
+		return out, s.wrap(err, "read replays of trigger %s", name)
+	}
+	return out, nil
+}
+
+// TakeReplay returns up to limit cells of a trigger's shard that are
+// ready to replay, in added_id order, and marks them as held by a
+// consumer. The caller holds the shard's lease.
+func (s *Store) TakeReplay(ctx context.Context, name string, shard, limit int) ([]ParkedCell, error) {
+	out := []ParkedCell{}
+	if err := s.ready(ctx); err != nil {
+		return out, err
+	}
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		out = out[:0]
+		rows, err := tx.QueryContext(ctx, s.d.Rebind("SELECT "+parkedColumns+" FROM trigger_parked WHERE trigger_name = ? AND shard = ? AND replay = 1 ORDER BY added_id LIMIT ?"+s.d.ForUpdate),
+			name, shard, limit)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var p ParkedCell
+			if err := scanParked(rows, &p); err != nil {
+				return err
+			}
+			out = append(out, p)
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		rows.Close()
+		if len(out) == 0 {
+			return nil
+		}
+		_, err = tx.ExecContext(ctx, s.d.Rebind("UPDATE trigger_parked SET replay = 2 WHERE trigger_name = ? AND shard = ? AND replay = 1 AND added_id <= ?"),
+			name, shard, out[len(out)-1].AddedID)
+		return err
+	})
+	if err != nil {
+		return out, s.wrap(err, "take replays of trigger %s shard %d", name, shard)
+	}
+	return out, nil
+}
+
+// ShardHeads returns the last added_id of every shard that has a sequence
+// row on this node. A node holds rows for shards that moved away too;
+// callers keep only those the shard map assigns to it.
+func (s *Store) ShardHeads(ctx context.Context) (map[int]int64, error) {
+	heads := make(map[int]int64)
+	if err := s.ready(ctx); err != nil {
+		return heads, err
+	}
+	rows, err := s.db.QueryContext(ctx, "SELECT shard, last_added_id FROM shard_seq")
+	if err != nil {
+		return heads, s.wrap(err, "read shard heads")
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var shard int
+		var last int64
+		if err := rows.Scan(&shard, &last); err != nil {
+			return heads, s.wrap(err, "read shard heads")
+		}
+		heads[shard] = last
+	}
+	if err := rows.Err(); err != nil {
+		return heads, s.wrap(err, "read shard heads")
+	}
+	return heads, nil
+}

@@ -1,0 +1,427 @@
+// Package trigger runs triggers: named consumers of one or more columns
+// that get every new cell of those columns at least once, in added_id
+// order within each logical shard, spread over many consumer processes by
+// leases. docs/TRIGGERS.md describes the model and its guarantees.
+//
+// The engine is stateless: a trigger's offsets, leases, retries and parked
+// cells live on the metadata node (State), so any number of cellar serve
+// processes can run it side by side. Cells are read with the sharding
+// store's Scan, whose ordering guarantee (once added_id X was seen, no
+// cell <= X appears later) is what makes an offset safe: everything at or
+// below it has been seen, and nothing new can appear there.
+package trigger
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"slices"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/cellar-db/cellar"
+	"github.com/cellar-db/cellar/internal/sqlstore"
+)
+
+// Defaults and limits.
+const (
+	DefaultLeaseTTL      = 10 * time.Second
+	DefaultPollInterval  = 100 * time.Millisecond
+	DefaultMaxAttempts   = 5
+	DefaultParkThreshold = 100
+	DefaultMaxCells      = 100
+	MaxCells             = 1000
+	MaxWait              = 60 * time.Second
+	MaxColumns           = 16
+	maxErrorBytes        = 1000
+)
+
+// Start positions of a new trigger.
+const (
+	StartEarliest = "earliest"
+	StartLatest   = "latest"
+)
+
+// State stores triggers' state: *sqlstore.Store of the metadata node, on
+// which each method is documented (errors: ENOTFOUND for an unknown
+// trigger, EUNAVAILABLE when the node cannot be reached).
+type State interface {
+	PutTrigger(ctx context.Context, def sqlstore.TriggerDef, start map[int]int64) (bool, error)
+	Trigger(ctx context.Context, name string) (sqlstore.TriggerDef, error)
+	Triggers(ctx context.Context) ([]sqlstore.TriggerDef, error)
+	TriggerShards(ctx context.Context, name string) ([]sqlstore.TriggerShard, error)
+	UpdateTriggerShard(ctx context.Context, name string, shard int, f func(ts *sqlstore.TriggerShard) (sqlstore.ShardEffects, error)) (sqlstore.TriggerShard, error)
+	ResetTrigger(ctx context.Context, name string) error
+	SeeConsumer(ctx context.Context, name, consumer string, now, liveSince time.Time) (int, error)
+	LiveConsumers(ctx context.Context, name string, liveSince time.Time) (int, error)
+	ParkedCells(ctx context.Context, name string, afterShard int, afterAddedID int64, limit int) ([]sqlstore.ParkedCell, error)
+	ParkedCounts(ctx context.Context, name string) (map[int]int, error)
+	ReplayParked(ctx context.Context, name string) (int64, error)
+	ReplayShards(ctx context.Context, name string) ([]int, error)
+	TakeReplay(ctx context.Context, name string, shard, limit int) ([]sqlstore.ParkedCell, error)
+}
+
+var _ State = (*sqlstore.Store)(nil)
+
+// Heads returns the last added_id of each logical shard (absent: no cell
+// yet). It may return a partial map with an error when some nodes did not
+// answer; their shards then wait.
+type Heads func(ctx context.Context) (map[int]int64, error)
+
+// Observer is told about deliveries and acknowledgments, for metrics.
+// *metrics.Metrics implements it.
+type Observer interface {
+	// TriggerDelivered is told of every claim that delivered cells.
+	TriggerDelivered(trigger string, cells int)
+	// TriggerAcked is told how far each accepted ack moved an offset.
+	TriggerAcked(trigger string, cells int)
+	// TriggerLag is told of each lag measurement (Status).
+	TriggerLag(trigger string, cells int64, seconds float64)
+}
+
+// Options configure an Engine.
+type Options struct {
+	// Cells is the sharding store the cells are read from.
+	Cells cellar.Store
+	// State is the metadata node.
+	State State
+	// Heads reports the shards' last added_ids (see NodeHeads).
+	Heads Heads
+	// ShardCount is the datastore's number of logical shards.
+	ShardCount int
+	// LeaseTTL is how long a lease lasts unless renewed by a claim or an
+	// ack, and how recently a consumer must have claimed to count as live
+	// (default DefaultLeaseTTL).
+	LeaseTTL time.Duration
+	// PollInterval is how often a waiting claim looks for new cells
+	// (default DefaultPollInterval).
+	PollInterval time.Duration
+	// Backoff is the wait before a cell that failed attempts times is
+	// delivered again (default: 1s doubling per attempt, at most 5m).
+	Backoff func(attempts int) time.Duration
+	// Now is the clock for leases and backoff (default time.Now). Waiting
+	// claims sleep in real time.
+	Now func() time.Time
+	// Observe, if not nil, is told about deliveries and acks, and, every
+	// LagInterval while the engine is started, about each trigger's lag.
+	Observe Observer
+	// LagInterval is how often Start's monitor measures lag (default 15s).
+	LagInterval time.Duration
+}
+
+// Engine runs triggers. It keeps no state but a short-lived copy of the
+// shard heads; it is safe for concurrent use.
+type Engine struct {
+	cells     cellar.Store
+	state     State
+	readHeads Heads
+	count     int
+	ttl       time.Duration
+	poll      time.Duration
+	back      func(int) time.Duration
+	now       func() time.Time
+	obs       Observer
+	lagEvery  time.Duration
+
+	stop context.CancelFunc // stops the lag monitor; nil until Start
+	done sync.WaitGroup     // the lag monitor
+
+	seenMu sync.Mutex              // protects seen
+	seen   map[[2]string]time.Time // (trigger, consumer) -> when this engine last recorded it
+
+	mu        sync.Mutex // protects headsAt, headsMap and headsErr
+	headsAt   time.Time
+	headsMap  map[int]int64
+	headsErr  error
+	headsLock sync.Mutex // serializes refreshes, so waiters share one
+}
+
+// New returns an Engine.
+func New(opts Options) (*Engine, error) {
+	if opts.Cells == nil || opts.State == nil || opts.Heads == nil {
+		return nil, errors.New("trigger engine needs Cells, State and Heads")
+	}
+	if opts.ShardCount < 1 {
+		return nil, fmt.Errorf("shard count %d out of range", opts.ShardCount)
+	}
+	e := &Engine{cells: opts.Cells, state: opts.State, readHeads: opts.Heads, count: opts.ShardCount,
+		ttl: opts.LeaseTTL, poll: opts.PollInterval, back: opts.Backoff, now: opts.Now, obs: opts.Observe}
+	if e.ttl <= 0 {
+		e.ttl = DefaultLeaseTTL
+	}
+	if e.poll <= 0 {
+		e.poll = DefaultPollInterval
+	}
+	if e.back == nil {
+		e.back = DefaultBackoff
+	}
+	if e.now == nil {
+		e.now = time.Now
+	}
+	e.seen = make(map[[2]string]time.Time)
+	e.lagEvery = opts.LagInterval
+	if e.lagEvery <= 0 {
+		e.lagEvery = 15 * time.Second
+	}
+	return e, nil
+}
+
+// Start starts the monitor that reports every trigger's lag to Observe
+// each LagInterval (nothing without an Observer). Close stops it.
+func (e *Engine) Start() {
+	if e.obs == nil || e.stop != nil {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	e.stop = cancel
+	e.done.Add(1)
+	go func() {
+		defer e.done.Done()
+		t := time.NewTicker(e.lagEvery)
+		defer t.Stop()
+		for {
+			e.measureLag(ctx)
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+}
+
+// measureLag reports each trigger's lag; Status does the reporting.
+// Failures wait for the next round: lag is only a measurement.
+func (e *Engine) measureLag(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, e.lagEvery)
+	defer cancel()
+	ts, err := e.Triggers(ctx)
+	if err != nil {
+		return
+	}
+	for _, t := range ts {
+		_, _ = e.Status(ctx, t.Name)
+	}
+}
+
+// Close stops the lag monitor and waits for it. The engine has nothing
+// else to release: callers own the stores.
+func (e *Engine) Close() error {
+	if e.stop != nil {
+		e.stop()
+		e.done.Wait()
+	}
+	return nil
+}
+
+// DefaultBackoff waits 1s after the first failure, doubling per attempt up
+// to 5 minutes.
+func DefaultBackoff(attempts int) time.Duration {
+	d := time.Second
+	for i := 1; i < attempts && d < 5*time.Minute; i++ {
+		d *= 2
+	}
+	return min(d, 5*time.Minute)
+}
+
+// Definition is what a trigger consumes and how it handles failures.
+type Definition struct {
+	// Columns are the columns whose cells the trigger delivers.
+	Columns []string `json:"columns"`
+	// Start is where a new trigger starts: StartEarliest (default, every
+	// cell ever written) or StartLatest (cells written from now on).
+	Start string `json:"start,omitempty"`
+	// MaxAttempts is how many times a cell is tried before it is parked
+	// (default DefaultMaxAttempts).
+	MaxAttempts int `json:"max_attempts,omitempty"`
+	// ParkThreshold pauses the trigger when more cells than this are
+	// parked (default DefaultParkThreshold).
+	ParkThreshold int `json:"park_threshold,omitempty"`
+}
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
+
+// ValidateName returns an EINVALID error unless name is 1 to 64 of
+// A-Z a-z 0-9 _ . -.
+func ValidateName(name string) error {
+	if !nameRE.MatchString(name) {
+		return cellar.Errorf(cellar.EINVALID, "trigger name %q must match ^[A-Za-z0-9_.-]{1,64}$", trunc(name, 80))
+	}
+	return nil
+}
+
+func validateConsumer(c string) error {
+	if c == "" || len(c) > 255 || !utf8.ValidString(c) {
+		return cellar.Errorf(cellar.EINVALID, "consumer must be 1 to 255 bytes of UTF-8")
+	}
+	return nil
+}
+
+func trunc(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}
+
+// normalize validates d and fills in its defaults.
+func (d *Definition) normalize() error {
+	if len(d.Columns) == 0 || len(d.Columns) > MaxColumns {
+		return cellar.Errorf(cellar.EINVALID, "a trigger needs 1 to %d columns", MaxColumns)
+	}
+	for _, c := range d.Columns {
+		if err := cellar.ValidateColumn(c); err != nil {
+			return err
+		}
+	}
+	d.Columns = slices.Clone(d.Columns)
+	slices.Sort(d.Columns)
+	d.Columns = slices.Compact(d.Columns)
+	switch d.Start {
+	case "":
+		d.Start = StartEarliest
+	case StartEarliest, StartLatest:
+	default:
+		return cellar.Errorf(cellar.EINVALID, "start must be %q or %q", StartEarliest, StartLatest)
+	}
+	if d.MaxAttempts == 0 {
+		d.MaxAttempts = DefaultMaxAttempts
+	}
+	if d.MaxAttempts < 1 || d.MaxAttempts > 1000 {
+		return cellar.Errorf(cellar.EINVALID, "max_attempts must be 1..1000")
+	}
+	if d.ParkThreshold == 0 {
+		d.ParkThreshold = DefaultParkThreshold
+	}
+	if d.ParkThreshold < 0 {
+		return cellar.Errorf(cellar.EINVALID, "park_threshold must not be negative")
+	}
+	return nil
+}
+
+// Trigger is a trigger's stored definition.
+type Trigger struct {
+	Name string `json:"name"`
+	Definition
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+func fromDef(d sqlstore.TriggerDef) Trigger {
+	return Trigger{Name: d.Name, Definition: Definition{Columns: d.Columns, Start: d.Start, MaxAttempts: d.MaxAttempts, ParkThreshold: d.ParkThreshold},
+		CreatedAt: d.CreatedAt, UpdatedAt: d.UpdatedAt}
+}
+
+// Define creates trigger name, or updates its definition. Start matters
+// only on creation: a trigger created with StartLatest begins after each
+// shard's last cell at that moment. Returns EINVALID for a bad name or
+// definition, and EUNAVAILABLE if a StartLatest trigger cannot read every
+// shard's head.
+func (e *Engine) Define(ctx context.Context, name string, d Definition) (Trigger, bool, error) {
+	if err := ValidateName(name); err != nil {
+		return Trigger{}, false, err
+	}
+	if err := d.normalize(); err != nil {
+		return Trigger{}, false, err
+	}
+	var start map[int]int64
+	if d.Start == StartLatest {
+		if _, err := e.state.Trigger(ctx, name); errors.Is(err, cellar.ErrNotFound) {
+			heads, err := e.shardHeads(ctx)
+			if err != nil {
+				return Trigger{}, false, cellar.Unavailable(err, "cannot read every shard's last cell to start trigger %s at the latest", name)
+			}
+			start = heads
+		} else if err != nil {
+			return Trigger{}, false, err
+		}
+	}
+	def := sqlstore.TriggerDef{Name: name, Columns: d.Columns, Start: d.Start, MaxAttempts: d.MaxAttempts, ParkThreshold: d.ParkThreshold}
+	created, err := e.state.PutTrigger(ctx, def, start)
+	if err != nil {
+		return Trigger{}, false, err
+	}
+	t, err := e.Trigger(ctx, name)
+	return t, created, err
+}
+
+// Trigger returns a trigger's definition. Returns ErrNotFound if there is
+// no such trigger.
+func (e *Engine) Trigger(ctx context.Context, name string) (Trigger, error) {
+	if err := ValidateName(name); err != nil {
+		return Trigger{}, err
+	}
+	d, err := e.state.Trigger(ctx, name)
+	if err != nil {
+		return Trigger{}, err
+	}
+	return fromDef(d), nil
+}
+
+// Triggers returns every trigger, by name.
+func (e *Engine) Triggers(ctx context.Context) ([]Trigger, error) {
+	defs, err := e.state.Triggers(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Trigger, len(defs))
+	for i, d := range defs {
+		out[i] = fromDef(d)
+	}
+	return out, nil
+}
+
+// seeConsumer records consumer as live and returns how many consumers of
+// the trigger are. The record is written at most every quarter lease per
+// consumer and engine, so that waiting claims, which poll, do not write to
+// the metadata node on every poll; the count is read every time, so that
+// joining consumers are counted at once.
+func (e *Engine) seeConsumer(ctx context.Context, name, consumer string, now time.Time) (int, error) {
+	key := [2]string{name, consumer}
+	e.seenMu.Lock()
+	last, ok := e.seen[key]
+	e.seenMu.Unlock()
+	liveSince := now.Add(-e.ttl)
+	if ok && now.Sub(last) < e.ttl/4 && !now.Before(last) {
+		return e.state.LiveConsumers(ctx, name, liveSince)
+	}
+	live, err := e.state.SeeConsumer(ctx, name, consumer, now, liveSince)
+	if err != nil {
+		return 0, err
+	}
+	e.seenMu.Lock()
+	e.seen[key] = now
+	if len(e.seen) > 10000 {
+		for k, t := range e.seen {
+			if now.Sub(t) > e.ttl {
+				delete(e.seen, k)
+			}
+		}
+	}
+	e.seenMu.Unlock()
+	return live, nil
+}
+
+// shardHeads returns the shards' heads, read at most once per half poll
+// interval however many claims wait.
+func (e *Engine) shardHeads(ctx context.Context) (map[int]int64, error) {
+	e.headsLock.Lock()
+	defer e.headsLock.Unlock()
+	e.mu.Lock()
+	fresh := time.Since(e.headsAt) < e.poll/2
+	m, err := e.headsMap, e.headsErr
+	e.mu.Unlock()
+	if fresh && m != nil {
+		return m, err
+	}
+	m, err = e.readHeads(ctx)
+	if m == nil {
+		m = map[int]int64{}
+	}
+	e.mu.Lock()
+	e.headsAt, e.headsMap, e.headsErr = time.Now(), m, err
+	e.mu.Unlock()
+	return m, err
+}
