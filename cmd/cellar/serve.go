@@ -25,6 +25,7 @@ import (
 	"github.com/cellar-db/cellar/internal/redis"
 	"github.com/cellar-db/cellar/internal/shard"
 	"github.com/cellar-db/cellar/internal/sqlstore"
+	"github.com/cellar-db/cellar/internal/trigger"
 )
 
 // runServe implements `cellar serve`.
@@ -116,7 +117,20 @@ func serve(ctx context.Context, cfg *Config, embedded bool, log *slog.Logger, re
 	}
 
 	// Shutdown order (defers run last first): drain HTTP, flush counters,
-	// close the cache, close Redis, close the nodes.
+	// close the cache, close Redis, stop the trigger engine, close the nodes.
+	triggers, err := trigger.New(trigger.Options{
+		Cells:      store,
+		State:      meta,
+		Heads:      trigger.NodeHeads(store.Map, nodes, cfg.NodeTimeout),
+		ShardCount: smap.ShardCount,
+		Observe:    m,
+	})
+	if err != nil {
+		return fmt.Errorf("start triggers: %w", err)
+	}
+	triggers.Start()
+	defer triggers.Close()
+
 	var cluster *redis.Cluster
 	if len(cfg.Redis.Nodes) > 0 {
 		rc, err := cfg.redisConfig()
@@ -161,6 +175,7 @@ func serve(ctx context.Context, cfg *Config, embedded bool, log *slog.Logger, re
 		Topology:       store.Topology,
 		Timelines:      store,
 		Counters:       counters,
+		Triggers:       triggers,
 		Ready: func(context.Context) error {
 			if draining.Load() {
 				return cellar.Errorf(cellar.EUNAVAILABLE, "shutting down")

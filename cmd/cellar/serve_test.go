@@ -185,6 +185,34 @@ func TestTwoServersOneService(t *testing.T) {
 		t.Errorf("timeline range via B = %+v, %d, %v; want m3 m2 m1", items, count, err)
 	}
 
+	// Triggers: one definition, a consumer on each server; between them
+	// they receive every profile cell written above.
+	if _, _, err := a.DefineTrigger(ctx, "audit", client.TriggerDefinition{Columns: []string{"profile"}}); err != nil {
+		t.Fatalf("define trigger: %v", err)
+	}
+	seen := map[string]bool{}
+	for _, cl := range []*client.Client{a, b, a, b, a, b, a, b} {
+		for {
+			claim, err := cl.ClaimTrigger(ctx, "audit", "consumer-"+fmt.Sprint(cl == a), 100, 0)
+			if err != nil {
+				t.Fatalf("claim: %v", err)
+			}
+			if claim.Lease == nil || len(claim.Cells) == 0 {
+				break
+			}
+			for _, c := range claim.Cells {
+				seen[c.RowKey] = true
+			}
+			last := claim.Cells[len(claim.Cells)-1]
+			if err := cl.AckTrigger(ctx, "audit", claim.Lease.Token, claim.Lease.Shard, last.AddedID); err != nil {
+				t.Fatalf("ack: %v", err)
+			}
+		}
+	}
+	if len(seen) != 40 {
+		t.Errorf("trigger consumers on two servers saw %d profile rows; want 40", len(seen))
+	}
+
 	// Counters: each server buffers in its own journal; after their
 	// flushes both see the sum.
 	for i := 0; i < 10; i++ {
