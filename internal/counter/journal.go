@@ -464,18 +464,29 @@ func (j *Journal) BatchCounters(ctx context.Context, keys []string) []cellar.Cou
 }
 
 // Flush flushes the buffered increments now (the flusher does so every
-// interval): it finishes the flush in progress, or starts one with
-// everything buffered. It returns once the node confirmed the flush, or
+// interval): it finishes a flush left in progress, then flushes everything
+// buffered. It returns once the node confirmed the flush, or
 // with the error that stopped it; the flush is then retried, with the same
 // ID, by the next call.
 func (j *Journal) Flush(ctx context.Context) error {
 	j.flushMu.Lock()
 	defer j.flushMu.Unlock()
-	err := j.flush(ctx)
-	if err != nil {
-		j.stats.flushErrors.Add(1)
+	// A flight left by an earlier failed flush (or replayed after a crash)
+	// goes first, then what is pending now: one Flush writes everything
+	// acknowledged before it began, which Close relies on.
+	for i := 0; i < 2; i++ {
+		j.mu.Lock()
+		leftover := j.flight != nil
+		j.mu.Unlock()
+		if err := j.flush(ctx); err != nil {
+			j.stats.flushErrors.Add(1)
+			return err
+		}
+		if !leftover {
+			break
+		}
 	}
-	return err
+	return nil
 }
 
 func (j *Journal) flush(ctx context.Context) error {
