@@ -1,0 +1,485 @@
+// Package bench is the harness behind `cellar bench`. It measures cellar's
+// HTTP API (the real handler over the sharding layer over one node, served
+// on a loopback port in this process and driven through the public client)
+// against the floor: the same SQL statements issued straight through the
+// database/sql driver, at the same concurrency, on the same connection
+// pool. It also measures what SQLite's group commit buys.
+//
+// Every backend run gets a fresh database (a temporary directory for
+// SQLite; CREATE DATABASE cellar_bench_<random> on PostgreSQL and MySQL,
+// dropped at the end).
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cellar-db/cellar"
+)
+
+// Config says what to measure.
+type Config struct {
+	Backends    []string // from Backends
+	Ops         []string // from Ops
+	Concurrency []int
+	Duration    time.Duration // measured time of each cell of the matrix
+	Warmup      time.Duration // unmeasured time before it
+	// Rows is the number of preloaded rows; each has 2 cells.
+	Rows int
+	// Shards is the datastore's shard count (default
+	// cellar.DefaultShardCount).
+	Shards int
+	// PostgresDSN and MySQLDSN name servers on which to create scratch
+	// databases; a backend without one is skipped.
+	PostgresDSN string
+	MySQLDSN    string
+	// SQLiteDir is where SQLite's temporary directories go (default
+	// os.TempDir()). Put it on the disk whose fsync you mean to measure.
+	SQLiteDir string
+	// GroupCommit runs the SQLite group commit comparison, at
+	// GroupCommitConcurrency (default 64), if sqlite and put are measured.
+	GroupCommit            bool
+	GroupCommitConcurrency int
+	// ProfileDir, if set, receives a CPU profile of each measured cell.
+	ProfileDir string
+	// Command is the command line, for the report.
+	Command string
+	// Log receives progress and the servers' warnings (default: discarded).
+	Log io.Writer
+}
+
+// Targets from the issue.
+const (
+	// TargetLatestRatio is the share of direct-driver throughput that
+	// latest reads over HTTP should reach on PostgreSQL at TargetConc.
+	TargetLatestRatio = 0.5
+	TargetConc        = 64
+	// TargetGroupCommit is the speed-up group commit should give durable
+	// SQLite puts at TargetConc.
+	TargetGroupCommit = 5.0
+)
+
+// Report is the outcome of Run.
+type Report struct {
+	Command     string   `json:"command"`
+	Date        string   `json:"date"`
+	Commit      string   `json:"commit"`
+	GoVersion   string   `json:"go_version"`
+	Platform    string   `json:"platform"`
+	GOMAXPROCS  int      `json:"gomaxprocs"`
+	NumCPU      int      `json:"num_cpu"`
+	CPU         string   `json:"cpu,omitempty"`
+	LoadBefore  string   `json:"load_average_before,omitempty"`
+	LoadAfter   string   `json:"load_average_after,omitempty"`
+	Duration    string   `json:"duration"`
+	Warmup      string   `json:"warmup"`
+	Rows        int      `json:"rows"`
+	CellsPerRow int      `json:"cells_per_row"`
+	Shards      int      `json:"shards"`
+	BatchKeys   int      `json:"batch_keys"`
+	BodyBytes   int      `json:"body_bytes"`
+	Method      []string `json:"method"`
+
+	Backends    []BackendReport `json:"backends"`
+	GroupCommit *GroupCommit    `json:"group_commit,omitempty"`
+	Targets     []Target        `json:"targets"`
+}
+
+// BackendReport holds one backend's matrix.
+type BackendReport struct {
+	Name    string   `json:"name"`
+	Skipped string   `json:"skipped,omitempty"` // why it did not run
+	Error   string   `json:"error,omitempty"`   // why it stopped
+	Server  string   `json:"server,omitempty"`
+	Results []Result `json:"results,omitempty"`
+}
+
+// Result is one cell of the matrix: an operation at a concurrency, over
+// cellar's HTTP API and directly through the driver.
+type Result struct {
+	Op          string `json:"op"`
+	Concurrency int    `json:"concurrency"`
+	Cellar      Stats  `json:"cellar"`
+	Direct      Stats  `json:"direct"`
+	// Ratio is cellar's throughput over the direct driver's.
+	Ratio float64 `json:"ratio"`
+}
+
+// GroupCommit compares durable SQLite puts over HTTP with group commit and
+// with one transaction per put.
+type GroupCommit struct {
+	Concurrency int     `json:"concurrency"`
+	Group       Stats   `json:"group_commit"`
+	Single      Stats   `json:"one_tx_per_put"`
+	Ratio       float64 `json:"ratio"`
+	Error       string  `json:"error,omitempty"`
+}
+
+// Target is one of the issue's targets and whether this run met it.
+type Target struct {
+	Name     string `json:"name"`
+	Measured bool   `json:"measured"`
+	Met      bool   `json:"met"`
+	Detail   string `json:"detail"`
+}
+
+// Run measures what cfg asks for. A backend that fails is reported as
+// such and the others still run; the error returned then says which
+// failed. If ctx ends, Run returns what it has measured so far.
+func Run(ctx context.Context, cfg Config) (*Report, error) {
+	if err := cfg.check(); err != nil {
+		return nil, err
+	}
+	rep := newReport(&cfg)
+	err := runAll(ctx, &runner{cfg: &cfg}, rep)
+	rep.Targets = targets(rep)
+	rep.LoadAfter = loadAverage()
+	return rep, err
+}
+
+func runAll(ctx context.Context, rn *runner, rep *Report) error {
+	cfg := rn.cfg
+	var errs []error
+	for _, engine := range cfg.Backends {
+		br := rn.backend(ctx, engine)
+		rep.Backends = append(rep.Backends, br)
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if br.Error != "" {
+			errs = append(errs, fmt.Errorf("%s: %s", engine, br.Error))
+		}
+	}
+	if cfg.GroupCommit && contains(cfg.Backends, "sqlite") && contains(cfg.Ops, "put") {
+		gc := rn.groupCommit(ctx)
+		rep.GroupCommit = &gc
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if gc.Error != "" {
+			errs = append(errs, fmt.Errorf("group commit: %s", gc.Error))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (cfg *Config) check() error {
+	if len(cfg.Backends) == 0 || len(cfg.Ops) == 0 || len(cfg.Concurrency) == 0 {
+		return fmt.Errorf("bench: backends, ops and concurrency must not be empty")
+	}
+	for _, b := range cfg.Backends {
+		if !contains(Backends, b) {
+			return fmt.Errorf("bench: unknown backend %q", b)
+		}
+	}
+	for _, o := range cfg.Ops {
+		if !contains(Ops, o) {
+			return fmt.Errorf("bench: unknown op %q", o)
+		}
+	}
+	if cfg.Duration <= 0 || cfg.Warmup < 0 {
+		return fmt.Errorf("bench: duration must be positive and warm-up not negative")
+	}
+	if cfg.Rows < 1 {
+		return fmt.Errorf("bench: rows must be positive")
+	}
+	if cfg.Shards == 0 {
+		cfg.Shards = cellar.DefaultShardCount
+	}
+	if cfg.GroupCommitConcurrency == 0 {
+		cfg.GroupCommitConcurrency = TargetConc
+	}
+	if cfg.Log == nil {
+		cfg.Log = io.Discard
+	}
+	if cfg.ProfileDir != "" {
+		if err := os.MkdirAll(cfg.ProfileDir, 0o755); err != nil {
+			return fmt.Errorf("bench: %w", err)
+		}
+	}
+	return nil
+}
+
+func contains[T comparable](xs []T, x T) bool {
+	for _, y := range xs {
+		if y == x {
+			return true
+		}
+	}
+	return false
+}
+
+func newReport(cfg *Config) *Report {
+	return &Report{
+		Command:     cfg.Command,
+		Date:        time.Now().UTC().Format(time.RFC3339),
+		Commit:      gitCommit(),
+		GoVersion:   runtime.Version(),
+		Platform:    runtime.GOOS + "/" + runtime.GOARCH,
+		GOMAXPROCS:  runtime.GOMAXPROCS(0),
+		NumCPU:      runtime.NumCPU(),
+		CPU:         cpuModel(),
+		LoadBefore:  loadAverage(),
+		Duration:    cfg.Duration.String(),
+		Warmup:      cfg.Warmup.String(),
+		Rows:        cfg.Rows,
+		CellsPerRow: refs,
+		Shards:      cfg.Shards,
+		BatchKeys:   batchKeys,
+		BodyBytes:   len(body(0)),
+		Method: []string{
+			"cellar: the real HTTP handler (internal/http over the sharding layer over one node, wired as `cellar serve` wires it, metrics on) served by net/http on 127.0.0.1:0 in this process, driven through the public client package (keep-alive, MaxIdleConnsPerHost >= 128); responses are decoded into cellar.Cell values.",
+			"direct: the statements sqlstore issues, sent through database/sql on the node's own connection pool (SQLite puts: a single write connection like the node's), results scanned into the same Go types; put = InsertSeq once per shard, then BEGIN; LockSeq; InsertCell; UPDATE shard_seq; COMMIT.",
+			"Each op and concurrency runs warm-up then the measured window, first over HTTP and then direct; workers issue operations back to back; operations completing inside the window count; latency of every operation is kept and p50/p99 are exact (linear interpolation between closest ranks). ratio = cellar ops/s / direct ops/s.",
+			fmt.Sprintf("Data: %d rows x %d ref_keys in column %q, spread over %d shards; reads pick a row (and ref_key) uniformly; puts write new rows; batchGet = %d keys per request (5 exact ref_key, 5 latest); bodies are %d-byte JSON objects.",
+				cfg.Rows, refs, column, cfg.Shards, batchKeys, len(body(0))),
+			"The load generator, the server and the database servers share this machine's CPUs.",
+		},
+	}
+}
+
+// runner runs the measurements of one Run, one at a time.
+type runner struct {
+	cfg   *Config
+	cells int // measured so far; numbers put keys, to keep them unique
+}
+
+// backend runs the matrix on a fresh datastore of engine.
+func (rn *runner) backend(ctx context.Context, engine string) BackendReport {
+	cfg := rn.cfg
+	br := BackendReport{Name: engine}
+	switch {
+	case engine == "postgres" && cfg.PostgresDSN == "":
+		br.Skipped = "no DSN: set --postgres-dsn or CELLAR_TEST_POSTGRES_DSN"
+		fmt.Fprintf(cfg.Log, "%s: skipped (%s)\n", engine, br.Skipped)
+		return br
+	case engine == "mysql" && cfg.MySQLDSN == "":
+		br.Skipped = "no DSN: set --mysql-dsn or CELLAR_TEST_MYSQL_DSN"
+		fmt.Fprintf(cfg.Log, "%s: skipped (%s)\n", engine, br.Skipped)
+		return br
+	}
+	fail := func(err error) BackendReport {
+		br.Error = err.Error()
+		fmt.Fprintf(cfg.Log, "%s: %v\n", engine, err)
+		return br
+	}
+	t, err := openTarget(ctx, cfg, engine, false)
+	if err != nil {
+		return fail(fmt.Errorf("open: %w", err))
+	}
+	defer func() {
+		if err := t.Close(); err != nil {
+			fmt.Fprintf(cfg.Log, "%s: close: %v\n", engine, err)
+		}
+	}()
+	br.Server = t.info
+	if err := rn.setUp(ctx, t); err != nil {
+		return fail(err)
+	}
+	for _, opName := range cfg.Ops {
+		for _, conc := range cfg.Concurrency {
+			r := Result{Op: opName, Concurrency: conc}
+			var err error
+			r.Cellar, err = rn.measure(ctx, engine, "cellar", opName, conc, func(wl *workload) op { return cellarOp(t.client, opName, wl) })
+			if err != nil {
+				return fail(err)
+			}
+			r.Direct, err = rn.measure(ctx, engine, "direct", opName, conc, func(wl *workload) op { return t.direct.op(opName, wl) })
+			if err != nil {
+				return fail(err)
+			}
+			if r.Direct.OpsPerSec > 0 {
+				r.Ratio = r.Cellar.OpsPerSec / r.Direct.OpsPerSec
+			}
+			br.Results = append(br.Results, r)
+		}
+	}
+	return br
+}
+
+// setUp brings a fresh datastore to the state of one that has been in use
+// for a while: every shard's sequence row exists (created in one
+// transaction, not by the first write to each shard, which costs a commit
+// per shard), the data set is loaded, and the planner's statistics are
+// fresh, as autovacuum or a DBA would have left them.
+func (rn *runner) setUp(ctx context.Context, t *target) error {
+	cfg := rn.cfg
+	start := time.Now()
+	fmt.Fprintf(cfg.Log, "%s: preloading %d cells\n", t.engine, cfg.Rows*refs)
+	if err := t.direct.createSeqs(ctx); err != nil {
+		return err
+	}
+	if err := preload(ctx, t.node, cfg.Rows); err != nil {
+		return err
+	}
+	var stmt string
+	switch t.engine {
+	case "postgres":
+		stmt = "ANALYZE cells"
+	case "mysql":
+		stmt = "ANALYZE TABLE cells"
+	}
+	if stmt != "" {
+		if _, err := t.node.DB().ExecContext(ctx, stmt); err != nil {
+			return fmt.Errorf("analyze: %w", err)
+		}
+	}
+	fmt.Fprintf(cfg.Log, "%s: preloaded in %s\n", t.engine, time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// measure runs one side of one cell of the matrix.
+func (rn *runner) measure(ctx context.Context, engine, mode, opName string, conc int, newOp func(*workload) op) (Stats, error) {
+	cfg := rn.cfg
+	rn.cells++
+	w := window{conc: conc, warmup: cfg.Warmup, measure: cfg.Duration}
+	if cfg.ProfileDir != "" {
+		w.profile = filepath.Join(cfg.ProfileDir, fmt.Sprintf("%s-%s-c%d-%s.pprof", engine, opName, conc, mode))
+	}
+	prefix := fmt.Sprintf("put-%s-%d", mode, rn.cells)
+	st, err := run(ctx, w, func(worker int) op {
+		return newOp(newWorkload(cfg.Rows, fmt.Sprintf("%s-%d", prefix, worker), worker))
+	})
+	if err != nil {
+		return st, err
+	}
+	st.Load1 = load1()
+	line := fmt.Sprintf("%s %s c=%d %s: %.0f ops/s, p50 %.3f ms, p99 %.3f ms; CPU: process %.2f cores (%.0f µs/op), machine %.2f cores, load %.2f",
+		engine, opName, conc, mode, st.OpsPerSec, st.P50Ms, st.P99Ms, st.ProcessCores, st.ProcessCPUPerOpUs, st.MachineCores, st.Load1)
+	if st.Errors > 0 {
+		line += fmt.Sprintf(", %d errors (first: %s)", st.Errors, st.FirstError)
+	}
+	fmt.Fprintln(cfg.Log, line)
+	return st, nil
+}
+
+// groupCommit measures durable SQLite puts over HTTP with and without
+// group commit, each on a fresh datastore preloaded like the matrix's.
+func (rn *runner) groupCommit(ctx context.Context) GroupCommit {
+	cfg := rn.cfg
+	gc := GroupCommit{Concurrency: cfg.GroupCommitConcurrency}
+	for _, single := range []bool{false, true} {
+		st, err := rn.groupCommitSide(ctx, single)
+		if err != nil {
+			gc.Error = err.Error()
+			fmt.Fprintf(cfg.Log, "sqlite group commit: %v\n", err)
+			return gc
+		}
+		if single {
+			gc.Single = st
+		} else {
+			gc.Group = st
+		}
+	}
+	if gc.Single.OpsPerSec > 0 {
+		gc.Ratio = gc.Group.OpsPerSec / gc.Single.OpsPerSec
+	}
+	return gc
+}
+
+func (rn *runner) groupCommitSide(ctx context.Context, single bool) (Stats, error) {
+	cfg := rn.cfg
+	t, err := openTarget(ctx, cfg, "sqlite", single)
+	if err != nil {
+		return Stats{}, fmt.Errorf("open: %w", err)
+	}
+	defer func() {
+		if err := t.Close(); err != nil {
+			fmt.Fprintf(cfg.Log, "sqlite: close: %v\n", err)
+		}
+	}()
+	if err := rn.setUp(ctx, t); err != nil {
+		return Stats{}, err
+	}
+	mode := "group-commit"
+	if single {
+		mode = "one-tx-per-put"
+	}
+	return rn.measure(ctx, "sqlite", mode, "put", cfg.GroupCommitConcurrency, func(wl *workload) op { return cellarOp(t.client, "put", wl) })
+}
+
+// targets checks the issue's targets against rep.
+func targets(rep *Report) []Target {
+	latest := Target{Name: fmt.Sprintf("PostgreSQL latest over HTTP at concurrency %d >= %.0f%% of direct-driver throughput", TargetConc, 100*TargetLatestRatio)}
+	latest.Detail = fmt.Sprintf("needs backend postgres, op latest and concurrency %d in the matrix", TargetConc)
+	for _, b := range rep.Backends {
+		if b.Name != "postgres" {
+			continue
+		}
+		for _, r := range b.Results {
+			if r.Op == "latest" && r.Concurrency == TargetConc {
+				latest.Measured = true
+				latest.Met = r.Ratio >= TargetLatestRatio
+				latest.Detail = fmt.Sprintf("cellar %.0f ops/s / direct %.0f ops/s = %.0f%%", r.Cellar.OpsPerSec, r.Direct.OpsPerSec, 100*r.Ratio)
+			}
+		}
+	}
+	group := Target{Name: fmt.Sprintf("SQLite durable puts at concurrency %d: group commit >= %.0fx one transaction per put", TargetConc, TargetGroupCommit)}
+	group.Detail = fmt.Sprintf("needs backend sqlite and op put, group commit at concurrency %d", TargetConc)
+	if gc := rep.GroupCommit; gc != nil && gc.Error == "" && gc.Concurrency == TargetConc {
+		group.Measured = true
+		group.Met = gc.Ratio >= TargetGroupCommit
+		group.Detail = fmt.Sprintf("group commit %.0f ops/s / one tx per put %.0f ops/s = %.1fx", gc.Group.OpsPerSec, gc.Single.OpsPerSec, gc.Ratio)
+	}
+	return []Target{latest, group}
+}
+
+// gitCommit returns the short commit of the working directory's
+// repository, marked if the tree has changes, or "unknown".
+func gitCommit() string {
+	out, err := exec.Command("git", "rev-parse", "--short", "HEAD").Output()
+	if err != nil {
+		return "unknown"
+	}
+	commit := strings.TrimSpace(string(out))
+	if st, err := exec.Command("git", "status", "--porcelain").Output(); err == nil && len(strings.TrimSpace(string(st))) > 0 {
+		commit += " (with uncommitted changes)"
+	}
+	return commit
+}
+
+// loadAverage returns the 1, 5 and 15 minute load averages where the
+// system reports them.
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return ""
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return ""
+	}
+	return strings.Join(f[:3], " ")
+}
+
+// load1 returns the 1-minute load average, or 0 where it is unknown.
+func load1() float64 {
+	f := strings.Fields(loadAverage())
+	if len(f) == 0 {
+		return 0
+	}
+	v, _ := strconv.ParseFloat(f[0], 64) // 0 if unparsable, as documented
+	return v
+}
+
+func cpuModel() string {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return ""
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}

@@ -1,0 +1,254 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cellar-db/cellar"
+	"github.com/cellar-db/cellar/internal/dbtest"
+)
+
+func TestParseList(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    []string
+		wantErr bool
+	}{
+		{"put,get,latest,batchGet", []string{"put", "get", "latest", "batchGet"}, false},
+		{"batchget, LATEST", []string{"batchGet", "latest"}, false},
+		{"get,,put,", []string{"get", "put"}, false},
+		{"latest", []string{"latest"}, false},
+		{"", nil, true},
+		{" , ", nil, true},
+		{"get,scan", nil, true},
+		{"get,GET", nil, true},
+	}
+	for _, tt := range tests {
+		got, err := ParseList("op", tt.in, Ops)
+		if (err != nil) != tt.wantErr || !reflect.DeepEqual(got, tt.want) {
+			t.Errorf("ParseList(%q) = %q, %v; want %q, error %v", tt.in, got, err, tt.want, tt.wantErr)
+		}
+	}
+}
+
+func TestParseConcurrency(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    []int
+		wantErr bool
+	}{
+		{"1,16,64", []int{1, 16, 64}, false},
+		{" 64 , 1 ", []int{64, 1}, false},
+		{"4096", []int{4096}, false},
+		{"", nil, true},
+		{"0", nil, true},
+		{"-1", nil, true},
+		{"4097", nil, true},
+		{"1.5", nil, true},
+		{"1,1", nil, true},
+		{"a", nil, true},
+	}
+	for _, tt := range tests {
+		got, err := ParseConcurrency(tt.in)
+		if (err != nil) != tt.wantErr || !reflect.DeepEqual(got, tt.want) {
+			t.Errorf("ParseConcurrency(%q) = %v, %v; want %v, error %v", tt.in, got, err, tt.want, tt.wantErr)
+		}
+	}
+}
+
+func TestPercentile(t *testing.T) {
+	ds := func(ns ...int) []time.Duration {
+		out := make([]time.Duration, len(ns))
+		for i, n := range ns {
+			out[i] = time.Duration(n)
+		}
+		return out
+	}
+	hundred := make([]time.Duration, 100)
+	for i := range hundred {
+		hundred[i] = time.Duration(i+1) * time.Microsecond // 1µs..100µs
+	}
+	tests := []struct {
+		name   string
+		sorted []time.Duration
+		q      float64
+		want   time.Duration
+	}{
+		{"empty", nil, 0.5, 0},
+		{"one", ds(7), 0.5, 7},
+		{"one p99", ds(7), 0.99, 7},
+		{"odd median", ds(1, 2, 10), 0.5, 2},
+		{"even median is the mean of the middle two", ds(1, 2, 4, 10), 0.5, 3},
+		{"even median rounds to the nanosecond", ds(1, 2, 5, 10), 0.5, 4}, // 3.5ns
+		{"min", ds(1, 2, 4, 10), 0, 1},
+		{"max", ds(1, 2, 4, 10), 1, 10},
+		{"1..100 median", hundred, 0.5, 50500 * time.Nanosecond}, // between the 50th and 51st
+		{"1..100 p99", hundred, 0.99, 99010 * time.Nanosecond},   // rank 98.01 from 0: 99µs + 0.01µs
+		{"q above 1 clamps", ds(1, 2), 2, 2},
+	}
+	for _, tt := range tests {
+		got := percentile(tt.sorted, tt.q)
+		if got != tt.want {
+			t.Errorf("%s: percentile(%v, %v) = %d; want %d", tt.name, tt.sorted, tt.q, got, tt.want)
+		}
+	}
+}
+
+func TestSummarize(t *testing.T) {
+	samples := []time.Duration{4 * time.Millisecond, 1 * time.Millisecond, 3 * time.Millisecond, 2 * time.Millisecond}
+	got := summarize(samples, 1, "boom", 2*time.Second)
+	want := Stats{Ops: 4, Errors: 1, FirstError: "boom", Seconds: 2, OpsPerSec: 2, P50Ms: 2.5, P99Ms: 3.97}
+	if got != want {
+		t.Errorf("summarize = %+v; want %+v", got, want)
+	}
+}
+
+func TestBody(t *testing.T) {
+	for _, n := range []uint64{0, 1, 1 << 63, ^uint64(0)} {
+		b := body(n)
+		if len(b) < 180 || len(b) > 240 {
+			t.Errorf("len(body(%d)) = %d; want about 200", n, len(b))
+		}
+		compact, err := cellar.CheckBody(b, cellar.DefaultMaxBodyBytes)
+		if err != nil {
+			t.Errorf("CheckBody(body(%d)): %v", n, err)
+		} else if !bytes.Equal(compact, b) {
+			t.Errorf("body(%d) is not compact JSON: %s", n, b)
+		}
+	}
+}
+
+func TestBatchGetQuery(t *testing.T) {
+	got := batchGetQuery([]bool{true, false})
+	want := "SELECT * FROM (SELECT 0 AS i, " + cellColumns + " FROM cells WHERE row_key = ? AND col = ? AND ref_key = ?) t0" +
+		" UNION ALL SELECT * FROM (SELECT 1 AS i, " + cellColumns + " FROM cells WHERE row_key = ? AND col = ? ORDER BY ref_key DESC LIMIT 1) t1"
+	if got != want {
+		t.Errorf("batchGetQuery = %q;\nwant %q", got, want)
+	}
+}
+
+// smokeConfig is a matrix small enough for every test run.
+func smokeConfig(tb testing.TB, backends ...string) Config {
+	return Config{
+		Backends:    backends,
+		Ops:         Ops,
+		Concurrency: []int{1, 4},
+		Duration:    200 * time.Millisecond,
+		Warmup:      50 * time.Millisecond,
+		Rows:        200,
+		Shards:      256, // fewer sequence rows to create: SQLite is slow under -race
+		SQLiteDir:   tb.TempDir(),
+		Command:     "cellar bench --smoke",
+		Log:         testWriter{tb},
+	}
+}
+
+// checkReport checks that every measurement of rep ran without errors and
+// that the report renders.
+func checkReport(t *testing.T, rep *Report, cfg Config) {
+	t.Helper()
+	if len(rep.Backends) != len(cfg.Backends) {
+		t.Fatalf("report has %d backends; want %d", len(rep.Backends), len(cfg.Backends))
+	}
+	for _, br := range rep.Backends {
+		if br.Skipped != "" || br.Error != "" {
+			t.Errorf("%s: skipped %q, error %q", br.Name, br.Skipped, br.Error)
+		}
+		if want := len(cfg.Ops) * len(cfg.Concurrency); len(br.Results) != want {
+			t.Errorf("%s: %d results; want %d", br.Name, len(br.Results), want)
+		}
+		// On a loaded machine a window this short may see no operation
+		// complete, so only the whole matrix must have measured some.
+		var ops int64
+		for _, r := range br.Results {
+			for side, st := range map[string]Stats{"cellar": r.Cellar, "direct": r.Direct} {
+				ops += st.Ops
+				if st.Errors != 0 || (st.Ops > 0 && (st.P50Ms <= 0 || st.P99Ms < st.P50Ms)) {
+					t.Errorf("%s %s c=%d %s: %+v", br.Name, r.Op, r.Concurrency, side, st)
+				}
+			}
+			if r.Direct.Ops > 0 && r.Ratio != r.Cellar.OpsPerSec/r.Direct.OpsPerSec {
+				t.Errorf("%s %s c=%d: ratio %v; want %v", br.Name, r.Op, r.Concurrency, r.Ratio, r.Cellar.OpsPerSec/r.Direct.OpsPerSec)
+			}
+		}
+		if ops == 0 {
+			t.Errorf("%s: no operation completed in any measured window", br.Name)
+		}
+	}
+	var md bytes.Buffer
+	if err := WriteMarkdown(&md, rep); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"command: `" + cfg.Command + "`", "| op | conc | cellar ops/s |", "## Targets"} {
+		if !strings.Contains(md.String(), want) {
+			t.Errorf("markdown report lacks %q:\n%s", want, md.String())
+		}
+	}
+	var js bytes.Buffer
+	if err := WriteJSON(&js, rep); err != nil {
+		t.Fatal(err)
+	}
+	var back Report
+	if err := json.Unmarshal(js.Bytes(), &back); err != nil {
+		t.Errorf("JSON report does not decode: %v", err)
+	}
+}
+
+// TestRunSQLite runs the whole harness on SQLite, briefly.
+func TestRunSQLite(t *testing.T) {
+	cfg := smokeConfig(t, "sqlite")
+	cfg.GroupCommit = true
+	rep, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	checkReport(t, rep, cfg)
+	gc := rep.GroupCommit
+	if gc == nil || gc.Error != "" || gc.Group.Ops+gc.Single.Ops == 0 || gc.Group.Errors+gc.Single.Errors != 0 {
+		t.Errorf("group commit comparison: %+v", gc)
+	}
+	if len(rep.Targets) != 2 || rep.Targets[0].Measured || !rep.Targets[1].Measured {
+		t.Errorf("targets = %+v; want the PostgreSQL one unmeasured and the group commit one measured", rep.Targets)
+	}
+}
+
+// TestRunServers runs a slice of the harness on PostgreSQL and MySQL.
+func TestRunServers(t *testing.T) {
+	cfg := smokeConfig(t, "postgres", "mysql")
+	cfg.PostgresDSN = dbtest.Need(t, dbtest.PostgresEnv)
+	cfg.MySQLDSN = dbtest.Need(t, dbtest.MySQLEnv)
+	cfg.Ops = []string{"put", "latest", "batchGet"}
+	cfg.Concurrency = []int{3}
+	cfg.Duration = 100 * time.Millisecond
+	rep, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	checkReport(t, rep, cfg)
+}
+
+func TestRunSkipsBackendsWithoutDSN(t *testing.T) {
+	cfg := smokeConfig(t, "postgres", "mysql")
+	rep, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	for _, br := range rep.Backends {
+		if br.Skipped == "" || len(br.Results) != 0 {
+			t.Errorf("%s: %+v; want it skipped", br.Name, br)
+		}
+	}
+}
+
+// testWriter sends the harness's progress to the test log.
+type testWriter struct{ tb testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.tb.Log(strings.TrimSuffix(string(p), "\n"))
+	return len(p), nil
+}

@@ -1,0 +1,120 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"runtime/pprof"
+	"sync"
+	"time"
+)
+
+// op performs one operation of a benchmark. Each worker has its own, so an
+// op may keep state (a random source, a counter) without locking.
+type op func(ctx context.Context) error
+
+// window is how one cell of the matrix is timed.
+type window struct {
+	conc    int
+	warmup  time.Duration
+	measure time.Duration
+	// profile, if not empty, is a file to write a CPU profile of the whole
+	// process (load generator included) to, over warm-up and measurement.
+	profile string
+}
+
+// run drives conc workers, each calling the op newOp gives it back to back,
+// for w.warmup and then w.measure. It counts the operations that complete
+// inside the measured window, whenever they started: in a steady state that
+// is the completion rate, without the bias of dropping operations that
+// straddle an edge. Workers start no operation after the window closes.
+func run(parent context.Context, w window, newOp func(worker int) op) (Stats, error) {
+	if w.profile != "" {
+		f, err := os.Create(w.profile)
+		if err != nil {
+			return Stats{}, fmt.Errorf("create CPU profile: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return Stats{}, fmt.Errorf("start CPU profile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
+	type result struct {
+		samples  []time.Duration
+		errors   int64
+		firstErr error
+	}
+	results := make([]result, w.conc)
+	start := time.Now()
+	from, to := start.Add(w.warmup), start.Add(w.warmup+w.measure)
+	// Operations still running at the end are abandoned after a grace
+	// period rather than waited for without bound.
+	ctx, cancel := context.WithDeadline(parent, to.Add(30*time.Second))
+	defer cancel()
+	// CPU use is sampled at the edges of the measured window.
+	var cpuFrom, cpuTo cpuSample
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for _, s := range []struct {
+			at  time.Time
+			dst *cpuSample
+		}{{from, &cpuFrom}, {to, &cpuTo}} {
+			select {
+			case <-time.After(time.Until(s.at)):
+				*s.dst = sampleCPU()
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	for i := range w.conc {
+		do := newOp(i)
+		r := &results[i]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				t0 := time.Now()
+				if !t0.Before(to) {
+					return
+				}
+				err := do(ctx)
+				t1 := time.Now()
+				if t1.Before(from) || !t1.Before(to) {
+					continue
+				}
+				if err != nil {
+					r.errors++
+					if r.firstErr == nil {
+						r.firstErr = err
+					}
+					continue
+				}
+				r.samples = append(r.samples, t1.Sub(t0))
+			}
+		}()
+	}
+	wg.Wait()
+	<-sampled
+	if err := parent.Err(); err != nil {
+		return Stats{}, err
+	}
+	var all []time.Duration
+	var errs int64
+	var first error
+	for _, r := range results {
+		all = append(all, r.samples...)
+		errs += r.errors
+		if first == nil {
+			first = r.firstErr
+		}
+	}
+	msg := ""
+	if first != nil {
+		msg = first.Error()
+	}
+	return summarize(all, errs, msg, w.measure).withCPU(cpuFrom, cpuTo, w.measure), nil
+}
