@@ -851,3 +851,38 @@ func upperFirst(s string) string {
 	}
 	return strings.ToUpper(s[:1]) + s[1:]
 }
+
+// runAction runs the action of a command group (`cellar GROUP ACTION ...`)
+// named by args[0], from actions, whose names are "GROUP ACTION".
+func (r *runner) runAction(group, argsSynopsis string, actions []clientCommand, args []string) error {
+	fs := flag.NewFlagSet(group, flag.ContinueOnError)
+	fs.SetOutput(r.stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(r.stderr, "usage: cellar %s ACTION [flags] %s\n\n%s.\n\nactions:\n", group, argsSynopsis, upperFirst(r.cmd.summary))
+		tw := tabwriter.NewWriter(r.stderr, 0, 0, 2, ' ', 0)
+		for _, a := range actions {
+			fmt.Fprintf(tw, "  %s %s\t%s\n", strings.TrimPrefix(a.name, group+" "), a.synopsis, a.summary)
+		}
+		tw.Flush()
+		fmt.Fprintf(r.stderr, "\nRun `cellar %s ACTION -h` for an action's flags.\n", group)
+	}
+	r.fs = fs
+	if len(args) == 0 {
+		return usagef("missing action")
+	}
+	switch args[0] {
+	case "-h", "-help", "--help", "help":
+		fs.Usage()
+		return flag.ErrHelp
+	}
+	for i := range actions {
+		if a := &actions[i]; a.name == group+" "+args[0] {
+			r.cmd, r.fs = a, nil
+			return a.run(r, args[1:])
+		}
+	}
+	if strings.HasPrefix(args[0], "-") {
+		return usagef("the action comes before flags: cellar %s ACTION [flags] %s", group, argsSynopsis)
+	}
+	return usagef("unknown action %q", args[0])
+}

@@ -4,12 +4,8 @@ package main
 // a client command of its own.
 
 import (
-	"flag"
-	"fmt"
 	"slices"
 	"strconv"
-	"strings"
-	"text/tabwriter"
 
 	"github.com/cellar-db/cellar"
 )
@@ -47,36 +43,7 @@ var counterActions = []clientCommand{
 
 // counter runs the action named by args[0].
 func (r *runner) counter(args []string) error {
-	fs := flag.NewFlagSet("counter", flag.ContinueOnError)
-	fs.SetOutput(r.stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(r.stderr, "usage: cellar counter ACTION [flags] KEY ...\n\n%s.\n\nactions:\n", upperFirst(r.cmd.summary))
-		tw := tabwriter.NewWriter(r.stderr, 0, 0, 2, ' ', 0)
-		for _, a := range counterActions {
-			fmt.Fprintf(tw, "  %s %s\t%s\n", strings.TrimPrefix(a.name, "counter "), a.synopsis, a.summary)
-		}
-		tw.Flush()
-		fmt.Fprintf(r.stderr, "\nRun `cellar counter ACTION -h` for an action's flags.\n")
-	}
-	r.fs = fs
-	if len(args) == 0 {
-		return usagef("missing action")
-	}
-	switch args[0] {
-	case "-h", "-help", "--help", "help":
-		fs.Usage()
-		return flag.ErrHelp
-	}
-	for i := range counterActions {
-		if a := &counterActions[i]; a.name == "counter "+args[0] {
-			r.cmd, r.fs = a, nil
-			return a.run(r, args[1:])
-		}
-	}
-	if strings.HasPrefix(args[0], "-") {
-		return usagef("the action comes before flags: cellar counter ACTION [flags] KEY ...")
-	}
-	return usagef("unknown action %q", args[0])
+	return r.runAction("counter", "KEY ...", counterActions, args)
 }
 
 // counterJSON is a counter, or the error reading it, as the CLI prints it.

@@ -4,11 +4,9 @@ package main
 // parsed like a client command of its own.
 
 import (
-	"flag"
 	"fmt"
 	"math"
 	"strconv"
-	"strings"
 	"text/tabwriter"
 	"unicode"
 
@@ -62,36 +60,7 @@ var timelineActions = []clientCommand{
 
 // timeline runs the action named by args[0].
 func (r *runner) timeline(args []string) error {
-	fs := flag.NewFlagSet("timeline", flag.ContinueOnError)
-	fs.SetOutput(r.stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(r.stderr, "usage: cellar timeline ACTION [flags] KEY ...\n\n%s.\n\nactions:\n", upperFirst(r.cmd.summary))
-		tw := tabwriter.NewWriter(r.stderr, 0, 0, 2, ' ', 0)
-		for _, a := range timelineActions {
-			fmt.Fprintf(tw, "  %s %s\t%s\n", strings.TrimPrefix(a.name, "timeline "), a.synopsis, a.summary)
-		}
-		tw.Flush()
-		fmt.Fprintf(r.stderr, "\nRun `cellar timeline ACTION -h` for an action's flags.\n")
-	}
-	r.fs = fs
-	if len(args) == 0 {
-		return usagef("missing action")
-	}
-	switch args[0] {
-	case "-h", "-help", "--help", "help":
-		fs.Usage()
-		return flag.ErrHelp
-	}
-	for i := range timelineActions {
-		if a := &timelineActions[i]; a.name == "timeline "+args[0] {
-			r.cmd, r.fs = a, nil
-			return a.run(r, args[1:])
-		}
-	}
-	if strings.HasPrefix(args[0], "-") {
-		return usagef("the action comes before flags: cellar timeline ACTION [flags] KEY ...")
-	}
-	return usagef("unknown action %q", args[0])
+	return r.runAction("timeline", "KEY ...", timelineActions, args)
 }
 
 func (r *runner) timelineAdd(args []string) error {

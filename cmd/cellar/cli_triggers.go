@@ -4,7 +4,6 @@ package main
 // define, each action parsed like a client command of its own.
 
 import (
-	"flag"
 	"fmt"
 	"strings"
 	"text/tabwriter"
@@ -71,36 +70,7 @@ var triggerActions = []clientCommand{
 
 // triggers runs the action named by args[0].
 func (r *runner) triggers(args []string) error {
-	fs := flag.NewFlagSet("triggers", flag.ContinueOnError)
-	fs.SetOutput(r.stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(r.stderr, "usage: cellar triggers ACTION [flags] [NAME] ...\n\n%s.\n\nactions:\n", upperFirst(r.cmd.summary))
-		tw := tabwriter.NewWriter(r.stderr, 0, 0, 2, ' ', 0)
-		for _, a := range triggerActions {
-			fmt.Fprintf(tw, "  %s %s\t%s\n", strings.TrimPrefix(a.name, "triggers "), a.synopsis, a.summary)
-		}
-		tw.Flush()
-		fmt.Fprintf(r.stderr, "\nRun `cellar triggers ACTION -h` for an action's flags.\n")
-	}
-	r.fs = fs
-	if len(args) == 0 {
-		return usagef("missing action")
-	}
-	switch args[0] {
-	case "-h", "-help", "--help", "help":
-		fs.Usage()
-		return flag.ErrHelp
-	}
-	for i := range triggerActions {
-		if a := &triggerActions[i]; a.name == "triggers "+args[0] {
-			r.cmd, r.fs = a, nil
-			return a.run(r, args[1:])
-		}
-	}
-	if strings.HasPrefix(args[0], "-") {
-		return usagef("the action comes before flags: cellar triggers ACTION [flags] [NAME] ...")
-	}
-	return usagef("unknown action %q", args[0])
+	return r.runAction("triggers", "[NAME] ...", triggerActions, args)
 }
 
 func (r *runner) triggersList(args []string) error {
