@@ -54,6 +54,13 @@ type Dialect struct {
 	OutOfRange func(error) bool
 	// UniqueViolation reports a unique or primary key violation.
 	UniqueViolation func(error) bool
+	// ScanLock, if not empty, is appended to the shard scan to make it a
+	// locking read. InnoDB may let a transaction's row locks go before its
+	// commit is visible to new snapshots, so a later added_id could be seen
+	// while an earlier one is not yet: a locking read sees the latest
+	// committed rows, waits for uncommitted ones, and (under REPEATABLE
+	// READ) its next-key locks keep a lower added_id out of a gap it passed.
+	ScanLock string
 	// MaxUnion is the most SELECTs one UNION ALL statement may join.
 	MaxUnion int
 	// Retryable reports errors after which the whole transaction may be

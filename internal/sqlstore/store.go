@@ -371,12 +371,26 @@ func (s *Store) Scan(ctx context.Context, shard int, after int64, limit int, col
 		q += " AND col = ?"
 		args = append(args, column)
 	}
-	q += " ORDER BY added_id LIMIT ?"
+	q += " ORDER BY added_id LIMIT ?" + s.d.ScanLock
 	if err := s.ready(ctx); err != nil {
 		return res, err
 	}
 	args = append(args, limit)
-	rows, err := s.db.QueryContext(ctx, s.d.Rebind(q), args...)
+	for attempt := 0; ; attempt++ {
+		var err error
+		res, err = s.scan(ctx, shard, after, s.d.Rebind(q), args)
+		// A locking scan can lose a deadlock to a writer; it changed
+		// nothing, so run it again.
+		if err == nil || attempt == 5 || !s.d.Retryable(err) {
+			return res, err
+		}
+	}
+}
+
+// scan runs one shard scan query.
+func (s *Store) scan(ctx context.Context, shard int, after int64, q string, args []any) (cellar.ScanResult, error) {
+	res := cellar.ScanResult{Cells: []cellar.Cell{}, Next: after}
+	rows, err := s.db.QueryContext(ctx, q, args...)
 	if err != nil {
 		return res, s.wrap(err, "scan shard %d", shard)
 	}
