@@ -57,10 +57,7 @@ func (s *server) handlePut(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if _, err := query(r); err != nil {
-		return err
-	}
-	raw, err := readBody(w, r, s.opts.MaxBodyBytes)
+	raw, err := readRequest(w, r, s.opts.MaxBodyBytes)
 	if err != nil {
 		return err
 	}
@@ -151,10 +148,7 @@ func (s *server) handleRow(w http.ResponseWriter, r *http.Request) error {
 // handleBatchGet serves POST /v1/cells:batchGet.
 func (s *server) handleBatchGet(w http.ResponseWriter, r *http.Request) error {
 	logged := map[string]bool{}
-	if _, err := query(r); err != nil {
-		return err
-	}
-	raw, err := readBody(w, r, s.opts.MaxRequestBytes)
+	raw, err := readRequest(w, r, s.opts.MaxRequestBytes)
 	if err != nil {
 		return err
 	}
@@ -188,10 +182,7 @@ func (s *server) handleBatchGet(w http.ResponseWriter, r *http.Request) error {
 // parsing never reach the store; the others are written together.
 func (s *server) handleBatchPut(w http.ResponseWriter, r *http.Request) error {
 	logged := map[string]bool{}
-	if _, err := query(r); err != nil {
-		return err
-	}
-	raw, err := readBody(w, r, s.opts.MaxRequestBytes)
+	raw, err := readRequest(w, r, s.opts.MaxRequestBytes)
 	if err != nil {
 		return err
 	}

@@ -30,10 +30,7 @@ func (s *server) handleCounterIncr(w http.ResponseWriter, r *http.Request) error
 	if err := cellar.ValidateRowKey(key); err != nil {
 		return err
 	}
-	if _, err := query(r); err != nil {
-		return err
-	}
-	raw, err := readBody(w, r, s.opts.MaxBodyBytes)
+	raw, err := readRequest(w, r, s.opts.MaxBodyBytes)
 	if err != nil {
 		return err
 	}
@@ -71,10 +68,7 @@ func (s *server) handleCounterGet(w http.ResponseWriter, r *http.Request) error 
 // {"keys": ["...", ...]}. Each key's result is its value or its error.
 func (s *server) handleCounterBatchGet(w http.ResponseWriter, r *http.Request) error {
 	logged := map[string]bool{}
-	if _, err := query(r); err != nil {
-		return err
-	}
-	raw, err := readBody(w, r, s.opts.MaxRequestBytes)
+	raw, err := readRequest(w, r, s.opts.MaxRequestBytes)
 	if err != nil {
 		return err
 	}

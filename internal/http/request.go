@@ -16,6 +16,15 @@ import (
 	"github.com/cellar-db/cellar"
 )
 
+// readRequest reads the body of a request that takes no query parameters,
+// up to limit bytes.
+func readRequest(w http.ResponseWriter, r *http.Request, limit int) ([]byte, error) {
+	if _, err := query(r); err != nil {
+		return nil, err
+	}
+	return readBody(w, r, limit)
+}
+
 // readBody reads the whole request body, up to limit bytes. Returns
 // ETOOLARGE past the limit.
 func readBody(w http.ResponseWriter, r *http.Request, limit int) ([]byte, error) {

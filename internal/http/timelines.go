@@ -37,10 +37,7 @@ type timelineMember struct {
 // {"member": "...", "score": N}.
 func (s *server) handleTimelineAdd(w http.ResponseWriter, r *http.Request) error {
 	key := pathSegment(r, "key")
-	if _, err := query(r); err != nil {
-		return err
-	}
-	raw, err := readBody(w, r, s.opts.MaxBodyBytes)
+	raw, err := readRequest(w, r, s.opts.MaxBodyBytes)
 	if err != nil {
 		return err
 	}
@@ -117,10 +114,7 @@ func (s *server) handleTimelineRange(w http.ResponseWriter, r *http.Request) err
 // handleTimelineCap serves PUT /v1/timelines/{key} with {"cap": N}.
 func (s *server) handleTimelineCap(w http.ResponseWriter, r *http.Request) error {
 	key := pathSegment(r, "key")
-	if _, err := query(r); err != nil {
-		return err
-	}
-	raw, err := readBody(w, r, s.opts.MaxBodyBytes)
+	raw, err := readRequest(w, r, s.opts.MaxBodyBytes)
 	if err != nil {
 		return err
 	}

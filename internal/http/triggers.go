@@ -56,10 +56,7 @@ func (s *server) handleTriggerDefine(w http.ResponseWriter, r *http.Request) err
 	if err != nil {
 		return err
 	}
-	if _, err := query(r); err != nil {
-		return err
-	}
-	raw, err := readBody(w, r, s.opts.MaxBodyBytes)
+	raw, err := readRequest(w, r, s.opts.MaxBodyBytes)
 	if err != nil {
 		return err
 	}
@@ -153,10 +150,7 @@ func (s *server) handleTriggerClaim(w http.ResponseWriter, r *http.Request) erro
 	if err != nil {
 		return err
 	}
-	if _, err := query(r); err != nil {
-		return err
-	}
-	raw, err := readBody(w, r, s.opts.MaxBodyBytes)
+	raw, err := readRequest(w, r, s.opts.MaxBodyBytes)
 	if err != nil {
 		return err
 	}
@@ -240,10 +234,7 @@ func (s *server) ackRequest(w http.ResponseWriter, r *http.Request, nack bool) (
 	if err != nil {
 		return "", ackReq{}, err
 	}
-	if _, err := query(r); err != nil {
-		return "", ackReq{}, err
-	}
-	raw, err := readBody(w, r, s.opts.MaxBodyBytes)
+	raw, err := readRequest(w, r, s.opts.MaxBodyBytes)
 	if err != nil {
 		return "", ackReq{}, err
 	}
@@ -358,10 +349,7 @@ func (s *server) triggerAction(w http.ResponseWriter, r *http.Request, f func(ct
 	if err != nil {
 		return err
 	}
-	if _, err := query(r); err != nil {
-		return err
-	}
-	raw, err := readBody(w, r, s.opts.MaxBodyBytes)
+	raw, err := readRequest(w, r, s.opts.MaxBodyBytes)
 	if err != nil {
 		return err
 	}
