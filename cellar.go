@@ -33,18 +33,21 @@ type Cell struct {
 	Body json.RawMessage `json:"body,omitempty"`
 }
 
-// MarshalJSON writes CreatedAt as RFC 3339 UTC with exactly three
-// fractional digits, and the body exactly as stored: json.Marshal would
-// rewrite '<', '>' and '&' inside it as \u escapes.
+// MarshalJSON writes the cell in the API's field order, CreatedAt as RFC
+// 3339 UTC with exactly three fractional digits, and the body exactly as
+// stored: json.Marshal would rewrite '<', '>' and '&' inside it as \u
+// escapes.
 func (c Cell) MarshalJSON() ([]byte, error) {
-	type plain Cell
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
 	if err := enc.Encode(struct {
-		plain
-		CreatedAt string `json:"created_at"`
-	}{plain(c), FormatTime(c.CreatedAt)}); err != nil {
+		Key
+		Shard     int             `json:"shard"`
+		AddedID   int64           `json:"added_id"`
+		CreatedAt string          `json:"created_at"`
+		Body      json.RawMessage `json:"body,omitempty"`
+	}{c.Key, c.Shard, c.AddedID, FormatTime(c.CreatedAt), c.Body}); err != nil {
 		return nil, err
 	}
 	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil

@@ -663,10 +663,8 @@ func (o *output) printLine(v any) {
 	o.Write(buf.Bytes())
 }
 
-// cellJSON is a cell as the CLI prints it in JSON, with Created for the
-// result of a put. cellar.Cell.MarshalJSON is not used: it goes through
-// json.Marshal, which rewrites <, > and & in the body as \u escapes, and
-// the output should show the body as stored.
+// cellJSON is a cell as the CLI prints it in JSON: the API's cell, with
+// Created for the result of a put.
 type cellJSON struct {
 	cellar.Key
 	Shard     int             `json:"shard"`

@@ -18,34 +18,6 @@ type putResult struct {
 	Created   bool   `json:"created"`
 }
 
-// cellJSON encodes a cell with its body exactly as stored.
-// cellar.Cell.MarshalJSON goes through json.Marshal, which rewrites <, >, &,
-// U+2028 and U+2029 in the body's strings as \u escapes: the same JSON
-// value, but not the bytes that were written. So the metadata comes from
-// Cell.MarshalJSON and the body is appended as it is; the response encoder
-// (HTML escaping off) still checks that the whole is valid JSON.
-type cellJSON cellar.Cell
-
-func (c cellJSON) MarshalJSON() ([]byte, error) {
-	meta := cellar.Cell(c)
-	meta.Body = nil
-	b, err := meta.MarshalJSON()
-	if err != nil || len(c.Body) == 0 {
-		return b, err
-	}
-	b = append(b[:len(b)-1], `,"body":`...) // drop the closing '}'
-	b = append(b, c.Body...)
-	return append(b, '}'), nil
-}
-
-func cellsJSON(cells []cellar.Cell) []cellJSON {
-	out := make([]cellJSON, len(cells))
-	for i, c := range cells {
-		out[i] = cellJSON(c)
-	}
-	return out
-}
-
 func newPutResult(c cellar.Cell, created bool) putResult {
 	return putResult{Key: c.Key, Shard: c.Shard, AddedID: c.AddedID, CreatedAt: cellar.FormatTime(c.CreatedAt), Created: created}
 }
@@ -90,7 +62,7 @@ func (s *server) handleGet(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	s.writeJSON(w, r, http.StatusOK, cellJSON(c))
+	s.writeJSON(w, r, http.StatusOK, c)
 	return nil
 }
 
@@ -108,7 +80,7 @@ func (s *server) handleLatest(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	s.writeJSON(w, r, http.StatusOK, cellJSON(c))
+	s.writeJSON(w, r, http.StatusOK, c)
 	return nil
 }
 
@@ -139,9 +111,9 @@ func (s *server) handleRow(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	s.writeJSON(w, r, http.StatusOK, struct {
-		RowKey string     `json:"row_key"`
-		Cells  []cellJSON `json:"cells"`
-	}{rowKey, cellsJSON(cells)})
+		RowKey string        `json:"row_key"`
+		Cells  []cellar.Cell `json:"cells"`
+	}{rowKey, cells})
 	return nil
 }
 
@@ -157,8 +129,8 @@ func (s *server) handleBatchGet(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	type result struct {
-		Cell  *cellJSON  `json:"cell,omitempty"`
-		Error *errorBody `json:"error,omitempty"`
+		Cell  *cellar.Cell `json:"cell,omitempty"`
+		Error *errorBody   `json:"error,omitempty"`
 	}
 	results := make([]result, len(keys))
 	if len(keys) > 0 {
@@ -168,8 +140,7 @@ func (s *server) handleBatchGet(w http.ResponseWriter, r *http.Request) error {
 				results[i].Error = &e
 				continue
 			}
-			c := cellJSON(*gr.Cell)
-			results[i].Cell = &c
+			results[i].Cell = gr.Cell
 		}
 	}
 	s.writeJSON(w, r, http.StatusOK, struct {
@@ -275,9 +246,9 @@ func (s *server) handleScan(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	s.writeJSON(w, r, http.StatusOK, struct {
-		Cells []cellJSON `json:"cells"`
-		Next  int64      `json:"next"`
-	}{cellsJSON(res.Cells), res.Next})
+		Cells []cellar.Cell `json:"cells"`
+		Next  int64         `json:"next"`
+	}{res.Cells, res.Next})
 	return nil
 }
 

@@ -175,11 +175,11 @@ func (s *server) handleTriggerClaim(w http.ResponseWriter, r *http.Request) erro
 		lease = &leaseJSON{Shard: c.Lease.Shard, Token: c.Lease.Token, ExpiresAt: cellar.FormatTime(c.Lease.ExpiresAt)}
 	}
 	s.writeJSON(w, r, http.StatusOK, struct {
-		Lease  *leaseJSON `json:"lease"`
-		Cells  []cellJSON `json:"cells"`
-		Replay bool       `json:"replay,omitempty"`
-		Paused bool       `json:"paused,omitempty"`
-	}{lease, cellsJSON(c.Cells), c.Replay, c.Paused})
+		Lease  *leaseJSON    `json:"lease"`
+		Cells  []cellar.Cell `json:"cells"`
+		Replay bool          `json:"replay,omitempty"`
+		Paused bool          `json:"paused,omitempty"`
+	}{lease, c.Cells, c.Replay, c.Paused})
 	return nil
 }
 
