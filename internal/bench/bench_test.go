@@ -123,15 +123,6 @@ func TestBody(t *testing.T) {
 	}
 }
 
-func TestBatchGetQuery(t *testing.T) {
-	got := batchGetQuery([]bool{true, false})
-	want := "SELECT * FROM (SELECT 0 AS i, " + cellColumns + " FROM cells WHERE row_key = ? AND col = ? AND ref_key = ?) t0" +
-		" UNION ALL SELECT * FROM (SELECT 1 AS i, " + cellColumns + " FROM cells WHERE row_key = ? AND col = ? ORDER BY ref_key DESC LIMIT 1) t1"
-	if got != want {
-		t.Errorf("batchGetQuery = %q;\nwant %q", got, want)
-	}
-}
-
 // smokeConfig is a matrix small enough for every test run.
 func smokeConfig(tb testing.TB, backends ...string) Config {
 	return Config{

@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
@@ -15,32 +14,6 @@ import (
 // The statements sqlstore issues, copied here because sqlstore keeps them
 // unexported; the sequence and insert statements come from the dialect.
 // They must be kept in step with internal/sqlstore/store.go.
-const (
-	cellColumns = "row_key, col, ref_key, shard, added_id, created_at, body"
-	getQuery    = "SELECT " + cellColumns + " FROM cells WHERE row_key = ? AND col = ? AND ref_key = ?"
-	latestQuery = "SELECT " + cellColumns + " FROM cells WHERE row_key = ? AND col = ? ORDER BY ref_key DESC LIMIT 1"
-	updateSeq   = "UPDATE shard_seq SET last_added_id = ? WHERE shard = ?"
-)
-
-// batchGetQuery is the UNION ALL statement sqlstore's BatchGet builds for
-// keys, exact where exact[j] is set and latest otherwise.
-func batchGetQuery(exact []bool) string {
-	var q strings.Builder
-	for j, e := range exact {
-		if j > 0 {
-			q.WriteString(" UNION ALL ")
-		}
-		fmt.Fprintf(&q, "SELECT * FROM (SELECT %d AS i, %s FROM cells WHERE row_key = ? AND col = ?", j, cellColumns)
-		if e {
-			q.WriteString(" AND ref_key = ?")
-		} else {
-			q.WriteString(" ORDER BY ref_key DESC LIMIT 1")
-		}
-		fmt.Fprintf(&q, ") t%d", j)
-	}
-	return q.String()
-}
-
 // direct issues cellar's SQL straight through database/sql: the floor that
 // cellar's HTTP API is measured against. Statements are rebound once, and
 // results are scanned into the same Go types sqlstore uses.
@@ -61,13 +34,13 @@ func newDirect(db, wdb *sql.DB, d *sqlstore.Dialect, shards int) *direct {
 	}
 	return &direct{
 		db: db, wdb: wdb, d: d, shards: shards,
-		get:        d.Rebind(getQuery),
-		latest:     d.Rebind(latestQuery),
-		batchGet:   d.Rebind(batchGetQuery(exact)),
+		get:        d.Rebind(sqlstore.GetCellSQL),
+		latest:     d.Rebind(sqlstore.LatestCellSQL),
+		batchGet:   d.Rebind(sqlstore.BatchGetSQL(exact)),
 		insertSeq:  d.Rebind(d.InsertSeq),
 		lockSeq:    d.Rebind(d.LockSeq),
 		insertCell: d.Rebind(d.InsertCell),
-		updateSeq:  d.Rebind(updateSeq),
+		updateSeq:  d.Rebind(sqlstore.AdvanceSeqSQL),
 	}
 }
 

@@ -158,9 +158,40 @@ func (s *Store) wrap(err error, format string, args ...any) error {
 	return cellar.Internal(err, "node %s: %s", s.name, op)
 }
 
-const cellColumns = "row_key, col, ref_key, shard, added_id, created_at, body"
+// The statements of the cell read and write paths, with '?' placeholders
+// (Dialect.Rebind turns them into the engine's). They are exported so that
+// benchmarks issue exactly what a node issues.
+const (
+	CellColumns   = "row_key, col, ref_key, shard, added_id, created_at, body"
+	GetCellSQL    = "SELECT " + CellColumns + " FROM cells WHERE row_key = ? AND col = ? AND ref_key = ?"
+	LatestCellSQL = "SELECT " + CellColumns + " FROM cells WHERE row_key = ? AND col = ? ORDER BY ref_key DESC LIMIT 1"
+	AdvanceSeqSQL = "UPDATE shard_seq SET last_added_id = ? WHERE shard = ?"
+)
 
-// scanCell reads the columns of cellColumns.
+// BatchGetSQL returns the one statement BatchGet issues for len(exact)
+// keys: a UNION ALL of index lookups, branch j an exact ref_key if
+// exact[j] and the latest cell otherwise, each answering with its branch
+// number as column i. Its arguments are row_key, column (and ref_key when
+// exact) for each key in turn.
+func BatchGetSQL(exact []bool) string {
+	var q strings.Builder
+	for j, e := range exact {
+		if j > 0 {
+			q.WriteString(" UNION ALL ")
+		}
+		// The branch number is a literal we generate, not client input.
+		fmt.Fprintf(&q, "SELECT * FROM (SELECT %d AS i, %s FROM cells WHERE row_key = ? AND col = ?", j, CellColumns)
+		if e {
+			q.WriteString(" AND ref_key = ?")
+		} else {
+			q.WriteString(" ORDER BY ref_key DESC LIMIT 1")
+		}
+		fmt.Fprintf(&q, ") t%d", j)
+	}
+	return q.String()
+}
+
+// scanCell reads the columns of CellColumns.
 func scanCell(sc interface{ Scan(...any) error }, c *cellar.Cell) error {
 	var row []byte
 	var created int64
@@ -183,7 +214,7 @@ func (s *Store) Get(ctx context.Context, k cellar.Key) (cellar.Cell, error) {
 	if err := s.ready(ctx); err != nil {
 		return c, err
 	}
-	err := scanCell(s.db.QueryRowContext(ctx, s.d.Rebind("SELECT "+cellColumns+" FROM cells WHERE row_key = ? AND col = ? AND ref_key = ?"),
+	err := scanCell(s.db.QueryRowContext(ctx, s.d.Rebind(GetCellSQL),
 		[]byte(k.RowKey), k.Column, k.RefKey), &c)
 	if errors.Is(err, sql.ErrNoRows) {
 		return c, notFound(k.RowKey, k.Column, &k.RefKey)
@@ -203,7 +234,7 @@ func (s *Store) Latest(ctx context.Context, rowKey, column string) (cellar.Cell,
 	if err := s.ready(ctx); err != nil {
 		return c, err
 	}
-	err := scanCell(s.db.QueryRowContext(ctx, s.d.Rebind("SELECT "+cellColumns+" FROM cells WHERE row_key = ? AND col = ? ORDER BY ref_key DESC LIMIT 1"),
+	err := scanCell(s.db.QueryRowContext(ctx, s.d.Rebind(LatestCellSQL),
 		[]byte(rowKey), column), &c)
 	if errors.Is(err, sql.ErrNoRows) {
 		return c, notFound(rowKey, column, nil)
@@ -227,7 +258,7 @@ func (s *Store) Row(ctx context.Context, rowKey string, columns []string) ([]cel
 		return nil, err
 	}
 	args := []any{[]byte(rowKey)}
-	q := "SELECT " + cellColumns + " FROM cells c WHERE row_key = ?" +
+	q := "SELECT " + CellColumns + " FROM cells c WHERE row_key = ?" +
 		" AND ref_key = (SELECT MAX(ref_key) FROM cells m WHERE m.row_key = c.row_key AND m.col = c.col)"
 	if len(columns) > 0 {
 		for _, col := range columns {
@@ -291,23 +322,15 @@ func (s *Store) BatchGet(ctx context.Context, keys []cellar.LookupKey) []cellar.
 }
 
 func (s *Store) batchGet(ctx context.Context, keys []cellar.LookupKey, idx []int, res []cellar.GetResult) {
-	var q strings.Builder
 	args := make([]any, 0, 3*len(idx))
+	exact := make([]bool, len(idx))
 	for j, i := range idx {
 		k := keys[i]
-		if j > 0 {
-			q.WriteString(" UNION ALL ")
-		}
-		// The branch number is a literal we generate, not client input.
-		fmt.Fprintf(&q, "SELECT * FROM (SELECT %d AS i, %s FROM cells WHERE row_key = ? AND col = ?", j, cellColumns)
 		args = append(args, []byte(k.RowKey), k.Column)
 		if k.RefKey != nil {
-			q.WriteString(" AND ref_key = ?")
+			exact[j] = true
 			args = append(args, *k.RefKey)
-		} else {
-			q.WriteString(" ORDER BY ref_key DESC LIMIT 1")
 		}
-		fmt.Fprintf(&q, ") t%d", j)
 	}
 	fail := func(err error) {
 		err = s.wrap(err, "batch get")
@@ -315,7 +338,7 @@ func (s *Store) batchGet(ctx context.Context, keys []cellar.LookupKey, idx []int
 			res[i].Err = err
 		}
 	}
-	rows, err := s.db.QueryContext(ctx, s.d.Rebind(q.String()), args...)
+	rows, err := s.db.QueryContext(ctx, s.d.Rebind(BatchGetSQL(exact)), args...)
 	if err != nil {
 		fail(err)
 		return
@@ -362,7 +385,7 @@ func (s *Store) Scan(ctx context.Context, shard int, after int64, limit int, col
 	if limit <= 0 || limit > cellar.MaxScanLimit {
 		return res, cellar.Errorf(cellar.EINVALID, "limit must be 1..%d", cellar.MaxScanLimit)
 	}
-	q := "SELECT " + cellColumns + " FROM cells WHERE shard = ? AND added_id > ?"
+	q := "SELECT " + CellColumns + " FROM cells WHERE shard = ? AND added_id > ?"
 	args := []any{shard, after}
 	if column != "" {
 		if err := cellar.ValidateColumn(column); err != nil {
@@ -549,7 +572,7 @@ func (s *Store) tryWrite(ctx context.Context, items []*writeItem) error {
 			}
 			// The key exists: an equal body is a replay, anything else a conflict.
 			var old cellar.Cell
-			err = scanCell(tx.QueryRowContext(ctx, s.d.Rebind("SELECT "+cellColumns+" FROM cells WHERE row_key = ? AND col = ? AND ref_key = ?"),
+			err = scanCell(tx.QueryRowContext(ctx, s.d.Rebind(GetCellSQL),
 				[]byte(it.cell.RowKey), it.cell.Column, it.cell.RefKey), &old)
 			if err != nil {
 				return fmt.Errorf("read existing cell: %w", err)
@@ -557,7 +580,7 @@ func (s *Store) tryWrite(ctx context.Context, items []*writeItem) error {
 			results[i] = replay(old, it.cell)
 		}
 		if next != last {
-			if _, err := tx.ExecContext(ctx, s.d.Rebind("UPDATE shard_seq SET last_added_id = ? WHERE shard = ?"), next, shard); err != nil {
+			if _, err := tx.ExecContext(ctx, s.d.Rebind(AdvanceSeqSQL), next, shard); err != nil {
 				return fmt.Errorf("advance sequence of shard %d: %w", shard, err)
 			}
 		}
