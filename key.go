@@ -16,19 +16,23 @@ var columnRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,63}$`)
 // ValidateRowKey returns an EINVALID error unless rowKey is valid UTF-8 of 1 to
 // 255 bytes without control characters. Any other character, including '/',
 // spaces and non-ASCII, is allowed.
-func ValidateRowKey(rowKey string) error {
-	if len(rowKey) == 0 {
-		return Errorf(EINVALID, "row_key is empty")
+func ValidateRowKey(rowKey string) error { return ValidateKey("row_key", rowKey) }
+
+// ValidateKey checks key by the row key rules; what names it in the error
+// message ("timeline key", "member", "counter key"...).
+func ValidateKey(what, key string) error {
+	if len(key) == 0 {
+		return Errorf(EINVALID, "%s is empty", what)
 	}
-	if len(rowKey) > MaxRowKeyBytes {
-		return Errorf(EINVALID, "row_key is %d bytes; the limit is %d", len(rowKey), MaxRowKeyBytes)
+	if len(key) > MaxRowKeyBytes {
+		return Errorf(EINVALID, "%s is %d bytes; the limit is %d", what, len(key), MaxRowKeyBytes)
 	}
-	if !utf8.ValidString(rowKey) {
-		return Errorf(EINVALID, "row_key is not valid UTF-8")
+	if !utf8.ValidString(key) {
+		return Errorf(EINVALID, "%s is not valid UTF-8", what)
 	}
-	for _, r := range rowKey {
+	for _, r := range key {
 		if r < 0x20 || (r >= 0x7f && r <= 0x9f) {
-			return Errorf(EINVALID, "row_key contains control character %U", r)
+			return Errorf(EINVALID, "%s contains control character %U", what, r)
 		}
 	}
 	return nil

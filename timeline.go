@@ -6,6 +6,13 @@ import "context"
 // is set otherwise.
 const DefaultTimelineCap = 10000
 
+// Limits on timelines: the largest cap, and the most members one range
+// returns.
+const (
+	MaxTimelineCap   = 1_000_000
+	MaxTimelineLimit = 1000
+)
+
 // TimelineItem is one member of a timeline and its score.
 type TimelineItem struct {
 	Member string  `json:"member"`

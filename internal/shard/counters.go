@@ -28,7 +28,7 @@ var _ cellar.CounterNode = (*Store)(nil)
 func (s *Store) ApplyCounterDeltas(ctx context.Context, flushID string, deltas map[string]int64) error {
 	parts := make(map[*Node]map[string]int64)
 	for k, d := range deltas {
-		if err := validateName("counter key", k); err != nil {
+		if err := cellar.ValidateKey("counter key", k); err != nil {
 			return err
 		}
 		_, n := s.route(k)
@@ -49,7 +49,7 @@ func (s *Store) ApplyCounterDeltas(ctx context.Context, flushID string, deltas m
 func (s *Store) Counters(ctx context.Context, keys []string) (map[string]int64, error) {
 	parts := make(map[*Node][]string)
 	for _, k := range keys {
-		if err := validateName("counter key", k); err != nil {
+		if err := cellar.ValidateKey("counter key", k); err != nil {
 			return nil, err
 		}
 		_, n := s.route(k)

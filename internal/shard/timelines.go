@@ -2,26 +2,16 @@ package shard
 
 import (
 	"context"
-	"strings"
 
 	"github.com/cellar-db/cellar"
 )
 
 var _ cellar.TimelineStore = (*Store)(nil)
 
-// validateName checks a timeline key, member or counter key by the row key
-// rules; what names it in the message.
-func validateName(what, s string) error {
-	if err := cellar.ValidateRowKey(s); err != nil {
-		return cellar.Errorf(cellar.EINVALID, "%s", strings.Replace(cellar.ErrorMessage(err), "row_key", what, 1))
-	}
-	return nil
-}
-
 // timelineNode returns the node that holds timeline key, by the key's
 // shard, as a TimelineStore.
 func (s *Store) timelineNode(key string) (*Node, cellar.TimelineStore, error) {
-	if err := validateName("timeline key", key); err != nil {
+	if err := cellar.ValidateKey("timeline key", key); err != nil {
 		return nil, nil, err
 	}
 	_, n := s.route(key)

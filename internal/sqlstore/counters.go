@@ -52,7 +52,7 @@ func (s *Store) ApplyCounterDeltas(ctx context.Context, flushID string, deltas m
 	}
 	keys := make([]string, 0, len(deltas))
 	for k, d := range deltas {
-		if err := validateName("counter key", k); err != nil {
+		if err := cellar.ValidateKey("counter key", k); err != nil {
 			return err
 		}
 		if d != 0 {
@@ -137,7 +137,7 @@ func (s *Store) pruneFlushes(ctx context.Context, tx *sql.Tx) error {
 func (s *Store) Counters(ctx context.Context, keys []string) (map[string]int64, error) {
 	out := make(map[string]int64, len(keys))
 	for _, k := range keys {
-		if err := validateName("counter key", k); err != nil {
+		if err := cellar.ValidateKey("counter key", k); err != nil {
 			return nil, err
 		}
 		out[k] = 0

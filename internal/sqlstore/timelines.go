@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"strings"
 	"time"
 
 	"github.com/cellar-db/cellar"
@@ -37,27 +36,12 @@ import (
 // transaction), so writers to one timeline run one at a time and the
 // stored count stays exact. Reads run in one read-only snapshot.
 
-// Limits on timelines.
-const (
-	maxTimelineCap   = 1_000_000
-	maxTimelineLimit = 1000
-)
-
 // trimSlack is how far past its cap a timeline may grow before an add
 // trims it: a tenth of the cap, and at least 8, so that one trim deletes
 // many rows and an add only rarely pays for one.
 func trimSlack(cap int64) int64 { return max(cap/10, 8) }
 
 var _ cellar.TimelineStore = (*Store)(nil)
-
-// validateName checks a timeline key, member or counter key: they follow
-// the row key rules. what names it in the message.
-func validateName(what, s string) error {
-	if err := cellar.ValidateRowKey(s); err != nil {
-		return cellar.Errorf(cellar.EINVALID, "%s", strings.Replace(cellar.ErrorMessage(err), "row_key", what, 1))
-	}
-	return nil
-}
 
 func validateScore(score float64) error {
 	if math.IsNaN(score) || math.IsInf(score, 0) {
@@ -70,10 +54,10 @@ func validateScore(score float64) error {
 // with cellar.DefaultTimelineCap if it does not exist. The add that takes
 // the stored rows past cap + trimSlack(cap) trims them to cap.
 func (s *Store) TimelineAdd(ctx context.Context, key, member string, score float64) error {
-	if err := validateName("timeline key", key); err != nil {
+	if err := cellar.ValidateKey("timeline key", key); err != nil {
 		return err
 	}
-	if err := validateName("member", member); err != nil {
+	if err := cellar.ValidateKey("member", member); err != nil {
 		return err
 	}
 	if err := validateScore(score); err != nil {
@@ -137,10 +121,10 @@ func (s *Store) TimelineAdd(ctx context.Context, key, member string, score float
 // TimelineRemove implements cellar.TimelineStore. A member stored but
 // beyond the cap (awaiting a trim) is not there: removing it reports false.
 func (s *Store) TimelineRemove(ctx context.Context, key, member string) (bool, error) {
-	if err := validateName("timeline key", key); err != nil {
+	if err := cellar.ValidateKey("timeline key", key); err != nil {
 		return false, err
 	}
-	if err := validateName("member", member); err != nil {
+	if err := cellar.ValidateKey("member", member); err != nil {
 		return false, err
 	}
 	if err := s.ready(ctx); err != nil {
@@ -188,14 +172,14 @@ func (s *Store) TimelineRemove(ctx context.Context, key, member string) (bool, e
 // returns, from the same snapshot.
 func (s *Store) TimelineRange(ctx context.Context, key string, offset, limit int, desc bool) ([]cellar.TimelineItem, int64, error) {
 	items := []cellar.TimelineItem{}
-	if err := validateName("timeline key", key); err != nil {
+	if err := cellar.ValidateKey("timeline key", key); err != nil {
 		return items, 0, err
 	}
 	if offset < 0 {
 		return items, 0, cellar.Errorf(cellar.EINVALID, "offset must not be negative")
 	}
-	if limit < 1 || limit > maxTimelineLimit {
-		return items, 0, cellar.Errorf(cellar.EINVALID, "limit must be 1..%d", maxTimelineLimit)
+	if limit < 1 || limit > cellar.MaxTimelineLimit {
+		return items, 0, cellar.Errorf(cellar.EINVALID, "limit must be 1..%d", cellar.MaxTimelineLimit)
 	}
 	if err := s.ready(ctx); err != nil {
 		return items, 0, err
@@ -246,7 +230,7 @@ func (s *Store) TimelineRange(ctx context.Context, key string, offset, limit int
 // TimelineCount implements cellar.TimelineStore: at most the cap, and 0 for
 // a timeline that was never written.
 func (s *Store) TimelineCount(ctx context.Context, key string) (int64, error) {
-	if err := validateName("timeline key", key); err != nil {
+	if err := cellar.ValidateKey("timeline key", key); err != nil {
 		return 0, err
 	}
 	if err := s.ready(ctx); err != nil {
@@ -266,11 +250,11 @@ func (s *Store) TimelineCount(ctx context.Context, key string) (int64, error) {
 // SetTimelineCap implements cellar.TimelineStore, creating the timeline
 // if it does not exist. Lowering the cap deletes the members beyond it.
 func (s *Store) SetTimelineCap(ctx context.Context, key string, cap int) error {
-	if err := validateName("timeline key", key); err != nil {
+	if err := cellar.ValidateKey("timeline key", key); err != nil {
 		return err
 	}
-	if cap < 1 || cap > maxTimelineCap {
-		return cellar.Errorf(cellar.EINVALID, "cap must be 1..%d", maxTimelineCap)
+	if cap < 1 || cap > cellar.MaxTimelineCap {
+		return cellar.Errorf(cellar.EINVALID, "cap must be 1..%d", cellar.MaxTimelineCap)
 	}
 	if err := s.ready(ctx); err != nil {
 		return err
