@@ -108,11 +108,14 @@ func runChild(mode string) error {
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: cellarhttp.NewHandler(store, cellarhttp.Options{Counters: buf, Logger: log})}
-	fmt.Println(childReadyLine + ln.Addr().String())
-	go srv.Serve(ln)
+	// Catch SIGTERM before saying we listen: the test may stop us as soon
+	// as it has read one counter, and an uncaught SIGTERM would kill us
+	// without the last flush.
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM)
+	srv := &http.Server{Handler: cellarhttp.NewHandler(store, cellarhttp.Options{Counters: buf, Logger: log})}
+	go srv.Serve(ln)
+	fmt.Println(childReadyLine + ln.Addr().String())
 	<-sig
 	srv.Shutdown(ctx)
 	return buf.Close()
