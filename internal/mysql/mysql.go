@@ -23,10 +23,13 @@ var schema2 string
 //go:embed schema/3.sql
 var schema3 string
 
+//go:embed schema/4.sql
+var schema4 string
+
 // Dialect is MySQL's and MariaDB's dialect.
 var Dialect = &sqlstore.Dialect{
 	Name:       "mysql",
-	Migrations: []string{schema1, schema2, schema3},
+	Migrations: []string{schema1, schema2, schema3, schema4},
 	InsertSeq:  "INSERT INTO shard_seq (shard, last_added_id, fenced) VALUES (?, 0, 0) ON DUPLICATE KEY UPDATE shard = shard",
 	LockSeq:    "SELECT last_added_id, fenced FROM shard_seq WHERE shard = ? FOR UPDATE",
 	// A no-op update affects 0 rows, as a skipped insert should. (INSERT
@@ -76,6 +79,9 @@ var Dialect = &sqlstore.Dialect{
 		n := errNumber(err)
 		return n == 1690 || n == 1264 // BIGINT value is out of range; out of range value for column
 	},
+	// Secondary indexes (schema version 4).
+	UpsertIndexEntry: "INSERT INTO index_entries (index_name, gen, shard, k1, k2, k3, k4, row_key, ref_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON DUPLICATE KEY UPDATE ref_key = VALUES(ref_key)",
+	UpsertIndexRow:   "INSERT INTO index_rows (index_name, gen, row_key, locs) VALUES (?, ?, ?, ?) ON DUPLICATE KEY UPDATE locs = VALUES(locs)",
 }
 
 func errNumber(err error) uint16 {

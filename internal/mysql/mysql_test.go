@@ -43,3 +43,7 @@ func TestTimelines(t *testing.T) {
 func TestCounters(t *testing.T) {
 	storetest.RunCounters(t, func(tb testing.TB, shards int) cellar.CounterNode { return openMySQL(tb, shards) })
 }
+
+func TestIndexes(t *testing.T) {
+	storetest.RunIndexes(t, func(tb testing.TB, shards int) cellar.IndexStore { return openMySQL(tb, shards) })
+}

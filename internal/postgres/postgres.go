@@ -25,6 +25,9 @@ var schema2 string
 //go:embed schema/3.sql
 var schema3 string
 
+//go:embed schema/4.sql
+var schema4 string
+
 // migrationLockID is the advisory lock key that serializes migrations.
 const migrationLockID = 0x63656c6c6172 // "cellar"
 
@@ -32,7 +35,7 @@ const migrationLockID = 0x63656c6c6172 // "cellar"
 var Dialect = &sqlstore.Dialect{
 	Name:       "postgres",
 	Numbered:   true,
-	Migrations: []string{schema1, schema2, schema3},
+	Migrations: []string{schema1, schema2, schema3, schema4},
 	InsertSeq:  "INSERT INTO shard_seq (shard, last_added_id, fenced) VALUES (?, 0, 0) ON CONFLICT (shard) DO NOTHING",
 	LockSeq:    "SELECT last_added_id, fenced FROM shard_seq WHERE shard = ? FOR UPDATE",
 	InsertCell: "INSERT INTO cells (shard, added_id, row_key, col, ref_key, body, created_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (row_key, col, ref_key) DO NOTHING",
@@ -71,6 +74,9 @@ var Dialect = &sqlstore.Dialect{
 	OutOfRange: func(err error) bool {
 		return sqlState(err) == "22003" // numeric_value_out_of_range
 	},
+	// Secondary indexes (schema version 4).
+	UpsertIndexEntry: "INSERT INTO index_entries (index_name, gen, shard, k1, k2, k3, k4, row_key, ref_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (index_name, gen, shard, k1, k2, k3, k4, row_key) DO UPDATE SET ref_key = excluded.ref_key",
+	UpsertIndexRow:   "INSERT INTO index_rows (index_name, gen, row_key, locs) VALUES (?, ?, ?, ?) ON CONFLICT (index_name, gen, row_key) DO UPDATE SET locs = excluded.locs",
 }
 
 func sqlState(err error) string {

@@ -207,3 +207,13 @@ func TestCountersMixedNodes(t *testing.T) {
 		return s
 	})
 }
+
+func TestIndexesMixedNodes(t *testing.T) {
+	storetest.RunIndexes(t, func(tb testing.TB, shards int) cellar.IndexStore {
+		s, err := shard.New(thirds(shards), openNodes(tb, shards, ""), shard.Options{})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		return s
+	})
+}

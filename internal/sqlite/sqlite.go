@@ -32,10 +32,13 @@ var schema2 string
 //go:embed schema/3.sql
 var schema3 string
 
+//go:embed schema/4.sql
+var schema4 string
+
 // Dialect is SQLite's dialect.
 var Dialect = &sqlstore.Dialect{
 	Name:       "sqlite",
-	Migrations: []string{schema1, schema2, schema3},
+	Migrations: []string{schema1, schema2, schema3, schema4},
 	InsertSeq:  "INSERT INTO shard_seq (shard, last_added_id, fenced) VALUES (?, 0, 0) ON CONFLICT (shard) DO NOTHING",
 	// The single write connection runs BEGIN IMMEDIATE, which already holds
 	// the database's write lock for the whole transaction.
@@ -68,6 +71,9 @@ var Dialect = &sqlstore.Dialect{
 		var e *sqlite.Error
 		return errors.As(err, &e) && e.Code() == sqlite3.SQLITE_CONSTRAINT_CHECK
 	},
+	// Secondary indexes (schema version 4).
+	UpsertIndexEntry: "INSERT INTO index_entries (index_name, gen, shard, k1, k2, k3, k4, row_key, ref_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (index_name, gen, shard, k1, k2, k3, k4, row_key) DO UPDATE SET ref_key = excluded.ref_key",
+	UpsertIndexRow:   "INSERT INTO index_rows (index_name, gen, row_key, locs) VALUES (?, ?, ?, ?) ON CONFLICT (index_name, gen, row_key) DO UPDATE SET locs = excluded.locs",
 }
 
 // Options configure a SQLite node.

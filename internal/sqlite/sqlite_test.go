@@ -39,3 +39,7 @@ func TestTimelines(t *testing.T) {
 func TestCounters(t *testing.T) {
 	storetest.RunCounters(t, func(tb testing.TB, shards int) cellar.CounterNode { return open(tb, shards, false).(*sqlstore.Store) })
 }
+
+func TestIndexes(t *testing.T) {
+	storetest.RunIndexes(t, func(tb testing.TB, shards int) cellar.IndexStore { return open(tb, shards, false).(*sqlstore.Store) })
+}

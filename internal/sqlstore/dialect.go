@@ -69,6 +69,13 @@ type Dialect struct {
 	// Unavailable reports engine-specific errors that mean the node cannot
 	// be reached (in addition to the network errors every engine shares).
 	Unavailable func(error) bool
+	// UpsertIndexEntry writes an index entry, or sets ref_key of the one at
+	// the same key. Arguments: index_name, gen, shard, k1, k2, k3, k4,
+	// row_key, ref_key.
+	UpsertIndexEntry string
+	// UpsertIndexRow writes a row's record of where its index entries are,
+	// replacing any. Arguments: index_name, gen, row_key, locs.
+	UpsertIndexRow string
 	// Lock takes an engine-wide lock for schema migrations on conn, and
 	// returns the function that releases it. Nil means no lock is needed.
 	Lock func(ctx context.Context, conn *sql.Conn) (unlock func(), err error)

@@ -1,0 +1,25 @@
+CREATE TABLE IF NOT EXISTS indexes (
+  index_name VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL PRIMARY KEY,
+  def BLOB NOT NULL,
+  created_at BIGINT NOT NULL,
+  updated_at BIGINT NOT NULL
+) ENGINE=InnoDB;
+CREATE TABLE IF NOT EXISTS index_entries (
+  index_name VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+  gen BIGINT NOT NULL,
+  shard INT NOT NULL,
+  k1 VARBINARY(512) NOT NULL,
+  k2 VARBINARY(512) NOT NULL,
+  k3 VARBINARY(512) NOT NULL,
+  k4 VARBINARY(512) NOT NULL,
+  row_key VARBINARY(255) NOT NULL,
+  ref_key BIGINT NOT NULL,
+  PRIMARY KEY (index_name, gen, shard, k1, k2, k3, k4, row_key)
+) ENGINE=InnoDB;
+CREATE TABLE IF NOT EXISTS index_rows (
+  index_name VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+  gen BIGINT NOT NULL,
+  row_key VARBINARY(255) NOT NULL,
+  locs BLOB NOT NULL,
+  PRIMARY KEY (index_name, gen, row_key)
+) ENGINE=InnoDB
