@@ -1,6 +1,7 @@
 package sqlstore
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -330,8 +331,8 @@ var ErrDeleteRecord = errors.New("delete the index record")
 
 // UpdateIndexRecord runs f on the record of index name (Def nil if there
 // is none) in a transaction that holds the record's lock, and writes what
-// f leaves in rec.Def: it creates the record if it was missing, and
-// deletes it if f returns ErrDeleteRecord. Any other error from f changes
+// f leaves in rec.Def (nothing if f left it as it was): it creates the
+// record if it was missing, and deletes it if f returns ErrDeleteRecord. Any other error from f changes
 // nothing and is returned. f may run more than once (the transaction is
 // retried on deadlocks and on a concurrent create), so it must not have
 // side effects.
@@ -353,6 +354,7 @@ func (s *Store) UpdateIndexRecord(ctx context.Context, name string, f func(rec *
 		if exists {
 			rec.CreatedAt, rec.UpdatedAt = unixMilli(created), unixMilli(updated)
 		}
+		orig := rec.Def
 		switch err := f(&rec); {
 		case errors.Is(err, ErrDeleteRecord):
 			if exists {
@@ -364,6 +366,9 @@ func (s *Store) UpdateIndexRecord(ctx context.Context, name string, f func(rec *
 			return nil
 		case err != nil:
 			return err
+		case exists && bytes.Equal(orig, rec.Def):
+			out = rec // unchanged: nothing to write
+			return nil
 		}
 		rec.UpdatedAt = now.UTC().Truncate(time.Millisecond)
 		if !exists {
@@ -384,4 +389,41 @@ func (s *Store) UpdateIndexRecord(ctx context.Context, name string, f func(rec *
 		return out, s.wrap(err, "update index %s", name)
 	}
 	return out, nil
+}
+
+// TriggerOffset returns the offset of one shard of trigger name: the
+// added_id of its last acknowledged cell, 0 if the shard has none.
+func (s *Store) TriggerOffset(ctx context.Context, name string, shard int) (int64, error) {
+	if err := s.ready(ctx); err != nil {
+		return 0, err
+	}
+	var acked int64
+	err := s.db.QueryRowContext(ctx, s.d.Rebind("SELECT acked FROM trigger_shards WHERE trigger_name = ? AND shard = ?"), name, shard).Scan(&acked)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, s.wrap(err, "read offset of trigger %s", name)
+	}
+	return acked, nil
+}
+
+// DeleteTrigger removes trigger name and all of its state, if it exists:
+// the internal trigger of a dropped index generation.
+func (s *Store) DeleteTrigger(ctx context.Context, name string) error {
+	if err := s.ready(ctx); err != nil {
+		return err
+	}
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		for _, table := range []string{"trigger_shards", "trigger_parked", "trigger_consumers", "triggers"} {
+			if _, err := tx.ExecContext(ctx, s.d.Rebind("DELETE FROM "+table+" WHERE trigger_name = ?"), name); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return s.wrap(err, "delete trigger %s", name)
+	}
+	return nil
 }

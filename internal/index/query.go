@@ -1,0 +1,434 @@
+package index
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"time"
+
+	"github.com/cellar-db/cellar"
+)
+
+// Limits of a query.
+const (
+	MaxWaitFor = 1000
+	MaxWait    = 60 * time.Second
+	// maxRounds bounds the scans one query makes past stale entries
+	// before it returns a short page with a cursor.
+	maxRounds = 8
+)
+
+// Cond is a condition on one field: equality (Eq, where JSON null matches
+// a missing value), or a range of the bounds that are set. Values are JSON
+// as the request wrote them.
+type Cond struct {
+	Field              string
+	Eq, Gt, Gte, Lt, Lte json.RawMessage
+}
+
+// CellPos names a written cell by its shard and added_id, as a put
+// returns them.
+type CellPos struct {
+	Shard   int   `json:"shard"`
+	AddedID int64 `json:"added_id"`
+}
+
+// Query selects entries of one index. Where must hold an equality on the
+// shard field (the index's first field).
+type Query struct {
+	Where []Cond
+	// Fields are the fields to return; all of them when empty.
+	Fields []string
+	// Order is the field to order by (then by row key); by default the
+	// index's fields after the shard field, in order.
+	Order string
+	Desc  bool
+	// Limit is the most entries to return (default DefaultLimit).
+	Limit int
+	// Cursor continues where a previous result with the same order ended.
+	Cursor string
+	// WaitFor makes the query wait, up to Wait, until the index has
+	// caught up with these cells.
+	WaitFor []CellPos
+	Wait    time.Duration
+}
+
+// Entry is one match: a row and its fields, read from the row's latest
+// cell (RefKey) at query time.
+type Entry struct {
+	RowKey string                     `json:"row_key"`
+	RefKey int64                      `json:"ref_key"`
+	Fields map[string]json.RawMessage `json:"fields"`
+}
+
+// Result is a page of matches. Cursor is empty when there are no more.
+type Result struct {
+	Entries []Entry
+	Cursor  string
+}
+
+// fullCond is a condition on full (untruncated) keys, for the re-check.
+type fullCond struct {
+	eq           []byte
+	lower, upper *cellar.IndexBound
+}
+
+func (c fullCond) match(key []byte) bool {
+	if c.eq != nil {
+		return bytes.Equal(key, c.eq)
+	}
+	if b := c.lower; b != nil {
+		if cmp := bytes.Compare(key, b.Key); cmp < 0 || (cmp == 0 && !b.Inclusive) {
+			return false
+		}
+	}
+	if b := c.upper; b != nil {
+		if cmp := bytes.Compare(key, b.Key); cmp > 0 || (cmp == 0 && !b.Inclusive) {
+			return false
+		}
+	}
+	return true
+}
+
+// plan is a validated query.
+type plan struct {
+	scan  cellar.IndexScan // without After and Limit
+	conds [cellar.MaxIndexFields]fullCond
+	proj  []int
+	order string // names the order, to tie cursors to it
+	limit int
+}
+
+func (p *plan) match(ks keys) bool {
+	for i, c := range p.conds {
+		if !c.match(ks[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// planQuery validates q against the index.
+func planQuery(name string, gen int64, def Definition, q Query, shardCount int) (*plan, error) {
+	p := &plan{scan: cellar.IndexScan{Index: name, Gen: gen}, limit: q.Limit}
+	if p.limit == 0 {
+		p.limit = DefaultLimit
+	}
+	if p.limit < 1 || p.limit > cellar.MaxIndexLimit {
+		return nil, cellar.Errorf(cellar.EINVALID, "limit must be 1..%d", cellar.MaxIndexLimit)
+	}
+	seen := map[int]bool{}
+	for _, c := range q.Where {
+		pos, ok := def.field(c.Field)
+		if !ok {
+			return nil, cellar.Errorf(cellar.EINVALID, "index %s has no field %q", name, trunc(c.Field, 80))
+		}
+		if seen[pos] {
+			return nil, cellar.Errorf(cellar.EINVALID, "where names field %s twice", c.Field)
+		}
+		seen[pos] = true
+		if err := p.addCond(pos, def.Fields[pos], c); err != nil {
+			return nil, err
+		}
+	}
+	shardField := def.Fields[0].Name
+	if p.conds[0].eq == nil {
+		return nil, cellar.Errorf(cellar.EINVALID, "a query of index %s must give its shard field %s with an equality (\"where\": {%q: value})", name, shardField, shardField)
+	}
+	p.scan.Shard = cellar.ShardOf(string(p.scan.Conds[0].Eq), shardCount)
+
+	if q.Order == "" {
+		for i := 1; i < len(def.Fields); i++ {
+			p.scan.Order = append(p.scan.Order, i)
+		}
+		p.order = "default"
+	} else {
+		pos, ok := def.field(q.Order)
+		if !ok {
+			return nil, cellar.Errorf(cellar.EINVALID, "order: index %s has no field %q", name, trunc(q.Order, 80))
+		}
+		p.scan.Order = []int{pos}
+		p.order = "field:" + q.Order
+	}
+	p.scan.Desc = q.Desc
+	if q.Desc {
+		p.order += ":desc"
+	}
+
+	if len(q.Fields) == 0 {
+		for i := range def.Fields {
+			p.proj = append(p.proj, i)
+		}
+	}
+	for _, f := range q.Fields {
+		pos, ok := def.field(f)
+		if !ok {
+			return nil, cellar.Errorf(cellar.EINVALID, "fields: index %s has no field %q", name, trunc(f, 80))
+		}
+		p.proj = append(p.proj, pos)
+	}
+	if q.Cursor != "" {
+		after, err := p.decodeCursor(q.Cursor)
+		if err != nil {
+			return nil, err
+		}
+		p.scan.After = after
+	}
+	return p, nil
+}
+
+// addCond adds the condition c on field f at position pos.
+func (p *plan) addCond(pos int, f Field, c Cond) error {
+	enc := func(op string, raw json.RawMessage, nullOK bool) ([]byte, error) {
+		if string(raw) == "null" {
+			if !nullOK {
+				return nil, cellar.Errorf(cellar.EINVALID, "where.%s.%s: null cannot bound a range", f.Name, op)
+			}
+			return nullKey, nil
+		}
+		k, ok := encodeValue(f.Type, raw)
+		if !ok {
+			return nil, cellar.Errorf(cellar.EINVALID, "where.%s: field %s is of type %s: want %s, got %s", f.Name, f.Name, f.Type, typeWord(f.Type), describe(raw))
+		}
+		return k, nil
+	}
+	if c.Eq != nil {
+		if c.Gt != nil || c.Gte != nil || c.Lt != nil || c.Lte != nil {
+			return cellar.Errorf(cellar.EINVALID, "where.%s: eq cannot be combined with a range", f.Name)
+		}
+		if pos == 0 && string(c.Eq) == "null" {
+			return cellar.Errorf(cellar.EINVALID, "where.%s: the shard field cannot be null (rows without it are not indexed)", f.Name)
+		}
+		k, err := enc("eq", c.Eq, true)
+		if err != nil {
+			return err
+		}
+		p.conds[pos].eq = k
+		p.scan.Conds[pos].Eq, _ = truncKey(k)
+		return nil
+	}
+	if c.Gt != nil && c.Gte != nil || c.Lt != nil && c.Lte != nil {
+		return cellar.Errorf(cellar.EINVALID, "where.%s: give at most one lower bound (gt, gte) and one upper bound (lt, lte)", f.Name)
+	}
+	bound := func(op string, raw json.RawMessage, inclusive bool) (*cellar.IndexBound, *cellar.IndexBound, error) {
+		if raw == nil {
+			return nil, nil, nil
+		}
+		k, err := enc(op, raw, false)
+		if err != nil {
+			return nil, nil, err
+		}
+		cut, wasCut := truncKey(k)
+		// A cut key bounds the stored (cut) keys only weakly: keep the
+		// candidates equal to it, and let the re-check decide.
+		return &cellar.IndexBound{Key: k, Inclusive: inclusive}, &cellar.IndexBound{Key: cut, Inclusive: inclusive || wasCut}, nil
+	}
+	var err error
+	fc, sc := &p.conds[pos], &p.scan.Conds[pos]
+	if c.Gt != nil {
+		fc.lower, sc.Lower, err = bound("gt", c.Gt, false)
+	} else {
+		fc.lower, sc.Lower, err = bound("gte", c.Gte, true)
+	}
+	if err != nil {
+		return err
+	}
+	if c.Lt != nil {
+		fc.upper, sc.Upper, err = bound("lt", c.Lt, false)
+	} else {
+		fc.upper, sc.Upper, err = bound("lte", c.Lte, true)
+	}
+	if err != nil {
+		return err
+	}
+	if fc.lower == nil && fc.upper == nil {
+		return cellar.Errorf(cellar.EINVALID, "where.%s: give a value, or an object of eq, gt, gte, lt, lte", f.Name)
+	}
+	if fc.lower == nil {
+		// Missing values sort first; a range never matches them.
+		fc.lower = &cellar.IndexBound{Key: nullKey}
+		sc.Lower = &cellar.IndexBound{Key: nullKey}
+	}
+	return nil
+}
+
+// cursor is what a Result's cursor holds: the order it belongs to and the
+// position of the last entry returned.
+type cursor struct {
+	Order string `json:"o"`
+	cellar.IndexPosition
+}
+
+func (p *plan) encodeCursor(pos cellar.IndexPosition) string {
+	b, _ := json.Marshal(cursor{Order: p.order, IndexPosition: pos})
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+func (p *plan) decodeCursor(s string) (*cellar.IndexPosition, error) {
+	bad := cellar.Errorf(cellar.EINVALID, "cursor is not one this index returned")
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil {
+		return nil, bad
+	}
+	var c cursor
+	if err := json.Unmarshal(b, &c); err != nil || len(c.Keys) != len(p.scan.Order) || cellar.ValidateRowKey(c.RowKey) != nil {
+		return nil, bad
+	}
+	if c.Order != p.order {
+		return nil, cellar.Errorf(cellar.EINVALID, "cursor belongs to a query with another order")
+	}
+	for _, k := range c.Keys {
+		if len(k) > cellar.MaxIndexKeyBytes {
+			return nil, bad
+		}
+	}
+	return &c.IndexPosition, nil
+}
+
+func (p *plan) position(e cellar.IndexEntry) cellar.IndexPosition {
+	pos := cellar.IndexPosition{RowKey: e.RowKey}
+	for _, i := range p.scan.Order {
+		pos.Keys = append(pos.Keys, e.Loc.Keys[i])
+	}
+	return pos
+}
+
+// Query returns the entries of index name that q selects, re-checked
+// against the rows' latest cells. Returns ErrNotFound for an unknown
+// index, EINVALID for a bad query, and EUNAVAILABLE when a node does not
+// answer or the index did not catch up with q.WaitFor within q.Wait.
+func (m *Manager) Query(ctx context.Context, name string, q Query) (Result, error) {
+	res := Result{Entries: []Entry{}}
+	rec, err := m.load(ctx, name)
+	if err != nil {
+		return res, err
+	}
+	p, err := planQuery(name, rec.Active, rec.Definition, q, m.count)
+	if err != nil {
+		return res, err
+	}
+	if len(q.WaitFor) > 0 {
+		gen, err := m.waitFor(ctx, name, rec.Active, q.WaitFor, q.Wait)
+		if err != nil {
+			return res, err
+		}
+		p.scan.Gen = gen
+	}
+	return m.runQuery(ctx, rec.Definition, p)
+}
+
+// runQuery reads candidate entries page by page and keeps those that the
+// rows' latest cells confirm.
+func (m *Manager) runQuery(ctx context.Context, def Definition, p *plan) (Result, error) {
+	res := Result{Entries: []Entry{}}
+	after := p.scan.After
+	for round := 0; round < maxRounds; round++ {
+		need := p.limit - len(res.Entries)
+		scan := p.scan
+		scan.After, scan.Limit = after, min(need+need/4+4, cellar.MaxIndexLimit)
+		cands, err := m.entries.ScanIndex(ctx, scan)
+		if err != nil {
+			return Result{Entries: []Entry{}}, err
+		}
+		if len(cands) == 0 {
+			return res, nil
+		}
+		lookups := make([]cellar.LookupKey, len(cands))
+		for i, e := range cands {
+			lookups[i] = cellar.LookupKey{RowKey: e.RowKey, Column: def.Column}
+		}
+		cells := m.cells.BatchGet(ctx, lookups)
+		for i, e := range cands {
+			r := cells[i]
+			if r.Err != nil && !errors.Is(r.Err, cellar.ErrNotFound) {
+				return Result{Entries: []Entry{}}, r.Err
+			}
+			if r.Cell == nil {
+				continue // stale: the row is gone from the column (cannot happen: cells are immutable)
+			}
+			vals := extract(r.Cell.Body, def.Fields)
+			ks := keysOf(vals, def.Fields)
+			loc, ok := locOf(ks, def.Fields, m.count)
+			if !ok || !sameLoc(loc, e.Loc) || !p.match(ks) {
+				continue // stale, or a cut key that does not really match
+			}
+			out := Entry{RowKey: e.RowKey, RefKey: r.Cell.RefKey, Fields: make(map[string]json.RawMessage, len(p.proj))}
+			for _, pos := range p.proj {
+				out.Fields[def.Fields[pos].Name] = vals[pos]
+			}
+			res.Entries = append(res.Entries, out)
+			if len(res.Entries) == p.limit {
+				res.Cursor = p.encodeCursor(p.position(e))
+				return res, nil
+			}
+		}
+		last := p.position(cands[len(cands)-1])
+		after = &last
+		if len(cands) < scan.Limit {
+			return res, nil
+		}
+	}
+	res.Cursor = p.encodeCursor(*after)
+	return res, nil
+}
+
+// waitFor waits until the index generation that serves queries has
+// acknowledged every cell in pos, and returns that generation. A rebuild
+// switching over meanwhile makes it wait for the new generation.
+func (m *Manager) waitFor(ctx context.Context, name string, gen int64, pos []CellPos, wait time.Duration) (int64, error) {
+	if len(pos) > MaxWaitFor {
+		return 0, cellar.Errorf(cellar.EINVALID, "wait_for names %d cells; the limit is %d", len(pos), MaxWaitFor)
+	}
+	for _, c := range pos {
+		if c.Shard < 0 || c.Shard >= m.count || c.AddedID < 1 {
+			return 0, cellar.Errorf(cellar.EINVALID, "wait_for: shard %d added_id %d is out of range (shards 0..%d, added_id from 1)", c.Shard, c.AddedID, m.count-1)
+		}
+	}
+	if wait <= 0 || wait > MaxWait {
+		return 0, cellar.Errorf(cellar.EINVALID, "wait must be 1 ms..%s", MaxWait)
+	}
+	deadline := time.NewTimer(wait)
+	defer deadline.Stop()
+	pending := append([]CellPos{}, pos...)
+	for {
+		woken := m.progressed()
+		next := pending[:0]
+		for _, c := range pending {
+			off, err := m.records.TriggerOffset(ctx, triggerName(name, gen), c.Shard)
+			if err != nil {
+				return 0, err
+			}
+			if off < c.AddedID {
+				next = append(next, c)
+			}
+		}
+		pending = next
+		if len(pending) == 0 {
+			rec, err := m.load(ctx, name)
+			if err != nil {
+				return 0, err
+			}
+			if rec.Active == gen {
+				return gen, nil
+			}
+			gen, pending = rec.Active, append([]CellPos{}, pos...)
+			continue
+		}
+		// Local acks wake the wait at once; other processes' are seen by
+		// polling.
+		poll := time.NewTimer(10 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			poll.Stop()
+			return 0, cellar.Unavailable(ctx.Err(), "index %s: waiting for shard %d added_id %d", name, pending[0].Shard, pending[0].AddedID)
+		case <-deadline.C:
+			poll.Stop()
+			return 0, cellar.Errorf(cellar.EUNAVAILABLE, "index %s has not caught up with shard %d added_id %d within %s; retry", name, pending[0].Shard, pending[0].AddedID, wait)
+		case <-woken:
+		case <-poll.C:
+		}
+		poll.Stop()
+	}
+}

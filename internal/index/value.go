@@ -1,0 +1,297 @@
+package index
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/cellar-db/cellar"
+)
+
+// Field types.
+const (
+	TypeString = "string"
+	TypeInt    = "int"
+	TypeFloat  = "float"
+	TypeBool   = "bool"
+	TypeTime   = "time"
+)
+
+// Field is one typed field of an index, taken from the cell body. Name is
+// a path: member names joined by dots ("address.city") step into nested
+// objects.
+type Field struct {
+	Name string `json:"name"`
+	Type string `json:"type"`
+}
+
+var segmentRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,63}$`)
+
+func (f Field) validate() error {
+	if len(f.Name) > 255 {
+		return cellar.Errorf(cellar.EINVALID, "field name is %d bytes; the limit is 255", len(f.Name))
+	}
+	for _, seg := range strings.Split(f.Name, ".") {
+		if !segmentRE.MatchString(seg) {
+			return cellar.Errorf(cellar.EINVALID, "field name %q must be member names matching ^[A-Za-z_][A-Za-z0-9_]{0,63}$ joined by dots", trunc(f.Name, 80))
+		}
+	}
+	switch f.Type {
+	case TypeString, TypeInt, TypeFloat, TypeBool, TypeTime:
+		return nil
+	}
+	return cellar.Errorf(cellar.EINVALID, "field %s has type %q; want string, int, float, bool or time", f.Name, trunc(f.Type, 40))
+}
+
+// The encoding of field values into entry keys: bytewise order of the keys
+// is the order of the values, on every storage engine (they compare keys
+// as unsigned bytes). A missing value, a JSON null and a value of the wrong
+// type all encode as nullKey, which sorts before every value; a value
+// encodes as 0x01 followed by:
+//
+//	string  its UTF-8 bytes (bytewise order is code point order)
+//	int     the int64 big-endian with the sign bit flipped
+//	float   the IEEE 754 bits, all flipped for negatives and the sign bit
+//	        flipped otherwise (-0 is 0)
+//	bool    0x00 for false, 0x01 for true
+//	time    seconds since the Unix epoch as an int (above), then the
+//	        nanoseconds as 4 bytes big-endian
+//
+// A key longer than cellar.MaxIndexKeyBytes is stored truncated (only long
+// strings can be): see trunc.
+var nullKey = []byte{0x00}
+
+const present = 0x01
+
+// encodeValue returns the key of a JSON value (nil for a missing one) of
+// type t. ok is false when the value is not of type t.
+func encodeValue(t string, raw json.RawMessage) (key []byte, ok bool) {
+	if raw == nil || string(raw) == "null" {
+		return nullKey, true
+	}
+	switch t {
+	case TypeString:
+		if raw[0] != '"' {
+			return nil, false
+		}
+		var s string
+		if json.Unmarshal(raw, &s) != nil {
+			return nil, false
+		}
+		return append([]byte{present}, s...), true
+	case TypeInt:
+		n, ok := parseInt(raw)
+		if !ok {
+			return nil, false
+		}
+		return appendInt([]byte{present}, n), true
+	case TypeFloat:
+		f, ok := parseFloat(raw)
+		if !ok {
+			return nil, false
+		}
+		if f == 0 {
+			f = 0 // -0 orders with 0
+		}
+		bits := math.Float64bits(f)
+		if bits>>63 == 1 {
+			bits = ^bits
+		} else {
+			bits |= 1 << 63
+		}
+		return binary.BigEndian.AppendUint64([]byte{present}, bits), true
+	case TypeBool:
+		switch string(raw) {
+		case "true":
+			return []byte{present, 1}, true
+		case "false":
+			return []byte{present, 0}, true
+		}
+		return nil, false
+	case TypeTime:
+		if raw[0] != '"' {
+			return nil, false
+		}
+		var s string
+		if json.Unmarshal(raw, &s) != nil {
+			return nil, false
+		}
+		tm, err := time.Parse(time.RFC3339Nano, s)
+		if err != nil {
+			return nil, false
+		}
+		key := appendInt([]byte{present}, tm.Unix())
+		return binary.BigEndian.AppendUint32(key, uint32(tm.Nanosecond())), true
+	}
+	return nil, false
+}
+
+func appendInt(b []byte, n int64) []byte {
+	return binary.BigEndian.AppendUint64(b, uint64(n)^(1<<63))
+}
+
+// parseInt reads a JSON number that is an integer in int64's range,
+// however it is written (3, 3.0, 3e0).
+func parseInt(raw json.RawMessage) (int64, bool) {
+	if !isNumber(raw) {
+		return 0, false
+	}
+	if n, err := strconv.ParseInt(string(raw), 10, 64); err == nil {
+		return n, true
+	}
+	f, err := strconv.ParseFloat(string(raw), 64)
+	// float64 holds every integer up to 2^53 exactly; beyond, a literal
+	// with a fraction or exponent that ParseInt refused is only accepted
+	// when it is exactly representable and in range.
+	if err != nil || f != math.Trunc(f) || f < -(1<<63) || f >= 1<<63 {
+		return 0, false
+	}
+	return int64(f), true
+}
+
+// parseFloat reads a JSON number; literals beyond float64's range are
+// infinities (they order right).
+func parseFloat(raw json.RawMessage) (float64, bool) {
+	if !isNumber(raw) {
+		return 0, false
+	}
+	f, err := strconv.ParseFloat(string(raw), 64)
+	var ne *strconv.NumError
+	if err != nil && !(errors.As(err, &ne) && ne.Err == strconv.ErrRange) {
+		return 0, false
+	}
+	return f, true
+}
+
+func isNumber(raw json.RawMessage) bool {
+	return len(raw) > 0 && (raw[0] == '-' || (raw[0] >= '0' && raw[0] <= '9')) && json.Valid(raw)
+}
+
+// trunc returns key cut to the longest a node stores, and whether it was
+// cut. Truncation keeps order weakly (a <= b implies trunc(a) <=
+// trunc(b)), so a query widens strict bounds on cut keys and re-checks
+// every candidate against its cell.
+func truncKey(key []byte) ([]byte, bool) {
+	if len(key) <= cellar.MaxIndexKeyBytes {
+		return key, false
+	}
+	cut := key[:cellar.MaxIndexKeyBytes]
+	return cut, true
+}
+
+// values are the fields of one cell body, as written, by field position;
+// nil for a missing field.
+type values [cellar.MaxIndexFields]json.RawMessage
+
+// extract reads the fields of body. A body that is not a JSON object (the
+// store never holds one) has no fields.
+func extract(body json.RawMessage, fields []Field) values {
+	var out values
+	var top map[string]json.RawMessage
+	if json.Unmarshal(body, &top) != nil {
+		return out
+	}
+	for i, f := range fields {
+		obj := top
+		segs := strings.Split(f.Name, ".")
+		for j, seg := range segs {
+			v, ok := obj[seg]
+			if !ok {
+				break
+			}
+			if j == len(segs)-1 {
+				out[i] = v
+				break
+			}
+			obj = nil
+			if len(v) == 0 || v[0] != '{' || json.Unmarshal(v, &obj) != nil {
+				break
+			}
+		}
+	}
+	return out
+}
+
+// keys are the full (untruncated) keys of a cell's fields.
+type keys [cellar.MaxIndexFields][]byte
+
+// keysOf encodes vals; a value of the wrong type is a null.
+func keysOf(vals values, fields []Field) keys {
+	var ks keys
+	for i, f := range fields {
+		k, ok := encodeValue(f.Type, vals[i])
+		if !ok {
+			k = nullKey
+		}
+		ks[i] = k
+	}
+	return ks
+}
+
+// locOf returns where the entry of a row with keys ks lives, or false if
+// the row has no entry: rows whose first field is null, missing or of the
+// wrong type are not indexed (they could never be queried, as a query
+// names the first field's value).
+func locOf(ks keys, fields []Field, shardCount int) (cellar.IndexLoc, bool) {
+	var loc cellar.IndexLoc
+	if bytes.Equal(ks[0], nullKey) {
+		return loc, false
+	}
+	for i := range fields {
+		loc.Keys[i], _ = truncKey(ks[i])
+	}
+	loc.Shard = cellar.ShardOf(string(loc.Keys[0]), shardCount)
+	return loc, true
+}
+
+func sameLoc(a, b cellar.IndexLoc) bool {
+	if a.Shard != b.Shard {
+		return false
+	}
+	for i := range a.Keys {
+		if !bytes.Equal(a.Keys[i], b.Keys[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// typeWord names what a field type accepts, for error messages.
+func typeWord(t string) string {
+	switch t {
+	case TypeString:
+		return "a string"
+	case TypeInt:
+		return "an integer in int64's range"
+	case TypeFloat:
+		return "a number"
+	case TypeBool:
+		return "true or false"
+	case TypeTime:
+		return "an RFC 3339 time string"
+	}
+	return t
+}
+
+func trunc(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "..."
+}
+
+// describe renders a raw JSON value for an error message.
+func describe(raw json.RawMessage) string {
+	return trunc(fmt.Sprintf("%s", raw), 60)
+}
