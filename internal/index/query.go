@@ -24,7 +24,7 @@ const (
 // a missing value), or a range of the bounds that are set. Values are JSON
 // as the request wrote them.
 type Cond struct {
-	Field              string
+	Field                string
 	Eq, Gt, Gte, Lt, Lte json.RawMessage
 }
 
