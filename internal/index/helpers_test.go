@@ -100,7 +100,7 @@ func newEnv(tb testing.TB, b backend, o envOpts) *env {
 		o.retireAfter = time.Hour
 	}
 	mgr, err := index.New(index.Options{Cells: cells, Entries: cells, Records: meta, Triggers: engine, Heads: heads, ShardCount: testShards,
-		Workers: 2, Refresh: 20 * time.Millisecond, RetireAfter: o.retireAfter, SwitchLag: time.Second,
+		Workers: 2, Refresh: 20 * time.Millisecond, RetireAfter: o.retireAfter, ClockSkew: 100 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(testWriter{tb}, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	if err != nil {
 		tb.Fatal(err)

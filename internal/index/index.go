@@ -44,7 +44,7 @@ const (
 	DefaultRefresh     = time.Second
 	DefaultRetireAfter = 30 * time.Second
 	DefaultWorkers     = 4
-	DefaultSwitchLag   = time.Second
+	DefaultClockSkew   = time.Second
 	DefaultLimit       = 100
 	// maxAttempts is the internal trigger's: maintenance fails only when a
 	// node is unreachable, and a parked cell would be a missing entry, so
@@ -60,6 +60,7 @@ type Records interface {
 	IndexRecord(ctx context.Context, name string) (sqlstore.IndexRecord, error)
 	IndexRecords(ctx context.Context) ([]sqlstore.IndexRecord, error)
 	UpdateIndexRecord(ctx context.Context, name string, f func(rec *sqlstore.IndexRecord) error) (sqlstore.IndexRecord, error)
+	TriggerShards(ctx context.Context, name string) ([]sqlstore.TriggerShard, error)
 	TriggerOffset(ctx context.Context, name string, shard int) (int64, error)
 	DeleteTrigger(ctx context.Context, name string) error
 }
@@ -77,8 +78,7 @@ type Options struct {
 	Records Records
 	// Triggers is the trigger engine that delivers the cells.
 	Triggers *trigger.Engine
-	// Heads reports the shards' last added_ids, for the status's count of
-	// shards with cells (optional).
+	// Heads reports the shards' last added_ids.
 	Heads trigger.Heads
 	// ShardCount is the datastore's number of logical shards.
 	ShardCount int
@@ -96,10 +96,12 @@ type Options struct {
 	// dropped, so that every process has stopped using it (default
 	// DefaultRetireAfter).
 	RetireAfter time.Duration
-	// SwitchLag is the lag below which a generation counts as caught up: a
-	// new index is ready, and a rebuild takes over (default
-	// DefaultSwitchLag).
-	SwitchLag time.Duration
+	// ClockSkew is how far the clocks of the processes writing cells may
+	// be ahead of this one's: a generation has caught up (a new index is
+	// ready, a rebuild takes over) once it has indexed every cell created
+	// up to ClockSkew after the generation began (default
+	// DefaultClockSkew).
+	ClockSkew time.Duration
 	// Logger receives maintenance failures (default slog.Default()).
 	Logger *slog.Logger
 	// Now is the clock (default time.Now).
@@ -164,11 +166,13 @@ func (d Definition) field(name string) (int, bool) {
 type record struct {
 	Definition
 	// Active is the generation that serves queries; 0 once deleted.
-	Active int64 `json:"active"`
+	Active      int64     `json:"active"`
+	ActiveSince time.Time `json:"active_since"`
 	// Ready is set once Active has caught up with the log.
 	Ready bool `json:"ready,omitempty"`
 	// Building is a generation being built by a rebuild, or 0.
-	Building int64 `json:"building,omitempty"`
+	Building      int64     `json:"building,omitempty"`
+	BuildingSince time.Time `json:"building_since,omitzero"`
 	// Next is the next generation number to hand out; numbers are never
 	// reused while the record lives.
 	Next int64 `json:"next"`
@@ -238,7 +242,7 @@ type Manager struct {
 	workers  int
 	refresh  time.Duration
 	retire   time.Duration
-	switchAt time.Duration
+	skew     time.Duration
 	log      *slog.Logger
 	now      func() time.Time
 
@@ -246,7 +250,8 @@ type Manager struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // the refresh loop and every worker
 
-	mu       sync.Mutex         // protects recs, running and progress
+	mu       sync.Mutex         // protects started, recs, running and progress
+	started  bool               // Start was called: reconcile may start workers
 	recs     map[string]record  // the last known records, by index name
 	running  map[string]*worker // by trigger name
 	progress chan struct{}      // closed and replaced when a local ack moves an offset
@@ -260,14 +265,14 @@ type worker struct {
 
 // New returns a Manager; Start starts its work.
 func New(opts Options) (*Manager, error) {
-	if opts.Cells == nil || opts.Entries == nil || opts.Records == nil || opts.Triggers == nil {
-		return nil, errors.New("index manager needs Cells, Entries, Records and Triggers")
+	if opts.Cells == nil || opts.Entries == nil || opts.Records == nil || opts.Triggers == nil || opts.Heads == nil {
+		return nil, errors.New("index manager needs Cells, Entries, Records, Triggers and Heads")
 	}
 	if opts.ShardCount < 1 {
 		return nil, fmt.Errorf("shard count %d out of range", opts.ShardCount)
 	}
 	m := &Manager{cells: opts.Cells, entries: opts.Entries, records: opts.Records, triggers: opts.Triggers, heads: opts.Heads, count: opts.ShardCount,
-		consumer: opts.Consumer, workers: opts.Workers, refresh: opts.Refresh, retire: opts.RetireAfter, switchAt: opts.SwitchLag,
+		consumer: opts.Consumer, workers: opts.Workers, refresh: opts.Refresh, retire: opts.RetireAfter, skew: opts.ClockSkew,
 		log: opts.Logger, now: opts.Now,
 		recs: map[string]record{}, running: map[string]*worker{}, progress: make(chan struct{})}
 	if m.consumer == "" {
@@ -282,8 +287,8 @@ func New(opts Options) (*Manager, error) {
 	if m.retire <= 0 {
 		m.retire = DefaultRetireAfter
 	}
-	if m.switchAt <= 0 {
-		m.switchAt = DefaultSwitchLag
+	if m.skew <= 0 {
+		m.skew = DefaultClockSkew
 	}
 	if m.log == nil {
 		m.log = slog.Default()
@@ -305,6 +310,9 @@ func defaultConsumer() string {
 // Start starts the refresh loop, which starts and stops the workers of the
 // generations to maintain. Close stops everything.
 func (m *Manager) Start() {
+	m.mu.Lock()
+	m.started = true
+	m.mu.Unlock()
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
@@ -370,8 +378,8 @@ func (m *Manager) Define(ctx context.Context, name string, def Definition) (Inde
 		} else {
 			rec = record{Next: 1}
 		}
-		rec.Definition, rec.Deleted, rec.Ready, rec.Building = def, false, false, 0
-		rec.Active = max(rec.Next, 1)
+		rec.Definition, rec.Deleted, rec.Ready, rec.Building, rec.BuildingSince = def, false, false, 0, time.Time{}
+		rec.Active, rec.ActiveSince = max(rec.Next, 1), m.now().UTC()
 		rec.Next = rec.Active + 1
 		created = true
 		b, err := json.Marshal(rec)
@@ -445,7 +453,7 @@ func (m *Manager) Rebuild(ctx context.Context, name string) (Index, error) {
 		if rec.Building != 0 {
 			return cellar.Errorf(cellar.ECONFLICT, "index %s is already being rebuilt (generation %d)", name, rec.Building)
 		}
-		rec.Building = rec.Next
+		rec.Building, rec.BuildingSince = rec.Next, m.now().UTC()
 		rec.Next++
 		b, err := json.Marshal(rec)
 		r.Def = b
@@ -488,6 +496,7 @@ func (m *Manager) Delete(ctx context.Context, name string) error {
 			}
 		}
 		rec.Active, rec.Building, rec.Ready, rec.Deleted = 0, 0, false, true
+		rec.ActiveSince, rec.BuildingSince = time.Time{}, time.Time{}
 		b, err := json.Marshal(rec)
 		r.Def = b
 		return err
@@ -574,20 +583,45 @@ func (m *Manager) tend(ctx context.Context) {
 	}
 }
 
-// caughtUp reports whether the trigger of a generation is within SwitchLag
-// of the log on every shard.
-func (m *Manager) caughtUp(ctx context.Context, name string, gen int64) (bool, error) {
-	st, err := m.triggers.Status(ctx, triggerName(name, gen))
+// caughtUp reports whether a generation, begun at since, has indexed
+// every cell of column created before then (give or take ClockSkew): on
+// each shard behind its head, the first cell of the column after the
+// offset must be younger. It stops at the first shard that is not, so
+// that a backfill far from done costs one scan per round.
+func (m *Manager) caughtUp(ctx context.Context, name string, gen int64, column string, since time.Time) (bool, error) {
+	heads, err := m.heads(ctx)
+	if err != nil {
+		return false, nil // a node did not answer: its shards are unknown
+	}
+	rows, err := m.records.TriggerShards(ctx, triggerName(name, gen))
 	if err != nil {
 		return false, err
 	}
-	return st.Totals.Unknown == 0 && st.Totals.LagSeconds <= m.switchAt.Seconds(), nil
+	offsets := make(map[int]int64, len(rows))
+	for _, r := range rows {
+		offsets[r.Shard] = r.Acked
+	}
+	limit := since.Add(m.skew)
+	for shard, head := range heads {
+		off := offsets[shard]
+		if head <= off {
+			continue
+		}
+		res, err := m.cells.Scan(ctx, shard, off, 1, column)
+		if err != nil {
+			return false, err
+		}
+		if len(res.Cells) > 0 && !res.Cells[0].CreatedAt.After(limit) {
+			return false, nil
+		}
+	}
+	return true, nil
 }
 
 // advance moves one index along its life: ready, switched, dropped.
 func (m *Manager) advance(ctx context.Context, name string, rec record) error {
 	if !rec.Deleted && !rec.Ready {
-		ok, err := m.caughtUp(ctx, name, rec.Active)
+		ok, err := m.caughtUp(ctx, name, rec.Active, rec.Column, rec.ActiveSince)
 		if err != nil {
 			return err
 		}
@@ -605,7 +639,7 @@ func (m *Manager) advance(ctx context.Context, name string, rec record) error {
 		}
 	}
 	if !rec.Deleted && rec.Building != 0 {
-		ok, err := m.caughtUp(ctx, name, rec.Building)
+		ok, err := m.caughtUp(ctx, name, rec.Building, rec.Column, rec.BuildingSince)
 		if err != nil {
 			return err
 		}
@@ -616,7 +650,8 @@ func (m *Manager) advance(ctx context.Context, name string, rec record) error {
 					return false
 				}
 				r.Retired = append(r.Retired, retired{Gen: r.Active, At: now})
-				r.Active, r.Building, r.Ready = building, 0, true
+				r.Active, r.ActiveSince, r.Ready = building, r.BuildingSince, true
+				r.Building, r.BuildingSince = 0, time.Time{}
 				return true
 			}); err != nil {
 				return err
@@ -695,7 +730,7 @@ func (m *Manager) update(ctx context.Context, name string, f func(r *record) boo
 func (m *Manager) reconcile() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.ctx.Err() != nil {
+	if m.ctx.Err() != nil || !m.started {
 		return
 	}
 	want := map[string]func(ctx context.Context){}

@@ -73,10 +73,8 @@ func (m *Manager) genProgress(ctx context.Context, name string, gen int64) (Prog
 	}
 	t := ts.Totals
 	p.LagCells, p.LagSeconds, p.ShardsBehind, p.Unknown = t.LagCells, t.LagSeconds, t.ShardsBehind, t.Unknown
-	if m.heads != nil {
-		heads, _ := m.heads(ctx)
-		p.ShardsTotal = len(heads)
-	}
+	heads, _ := m.heads(ctx)
+	p.ShardsTotal = len(heads)
 	p.Done = 1
 	if p.ShardsTotal > 0 {
 		p.Done = float64(p.ShardsTotal-p.ShardsBehind) / float64(p.ShardsTotal)
