@@ -545,9 +545,16 @@ func (m *Manager) load(ctx context.Context, name string) (record, error) {
 // defineTrigger creates (or confirms) the internal trigger of a
 // generation.
 func (m *Manager) defineTrigger(ctx context.Context, name string, gen int64, column string) error {
-	_, _, err := m.triggers.Define(ctx, triggerName(name, gen), trigger.Definition{
-		Columns: []string{column}, Start: trigger.StartEarliest, MaxAttempts: maxAttempts, ParkThreshold: 1 << 30})
-	return err
+	for attempt := 0; ; attempt++ {
+		_, _, err := m.triggers.Define(ctx, triggerName(name, gen), trigger.Definition{
+			Columns: []string{column}, Start: trigger.StartEarliest, MaxAttempts: maxAttempts, ParkThreshold: 1 << 30})
+		// Another process (or this one's worker) creating it at the same
+		// moment is a conflict; then it exists, and defining it again
+		// confirms it.
+		if err == nil || attempt == 3 || !errors.Is(err, cellar.ErrConflict) {
+			return err
+		}
+	}
 }
 
 // tend reloads the records, starts and stops workers, marks backfilled

@@ -394,6 +394,15 @@ func (m *Manager) waitFor(ctx context.Context, name string, gen int64, pos []Cel
 	pending := append([]CellPos{}, pos...)
 	for {
 		woken := m.progressed()
+		// A rebuild may have switched over (and the old generation's
+		// trigger may be gone): wait for the serving one.
+		rec, err := m.load(ctx, name)
+		if err != nil {
+			return 0, err
+		}
+		if rec.Active != gen {
+			gen, pending = rec.Active, append([]CellPos{}, pos...)
+		}
 		next := pending[:0]
 		for _, c := range pending {
 			off, err := m.records.TriggerOffset(ctx, triggerName(name, gen), c.Shard)
@@ -406,15 +415,7 @@ func (m *Manager) waitFor(ctx context.Context, name string, gen int64, pos []Cel
 		}
 		pending = next
 		if len(pending) == 0 {
-			rec, err := m.load(ctx, name)
-			if err != nil {
-				return 0, err
-			}
-			if rec.Active == gen {
-				return gen, nil
-			}
-			gen, pending = rec.Active, append([]CellPos{}, pos...)
-			continue
+			return gen, nil
 		}
 		// Local acks wake the wait at once; other processes' are seen by
 		// polling.
