@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/cellar-db/cellar"
+	"github.com/cellar-db/cellar/internal/index"
 	"github.com/cellar-db/cellar/internal/metrics"
 	"github.com/cellar-db/cellar/internal/trigger"
 )
@@ -64,6 +65,8 @@ type Options struct {
 	Timelines cellar.TimelineStore
 	// Triggers serves /v1/triggers; nil leaves those routes out.
 	Triggers *trigger.Engine
+	// Indexes serves /v1/indexes; nil leaves those routes out.
+	Indexes *index.Manager
 }
 
 // Token is a bearer token and what it may do.
@@ -128,6 +131,9 @@ func NewHandler(store cellar.Store, opts Options) http.Handler {
 	}
 	if opts.Triggers != nil {
 		s.triggerRoutes()
+	}
+	if opts.Indexes != nil {
+		s.indexRoutes()
 	}
 	if opts.Metrics != nil {
 		s.mux.Handle("GET /metrics", opts.Metrics.Handler())

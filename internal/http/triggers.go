@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/cellar-db/cellar"
@@ -55,6 +56,9 @@ func (s *server) handleTriggerDefine(w http.ResponseWriter, r *http.Request) err
 	name, err := triggerName(r)
 	if err != nil {
 		return err
+	}
+	if strings.HasPrefix(name, "_") {
+		return cellar.Errorf(cellar.EINVALID, "trigger names starting with _ are reserved for cellar's own triggers (such as index maintenance)")
 	}
 	raw, err := readRequest(w, r, s.opts.MaxBodyBytes)
 	if err != nil {
