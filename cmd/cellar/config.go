@@ -64,6 +64,15 @@ type Config struct {
 	Counters CountersConfig `yaml:"counters"`
 	// Cache configures the read-through object cache (off by default).
 	Cache CacheConfig `yaml:"cache"`
+	// Indexes configures secondary index maintenance.
+	Indexes IndexesConfig `yaml:"indexes"`
+}
+
+// IndexesConfig configures secondary index maintenance in this process.
+type IndexesConfig struct {
+	// Workers is the number of claim loops per index this process runs
+	// (default 4); every server shares the work through leases.
+	Workers int `yaml:"workers"`
 }
 
 // RedisConfig is a set of named Redis nodes over the datastore's logical

@@ -25,6 +25,7 @@ import (
 	"github.com/cellar-db/cellar/internal/redis"
 	"github.com/cellar-db/cellar/internal/shard"
 	"github.com/cellar-db/cellar/internal/sqlstore"
+	"github.com/cellar-db/cellar/internal/index"
 	"github.com/cellar-db/cellar/internal/trigger"
 )
 
@@ -117,11 +118,13 @@ func serve(ctx context.Context, cfg *Config, embedded bool, log *slog.Logger, re
 	}
 
 	// Shutdown order (defers run last first): drain HTTP, flush counters,
-	// close the cache, close Redis, stop the trigger engine, close the nodes.
+	// close the cache, close Redis, stop index maintenance, stop the trigger
+	// engine, close the nodes.
+	heads := trigger.NodeHeads(store.Map, nodes, cfg.NodeTimeout)
 	triggers, err := trigger.New(trigger.Options{
 		Cells:      store,
 		State:      meta,
-		Heads:      trigger.NodeHeads(store.Map, nodes, cfg.NodeTimeout),
+		Heads:      heads,
 		ShardCount: smap.ShardCount,
 		Observe:    m,
 	})
@@ -130,6 +133,23 @@ func serve(ctx context.Context, cfg *Config, embedded bool, log *slog.Logger, re
 	}
 	triggers.Start()
 	defer triggers.Close()
+	// Index maintenance and queries read the uncached store: they must see
+	// the latest cells.
+	indexes, err := index.New(index.Options{
+		Cells:      store,
+		Entries:    store,
+		Records:    meta,
+		Triggers:   triggers,
+		Heads:      heads,
+		ShardCount: smap.ShardCount,
+		Workers:    cfg.Indexes.Workers,
+		Logger:     log,
+	})
+	if err != nil {
+		return fmt.Errorf("start indexes: %w", err)
+	}
+	indexes.Start()
+	defer indexes.Close()
 
 	var cluster *redis.Cluster
 	if len(cfg.Redis.Nodes) > 0 {
@@ -176,6 +196,7 @@ func serve(ctx context.Context, cfg *Config, embedded bool, log *slog.Logger, re
 		Timelines:      store,
 		Counters:       counters,
 		Triggers:       triggers,
+		Indexes:        indexes,
 		Ready: func(context.Context) error {
 			if draining.Load() {
 				return cellar.Errorf(cellar.EUNAVAILABLE, "shutting down")

@@ -1,0 +1,154 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cellar-db/cellar"
+	"github.com/cellar-db/cellar/client"
+	"github.com/cellar-db/cellar/internal/dbtest"
+)
+
+// TestIndexesTwoServers defines an index through one server of a
+// datastore over SQLite, PostgreSQL and MySQL nodes, writes through the
+// other, and queries both: the servers share the index and its
+// maintenance.
+func TestIndexesTwoServers(t *testing.T) {
+	ctx := context.Background()
+	cfg := mixedConfig(t, dbtest.Postgres(t))
+	if err := initDatastore(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
+		t.Fatal(err)
+	}
+	cfgB := *cfg
+	cfgB.Counters.Journal = "counters-b.journal"
+	a, b := startServer(t, cfg), startServer(t, &cfgB)
+	def := client.IndexDefinition{Column: "profile", Fields: []client.IndexField{{Name: "team", Type: "string"}, {Name: "score", Type: "float"}}}
+	if _, _, err := a.DefineIndex(ctx, "by_team", def); err != nil {
+		t.Fatal(err)
+	}
+	var written []cellar.Cell
+	for i := 0; i < 40; i++ {
+		c, _, err := b.Put(ctx, cellar.NewCell{Key: cellar.Key{RowKey: fmt.Sprintf("p%02d", i), Column: "profile", RefKey: 1},
+			Body: []byte(fmt.Sprintf(`{"team": "t%d", "score": %d.5}`, i%4, i))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		written = append(written, c)
+	}
+	for _, c := range []*client.Client{a, b} {
+		res, err := c.QueryIndex(ctx, "by_team", client.IndexQuery{Where: map[string]any{"team": "t1"}, Desc: true,
+			WaitFor: client.Written(written...), Wait: 4 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(res.Entries) != 10 || res.Entries[0].RowKey != "p37" || res.Entries[9].RowKey != "p01" {
+			t.Errorf("t1 by score desc = %+v", res.Entries)
+		}
+	}
+	st, err := b.IndexStatus(ctx, "by_team")
+	if err != nil || st.Lag.ShardsBehind != 0 {
+		t.Errorf("status = %+v, %v", st, err)
+	}
+}
+
+func TestCLIIndexes(t *testing.T) {
+	cfg := defaultConfig()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.DataDir = t.TempDir()
+	cfg.Shards = cliShards
+	if err := cfg.complete(); err != nil {
+		t.Fatal(err)
+	}
+	if err := initDatastore(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
+		t.Fatal(err)
+	}
+	addr := startServerAddr(t, cfg)
+	c := client.New(addr)
+	run := func(wantCode int, args ...string) string {
+		t.Helper()
+		stdout, stderr, code := runCLI(t, context.Background(), "", "indexes", append([]string{args[0], "--addr", addr}, args[1:]...)...)
+		if code != wantCode {
+			t.Fatalf("indexes %q: exit %d (want %d), stdout %s, stderr %s", args, code, wantCode, stdout, stderr)
+		}
+		return stdout + stderr
+	}
+	if out := run(0, "define", "by_city", "--column", "profile", "--field", "city:string", "--field", "age:int"); !strings.Contains(out, "index=by_city created=true column=profile fields=city:string,age:int generation=1") {
+		t.Errorf("define: %s", out)
+	}
+	var written []cellar.Cell
+	for i, body := range []string{`{"city": "paris", "age": 30}`, `{"city": "paris", "age": 25}`, `{"city": "rome", "age": 40}`} {
+		cell, _, err := c.Put(context.Background(), cellar.NewCell{Key: cellar.Key{RowKey: fmt.Sprintf("u%d", i), Column: "profile", RefKey: 1}, Body: []byte(body)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		written = append(written, cell)
+	}
+	if _, err := c.QueryIndex(context.Background(), "by_city", client.IndexQuery{Where: map[string]any{"city": "paris"}, WaitFor: client.Written(written...), Wait: 4 * time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	out := run(0, "query", "by_city", "--where", `{"city": "paris", "age": {"gte": 20}}`)
+	if want := "ROW_KEY  REF_KEY  AGE  CITY\nu1       1        25   \"paris\"\nu0       1        30   \"paris\"\n"; out != want {
+		t.Errorf("query:\n%s\nwant:\n%s", out, want)
+	}
+	out = run(0, "query", "by_city", "--where", `{"city": "paris"}`, "--limit", "1", "--json")
+	var page struct {
+		Entries []client.IndexEntry `json:"entries"`
+		Cursor  string              `json:"cursor"`
+	}
+	if err := json.Unmarshal([]byte(out), &page); err != nil || len(page.Entries) != 1 || page.Cursor == "" {
+		t.Fatalf("query --json: %s, %v", out, err)
+	}
+	if out := run(0, "query", "by_city", "--where", `{"city": "paris"}`, "--cursor", page.Cursor, "--fields", "age"); !strings.Contains(out, "u0") || strings.Contains(out, "u1") || strings.Contains(out, "CITY") {
+		t.Errorf("second page: %s", out)
+	}
+	if out := run(0, "list"); !strings.Contains(out, "by_city  profile  city:string,age:int  1") {
+		t.Errorf("list: %s", out)
+	}
+	if out := run(0, "status", "by_city"); !strings.Contains(out, "index=by_city") || !strings.Contains(out, "trigger=_index.by_city.1") {
+		t.Errorf("status: %s", out)
+	}
+	if out := run(0, "rebuild", "by_city"); !strings.Contains(out, "rebuilding=2") {
+		t.Errorf("rebuild: %s", out)
+	}
+	run(2, "delete", "by_city")
+	run(2, "query", "by_city")
+	run(2, "query", "by_city", "--where", "[1]")
+	run(2, "define", "x", "--column", "profile", "--field", "nocolon")
+	if out := run(1, "query", "by_city", "--where", `{"age": 3}`); !strings.Contains(out, "shard field") {
+		t.Errorf("query without the shard field: %s", out)
+	}
+	run(0, "delete", "by_city", "--yes")
+	if _, err := c.IndexStatus(context.Background(), "by_city"); !errors.Is(err, cellar.ErrNotFound) {
+		t.Errorf("after delete: %v", err)
+	}
+}
+
+// startServerAddr is startServer, returning the server's URL.
+func startServerAddr(tb testing.TB, cfg *Config) string {
+	tb.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan string, 1)
+	errc := make(chan error, 1)
+	go func() { errc <- serve(ctx, cfg, false, slog.New(slog.NewTextHandler(io.Discard, nil)), ready) }()
+	select {
+	case addr := <-ready:
+		tb.Cleanup(func() {
+			cancel()
+			if err := <-errc; err != nil {
+				tb.Errorf("serve: %v", err)
+			}
+		})
+		return "http://" + addr
+	case err := <-errc:
+		cancel()
+		tb.Fatalf("serve: %v", err)
+	}
+	return ""
+}
