@@ -21,11 +21,11 @@ import (
 	"github.com/cellar-db/cellar/internal/cache"
 	"github.com/cellar-db/cellar/internal/counter"
 	cellarhttp "github.com/cellar-db/cellar/internal/http"
+	"github.com/cellar-db/cellar/internal/index"
 	"github.com/cellar-db/cellar/internal/metrics"
 	"github.com/cellar-db/cellar/internal/redis"
 	"github.com/cellar-db/cellar/internal/shard"
 	"github.com/cellar-db/cellar/internal/sqlstore"
-	"github.com/cellar-db/cellar/internal/index"
 	"github.com/cellar-db/cellar/internal/trigger"
 )
 
