@@ -1,0 +1,185 @@
+package index_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"math"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cellar-db/cellar"
+	"github.com/cellar-db/cellar/internal/dbtest"
+	"github.com/cellar-db/cellar/internal/index"
+	"github.com/cellar-db/cellar/internal/postgres"
+	"github.com/cellar-db/cellar/internal/shard"
+	"github.com/cellar-db/cellar/internal/sqlstore"
+	"github.com/cellar-db/cellar/internal/trigger"
+)
+
+// TestIndexLagBenchmark measures index lag: the time from a put's
+// acknowledgment until a query of the index returns its row, under a
+// steady write load, on a datastore of one PostgreSQL node with the
+// default 4096 shards and the engine's default settings. It is a
+// benchmark, not a test: it asserts nothing about time, and runs only with
+// CELLAR_INDEX_BENCH=1.
+//
+//	CELLAR_INDEX_BENCH=1 CELLAR_TEST_POSTGRES_DSN=... go test ./internal/index -run TestIndexLagBenchmark -v
+//
+// CELLAR_INDEX_BENCH_RATES (puts per second, default 200,500,1000) and
+// CELLAR_INDEX_BENCH_SECONDS (per rate, default 10) set the load. One put
+// in five is probed: a prober queries for its unique shard-field value
+// every millisecond until the row comes back.
+func TestIndexLagBenchmark(t *testing.T) {
+	if os.Getenv("CELLAR_INDEX_BENCH") == "" {
+		t.Skip("set CELLAR_INDEX_BENCH=1 to run the index lag benchmark")
+	}
+	rates := []int{200, 500, 1000}
+	if v := os.Getenv("CELLAR_INDEX_BENCH_RATES"); v != "" {
+		rates = nil
+		for _, f := range strings.Split(v, ",") {
+			n, err := strconv.Atoi(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rates = append(rates, n)
+		}
+	}
+	secs := 10
+	if v := os.Getenv("CELLAR_INDEX_BENCH_SECONDS"); v != "" {
+		var err error
+		if secs, err = strconv.Atoi(v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, rate := range rates {
+		t.Run(fmt.Sprintf("%d_per_s", rate), func(t *testing.T) {
+			b := newLagBench(t)
+			b.run(t, rate, time.Duration(secs)*time.Second)
+		})
+	}
+}
+
+type lagBench struct {
+	cells   *shard.Store
+	manager *index.Manager
+}
+
+func newLagBench(tb testing.TB) *lagBench {
+	tb.Helper()
+	ctx := context.Background()
+	pg, err := postgres.Open(ctx, dbtest.Postgres(tb), postgres.Options{Options: sqlstore.Options{Name: "pg", ShardCount: cellar.DefaultShardCount, Create: true}})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	nodes := []*shard.Node{{Name: "pg", Driver: "postgres", Store: pg}}
+	m := &cellar.ShardMap{Version: 1, ShardCount: cellar.DefaultShardCount, Assignments: []cellar.Assignment{
+		{Node: "pg", ShardRange: cellar.ShardRange{First: 0, Last: cellar.DefaultShardCount - 1}}}}
+	cells, err := shard.New(m, nodes, shard.Options{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	heads := trigger.NodeHeads(cells.Map, nodes, 2*time.Second)
+	engine, err := trigger.New(trigger.Options{Cells: cells, State: pg, Heads: heads, ShardCount: cellar.DefaultShardCount})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	mgr, err := index.New(index.Options{Cells: cells, Entries: cells, Records: pg, Triggers: engine, Heads: heads,
+		ShardCount: cellar.DefaultShardCount, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	mgr.Start()
+	tb.Cleanup(func() {
+		mgr.Close()
+		engine.Close()
+		pg.Close()
+	})
+	if _, _, err := mgr.Define(ctx, "by_tag", index.Definition{Column: "c", Fields: []index.Field{{Name: "tag", Type: index.TypeString}}}); err != nil {
+		tb.Fatal(err)
+	}
+	return &lagBench{cells: cells, manager: mgr}
+}
+
+func (b *lagBench) run(t *testing.T, rate int, d time.Duration) {
+	ctx := context.Background()
+	type probe struct {
+		tag   string
+		acked time.Time
+	}
+	probes := make(chan probe, 10000)
+	var (
+		mu   sync.Mutex // protects lags and lost
+		lags []time.Duration
+		lost int
+	)
+	var wg sync.WaitGroup
+	for p := 0; p < 8; p++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for pr := range probes {
+				found := false
+				for deadline := pr.acked.Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+					res, err := b.manager.Query(ctx, "by_tag", index.Query{Where: []index.Cond{{Field: "tag", Eq: json.RawMessage(strconv.Quote(pr.tag))}}})
+					if err == nil && len(res.Entries) == 1 {
+						found = true
+						break
+					}
+				}
+				mu.Lock()
+				if found {
+					lags = append(lags, time.Since(pr.acked))
+				} else {
+					lost++
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	interval := time.Second / time.Duration(rate)
+	start := time.Now()
+	n := 0
+	var writers sync.WaitGroup
+	sem := make(chan struct{}, 64)
+	for next := start; time.Since(start) < d; next = next.Add(interval) {
+		time.Sleep(time.Until(next))
+		tag := fmt.Sprintf("t%d", n)
+		row := fmt.Sprintf("row-%d", n)
+		probeIt := n%5 == 0
+		n++
+		sem <- struct{}{}
+		writers.Add(1)
+		go func() {
+			defer writers.Done()
+			defer func() { <-sem }()
+			_, _, err := b.cells.Put(ctx, cellar.NewCell{Key: cellar.Key{RowKey: row, Column: "c", RefKey: 1}, Body: []byte(`{"tag":"` + tag + `"}`)})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if probeIt {
+				probes <- probe{tag, time.Now()}
+			}
+		}()
+	}
+	writers.Wait()
+	elapsed := time.Since(start)
+	close(probes)
+	wg.Wait()
+	slices.Sort(lags)
+	q := func(p float64) time.Duration {
+		if len(lags) == 0 {
+			return 0
+		}
+		return lags[min(len(lags)-1, int(math.Ceil(p*float64(len(lags))))-1)]
+	}
+	t.Logf("rate %d/s: %d puts in %s (%.0f/s), %d probed: lag p50 %s, p99 %s, max %s; %d not found within 10 s",
+		rate, n, elapsed.Round(time.Millisecond), float64(n)/elapsed.Seconds(), len(lags), q(0.50), q(0.99), q(1), lost)
+}
