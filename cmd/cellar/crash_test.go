@@ -37,7 +37,13 @@ var servingRE = regexp.MustCompile(`msg="cellar serving" addr=(\S+)`)
 // returns the process and a client once it listens.
 func startProcess(tb testing.TB, bin, dataDir string) (*exec.Cmd, *client.Client) {
 	tb.Helper()
-	cmd := exec.Command(bin, "serve", "--data-dir", dataDir, "--listen", "127.0.0.1:0")
+	return startCmd(tb, exec.Command(bin, "serve", "--data-dir", dataDir, "--listen", "127.0.0.1:0"))
+}
+
+// startCmd starts cmd, a `cellar serve`, and returns it and a client once
+// it listens. The process is killed when tb ends.
+func startCmd(tb testing.TB, cmd *exec.Cmd) (*exec.Cmd, *client.Client) {
+	tb.Helper()
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		tb.Fatal(err)
