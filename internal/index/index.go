@@ -27,6 +27,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"regexp"
 	"slices"
@@ -580,7 +581,7 @@ func (m *Manager) tend(ctx context.Context) {
 		fresh[r.Name] = rec
 	}
 	m.mu.Lock()
-	m.recs = fresh
+	m.recs = maps.Clone(fresh) // fresh is read below, outside the lock
 	m.mu.Unlock()
 	m.reconcile()
 	for name, rec := range fresh {
