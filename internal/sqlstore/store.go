@@ -9,7 +9,9 @@
 // therefore commit one after another in added_id order, and a reader that
 // has seen added_id X can never later see a smaller one appear. Database
 // auto-increment would not do: it hands out ids before commit, so a later
-// id can become visible before an earlier one.
+// id can become visible before an earlier one. On SQLite the lock is the
+// engine's single writer, and a transaction writes a whole group of cells
+// with a few set-based statements (batchwrite.go).
 package sqlstore
 
 import (
