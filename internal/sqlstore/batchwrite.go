@@ -111,7 +111,7 @@ type stmtCache struct {
 	s *Store
 
 	mu     sync.Mutex            // protects m and closed
-	m      map[stmtKey]*sql.Stmt // every kind and size, once prepared
+	m      map[stmtKey]*sql.Stmt // the kinds and sizes prepared so far
 	closed bool
 }
 
@@ -121,41 +121,42 @@ type stmtKey struct {
 }
 
 func newStmtCache(s *Store) *stmtCache {
-	return &stmtCache{s: s}
+	return &stmtCache{s: s, m: make(map[stmtKey]*sql.Stmt)}
 }
 
-// prepare prepares every batched statement unless that is done. It runs
-// before a write transaction begins: the write pool's one connection is
-// the transaction's until it ends, so nothing could be prepared on the
-// pool during it.
-func (c *stmtCache) prepare(ctx context.Context) error {
+// prepare prepares, unless that is done, every statement a transaction of
+// items cells in shards shards may run: the sizes batchRows can return
+// for at most that many rows. It runs before the transaction begins: the
+// write pool's one connection is the transaction's until it ends, so
+// nothing could be prepared on the pool during it. Sizes are prepared as
+// groups first need them, so the first small write does not wait for the
+// statements of 256 rows.
+func (c *stmtCache) prepare(ctx context.Context, shards, items int) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
 		return sql.ErrConnDone
 	}
-	if c.m != nil {
-		return nil
-	}
-	m := make(map[stmtKey]*sql.Stmt)
-	for kind := range batchKind(len(batchParams)) {
-		for rows := 1; rows <= c.s.batchRows(kind, maxBatchRows); rows *= 2 {
+	bound := [...]int{batchReadSeqs: shards, batchReadCells: items, batchInsertCells: items, batchSetSeqs: shards}
+	for kind, n := range bound {
+		kind := batchKind(kind)
+		for rows := 1; rows <= c.s.batchRows(kind, n); rows *= 2 {
+			k := stmtKey{kind, rows}
+			if _, ok := c.m[k]; ok {
+				continue
+			}
 			st, err := c.s.wdb.PrepareContext(ctx, batchSQL(c.s.d, kind, rows))
 			if err != nil {
-				for _, st := range m {
-					st.Close()
-				}
 				return fmt.Errorf("prepare batched writes: %w", err)
 			}
-			m[stmtKey{kind, rows}] = st
+			c.m[k] = st
 		}
 	}
-	c.m = m
 	return nil
 }
 
 // stmt returns the prepared statement of kind for rows rows (a size
-// batchRows returns), once prepare has succeeded.
+// batchRows returns), once prepare has prepared it.
 func (c *stmtCache) stmt(kind batchKind, rows int) (*sql.Stmt, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -196,7 +197,13 @@ type seqRow struct {
 // sorted by shard. On error the transaction is rolled back and no result is
 // set.
 func (s *Store) tryWriteBatch(ctx context.Context, items []*writeItem) error {
-	if err := s.stmts.prepare(ctx); err != nil {
+	var shards []int
+	for i, it := range items {
+		if i == 0 || it.shard != items[i-1].shard {
+			shards = append(shards, it.shard)
+		}
+	}
+	if err := s.stmts.prepare(ctx, len(shards), len(items)); err != nil {
 		return err
 	}
 	tx, err := s.wdb.BeginTx(ctx, nil)
@@ -204,12 +211,6 @@ func (s *Store) tryWriteBatch(ctx context.Context, items []*writeItem) error {
 		return err
 	}
 	defer tx.Rollback()
-	var shards []int
-	for i, it := range items {
-		if i == 0 || it.shard != items[i-1].shard {
-			shards = append(shards, it.shard)
-		}
-	}
 	seqs, err := s.readSeqs(ctx, tx, shards)
 	if err != nil {
 		return err
