@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/url"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 
@@ -274,6 +275,31 @@ func TestBatchSmallParamLimit(t *testing.T) {
 	}
 	t.Cleanup(func() { s.Close() })
 	bigBatch(t, s, 300)
+}
+
+// TestBatchLargeBodies writes one batch whose bodies are more than one
+// multi-row INSERT binds (4 MiB), so the chunks are split by size, and
+// reads every body back.
+func TestBatchLargeBodies(t *testing.T) {
+	s := open(t, 8, false).(*sqlstore.Store)
+	ctx := context.Background()
+	var cells []cellar.NewCell
+	for i := 0; i < 40; i++ {
+		body := fmt.Sprintf(`{"i":%d,"pad":"%s"}`, i, strings.Repeat("x", 150<<10+i))
+		cells = append(cells, cell(fmt.Sprintf("large-%d", i), 1, body))
+	}
+	for i, r := range s.BatchPut(ctx, cells) {
+		if r.Err != nil || !r.Created {
+			t.Fatalf("put %d = %+v; want created", i, r)
+		}
+	}
+	for i, c := range cells {
+		got, err := s.Get(ctx, c.Key)
+		if err != nil || string(got.Body) != string(c.Body) {
+			t.Errorf("cell %d: %d bytes, %v; want its %d-byte body", i, len(got.Body), err, len(c.Body))
+		}
+	}
+	checkSeqs(t, s)
 }
 
 // bigBatch puts n new cells over 8 shards in one batch, together with a

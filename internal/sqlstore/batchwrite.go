@@ -39,7 +39,7 @@ import (
 //
 // The statements are prepared once per write connection and reused, and
 // each covers a power-of-two number of rows, so a group of n items takes at
-// most about log2(n) statements of each kind, out of a few dozen distinct
+// most log2(n)+1 statements of each kind, out of a few dozen distinct
 // prepared statements.
 
 // maxBatchRows bounds the rows of one batched statement even where the
