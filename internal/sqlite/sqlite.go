@@ -46,6 +46,14 @@ var Dialect = &sqlstore.Dialect{
 	InsertCell: "INSERT INTO cells (shard, added_id, row_key, col, ref_key, body, created_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (row_key, col, ref_key) DO NOTHING",
 	// SQLITE_MAX_COMPOUND_SELECT defaults to 500.
 	MaxUnion: 500,
+	// One writer (above): group commit's transactions write a whole group
+	// with a few set-based statements.
+	BatchWrites: true,
+	// SQLITE_MAX_VARIABLE_NUMBER in modernc.org/sqlite's build (SQLite's
+	// default since 3.32.0).
+	MaxParams:   32766,
+	BatchInsert: "INSERT OR FAIL INTO",
+	UpsertSeq:   " ON CONFLICT (shard) DO UPDATE SET last_added_id = excluded.last_added_id",
 	UniqueViolation: func(err error) bool {
 		var e *sqlite.Error
 		return errors.As(err, &e) && (e.Code() == sqlite3.SQLITE_CONSTRAINT_UNIQUE || e.Code() == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY)

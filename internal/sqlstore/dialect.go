@@ -63,6 +63,28 @@ type Dialect struct {
 	ScanLock string
 	// MaxUnion is the most SELECTs one UNION ALL statement may join.
 	MaxUnion int
+	// BatchWrites selects the batched write path for cells (batchwrite.go):
+	// a few set-based statements per transaction instead of row locks and
+	// three statements per cell. Only for an engine whose write
+	// transactions run one at a time from BEGIN to COMMIT (SQLite's one
+	// write connection with BEGIN IMMEDIATE), so that a transaction may read
+	// sequence rows and keys first and write after. Engines with concurrent
+	// writers keep the row-lock protocol.
+	BatchWrites bool
+	// MaxParams is the most bound parameters one statement may have; the
+	// batched path chunks its statements to stay within it.
+	MaxParams int
+	// BatchInsert begins the batched path's multi-row inserts in place of
+	// "INSERT INTO". SQLite's is "INSERT OR FAIL INTO": a multi-row INSERT
+	// that may abort halfway must first copy every page it changes to a
+	// statement journal, so that it can undo its own rows; FAIL keeps them
+	// instead, which is never seen, since the batched path rolls the whole
+	// transaction back on any error.
+	BatchInsert string
+	// UpsertSeq, for the batched path, is appended to a multi-row
+	// "<BatchInsert> shard_seq (shard, last_added_id, fenced) VALUES ..."
+	// so that it sets last_added_id of the rows that exist.
+	UpsertSeq string
 	// Retryable reports errors after which the whole transaction may be
 	// retried (deadlocks, serialization failures, busy files).
 	Retryable func(error) bool

@@ -9,7 +9,9 @@
 // therefore commit one after another in added_id order, and a reader that
 // has seen added_id X can never later see a smaller one appear. Database
 // auto-increment would not do: it hands out ids before commit, so a later
-// id can become visible before an earlier one.
+// id can become visible before an earlier one. On SQLite the lock is the
+// engine's single writer, and a transaction writes a whole group of cells
+// with a few set-based statements (batchwrite.go).
 package sqlstore
 
 import (
@@ -60,6 +62,8 @@ type Store struct {
 
 	seqKnown sync.Map // shard (int) -> struct{}: sequence rows known to exist
 
+	stmts *stmtCache // prepared statements of the batched write path; nil without it
+
 	group *committer // nil without group commit
 
 	checked atomic.Bool // the schema version was found to be current
@@ -81,6 +85,9 @@ func Open(ctx context.Context, db, wdb *sql.DB, d *Dialect, opts Options) (*Stor
 		opts.MaxGroup = 512
 	}
 	s := &Store{name: opts.Name, db: db, wdb: wdb, d: d, shardCount: opts.ShardCount, now: opts.Now}
+	if d.BatchWrites {
+		s.stmts = newStmtCache(s)
+	}
 	if opts.Create {
 		if err := Migrate(ctx, wdb, d); err != nil {
 			return nil, fmt.Errorf("node %s: %w", opts.Name, err)
@@ -130,12 +137,19 @@ func (s *Store) Name() string { return s.name }
 // (benchmarks comparing against the bare driver).
 func (s *Store) DB() *sql.DB { return s.db }
 
-// Close stops the group committer and closes the connection pools.
+// Close stops the group committer, closes the prepared statements and
+// the connection pools.
 func (s *Store) Close() error {
 	if s.group != nil {
 		s.group.stop()
 	}
-	err := s.db.Close()
+	var err error
+	if s.stmts != nil {
+		err = s.stmts.close()
+	}
+	if err2 := s.db.Close(); err == nil {
+		err = err2
+	}
 	if s.wdb != s.db {
 		if err2 := s.wdb.Close(); err == nil {
 			err = err2
@@ -522,8 +536,13 @@ func (s *Store) ensureSeq(ctx context.Context, shard int) error {
 }
 
 // tryWrite runs one write transaction. items are sorted by shard. On error
-// the transaction is rolled back and no result is set.
+// the transaction is rolled back and no result is set. Engines with a
+// single writer take the batched path (batchwrite.go); the others lock each
+// shard's sequence row in turn, as the ordering guarantee describes.
 func (s *Store) tryWrite(ctx context.Context, items []*writeItem) error {
+	if s.d.BatchWrites {
+		return s.tryWriteBatch(ctx, items)
+	}
 	for i, it := range items {
 		if i == 0 || it.shard != items[i-1].shard {
 			if err := s.ensureSeq(ctx, it.shard); err != nil {
@@ -554,7 +573,7 @@ func (s *Store) tryWrite(ctx context.Context, items []*writeItem) error {
 		for i := start; i < end; i++ {
 			it := items[i]
 			if fenced != 0 {
-				results[i].Err = cellar.Errorf(cellar.EUNAVAILABLE, "shard %d is fenced on node %s (moving); retry shortly", shard, s.name)
+				results[i].Err = s.fencedError(shard)
 				continue
 			}
 			r, err := tx.ExecContext(ctx, insert, shard, next+1, []byte(it.cell.RowKey), it.cell.Column, it.cell.RefKey, []byte(it.cell.Body), now.UnixMilli())
