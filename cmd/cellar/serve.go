@@ -111,7 +111,16 @@ func serve(ctx context.Context, cfg *Config, embedded bool, log *slog.Logger, re
 	for _, n := range cfg.Nodes {
 		nodes = append(nodes, &shard.Node{Name: n.Name, Driver: n.Driver, Store: stores[n.Name]})
 	}
-	store, err := shard.New(smap, nodes, shard.Options{NodeTimeout: cfg.NodeTimeout, Observe: m.ObserveStorage})
+	// The trigger engine reads cells through the store, so it is made
+	// after it; until then no put can be served, and the engine's first
+	// read of the heads finds whatever came before.
+	var engine atomic.Pointer[trigger.Engine]
+	committed := func(shard int, addedID int64, column string) {
+		if e := engine.Load(); e != nil {
+			e.Notify(shard, addedID, column)
+		}
+	}
+	store, err := shard.New(smap, nodes, shard.Options{NodeTimeout: cfg.NodeTimeout, Observe: m.ObserveStorage, Committed: committed})
 	if err != nil {
 		return fmt.Errorf("shard map version %d does not fit the configured nodes: %w", smap.Version, err)
 	}
@@ -128,6 +137,7 @@ func serve(ctx context.Context, cfg *Config, embedded bool, log *slog.Logger, re
 	if err != nil {
 		return fmt.Errorf("start triggers: %w", err)
 	}
+	engine.Store(triggers)
 	triggers.Start()
 	defer triggers.Close()
 
