@@ -98,8 +98,8 @@ type triggerState struct {
 	// a batch of new cells out is.
 	replayOut []int64
 	trying    []bool // a claim of this engine is leasing the shard
-	parked int    // parked cells not being replayed
-	live   int    // live consumers when last counted
+	parked    int    // parked cells not being replayed
+	live      int    // live consumers when last counted
 	// wake is closed when work may have come (and replaced by the next
 	// waiter); nil while no claim waits.
 	wake chan struct{}
