@@ -235,9 +235,10 @@ func (e *Engine) Start() {
 }
 
 // measureLag reports each trigger's lag; Status does the reporting.
-// Failures wait for the next round: lag is only a measurement.
+// Failures wait for the next round: lag is only a measurement. A round
+// that takes longer than the interval delays the next one.
 func (e *Engine) measureLag(ctx context.Context) {
-	ctx, cancel := context.WithTimeout(ctx, e.lagEvery)
+	ctx, cancel := context.WithTimeout(ctx, max(e.lagEvery, 30*time.Second))
 	defer cancel()
 	ts, err := e.Triggers(ctx)
 	if err != nil {
@@ -374,7 +375,12 @@ func (e *Engine) Define(ctx context.Context, name string, d Definition) (Trigger
 	if err := d.normalize(); err != nil {
 		return Trigger{}, false, err
 	}
-	var start map[int]int64
+	// Every shard's row is created with the trigger (used only if it is
+	// new), so that claims find rows to change in one statement.
+	start := make(map[int]int64, e.count)
+	for s := range e.count {
+		start[s] = 0
+	}
 	if d.Start == StartLatest {
 		if _, err := e.state.Trigger(ctx, name); errors.Is(err, cellar.ErrNotFound) {
 			heads, err := e.readHeads(ctx)
@@ -382,7 +388,11 @@ func (e *Engine) Define(ctx context.Context, name string, d Definition) (Trigger
 			if err != nil {
 				return Trigger{}, false, cellar.Unavailable(err, "cannot read every shard's last cell to start trigger %s at the latest", name)
 			}
-			start = heads
+			for s, h := range heads {
+				if s >= 0 && s < e.count {
+					start[s] = h
+				}
+			}
 		} else if err != nil {
 			return Trigger{}, false, err
 		}
