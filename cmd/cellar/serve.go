@@ -130,7 +130,7 @@ func serve(ctx context.Context, cfg *Config, embedded bool, log *slog.Logger, re
 	triggers, err := trigger.New(trigger.Options{
 		Cells:      store,
 		State:      meta,
-		Heads:      trigger.NodeHeads(store.Map, nodes, cfg.NodeTimeout),
+		KnownHeads: trigger.NodeHeads(store.Map, nodes, cfg.NodeTimeout),
 		ShardCount: smap.ShardCount,
 		Observe:    m,
 	})

@@ -6,6 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/cellar-db/cellar"
@@ -96,8 +100,10 @@ func milli(t time.Time) int64 {
 }
 
 // PutTrigger creates or updates a trigger's definition. On creation, each
-// shard in start gets its offset from there (a trigger that starts at the
-// latest cells); an update leaves offsets alone. Returns whether the
+// shard in start gets its state row with its offset from there (a trigger
+// that starts at the latest cells has the heads; one that starts at the
+// earliest may pass zeros, so that its rows need not be created one by one
+// later); an update leaves offsets alone. Returns whether the
 // trigger was created.
 func (s *Store) PutTrigger(ctx context.Context, def TriggerDef, start map[int]int64) (created bool, err error) {
 	if err := s.ready(ctx); err != nil {
@@ -129,10 +135,8 @@ func (s *Store) PutTrigger(ctx context.Context, def TriggerDef, start map[int]in
 					return fmt.Errorf("clear trigger state: %w", err)
 				}
 			}
-			for shard, off := range start {
-				if err := s.insertTriggerShard(ctx, tx, def.Name, shard, off); err != nil {
-					return err
-				}
+			if err := s.insertTriggerShards(ctx, tx, def.Name, start); err != nil {
+				return err
 			}
 			created = true
 			return nil
@@ -158,6 +162,32 @@ func (s *Store) PutTrigger(ctx context.Context, def TriggerDef, start map[int]in
 		return false, s.wrap(err, "put trigger %s", def.Name)
 	}
 	return created, nil
+}
+
+// insertTriggerShards creates the state rows of the shards in start, with
+// their offsets, a few hundred rows per statement.
+func (s *Store) insertTriggerShards(ctx context.Context, tx *sql.Tx, name string, start map[int]int64) error {
+	shards := slices.Sorted(maps.Keys(start))
+	const perStatement = 256
+	for len(shards) > 0 {
+		n := min(len(shards), perStatement)
+		var q strings.Builder
+		q.WriteString(`INSERT INTO trigger_shards (trigger_name, shard, acked, delivered, owner, token, expires_at,
+		retry_added_id, attempts, last_error, retry_at) VALUES `)
+		args := make([]any, 0, 4*n)
+		for i, shard := range shards[:n] {
+			if i > 0 {
+				q.WriteString(", ")
+			}
+			q.WriteString("(?, ?, ?, ?, '', 0, 0, 0, 0, '', 0)")
+			args = append(args, name, shard, start[shard], start[shard])
+		}
+		if _, err := tx.ExecContext(ctx, s.d.Rebind(q.String()), args...); err != nil {
+			return fmt.Errorf("create state of shards %d-%d: %w", shards[0], shards[n-1], err)
+		}
+		shards = shards[n:]
+	}
+	return nil
 }
 
 func (s *Store) insertTriggerShard(ctx context.Context, tx *sql.Tx, name string, shard int, acked int64) error {
@@ -654,18 +684,35 @@ func (s *Store) ShardHeads(ctx context.Context) (map[int]int64, error) {
 	return heads, nil
 }
 
-// ShardHeadsSum returns a fingerprint of this node's shard heads: how many
-// sequence rows it has and the sum of their last_added_ids. Heads only
-// grow, so an unchanged fingerprint means no head changed, and a reader
-// polling the heads can skip reading them all (ShardHeads) again.
-func (s *Store) ShardHeadsSum(ctx context.Context) (string, error) {
+// ShardHeadsSum returns the sum of the last added_ids of the shards in
+// ranges that have a sequence row on this node, as a decimal. Heads only
+// grow, so a reader that knows a lower bound of every head can tell from
+// the sum alone whether it knows them all, without reading them.
+func (s *Store) ShardHeadsSum(ctx context.Context, ranges []cellar.ShardRange) (int64, error) {
 	if err := s.ready(ctx); err != nil {
-		return "", err
+		return 0, err
+	}
+	if len(ranges) == 0 {
+		return 0, nil
+	}
+	var q strings.Builder
+	q.WriteString("SELECT COALESCE(SUM(last_added_id), 0) FROM shard_seq WHERE ")
+	args := make([]any, 0, 2*len(ranges))
+	for i, r := range ranges {
+		if i > 0 {
+			q.WriteString(" OR ")
+		}
+		q.WriteString("shard BETWEEN ? AND ?")
+		args = append(args, r.First, r.Last)
 	}
 	// As text: SUM is a DECIMAL on MySQL and a NUMERIC on PostgreSQL.
-	var n, sum string
-	if err := s.db.QueryRowContext(ctx, "SELECT COUNT(*), COALESCE(SUM(last_added_id), 0) FROM shard_seq").Scan(&n, &sum); err != nil {
-		return "", s.wrap(err, "sum shard heads")
+	var sum string
+	if err := s.db.QueryRowContext(ctx, s.d.Rebind(q.String()), args...).Scan(&sum); err != nil {
+		return 0, s.wrap(err, "sum shard heads")
 	}
-	return n + " " + sum, nil
+	n, err := strconv.ParseInt(sum, 10, 64)
+	if err != nil {
+		return 0, cellar.Internal(err, "node %s: sum of shard heads %q", s.name, sum)
+	}
+	return n, nil
 }

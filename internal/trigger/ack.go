@@ -34,7 +34,7 @@ func (e *Engine) Ack(ctx context.Context, name string, token int64, shard int, a
 	var acked int64
 	var replayed bool
 	tc := e.cached(name)
-	_, err := e.update(ctx, name, tc, tc.row(shard), func(ts *sqlstore.TriggerShard) (sqlstore.ShardEffects, error) {
+	_, err := e.update(ctx, name, tc, shard, nil, func(ts *sqlstore.TriggerShard) (sqlstore.ShardEffects, error) {
 		acked, replayed = 0, false
 		if err := checkToken(name, ts, token); err != nil {
 			return sqlstore.ShardEffects{}, err
@@ -115,7 +115,7 @@ func (e *Engine) Nack(ctx context.Context, name string, token int64, shard int, 
 	}
 	key := page.Cells[0].Key
 	var replayed bool
-	_, err = e.update(ctx, name, tc, tc.row(shard), func(ts *sqlstore.TriggerShard) (sqlstore.ShardEffects, error) {
+	_, err = e.update(ctx, name, tc, shard, nil, func(ts *sqlstore.TriggerShard) (sqlstore.ShardEffects, error) {
 		res, replayed = NackResult{}, false
 		if err := checkToken(name, ts, token); err != nil {
 			return sqlstore.ShardEffects{}, err

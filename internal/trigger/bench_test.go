@@ -1,6 +1,7 @@
 package trigger_test
 
 import (
+	"context"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/cellar-db/cellar"
 	"github.com/cellar-db/cellar/internal/trigger"
+	"github.com/cellar-db/cellar/internal/trigger/lagtest"
 )
 
 // BenchmarkDeliver measures delivery through the engine to a no-op
@@ -77,4 +79,76 @@ func benchDeliver(b *testing.B, be backend, loops int) {
 	}
 	wg.Wait()
 	b.ReportMetric(float64(n.Load())/time.Since(start).Seconds(), "cells/s")
+}
+
+// BenchmarkLag measures end-to-end lag at 4096 shards: b.N cells of the
+// trigger's column are written at a steady rate (500 or 2000 a second,
+// spread over all shards, by 32 writers through the sharding store whose
+// Committed hook calls Notify, as in cellar serve), while one consumer
+// runs claim loops through the engine in-process, as client/trigger's Run
+// does over HTTP (4, Run's default, or 16; claims of up to 100 cells,
+// waiting up to 2s, an ack per batch), warmed up by a first claim. For
+// each cell it takes the time from its put returning to its handler being
+// called (0 if the handler came first), and reports the p50, p99 and
+// largest lag and the write rate achieved.
+//
+//	go test ./internal/trigger -run '^$' -bench Lag -benchtime 20000x
+func BenchmarkLag(b *testing.B) {
+	for _, be := range backends {
+		for _, run := range []struct{ rate, loops int }{{500, 4}, {2000, 4}, {2000, 16}} {
+			b.Run(fmt.Sprintf("%s/rate=%d/loops=%d", be.name, run.rate, run.loops), func(b *testing.B) {
+				e := newEnv(b, be, be.dsn(b), b.TempDir()+"/n2.db", func(o *trigger.Options) { o.PollInterval = 0; o.Now = nil })
+				e.define("t", trigger.Definition{Columns: []string{"a"}})
+				// The first claim loads the trigger's state: the lag is
+				// measured once the consumer runs.
+				if _, err := e.engine.Claim(bg(), "t", "c", 100, 0); err != nil {
+					b.Fatal(err)
+				}
+				lt := lagtest.New(b.N)
+				ctx, stop := context.WithCancel(bg())
+				var wg sync.WaitGroup
+				for range run.loops {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						engineConsumer(ctx, b, e.engine, "t", "c", lt.Handle)
+					}()
+				}
+				b.ResetTimer()
+				lt.Write(b, run.rate, func(i int) error {
+					_, _, err := e.cells.Put(bg(), cellar.NewCell{Key: cellar.Key{RowKey: lagtest.Row(i), Column: "a", RefKey: 1}, Body: []byte(`{}`)})
+					return err
+				})
+				lt.Wait(b, time.Minute)
+				b.StopTimer()
+				stop()
+				wg.Wait()
+				lt.Report(b)
+			})
+		}
+	}
+}
+
+// engineConsumer is a claim loop through the engine, as client/trigger's
+// Run is over HTTP: claim, handle the cells in order, ack the last one.
+func engineConsumer(ctx context.Context, tb testing.TB, e *trigger.Engine, name, consumer string, handle func(cellar.Cell)) {
+	for ctx.Err() == nil {
+		c, err := e.Claim(ctx, name, consumer, 100, 2*time.Second)
+		if err != nil {
+			if ctx.Err() == nil {
+				tb.Error(err)
+			}
+			return
+		}
+		if c.Lease == nil {
+			continue
+		}
+		for _, cell := range c.Cells {
+			handle(cell)
+		}
+		if err := e.Ack(context.WithoutCancel(ctx), name, c.Lease.Token, c.Lease.Shard, c.Cells[len(c.Cells)-1].AddedID); err != nil {
+			tb.Error(err)
+			return
+		}
+	}
 }

@@ -81,9 +81,14 @@ func (e *Engine) Claim(ctx context.Context, name, consumer string, maxCells int,
 		if err != nil || c.Lease != nil || c.Paused {
 			return c, err
 		}
-		if reading != nil {
+		left := time.Until(deadline)
+		if left <= 0 {
+			if reading == nil {
+				return c, nil
+			}
 			// The heads were due: a claim sees the cells committed before
-			// it began, even one that does not wait.
+			// it began, even one that does not wait. (A waiting claim is
+			// woken by what the read finds, as by Notify.)
 			select {
 			case <-reading:
 			case <-ctx.Done():
@@ -91,13 +96,11 @@ func (e *Engine) Claim(ctx context.Context, name, consumer string, maxCells int,
 			}
 			select {
 			case <-wake:
+				deadline = time.Time{} // one more look, and no waiting
 				continue
 			default:
+				return c, nil
 			}
-		}
-		left := time.Until(deadline)
-		if left <= 0 {
-			return c, nil
 		}
 		t := time.NewTimer(min(left, e.poll))
 		select {
@@ -145,10 +148,9 @@ func (e *Engine) tryClaim(ctx context.Context, tc *triggerState, consumer string
 	// expires.
 	nWork, nHeld := 0, 0
 	var idle []heldLease
-	for _, s32 := range tc.work.list {
-		s := int(s32)
+	tc.work.each(func(s int) bool {
 		if !tc.inWork(s, now) {
-			continue
+			return true
 		}
 		nWork++
 		if r := &tc.rows[s]; r.Owner == consumer && r.ExpiresAt.After(now) {
@@ -157,28 +159,21 @@ func (e *Engine) tryClaim(ctx context.Context, tc *triggerState, consumer string
 				idle = append(idle, heldLease{s, r.Token})
 			}
 		}
-	}
+		return true
+	})
 	tc.mu.Unlock()
 	quota := max((nWork+live-1)/live, 1)
 	// Give up idle leases beyond the fair share, so that joining
 	// consumers find shards to take.
-	var mine []int
 	for _, h := range idle {
-		if nHeld > quota && e.release(ctx, tc, h.shard, consumer, h.token) {
+		if nHeld <= quota {
+			break
+		}
+		if e.release(ctx, tc, h.shard, consumer, h.token) {
 			nHeld--
-			continue
-		}
-		mine = append(mine, h.shard)
-	}
-	for _, s := range mine {
-		if c, err := e.attempt(ctx, tc, def, s, consumer, maxCells); err != nil || c.Lease != nil {
-			return orEmpty(c), err
 		}
 	}
-	if nHeld >= quota {
-		return empty, nil
-	}
-	for _, s := range tc.freeShards(consumer, now) {
+	for _, s := range tc.candidates(consumer, now, nHeld < quota) {
 		if c, err := e.attempt(ctx, tc, def, s, consumer, maxCells); err != nil || c.Lease != nil {
 			return orEmpty(c), err
 		}
@@ -193,25 +188,29 @@ func orEmpty(c Claim) Claim {
 	return c
 }
 
-// freeShards returns the shards with work that no consumer holds and no
-// claim of this engine is trying, from a random place in the work set so
-// that concurrent claimers of several servers rarely collide.
-func (tc *triggerState) freeShards(consumer string, now time.Time) []int {
+// candidates returns the shards with work that consumer may lease now,
+// oldest work first: those it holds with no batch out, and, if free is
+// set, those that nobody holds. Shards a claim of this engine is trying
+// are left out. The first is picked at random among the first few, so
+// that the claims of several servers rarely collide on the oldest.
+func (tc *triggerState) candidates(consumer string, now time.Time, free bool) []int {
 	tc.mu.Lock()
 	defer tc.mu.Unlock()
-	n := len(tc.work.list)
-	if n == 0 {
-		return nil
-	}
 	var out []int
-	start := rand.IntN(n)
-	for i := range n {
-		s := int(tc.work.list[(start+i)%n])
+	tc.work.each(func(s int) bool {
 		r := &tc.rows[s]
-		if tc.trying[s] || !tc.inWork(s, now) || (r.Owner != "" && r.ExpiresAt.After(now)) {
-			continue
+		if tc.trying[s] || !tc.inWork(s, now) {
+			return true
 		}
-		out = append(out, s)
+		held := r.Owner != "" && r.ExpiresAt.After(now)
+		if (held && r.Owner == consumer && !tc.busy(s)) || (!held && free) {
+			out = append(out, s)
+		}
+		return true
+	})
+	if len(out) > 1 {
+		i := rand.IntN(min(len(out), 4))
+		out[0], out[i] = out[i], out[0]
 	}
 	return out
 }
@@ -246,21 +245,37 @@ func (e *Engine) attempt(ctx context.Context, tc *triggerState, def sqlstore.Tri
 	} else {
 		c, err = e.claimShard(ctx, tc, def, r, e.heads[s].Load(), consumer, maxCells)
 	}
-	if err == nil && c.Lease != nil && e.obs != nil {
-		e.obs.TriggerDelivered(def.Name, len(c.Cells))
+	if err == nil && c.Lease != nil {
+		// What waited is taken: later cells of the shard queue behind the
+		// other shards' work.
+		tc.mu.Lock()
+		tc.work.toBack(s)
+		tc.mu.Unlock()
+		if e.obs != nil {
+			e.obs.TriggerDelivered(def.Name, len(c.Cells))
+		}
 	}
 	return c, err
 }
 
 // update runs f on a shard's row of trigger name on the metadata node,
-// starting from this engine's copy of the row, have
-// (sqlstore.UpdateTriggerShardFrom), and keeps the stored row it saw as
-// the new copy. tc may be nil: this engine has no copy of the trigger.
-func (e *Engine) update(ctx context.Context, name string, tc *triggerState, have sqlstore.TriggerShard, f func(ts *sqlstore.TriggerShard) (sqlstore.ShardEffects, error)) (sqlstore.TriggerShard, error) {
+// starting from this engine's copy of the row (have, or the copy now if
+// have is nil; sqlstore.UpdateTriggerShardFrom), and keeps the stored row
+// it saw as the new copy. This engine's updates of one shard run one at a
+// time, so that the copies are kept in the order the rows were stored: a
+// row seen by one update is never kept over the row a later one wrote. tc
+// may be nil: this engine has no copy of the trigger.
+func (e *Engine) update(ctx context.Context, name string, tc *triggerState, shard int, have *sqlstore.TriggerShard, f func(ts *sqlstore.TriggerShard) (sqlstore.ShardEffects, error)) (sqlstore.TriggerShard, error) {
 	if tc == nil {
-		return e.state.UpdateTriggerShard(ctx, name, have.Shard, f)
+		return e.state.UpdateTriggerShard(ctx, name, shard, f)
 	}
-	out, seen, err := e.state.UpdateTriggerShardFrom(ctx, name, have.Shard, have, f)
+	tc.updating[shard].Lock()
+	defer tc.updating[shard].Unlock()
+	if have == nil {
+		r := tc.row(shard)
+		have = &r
+	}
+	out, seen, err := e.state.UpdateTriggerShardFrom(ctx, name, shard, *have, f)
 	if seen.Shard >= 0 {
 		tc.mu.Lock()
 		tc.setRow(seen, e.now())
@@ -307,7 +322,7 @@ func (e *Engine) claimShard(ctx context.Context, tc *triggerState, def sqlstore.
 	}
 	if len(cells) == 0 {
 		if scanned > r.Acked {
-			_, err := e.update(ctx, def.Name, tc, r, func(ts *sqlstore.TriggerShard) (sqlstore.ShardEffects, error) {
+			_, err := e.update(ctx, def.Name, tc, r.Shard, &r, func(ts *sqlstore.TriggerShard) (sqlstore.ShardEffects, error) {
 				if ts.Acked != r.Acked {
 					return sqlstore.ShardEffects{}, errSkip
 				}
@@ -321,7 +336,7 @@ func (e *Engine) claimShard(ctx context.Context, tc *triggerState, def sqlstore.
 		}
 		return none, nil
 	}
-	ts, err := e.update(ctx, def.Name, tc, r, func(ts *sqlstore.TriggerShard) (sqlstore.ShardEffects, error) {
+	ts, err := e.update(ctx, def.Name, tc, r.Shard, &r, func(ts *sqlstore.TriggerShard) (sqlstore.ShardEffects, error) {
 		if ts.Acked != r.Acked {
 			return sqlstore.ShardEffects{}, errSkip
 		}
@@ -382,7 +397,7 @@ func (e *Engine) read(ctx context.Context, def sqlstore.TriggerDef, shard int, a
 // release gives up consumer's lease on shard if it still holds it with
 // token.
 func (e *Engine) release(ctx context.Context, tc *triggerState, shard int, consumer string, token int64) bool {
-	_, err := e.update(ctx, tc.name, tc, tc.row(shard), func(ts *sqlstore.TriggerShard) (sqlstore.ShardEffects, error) {
+	_, err := e.update(ctx, tc.name, tc, shard, nil, func(ts *sqlstore.TriggerShard) (sqlstore.ShardEffects, error) {
 		if ts.Owner != consumer || ts.Token != token || ts.Delivered > ts.Acked {
 			return sqlstore.ShardEffects{}, errSkip
 		}
@@ -397,7 +412,7 @@ func (e *Engine) claimReplay(ctx context.Context, tc *triggerState, def sqlstore
 	var none Claim
 	var fresh bool
 	shard := r.Shard
-	ts, err := e.update(ctx, def.Name, tc, r, func(ts *sqlstore.TriggerShard) (sqlstore.ShardEffects, error) {
+	ts, err := e.update(ctx, def.Name, tc, r.Shard, &r, func(ts *sqlstore.TriggerShard) (sqlstore.ShardEffects, error) {
 		token := ts.Token
 		if err := e.lease(ts, consumer); err != nil {
 			return sqlstore.ShardEffects{}, err

@@ -135,7 +135,7 @@ func newEnv(tb testing.TB, b backend, metaDSN, otherPath string, mod func(*trigg
 		tb.Fatal(err)
 	}
 	e.cells = cells
-	e.opts = trigger.Options{Cells: cells, State: meta, Heads: trigger.NodeHeads(cells.Map, nodes, 5*time.Second), ShardCount: testShards,
+	e.opts = trigger.Options{Cells: cells, State: meta, KnownHeads: trigger.NodeHeads(cells.Map, nodes, 5*time.Second), ShardCount: testShards,
 		LeaseTTL: testTTL, PollInterval: 5 * time.Millisecond, Now: e.clock.Now}
 	if mod != nil {
 		mod(&e.opts)

@@ -30,8 +30,8 @@ type ledger struct {
 	// and nacks acknowledged.
 	ackedUpTo map[int][]int64
 	batches   []batch
-	stale   int
-	crashes int
+	stale     int
+	crashes   int
 }
 
 type batch struct {

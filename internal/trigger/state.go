@@ -44,38 +44,83 @@ import (
 // claims run, so changes made by other servers are seen within it; a
 // restarted engine starts from the stored state.
 
-// shardSet is a set of shards with constant-time add, remove and
-// membership, and its members in a slice for iteration.
-type shardSet struct {
-	list []int32
-	pos  []int32 // 1 + index of the shard in list; 0 if absent
+// shardQueue is a set of shards in the order they joined it, with
+// constant-time add, remove, membership and move to the back.
+type shardQueue struct {
+	next, prev []int32 // neighbours in the queue; -1: none
+	in         []bool
+	head, tail int32
+	n          int
 }
 
-func newShardSet(n int) shardSet { return shardSet{pos: make([]int32, n)} }
+func newShardQueue(count int) shardQueue {
+	q := shardQueue{next: make([]int32, count), prev: make([]int32, count), in: make([]bool, count), head: -1, tail: -1}
+	return q
+}
 
-func (s *shardSet) has(x int) bool { return s.pos[x] != 0 }
-
-// set adds x to the set or removes it, and reports whether it added it.
-func (s *shardSet) set(x int, in bool) bool {
-	i := s.pos[x]
+// set adds x at the back or removes it, and reports whether it added it.
+func (q *shardQueue) set(x int, in bool) bool {
 	switch {
-	case in && i == 0:
-		s.list = append(s.list, int32(x))
-		s.pos[x] = int32(len(s.list))
+	case in && !q.in[x]:
+		q.push(x)
 		return true
-	case !in && i != 0:
-		last := s.list[len(s.list)-1]
-		s.list[i-1], s.pos[last] = last, i
-		s.list = s.list[:len(s.list)-1]
-		s.pos[x] = 0
+	case !in && q.in[x]:
+		q.unlink(x)
 	}
 	return false
+}
+
+// toBack moves x, if it is in the queue, to the back.
+func (q *shardQueue) toBack(x int) {
+	if q.in[x] && q.tail != int32(x) {
+		q.unlink(x)
+		q.push(x)
+	}
+}
+
+func (q *shardQueue) push(x int) {
+	q.in[x], q.prev[x], q.next[x] = true, q.tail, -1
+	if q.tail >= 0 {
+		q.next[q.tail] = int32(x)
+	} else {
+		q.head = int32(x)
+	}
+	q.tail = int32(x)
+	q.n++
+}
+
+func (q *shardQueue) unlink(x int) {
+	p, n := q.prev[x], q.next[x]
+	if p >= 0 {
+		q.next[p] = n
+	} else {
+		q.head = n
+	}
+	if n >= 0 {
+		q.prev[n] = p
+	} else {
+		q.tail = p
+	}
+	q.in[x] = false
+	q.n--
+}
+
+// each calls f on the shards from the front (oldest) while f returns true.
+func (q *shardQueue) each(f func(x int) bool) {
+	for x := q.head; x >= 0; x = q.next[x] {
+		if !f(int(x)) {
+			return
+		}
+	}
 }
 
 // triggerState is this engine's copy of one trigger's state.
 type triggerState struct {
 	name    string
 	loading sync.Mutex // held by the load in progress
+	// updating[s] is held by this engine's update of shard s's row, from
+	// the statement to keeping the row it returned (Engine.update).
+	updating []sync.Mutex
 
 	mu       sync.Mutex // protects the fields below
 	loaded   bool       // the fields hold a load's result
@@ -90,8 +135,9 @@ type triggerState struct {
 	// be committed and that may hold a cell of the trigger's columns.
 	known []int64
 	// work holds the shards whose known head is beyond the offset, and
-	// those with cells to replay.
-	work   shardSet
+	// those with cells to replay, oldest first: claims take the shard that
+	// has waited longest, so that a backlog drains in order.
+	work   shardQueue
 	replay []bool
 	// replayOut is, per shard, the token of the lease under which replayed
 	// cells are out in a batch (0: none): the shard is busy, as one with
@@ -106,8 +152,8 @@ type triggerState struct {
 }
 
 func newTriggerState(name string, count int) *triggerState {
-	tc := &triggerState{name: name, rows: make([]sqlstore.TriggerShard, count), rowGen: make([]uint64, count),
-		known: make([]int64, count), work: newShardSet(count), replay: make([]bool, count), replayOut: make([]int64, count),
+	tc := &triggerState{name: name, updating: make([]sync.Mutex, count), rows: make([]sqlstore.TriggerShard, count), rowGen: make([]uint64, count),
+		known: make([]int64, count), work: newShardQueue(count), replay: make([]bool, count), replayOut: make([]int64, count),
 		trying: make([]bool, count)}
 	for s := range tc.rows {
 		tc.rows[s].Shard = s

@@ -194,7 +194,7 @@ func (e *Engine) measureLagSeconds(ctx context.Context, def sqlstore.TriggerDef,
 // passOver moves the offset of shard r.Shard to covered, over cells that
 // are not of the trigger's columns, if the offset is still r.Acked.
 func (e *Engine) passOver(ctx context.Context, name string, tc *triggerState, r sqlstore.TriggerShard, covered int64) {
-	_, _ = e.update(ctx, name, tc, r, func(ts *sqlstore.TriggerShard) (sqlstore.ShardEffects, error) {
+	_, _ = e.update(ctx, name, tc, r.Shard, &r, func(ts *sqlstore.TriggerShard) (sqlstore.ShardEffects, error) {
 		if ts.Acked != r.Acked {
 			return sqlstore.ShardEffects{}, errSkip
 		}

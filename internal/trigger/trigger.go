@@ -91,8 +91,12 @@ type Options struct {
 	Cells cellar.Store
 	// State is the metadata node.
 	State State
-	// Heads reports the shards' last added_ids (see NodeHeads).
+	// Heads reports the shards' last added_ids. KnownHeads, if set, is
+	// used instead.
 	Heads Heads
+	// KnownHeads reports the shards' last added_ids, reading only what the
+	// engine does not know already (see NodeHeads).
+	KnownHeads KnownHeads
 	// ShardCount is the datastore's number of logical shards.
 	ShardCount int
 	// LeaseTTL is how long a lease lasts unless renewed by a claim or an
@@ -131,7 +135,7 @@ const DefaultStateRefresh = time.Second
 type Engine struct {
 	cells     cellar.Store
 	state     State
-	readHeads Heads
+	readHeads KnownHeads
 	count     int
 	ttl       time.Duration
 	poll      time.Duration
@@ -174,13 +178,18 @@ type Engine struct {
 
 // New returns an Engine.
 func New(opts Options) (*Engine, error) {
-	if opts.Cells == nil || opts.State == nil || opts.Heads == nil {
-		return nil, errors.New("trigger engine needs Cells, State and Heads")
+	if opts.Cells == nil || opts.State == nil || (opts.Heads == nil && opts.KnownHeads == nil) {
+		return nil, errors.New("trigger engine needs Cells, State and Heads or KnownHeads")
+	}
+	readHeads := opts.KnownHeads
+	if readHeads == nil {
+		heads := opts.Heads
+		readHeads = func(ctx context.Context, _ func(int) int64) (map[int]int64, error) { return heads(ctx) }
 	}
 	if opts.ShardCount < 1 {
 		return nil, fmt.Errorf("shard count %d out of range", opts.ShardCount)
 	}
-	e := &Engine{cells: opts.Cells, state: opts.State, readHeads: opts.Heads, count: opts.ShardCount,
+	e := &Engine{cells: opts.Cells, state: opts.State, readHeads: readHeads, count: opts.ShardCount,
 		ttl: opts.LeaseTTL, poll: opts.PollInterval, refresh: opts.StateRefresh, back: opts.Backoff, now: opts.Now, obs: opts.Observe,
 		heads: make([]atomic.Int64, opts.ShardCount), triggers: make(map[string]*triggerState)}
 	e.bgCtx, e.bgCancel = context.WithCancel(context.Background())
@@ -383,15 +392,13 @@ func (e *Engine) Define(ctx context.Context, name string, d Definition) (Trigger
 	}
 	if d.Start == StartLatest {
 		if _, err := e.state.Trigger(ctx, name); errors.Is(err, cellar.ErrNotFound) {
-			heads, err := e.readHeads(ctx)
+			heads, err := e.readHeads(ctx, e.knownHead)
 			e.applyHeads(heads)
 			if err != nil {
 				return Trigger{}, false, cellar.Unavailable(err, "cannot read every shard's last cell to start trigger %s at the latest", name)
 			}
-			for s, h := range heads {
-				if s >= 0 && s < e.count {
-					start[s] = h
-				}
+			for s := range start {
+				start[s] = e.knownHead(s) // at least what was read
 			}
 		} else if err != nil {
 			return Trigger{}, false, err
