@@ -2,6 +2,7 @@ package trigger_test
 
 import (
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -199,4 +200,51 @@ func TestTwoEnginesUnderLoad(t *testing.T) {
 		runLoad(t, e, []*trigger.Engine{e.engine, e2}, l, 1500*time.Millisecond)
 		l.check(t)
 	})
+}
+
+// TestInternalTriggerLoops runs an internal trigger (a name with a leading
+// underscore, as secondary indexes use) through the Go API with four claim
+// loops of one consumer, and checks that each cell is handled once and in
+// order per shard.
+func TestInternalTriggerLoops(t *testing.T) {
+	e := newTestEnv(t, backends[0])
+	name := "_index.users_by_city"
+	e.define(name, trigger.Definition{Columns: []string{"a"}})
+	want := map[int][]int64{}
+	for i := 0; i < 40; i++ {
+		c := e.put(rowIn(sh(i%8), i/8), "a")
+		want[c.Shard] = append(want[c.Shard], c.AddedID)
+	}
+	var mu sync.Mutex // protects got
+	got := map[int][]int64{}
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				c, err := e.engine.Claim(bg(), name, "worker", 2, 50*time.Millisecond)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if c.Lease == nil {
+					return
+				}
+				mu.Lock()
+				got[c.Lease.Shard] = append(got[c.Lease.Shard], ids(c.Cells)...)
+				mu.Unlock()
+				if err := e.engine.Ack(bg(), name, c.Lease.Token, c.Lease.Shard, c.Cells[len(c.Cells)-1].AddedID); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	for s, w := range want {
+		if !slices.Equal(got[s], w) {
+			t.Errorf("shard %d: handled %v; want %v", s, got[s], w)
+		}
+	}
 }
