@@ -3,6 +3,7 @@ package trigger
 import (
 	"context"
 	"errors"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"time"
@@ -148,7 +149,12 @@ func (e *Engine) tryClaim(ctx context.Context, tc *triggerState, consumer string
 	// expires.
 	nWork, nHeld := 0, 0
 	var idle []heldLease
-	tc.work.each(func(s int) bool {
+	// Alone, a consumer's share is all the work: it need not count.
+	count := tc.work.each
+	if live == 1 {
+		count = func(func(int) bool) {}
+	}
+	count(func(s int) bool {
 		if !tc.inWork(s, now) {
 			return true
 		}
@@ -163,6 +169,9 @@ func (e *Engine) tryClaim(ctx context.Context, tc *triggerState, consumer string
 	})
 	tc.mu.Unlock()
 	quota := max((nWork+live-1)/live, 1)
+	if live == 1 {
+		quota = math.MaxInt
+	}
 	// Give up idle leases beyond the fair share, so that joining
 	// consumers find shards to take.
 	for _, h := range idle {
@@ -173,13 +182,30 @@ func (e *Engine) tryClaim(ctx context.Context, tc *triggerState, consumer string
 			nHeld--
 		}
 	}
-	for _, s := range tc.candidates(consumer, now, nHeld < quota) {
-		if c, err := e.attempt(ctx, tc, def, s, consumer, maxCells); err != nil || c.Lease != nil {
-			return orEmpty(c), err
+	// The first few candidates almost always do; all of them are tried
+	// only if those fail (the copy was stale).
+	var tried []int
+	for _, limit := range []int{firstCandidates, 0} {
+		for _, s := range tc.candidates(consumer, now, nHeld < quota, limit) {
+			if slices.Contains(tried, s) {
+				continue
+			}
+			tried = append(tried, s)
+			if c, err := e.attempt(ctx, tc, def, s, consumer, maxCells); err != nil || c.Lease != nil {
+				return orEmpty(c), err
+			}
+		}
+		if len(tried) < firstCandidates {
+			break // there were no more
 		}
 	}
 	return empty, nil
 }
+
+// firstCandidates is how many shards a claim looks for before it tries
+// them: a claim walks only the front of the work queue, however long the
+// queue is.
+const firstCandidates = 8
 
 func orEmpty(c Claim) Claim {
 	if c.Cells == nil {
@@ -188,12 +214,12 @@ func orEmpty(c Claim) Claim {
 	return c
 }
 
-// candidates returns the shards with work that consumer may lease now,
-// oldest work first: those it holds with no batch out, and, if free is
-// set, those that nobody holds. Shards a claim of this engine is trying
-// are left out. The first is picked at random among the first few, so
-// that the claims of several servers rarely collide on the oldest.
-func (tc *triggerState) candidates(consumer string, now time.Time, free bool) []int {
+// candidates returns up to limit (0: all) shards with work that consumer
+// may lease now, oldest work first: those it holds with no batch out, and,
+// if free is set, those that nobody holds. Shards a claim of this engine
+// is trying are left out. The first is picked at random among the first
+// few, so that the claims of several servers rarely collide on the oldest.
+func (tc *triggerState) candidates(consumer string, now time.Time, free bool, limit int) []int {
 	tc.mu.Lock()
 	defer tc.mu.Unlock()
 	var out []int
@@ -206,7 +232,7 @@ func (tc *triggerState) candidates(consumer string, now time.Time, free bool) []
 		if (held && r.Owner == consumer && !tc.busy(s)) || (!held && free) {
 			out = append(out, s)
 		}
-		return true
+		return limit == 0 || len(out) < limit
 	})
 	if len(out) > 1 {
 		i := rand.IntN(min(len(out), 4))
