@@ -31,8 +31,7 @@ func newIndexServer(tb testing.TB) *client.Client {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	m, err := index.New(index.Options{Cells: store, Entries: store, Records: store, Triggers: e, Heads: store.ShardHeads,
-		ShardCount: shardCount, Refresh: 20 * time.Millisecond})
+	m, err := index.New(index.Options{Cells: store, Entries: store, Records: store, Triggers: e, ShardCount: shardCount, Refresh: 20 * time.Millisecond})
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -122,13 +122,12 @@ type server struct {
 
 func (s *server) start() {
 	s.st = s.open()
+	cells := newSharded(s.t, s.st)
 	// Real processes need a real clock: leases last 500ms, so a killed
 	// consumer's shards are taken over quickly.
-	e, err := engine.New(engine.Options{Cells: s.st, State: s.st, Heads: s.st.ShardHeads, ShardCount: shards,
-		LeaseTTL: 500 * time.Millisecond, PollInterval: 10 * time.Millisecond})
-	if err != nil {
-		s.t.Fatal(err)
-	}
+	e := cells.start(s.t, func(o *engine.Options) {
+		o.LeaseTTL, o.PollInterval = 500*time.Millisecond, 10*time.Millisecond
+	})
 	s.e = e
 	addr := s.addr
 	if addr == "" {
@@ -139,7 +138,7 @@ func (s *server) start() {
 		s.t.Fatal(err)
 	}
 	s.addr = ln.Addr().String()
-	h := cellarhttp.NewHandler(s.st, cellarhttp.Options{Triggers: e, Logger: slog.New(slog.DiscardHandler)})
+	h := cellarhttp.NewHandler(cells.cells, cellarhttp.Options{Triggers: e, Logger: slog.New(slog.DiscardHandler)})
 	s.srv = &http.Server{Handler: s.l.record(h)}
 	go s.srv.Serve(ln)
 }

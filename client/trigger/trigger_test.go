@@ -4,9 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
-	"net/http/httptest"
-	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
@@ -15,31 +12,7 @@ import (
 	"github.com/cellar-db/cellar"
 	"github.com/cellar-db/cellar/client"
 	"github.com/cellar-db/cellar/client/trigger"
-	cellarhttp "github.com/cellar-db/cellar/internal/http"
-	"github.com/cellar-db/cellar/internal/sqlite"
-	"github.com/cellar-db/cellar/internal/sqlstore"
-	engine "github.com/cellar-db/cellar/internal/trigger"
 )
-
-const shards = 16
-
-// newServer serves a SQLite node with triggers over HTTP.
-func newServer(tb testing.TB) (*client.Client, *sqlstore.Store) {
-	tb.Helper()
-	st, err := sqlite.Open(context.Background(), filepath.Join(tb.TempDir(), "n.db"), sqlite.Options{Options: sqlstore.Options{Name: "n", ShardCount: shards, Create: true}})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { st.Close() })
-	e, err := engine.New(engine.Options{Cells: st, State: st, Heads: st.ShardHeads, ShardCount: shards,
-		PollInterval: 5 * time.Millisecond, Backoff: func(int) time.Duration { return 10 * time.Millisecond }})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	srv := httptest.NewServer(cellarhttp.NewHandler(st, cellarhttp.Options{Triggers: e, Logger: slog.New(slog.DiscardHandler)}))
-	tb.Cleanup(srv.Close)
-	return client.New(srv.URL), st
-}
 
 // TestRun runs two consumers with a handler that fails some cells once,
 // and checks that every cell is handled, each shard's in order.

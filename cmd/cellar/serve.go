@@ -112,7 +112,16 @@ func serve(ctx context.Context, cfg *Config, embedded bool, log *slog.Logger, re
 	for _, n := range cfg.Nodes {
 		nodes = append(nodes, &shard.Node{Name: n.Name, Driver: n.Driver, Store: stores[n.Name]})
 	}
-	store, err := shard.New(smap, nodes, shard.Options{NodeTimeout: cfg.NodeTimeout, Observe: m.ObserveStorage})
+	// The trigger engine reads cells through the store, so it is made
+	// after it; until then no put can be served, and the engine's first
+	// read of the heads finds whatever came before.
+	var engine atomic.Pointer[trigger.Engine]
+	committed := func(shard int, addedID int64, column string) {
+		if e := engine.Load(); e != nil {
+			e.Notify(shard, addedID, column)
+		}
+	}
+	store, err := shard.New(smap, nodes, shard.Options{NodeTimeout: cfg.NodeTimeout, Observe: m.ObserveStorage, Committed: committed})
 	if err != nil {
 		return fmt.Errorf("shard map version %d does not fit the configured nodes: %w", smap.Version, err)
 	}
@@ -120,17 +129,17 @@ func serve(ctx context.Context, cfg *Config, embedded bool, log *slog.Logger, re
 	// Shutdown order (defers run last first): drain HTTP, flush counters,
 	// close the cache, close Redis, stop index maintenance, stop the trigger
 	// engine, close the nodes.
-	heads := trigger.NodeHeads(store.Map, nodes, cfg.NodeTimeout)
 	triggers, err := trigger.New(trigger.Options{
 		Cells:      store,
 		State:      meta,
-		Heads:      heads,
+		KnownHeads: trigger.NodeHeads(store.Map, nodes, cfg.NodeTimeout),
 		ShardCount: smap.ShardCount,
 		Observe:    m,
 	})
 	if err != nil {
 		return fmt.Errorf("start triggers: %w", err)
 	}
+	engine.Store(triggers)
 	triggers.Start()
 	defer triggers.Close()
 	// Index maintenance and queries read the uncached store: they must see
@@ -140,7 +149,6 @@ func serve(ctx context.Context, cfg *Config, embedded bool, log *slog.Logger, re
 		Entries:    store,
 		Records:    meta,
 		Triggers:   triggers,
-		Heads:      heads,
 		ShardCount: smap.ShardCount,
 		Workers:    cfg.Indexes.Workers,
 		Logger:     log,

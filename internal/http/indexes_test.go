@@ -23,7 +23,7 @@ func newIndexManager(tb testing.TB, st *sqlstore.Store, start bool) (*index.Mana
 	if err != nil {
 		tb.Fatal(err)
 	}
-	m, err := index.New(index.Options{Cells: st, Entries: st, Records: st, Triggers: e, Heads: st.ShardHeads, ShardCount: testShards,
+	m, err := index.New(index.Options{Cells: st, Entries: st, Records: st, Triggers: e, ShardCount: testShards,
 		Refresh: 20 * time.Millisecond, Logger: discardLogger()})
 	if err != nil {
 		tb.Fatal(err)

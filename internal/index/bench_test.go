@@ -81,17 +81,17 @@ func newLagBench(tb testing.TB) *lagBench {
 	nodes := []*shard.Node{{Name: "pg", Driver: "postgres", Store: pg}}
 	m := &cellar.ShardMap{Version: 1, ShardCount: cellar.DefaultShardCount, Assignments: []cellar.Assignment{
 		{Node: "pg", ShardRange: cellar.ShardRange{First: 0, Last: cellar.DefaultShardCount - 1}}}}
-	cells, err := shard.New(m, nodes, shard.Options{})
+	var notify notifier
+	cells, err := shard.New(m, nodes, shard.Options{Committed: notify.call})
 	if err != nil {
 		tb.Fatal(err)
 	}
-	heads := trigger.NodeHeads(cells.Map, nodes, 2*time.Second)
-	engine, err := trigger.New(trigger.Options{Cells: cells, State: pg, Heads: heads, ShardCount: cellar.DefaultShardCount})
+	engine, err := trigger.New(trigger.Options{Cells: cells, State: pg, KnownHeads: trigger.NodeHeads(cells.Map, nodes, 2*time.Second), ShardCount: cellar.DefaultShardCount})
 	if err != nil {
 		tb.Fatal(err)
 	}
-	mgr, err := index.New(index.Options{Cells: cells, Entries: cells, Records: pg, Triggers: engine, Heads: heads,
-		ShardCount: cellar.DefaultShardCount, Logger: slog.New(slog.DiscardHandler)})
+	notify.engine.Store(engine)
+	mgr, err := index.New(index.Options{Cells: cells, Entries: cells, Records: pg, Triggers: engine, ShardCount: cellar.DefaultShardCount, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -86,20 +87,21 @@ func newEnv(tb testing.TB, b backend, o envOpts) *env {
 		{Node: "meta", ShardRange: cellar.ShardRange{First: 0, Last: 31}},
 		{Node: "n2", ShardRange: cellar.ShardRange{First: 32, Last: 63}},
 	}}
-	cells, err := shard.New(m, nodes, shard.Options{NodeTimeout: 10 * time.Second})
+	var notify notifier
+	cells, err := shard.New(m, nodes, shard.Options{NodeTimeout: 10 * time.Second, Committed: notify.call})
 	if err != nil {
 		tb.Fatal(err)
 	}
-	heads := trigger.NodeHeads(cells.Map, nodes, 5*time.Second)
-	engine, err := trigger.New(trigger.Options{Cells: cells, State: meta, Heads: heads, ShardCount: testShards,
+	engine, err := trigger.New(trigger.Options{Cells: cells, State: meta, KnownHeads: trigger.NodeHeads(cells.Map, nodes, 5*time.Second), ShardCount: testShards,
 		PollInterval: 5 * time.Millisecond, Backoff: func(int) time.Duration { return 20 * time.Millisecond }})
 	if err != nil {
 		tb.Fatal(err)
 	}
+	notify.engine.Store(engine)
 	if o.retireAfter == 0 {
 		o.retireAfter = time.Hour
 	}
-	mgr, err := index.New(index.Options{Cells: cells, Entries: cells, Records: meta, Triggers: engine, Heads: heads, ShardCount: testShards,
+	mgr, err := index.New(index.Options{Cells: cells, Entries: cells, Records: meta, Triggers: engine, ShardCount: testShards,
 		Workers: 2, Refresh: 20 * time.Millisecond, RetireAfter: o.retireAfter, ClockSkew: 100 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(testWriter{tb}, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	if err != nil {
@@ -213,4 +215,16 @@ var usersByCity = index.Definition{Column: "profile", Fields: []index.Field{
 
 func user(city string, age int, score float64) map[string]any {
 	return map[string]any{"city": city, "age": age, "score": score, "name": fmt.Sprintf("%s-%d", city, age)}
+}
+
+// notifier tells the engine, once it exists, of every committed cell, as
+// cellar serve does.
+type notifier struct {
+	engine atomic.Pointer[trigger.Engine]
+}
+
+func (n *notifier) call(shard int, addedID int64, column string) {
+	if e := n.engine.Load(); e != nil {
+		e.Notify(shard, addedID, column)
+	}
 }

@@ -44,7 +44,7 @@ import (
 const (
 	DefaultRefresh     = time.Second
 	DefaultRetireAfter = 30 * time.Second
-	DefaultWorkers     = 4
+	DefaultWorkers     = 8
 	DefaultClockSkew   = time.Second
 	DefaultLimit       = 100
 	// maxAttempts is the internal trigger's: maintenance fails only when a
@@ -79,8 +79,6 @@ type Options struct {
 	Records Records
 	// Triggers is the trigger engine that delivers the cells.
 	Triggers *trigger.Engine
-	// Heads reports the shards' last added_ids.
-	Heads trigger.Heads
 	// ShardCount is the datastore's number of logical shards.
 	ShardCount int
 	// Consumer names this process to the trigger engine (default: host,
@@ -237,7 +235,6 @@ type Manager struct {
 	entries  cellar.IndexStore
 	records  Records
 	triggers *trigger.Engine
-	heads    trigger.Heads
 	count    int
 	consumer string
 	workers  int
@@ -266,13 +263,13 @@ type worker struct {
 
 // New returns a Manager; Start starts its work.
 func New(opts Options) (*Manager, error) {
-	if opts.Cells == nil || opts.Entries == nil || opts.Records == nil || opts.Triggers == nil || opts.Heads == nil {
-		return nil, errors.New("index manager needs Cells, Entries, Records, Triggers and Heads")
+	if opts.Cells == nil || opts.Entries == nil || opts.Records == nil || opts.Triggers == nil {
+		return nil, errors.New("index manager needs Cells, Entries, Records and Triggers")
 	}
 	if opts.ShardCount < 1 {
 		return nil, fmt.Errorf("shard count %d out of range", opts.ShardCount)
 	}
-	m := &Manager{cells: opts.Cells, entries: opts.Entries, records: opts.Records, triggers: opts.Triggers, heads: opts.Heads, count: opts.ShardCount,
+	m := &Manager{cells: opts.Cells, entries: opts.Entries, records: opts.Records, triggers: opts.Triggers, count: opts.ShardCount,
 		consumer: opts.Consumer, workers: opts.Workers, refresh: opts.Refresh, retire: opts.RetireAfter, skew: opts.ClockSkew,
 		log: opts.Logger, now: opts.Now,
 		recs: map[string]record{}, running: map[string]*worker{}, progress: make(chan struct{})}
@@ -597,7 +594,7 @@ func (m *Manager) tend(ctx context.Context) {
 // offset must be younger. It stops at the first shard that is not, so
 // that a backfill far from done costs one scan per round.
 func (m *Manager) caughtUp(ctx context.Context, name string, gen int64, column string, since time.Time) (bool, error) {
-	heads, err := m.heads(ctx)
+	heads, err := m.triggers.Heads(ctx)
 	if err != nil {
 		return false, nil // a node did not answer: its shards are unknown
 	}

@@ -310,7 +310,7 @@ func (m *Manager) Query(ctx context.Context, name string, q Query) (Result, erro
 		return res, err
 	}
 	if len(q.WaitFor) > 0 {
-		gen, err := m.waitFor(ctx, name, rec.Active, q.WaitFor, q.Wait)
+		gen, err := m.waitFor(ctx, name, rec.Active, rec.Column, q.WaitFor, q.Wait)
 		if err != nil {
 			return res, err
 		}
@@ -377,7 +377,7 @@ func (m *Manager) runQuery(ctx context.Context, def Definition, p *plan) (Result
 // waitFor waits until the index generation that serves queries has
 // acknowledged every cell in pos, and returns that generation. A rebuild
 // switching over meanwhile makes it wait for the new generation.
-func (m *Manager) waitFor(ctx context.Context, name string, gen int64, pos []CellPos, wait time.Duration) (int64, error) {
+func (m *Manager) waitFor(ctx context.Context, name string, gen int64, column string, pos []CellPos, wait time.Duration) (int64, error) {
 	if len(pos) > MaxWaitFor {
 		return 0, cellar.Errorf(cellar.EINVALID, "wait_for names %d cells; the limit is %d", len(pos), MaxWaitFor)
 	}
@@ -409,7 +409,19 @@ func (m *Manager) waitFor(ctx context.Context, name string, gen int64, pos []Cel
 			if err != nil {
 				return 0, err
 			}
-			if off < c.AddedID {
+			if off >= c.AddedID {
+				continue
+			}
+			// The offset only moves over cells of other columns now and
+			// then; what matters is whether a cell of the index's column
+			// is still waiting at or below the one asked for. Every cell up
+			// to that one is committed (its put returned), so a scan sees
+			// them all.
+			res, err := m.cells.Scan(ctx, c.Shard, off, 1, column)
+			if err != nil {
+				return 0, err
+			}
+			if len(res.Cells) > 0 && res.Cells[0].AddedID <= c.AddedID {
 				next = append(next, c)
 			}
 		}

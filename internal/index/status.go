@@ -73,7 +73,7 @@ func (m *Manager) genProgress(ctx context.Context, name string, gen int64) (Prog
 	}
 	t := ts.Totals
 	p.LagCells, p.LagSeconds, p.ShardsBehind, p.Unknown = t.LagCells, t.LagSeconds, t.ShardsBehind, t.Unknown
-	heads, _ := m.heads(ctx)
+	heads, _ := m.triggers.Heads(ctx)
 	p.ShardsTotal = len(heads)
 	p.Done = 1
 	if p.ShardsTotal > 0 {

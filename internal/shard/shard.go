@@ -34,13 +34,19 @@ type Options struct {
 	NodeTimeout time.Duration
 	// Observe, if not nil, is called after every node call.
 	Observe Observer
+	// Committed, if not nil, is called after every put that created a
+	// cell (Put, and each created item of BatchPut), once the cell is
+	// committed: the trigger engine's Notify. It runs on the writer's
+	// goroutine and must be quick.
+	Committed func(shard int, addedID int64, column string)
 }
 
 // Store routes cell operations to nodes by the shard map.
 type Store struct {
-	nodes   map[string]*Node
-	timeout time.Duration
-	observe Observer
+	nodes     map[string]*Node
+	timeout   time.Duration
+	observe   Observer
+	committed func(shard int, addedID int64, column string)
 
 	mu      sync.RWMutex // protects m and byShard
 	m       *cellar.ShardMap
@@ -52,7 +58,7 @@ var _ cellar.Store = (*Store)(nil)
 // New returns a Store over nodes with shard map m. Every node m names must
 // be in nodes. The Store does not own the nodes: Close does not close them.
 func New(m *cellar.ShardMap, nodes []*Node, opts Options) (*Store, error) {
-	s := &Store{nodes: make(map[string]*Node), timeout: opts.NodeTimeout, observe: opts.Observe}
+	s := &Store{nodes: make(map[string]*Node), timeout: opts.NodeTimeout, observe: opts.Observe, committed: opts.Committed}
 	if s.timeout <= 0 {
 		s.timeout = 2 * time.Second
 	}
@@ -165,6 +171,9 @@ func (s *Store) Put(ctx context.Context, c cellar.NewCell) (cell cellar.Cell, cr
 		cell, created, err = n.Store.Put(ctx, c)
 		return err
 	})
+	if err == nil && created && s.committed != nil {
+		s.committed(cell.Shard, cell.AddedID, cell.Column)
+	}
 	return cell, created, err
 }
 
@@ -244,13 +253,21 @@ func (s *Store) BatchGet(ctx context.Context, keys []cellar.LookupKey) []cellar.
 
 // BatchPut implements cellar.Store, grouping by node like BatchGet.
 func (s *Store) BatchPut(ctx context.Context, cells []cellar.NewCell) []cellar.PutResult {
-	return fanOut(ctx, s, "batch_put", cells,
+	res := fanOut(ctx, s, "batch_put", cells,
 		func(c cellar.NewCell) string { return c.RowKey },
 		func(err error) cellar.PutResult { return cellar.PutResult{Err: err} },
 		func(r cellar.PutResult) error { return r.Err },
 		func(ctx context.Context, n *Node, sub []cellar.NewCell) []cellar.PutResult {
 			return n.Store.BatchPut(ctx, sub)
 		})
+	if s.committed != nil {
+		for _, r := range res {
+			if r.Err == nil && r.Created {
+				s.committed(r.Cell.Shard, r.Cell.AddedID, r.Cell.Column)
+			}
+		}
+	}
+	return res
 }
 
 // fanOut runs a batch operation: it validates each item's row key, groups

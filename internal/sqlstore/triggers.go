@@ -6,6 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/cellar-db/cellar"
@@ -96,8 +100,10 @@ func milli(t time.Time) int64 {
 }
 
 // PutTrigger creates or updates a trigger's definition. On creation, each
-// shard in start gets its offset from there (a trigger that starts at the
-// latest cells); an update leaves offsets alone. Returns whether the
+// shard in start gets its state row with its offset from there (a trigger
+// that starts at the latest cells has the heads; one that starts at the
+// earliest may pass zeros, so that its rows need not be created one by one
+// later); an update leaves offsets alone. Returns whether the
 // trigger was created.
 func (s *Store) PutTrigger(ctx context.Context, def TriggerDef, start map[int]int64) (created bool, err error) {
 	if err := s.ready(ctx); err != nil {
@@ -129,10 +135,8 @@ func (s *Store) PutTrigger(ctx context.Context, def TriggerDef, start map[int]in
 					return fmt.Errorf("clear trigger state: %w", err)
 				}
 			}
-			for shard, off := range start {
-				if err := s.insertTriggerShard(ctx, tx, def.Name, shard, off); err != nil {
-					return err
-				}
+			if err := s.insertTriggerShards(ctx, tx, def.Name, start); err != nil {
+				return err
 			}
 			created = true
 			return nil
@@ -158,6 +162,32 @@ func (s *Store) PutTrigger(ctx context.Context, def TriggerDef, start map[int]in
 		return false, s.wrap(err, "put trigger %s", def.Name)
 	}
 	return created, nil
+}
+
+// insertTriggerShards creates the state rows of the shards in start, with
+// their offsets, a few hundred rows per statement.
+func (s *Store) insertTriggerShards(ctx context.Context, tx *sql.Tx, name string, start map[int]int64) error {
+	shards := slices.Sorted(maps.Keys(start))
+	const perStatement = 256
+	for len(shards) > 0 {
+		n := min(len(shards), perStatement)
+		var q strings.Builder
+		q.WriteString(`INSERT INTO trigger_shards (trigger_name, shard, acked, delivered, owner, token, expires_at,
+		retry_added_id, attempts, last_error, retry_at) VALUES `)
+		args := make([]any, 0, 4*n)
+		for i, shard := range shards[:n] {
+			if i > 0 {
+				q.WriteString(", ")
+			}
+			q.WriteString("(?, ?, ?, ?, '', 0, 0, 0, 0, '', 0)")
+			args = append(args, name, shard, start[shard], start[shard])
+		}
+		if _, err := tx.ExecContext(ctx, s.d.Rebind(q.String()), args...); err != nil {
+			return fmt.Errorf("create state of shards %d-%d: %w", shards[0], shards[n-1], err)
+		}
+		shards = shards[n:]
+	}
+	return nil
 }
 
 func (s *Store) insertTriggerShard(ctx context.Context, tx *sql.Tx, name string, shard int, acked int64) error {
@@ -262,12 +292,79 @@ func (s *Store) TriggerShards(ctx context.Context, name string) ([]TriggerShard,
 // with f's effects. If f returns an error nothing changes and
 // UpdateTriggerShard returns it. f may run more than once (the
 // transaction is retried on deadlocks), so it must not have side effects.
+// Times in the returned row have the millisecond precision they are
+// stored with.
 func (s *Store) UpdateTriggerShard(ctx context.Context, name string, shard int, f func(ts *TriggerShard) (ShardEffects, error)) (TriggerShard, error) {
-	var out TriggerShard
+	out, _, err := s.updateTriggerShard(ctx, name, shard, f)
+	return out, err
+}
+
+// UpdateTriggerShardFrom is UpdateTriggerShard for a caller that keeps a
+// copy of the row, have (the trigger engine's cache; the zero state for a
+// row it has not seen). f runs first on a copy of have; if it accepts it
+// and asks for no effects, its result is written by one UPDATE that
+// matches only while every column of the stored row still equals have.
+// Then f ran on the current row, exactly as it would have under the lock,
+// and the write is the same; it costs one statement instead of a
+// transaction of three. In every other case — f refused have, the stored
+// row differs or is missing, f wants effects — UpdateTriggerShard decides
+// on the stored row, so a stale have costs one wasted statement and never
+// changes the outcome.
+//
+// seen is the row as stored when the call ended: the written row on
+// success, the row f refused under the lock on f's error, and the zero
+// value (Shard -1) when the node failed.
+func (s *Store) UpdateTriggerShardFrom(ctx context.Context, name string, shard int, have TriggerShard, f func(ts *TriggerShard) (ShardEffects, error)) (out, seen TriggerShard, err error) {
 	if err := s.ready(ctx); err != nil {
-		return out, err
+		return out, TriggerShard{Shard: -1}, err
+	}
+	next := have
+	next.Shard = shard
+	if fx, ferr := f(&next); ferr == nil && fx == (ShardEffects{}) {
+		normalizeTriggerShard(&next)
+		ok, err := s.casTriggerShard(ctx, name, shard, have, next)
+		if err == nil && ok {
+			return next, next, nil
+		}
+		// A failed statement falls through to the transaction, which
+		// retries what can be retried and reports the rest.
+	}
+	return s.updateTriggerShard(ctx, name, shard, f)
+}
+
+// casTriggerShard writes next over a trigger's shard row if the row still
+// equals have, and reports whether it did. On MySQL, a write that changes
+// nothing affects no row and reports false; the caller then takes the
+// transaction, which is right anyway.
+func (s *Store) casTriggerShard(ctx context.Context, name string, shard int, have, next TriggerShard) (bool, error) {
+	r, err := s.wdb.ExecContext(ctx, s.d.Rebind(`UPDATE trigger_shards SET acked = ?, delivered = ?, owner = ?, token = ?, expires_at = ?,
+		retry_added_id = ?, attempts = ?, last_error = ?, retry_at = ?
+		WHERE trigger_name = ? AND shard = ? AND acked = ? AND delivered = ? AND owner = ? AND token = ? AND expires_at = ?
+		AND retry_added_id = ? AND attempts = ? AND last_error = ? AND retry_at = ?`),
+		next.Acked, next.Delivered, next.Owner, next.Token, milli(next.ExpiresAt), next.RetryAddedID, next.Attempts, next.LastError, milli(next.RetryAt),
+		name, shard, have.Acked, have.Delivered, have.Owner, have.Token, milli(have.ExpiresAt), have.RetryAddedID, have.Attempts, have.LastError, milli(have.RetryAt))
+	if err != nil {
+		return false, err
+	}
+	n, err := r.RowsAffected()
+	return n == 1, err
+}
+
+// normalizeTriggerShard gives ts's times the precision they are stored
+// with, so that a copy of a written row equals the row read back.
+func normalizeTriggerShard(ts *TriggerShard) {
+	ts.ExpiresAt, ts.RetryAt = unixMilli(milli(ts.ExpiresAt)), unixMilli(milli(ts.RetryAt))
+}
+
+// updateTriggerShard is UpdateTriggerShard; seen is also set when f
+// refuses, as UpdateTriggerShardFrom documents.
+func (s *Store) updateTriggerShard(ctx context.Context, name string, shard int, f func(ts *TriggerShard) (ShardEffects, error)) (out, seen TriggerShard, ferr error) {
+	seen.Shard = -1
+	if err := s.ready(ctx); err != nil {
+		return out, seen, err
 	}
 	err := s.inTxRetryCreate(ctx, func(tx *sql.Tx) error {
+		seen, ferr = TriggerShard{Shard: -1}, nil
 		q := s.d.Rebind("SELECT " + triggerShardColumns + " FROM trigger_shards WHERE trigger_name = ? AND shard = ?" + s.d.ForUpdate)
 		var ts TriggerShard
 		err := scanTriggerShard(tx.QueryRowContext(ctx, q, name, shard), &ts)
@@ -280,10 +377,13 @@ func (s *Store) UpdateTriggerShard(ctx context.Context, name string, shard int, 
 		if err != nil {
 			return fmt.Errorf("lock shard %d: %w", shard, err)
 		}
+		locked := ts
 		fx, err := f(&ts)
 		if err != nil {
+			seen, ferr = locked, err
 			return err
 		}
+		normalizeTriggerShard(&ts)
 		_, err = tx.ExecContext(ctx, s.d.Rebind(`UPDATE trigger_shards SET acked = ?, delivered = ?, owner = ?, token = ?, expires_at = ?,
 			retry_added_id = ?, attempts = ?, last_error = ?, retry_at = ? WHERE trigger_name = ? AND shard = ?`),
 			ts.Acked, ts.Delivered, ts.Owner, ts.Token, milli(ts.ExpiresAt), ts.RetryAddedID, ts.Attempts, ts.LastError, milli(ts.RetryAt), name, shard)
@@ -321,13 +421,16 @@ func (s *Store) UpdateTriggerShard(ctx context.Context, name string, shard int, 
 				return fmt.Errorf("requeue replayed cells: %w", err)
 			}
 		}
-		out = ts
+		out, seen = ts, ts
 		return nil
 	})
 	if err != nil {
-		return out, s.wrap(err, "update shard %d of trigger %s", shard, name)
+		if ferr != nil && errors.Is(err, ferr) {
+			return out, seen, err // f's own error, as f returned it
+		}
+		return out, TriggerShard{Shard: -1}, s.wrap(err, "update shard %d of trigger %s", shard, name)
 	}
-	return out, nil
+	return out, seen, nil
 }
 
 // inTxRetryCreate runs f as inTx does, and again if it failed on a unique
@@ -579,4 +682,37 @@ func (s *Store) ShardHeads(ctx context.Context) (map[int]int64, error) {
 		return heads, s.wrap(err, "read shard heads")
 	}
 	return heads, nil
+}
+
+// ShardHeadsSum returns the sum of the last added_ids of the shards in
+// ranges that have a sequence row on this node, as a decimal. Heads only
+// grow, so a reader that knows a lower bound of every head can tell from
+// the sum alone whether it knows them all, without reading them.
+func (s *Store) ShardHeadsSum(ctx context.Context, ranges []cellar.ShardRange) (int64, error) {
+	if err := s.ready(ctx); err != nil {
+		return 0, err
+	}
+	if len(ranges) == 0 {
+		return 0, nil
+	}
+	var q strings.Builder
+	q.WriteString("SELECT COALESCE(SUM(last_added_id), 0) FROM shard_seq WHERE ")
+	args := make([]any, 0, 2*len(ranges))
+	for i, r := range ranges {
+		if i > 0 {
+			q.WriteString(" OR ")
+		}
+		q.WriteString("shard BETWEEN ? AND ?")
+		args = append(args, r.First, r.Last)
+	}
+	// As text: SUM is a DECIMAL on MySQL and a NUMERIC on PostgreSQL.
+	var sum string
+	if err := s.db.QueryRowContext(ctx, s.d.Rebind(q.String()), args...).Scan(&sum); err != nil {
+		return 0, s.wrap(err, "sum shard heads")
+	}
+	n, err := strconv.ParseInt(sum, 10, 64)
+	if err != nil {
+		return 0, cellar.Internal(err, "node %s: sum of shard heads %q", s.name, sum)
+	}
+	return n, nil
 }

@@ -32,12 +32,15 @@ func (e *Engine) Ack(ctx context.Context, name string, token int64, shard int, a
 		return err
 	}
 	var acked int64
-	_, err := e.state.UpdateTriggerShard(ctx, name, shard, func(ts *sqlstore.TriggerShard) (sqlstore.ShardEffects, error) {
-		acked = 0
+	var replayed bool
+	tc := e.cached(name)
+	_, err := e.update(ctx, name, tc, shard, nil, func(ts *sqlstore.TriggerShard) (sqlstore.ShardEffects, error) {
+		acked, replayed = 0, false
 		if err := checkToken(name, ts, token); err != nil {
 			return sqlstore.ShardEffects{}, err
 		}
 		if addedID <= ts.Acked {
+			replayed = true
 			return sqlstore.ShardEffects{AckReplayed: addedID}, nil
 		}
 		if addedID > ts.Delivered {
@@ -53,6 +56,14 @@ func (e *Engine) Ack(ctx context.Context, name string, token int64, shard int, a
 		}
 		return sqlstore.ShardEffects{}, nil
 	})
+	if err == nil && replayed && tc != nil {
+		// More replayed cells of the shard may be waiting: a claim takes
+		// at most its max_cells of them.
+		tc.mu.Lock()
+		tc.replay[shard], tc.replayOut[shard] = true, 0
+		tc.recheck(shard, e.now())
+		tc.mu.Unlock()
+	}
 	if err == nil && e.obs != nil && acked > 0 {
 		e.obs.TriggerAcked(name, int(acked))
 	}
@@ -86,7 +97,8 @@ func (e *Engine) Nack(ctx context.Context, name string, token int64, shard int, 
 	if err := e.checkArgs(name, shard, addedID); err != nil {
 		return res, err
 	}
-	def, err := e.state.Trigger(ctx, name)
+	tc := e.cached(name)
+	def, err := e.definition(ctx, name, tc)
 	if err != nil {
 		return res, err
 	}
@@ -102,13 +114,14 @@ func (e *Engine) Nack(ctx context.Context, name string, token int64, shard int, 
 		return res, cellar.Errorf(cellar.EINVALID, "shard %d has no cell %d", shard, addedID)
 	}
 	key := page.Cells[0].Key
-	_, err = e.state.UpdateTriggerShard(ctx, name, shard, func(ts *sqlstore.TriggerShard) (sqlstore.ShardEffects, error) {
-		res = NackResult{}
+	var replayed bool
+	_, err = e.update(ctx, name, tc, shard, nil, func(ts *sqlstore.TriggerShard) (sqlstore.ShardEffects, error) {
+		res, replayed = NackResult{}, false
 		if err := checkToken(name, ts, token); err != nil {
 			return sqlstore.ShardEffects{}, err
 		}
 		if addedID <= ts.Acked {
-			res.Parked = true
+			res.Parked, replayed = true, true
 			return sqlstore.ShardEffects{Repark: &sqlstore.ParkedCell{AddedID: addedID, Attempts: def.MaxAttempts, LastError: errMsg}}, nil
 		}
 		if addedID > ts.Delivered {
@@ -136,7 +149,32 @@ func (e *Engine) Nack(ctx context.Context, name string, token int64, shard int, 
 		ts.Owner, ts.ExpiresAt = "", time.Time{}
 		return fx, nil
 	})
+	if err == nil && res.Parked && tc != nil {
+		tc.mu.Lock()
+		tc.parked++ // a cell parked, or a replayed one parked again
+		if replayed {
+			// The rest of the replayed batch: a claim looks again.
+			tc.replay[shard], tc.replayOut[shard] = true, 0
+			tc.recheck(shard, e.now())
+		}
+		tc.mu.Unlock()
+	}
 	return res, err
+}
+
+// definition returns trigger name's definition from this engine's copy if
+// it has one (a change made through another server is seen within the
+// state refresh), else from the metadata node.
+func (e *Engine) definition(ctx context.Context, name string, tc *triggerState) (sqlstore.TriggerDef, error) {
+	if tc != nil {
+		tc.mu.Lock()
+		def, ok := tc.def, tc.loaded && !tc.stale
+		tc.mu.Unlock()
+		if ok {
+			return def, nil
+		}
+	}
+	return e.state.Trigger(ctx, name)
 }
 
 func (e *Engine) checkArgs(name string, shard int, addedID int64) error {
@@ -159,7 +197,9 @@ func (e *Engine) Reset(ctx context.Context, name string) error {
 	if _, err := e.Trigger(ctx, name); err != nil {
 		return err
 	}
-	return e.state.ResetTrigger(ctx, name)
+	err := e.state.ResetTrigger(ctx, name)
+	e.cached(name).invalidate()
+	return err
 }
 
 // Replay marks every parked cell of trigger name for delivery again, and
@@ -169,7 +209,9 @@ func (e *Engine) Replay(ctx context.Context, name string) (int64, error) {
 	if _, err := e.Trigger(ctx, name); err != nil {
 		return 0, err
 	}
-	return e.state.ReplayParked(ctx, name)
+	n, err := e.state.ReplayParked(ctx, name)
+	e.cached(name).invalidate()
+	return n, err
 }
 
 // Parked returns up to limit parked cells of trigger name after (shard,

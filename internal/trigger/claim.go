@@ -3,6 +3,7 @@ package trigger
 import (
 	"context"
 	"errors"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"time"
@@ -41,9 +42,11 @@ var errSkip = errors.New("skip shard")
 // Claim leases one shard of trigger name with cells to deliver to consumer
 // and returns up to maxCells of them (0: DefaultMaxCells), in added_id
 // order after the shard's offset. If no shard has any, it waits up to wait
-// for cells to arrive. A consumer holds at most its fair share of the
-// shards with work: ceil(shards with work / live consumers); claiming
-// renews its leases and gives up its idle ones beyond that share.
+// for cells to arrive: it is woken at once by Notify, and looks for cells
+// written by other processes every poll interval. A consumer holds at
+// most its fair share of the shards with work: ceil(shards with work /
+// live consumers); claiming renews its leases and gives up its idle ones
+// beyond that share.
 //
 // Returns ErrNotFound for an unknown trigger and EINVALID for bad
 // arguments.
@@ -64,160 +67,247 @@ func (e *Engine) Claim(ctx context.Context, name, consumer string, maxCells int,
 		return Claim{}, cellar.Errorf(cellar.EINVALID, "wait must be 0..%s", MaxWait)
 	}
 	deadline := time.Now().Add(wait)
+	tc, err := e.trigger(ctx, name)
+	if err != nil {
+		return Claim{}, err
+	}
 	for {
-		def, err := e.state.Trigger(ctx, name)
-		if err != nil {
-			return Claim{}, err
-		}
-		c, err := e.tryClaim(ctx, def, consumer, maxCells)
+		// Subscribe before looking, so that work arriving after the look
+		// wakes this claim.
+		tc.mu.Lock()
+		wake := tc.subscribe()
+		tc.mu.Unlock()
+		reading := e.pollHeads()
+		c, err := e.tryClaim(ctx, tc, consumer, maxCells)
 		if err != nil || c.Lease != nil || c.Paused {
 			return c, err
 		}
 		left := time.Until(deadline)
 		if left <= 0 {
-			return c, nil
+			if reading == nil {
+				return c, nil
+			}
+			// The heads were due: a claim sees the cells committed before
+			// it began, even one that does not wait. (A waiting claim is
+			// woken by what the read finds, as by Notify.)
+			select {
+			case <-reading:
+			case <-ctx.Done():
+				return c, nil
+			}
+			select {
+			case <-wake:
+				deadline = time.Time{} // one more look, and no waiting
+				continue
+			default:
+				return c, nil
+			}
 		}
 		t := time.NewTimer(min(left, e.poll))
 		select {
 		case <-ctx.Done():
 			t.Stop()
 			return c, nil
+		case <-wake:
+			t.Stop()
 		case <-t.C:
+		}
+		if err := e.ensureLoaded(ctx, tc); err != nil {
+			return c, err
 		}
 	}
 }
 
-// tryClaim makes one pass over the shards.
-func (e *Engine) tryClaim(ctx context.Context, def sqlstore.TriggerDef, consumer string, maxCells int) (Claim, error) {
+// heldLease is a lease a consumer holds on a shard.
+type heldLease struct {
+	shard int
+	token int64
+}
+
+// tryClaim makes one pass over the shards with work.
+func (e *Engine) tryClaim(ctx context.Context, tc *triggerState, consumer string, maxCells int) (Claim, error) {
 	empty := Claim{Cells: []cellar.Cell{}}
+	if err := e.ensureLoaded(ctx, tc); err != nil {
+		return empty, err
+	}
 	now := e.now()
-	live, err := e.seeConsumer(ctx, def.Name, consumer, now)
+	live, err := e.seeConsumer(ctx, tc, consumer, now)
 	if err != nil {
 		return empty, err
 	}
-	parked, err := e.state.ParkedCounts(ctx, def.Name)
-	if err != nil {
-		return empty, err
-	}
-	if total := sum(parked); total > def.ParkThreshold {
+	live = max(live, 1)
+	tc.mu.Lock()
+	if tc.parked > tc.def.ParkThreshold {
+		tc.mu.Unlock()
 		empty.Paused = true
 		return empty, nil
 	}
-	rows, err := e.state.TriggerShards(ctx, def.Name)
-	if err != nil {
-		return empty, err
-	}
-	byShard := make(map[int]sqlstore.TriggerShard, len(rows))
-	for _, r := range rows {
-		byShard[r.Shard] = r
-	}
-	row := func(shard int) sqlstore.TriggerShard {
-		r, ok := byShard[shard]
-		if !ok {
-			r.Shard = shard
-		}
-		return r
-	}
-	replays, err := e.state.ReplayShards(ctx, def.Name)
-	if err != nil {
-		return empty, err
-	}
-	// A node that did not answer only holds back its own shards.
-	heads, _ := e.shardHeads(ctx)
-
-	held := func(r sqlstore.TriggerShard) bool { return r.Owner == consumer && r.ExpiresAt.After(now) }
-	takenByOther := func(r sqlstore.TriggerShard) bool {
-		return r.Owner != "" && r.Owner != consumer && r.ExpiresAt.After(now)
-	}
-	hasWork := func(shard int) bool {
-		r := byShard[shard]
-		return heads[shard] > r.Acked && !r.RetryAt.After(now)
-	}
-	var work, mine, free []int
-	for shard := range heads {
-		if shard < 0 || shard >= e.count || !hasWork(shard) {
-			continue
-		}
-		work = append(work, shard)
-	}
-	for _, shard := range replays {
-		if !slices.Contains(work, shard) {
-			work = append(work, shard)
-		}
-	}
+	def := tc.def
 	// A consumer's share counts the leases it holds on shards that have
-	// work or a batch out; an idle lease on a caught-up shard costs
-	// nothing and expires.
-	nHeld := 0
-	var idle []int
-	for _, r := range rows {
-		busy := r.Delivered > r.Acked
-		if held(r) && (busy || hasWork(r.Shard)) {
+	// work or a batch out (a batch out is work: its cells are after the
+	// offset); an idle lease on a caught-up shard costs nothing and
+	// expires.
+	nWork, nHeld := 0, 0
+	var idle []heldLease
+	// Alone, a consumer's share is all the work: it need not count.
+	count := tc.work.each
+	if live == 1 {
+		count = func(func(int) bool) {}
+	}
+	count(func(s int) bool {
+		if !tc.inWork(s, now) {
+			return true
+		}
+		nWork++
+		if r := &tc.rows[s]; r.Owner == consumer && r.ExpiresAt.After(now) {
 			nHeld++
-			if !busy {
-				idle = append(idle, r.Shard)
+			if !tc.busy(s) {
+				idle = append(idle, heldLease{s, r.Token})
 			}
 		}
+		return true
+	})
+	tc.mu.Unlock()
+	quota := max((nWork+live-1)/live, 1)
+	if live == 1 {
+		quota = math.MaxInt
 	}
-	quota := (len(work) + max(live, 1) - 1) / max(live, 1)
-	quota = max(quota, 1)
 	// Give up idle leases beyond the fair share, so that joining
 	// consumers find shards to take.
-	for _, shard := range idle {
+	for _, h := range idle {
 		if nHeld <= quota {
 			break
 		}
-		if e.release(ctx, def.Name, shard, consumer, byShard[shard].Token) {
+		if e.release(ctx, tc, h.shard, consumer, h.token) {
 			nHeld--
-			r := byShard[shard]
-			r.Owner = ""
-			byShard[shard] = r
 		}
 	}
-	for _, shard := range work {
-		r := byShard[shard]
-		switch {
-		case held(r):
-			if r.Delivered <= r.Acked {
-				mine = append(mine, shard)
+	// The first few candidates almost always do; all of them are tried
+	// only if those fail (the copy was stale).
+	var tried []int
+	for _, limit := range []int{firstCandidates, 0} {
+		for _, s := range tc.candidates(consumer, now, nHeld < quota, limit) {
+			if slices.Contains(tried, s) {
+				continue
 			}
-		case !takenByOther(r):
-			free = append(free, shard)
-		}
-	}
-	// Random order spreads concurrent claimers over the free shards.
-	rand.Shuffle(len(free), func(i, j int) { free[i], free[j] = free[j], free[i] })
-	candidates := mine
-	if nHeld < quota {
-		candidates = append(candidates, free...)
-	}
-	for _, shard := range candidates {
-		var c Claim
-		var err error
-		if slices.Contains(replays, shard) {
-			c, err = e.claimReplay(ctx, def, shard, consumer, maxCells)
-		} else {
-			c, err = e.claimShard(ctx, def, row(shard), heads[shard], consumer, maxCells)
-		}
-		if err != nil {
-			return empty, err
-		}
-		if c.Lease != nil {
-			if e.obs != nil {
-				e.obs.TriggerDelivered(def.Name, len(c.Cells))
+			tried = append(tried, s)
+			if c, err := e.attempt(ctx, tc, def, s, consumer, maxCells); err != nil || c.Lease != nil {
+				return orEmpty(c), err
 			}
-			return c, nil
+		}
+		if len(tried) < firstCandidates {
+			break // there were no more
 		}
 	}
 	return empty, nil
 }
 
-func sum(m map[int]int) int {
-	n := 0
-	for _, v := range m {
-		n += v
+// firstCandidates is how many shards a claim looks for before it tries
+// them: a claim walks only the front of the work queue, however long the
+// queue is.
+const firstCandidates = 8
+
+func orEmpty(c Claim) Claim {
+	if c.Cells == nil {
+		c.Cells = []cellar.Cell{}
 	}
-	return n
+	return c
+}
+
+// candidates returns up to limit (0: all) shards with work that consumer
+// may lease now, oldest work first: those it holds with no batch out, and,
+// if free is set, those that nobody holds. Shards a claim of this engine
+// is trying are left out. The first is picked at random among the first
+// few, so that the claims of several servers rarely collide on the oldest.
+func (tc *triggerState) candidates(consumer string, now time.Time, free bool, limit int) []int {
+	tc.mu.Lock()
+	defer tc.mu.Unlock()
+	var out []int
+	tc.work.each(func(s int) bool {
+		r := &tc.rows[s]
+		if tc.trying[s] || !tc.inWork(s, now) {
+			return true
+		}
+		held := r.Owner != "" && r.ExpiresAt.After(now)
+		if (held && r.Owner == consumer && !tc.busy(s)) || (!held && free) {
+			out = append(out, s)
+		}
+		return limit == 0 || len(out) < limit
+	})
+	if len(out) > 1 {
+		i := rand.IntN(min(len(out), 4))
+		out[0], out[i] = out[i], out[0]
+	}
+	return out
+}
+
+// attempt tries to lease shard s for consumer if the copy still shows it
+// free or held by consumer with no batch out, and no other claim of this
+// engine is trying it.
+func (e *Engine) attempt(ctx context.Context, tc *triggerState, def sqlstore.TriggerDef, s int, consumer string, maxCells int) (Claim, error) {
+	tc.mu.Lock()
+	now := e.now()
+	r := tc.rows[s]
+	held := r.Owner != "" && r.ExpiresAt.After(now)
+	ok := !tc.trying[s] && tc.inWork(s, now) && (!held || (r.Owner == consumer && !tc.busy(s)))
+	replay := tc.replay[s]
+	if ok {
+		tc.trying[s] = true
+	}
+	tc.mu.Unlock()
+	if !ok {
+		return Claim{}, nil
+	}
+	defer func() {
+		tc.mu.Lock()
+		tc.trying[s] = false
+		tc.recheck(s, e.now()) // wake the claims that passed it over, if it is still to take
+		tc.mu.Unlock()
+	}()
+	var c Claim
+	var err error
+	if replay {
+		c, err = e.claimReplay(ctx, tc, def, r, consumer, maxCells)
+	} else {
+		c, err = e.claimShard(ctx, tc, def, r, e.heads[s].Load(), consumer, maxCells)
+	}
+	if err == nil && c.Lease != nil {
+		// What waited is taken: later cells of the shard queue behind the
+		// other shards' work.
+		tc.mu.Lock()
+		tc.work.toBack(s)
+		tc.mu.Unlock()
+		if e.obs != nil {
+			e.obs.TriggerDelivered(def.Name, len(c.Cells))
+		}
+	}
+	return c, err
+}
+
+// update runs f on a shard's row of trigger name on the metadata node,
+// starting from this engine's copy of the row (have, or the copy now if
+// have is nil; sqlstore.UpdateTriggerShardFrom), and keeps the stored row
+// it saw as the new copy. This engine's updates of one shard run one at a
+// time, so that the copies are kept in the order the rows were stored: a
+// row seen by one update is never kept over the row a later one wrote. tc
+// may be nil: this engine has no copy of the trigger.
+func (e *Engine) update(ctx context.Context, name string, tc *triggerState, shard int, have *sqlstore.TriggerShard, f func(ts *sqlstore.TriggerShard) (sqlstore.ShardEffects, error)) (sqlstore.TriggerShard, error) {
+	if tc == nil {
+		return e.state.UpdateTriggerShard(ctx, name, shard, f)
+	}
+	tc.updating[shard].Lock()
+	defer tc.updating[shard].Unlock()
+	if have == nil {
+		r := tc.row(shard)
+		have = &r
+	}
+	out, seen, err := e.state.UpdateTriggerShardFrom(ctx, name, shard, *have, f)
+	if seen.Shard >= 0 {
+		tc.mu.Lock()
+		tc.setRow(seen, e.now())
+		tc.mu.Unlock()
+	}
+	return out, err
 }
 
 // lease takes or renews the lease on a shard for consumer in f's
@@ -246,7 +336,7 @@ func (e *Engine) lease(ts *sqlstore.TriggerShard, consumer string) error {
 // the trigger's columns, leases the shard with them in one transaction
 // that checks the offset has not moved. With none, the offset moves over
 // the cells of other columns that were read.
-func (e *Engine) claimShard(ctx context.Context, def sqlstore.TriggerDef, r sqlstore.TriggerShard, head int64, consumer string, maxCells int) (Claim, error) {
+func (e *Engine) claimShard(ctx context.Context, tc *triggerState, def sqlstore.TriggerDef, r sqlstore.TriggerShard, head int64, consumer string, maxCells int) (Claim, error) {
 	var none Claim
 	cells, scanned, err := e.read(ctx, def, r.Shard, r.Acked, head, maxCells)
 	if err != nil {
@@ -258,7 +348,7 @@ func (e *Engine) claimShard(ctx context.Context, def sqlstore.TriggerDef, r sqls
 	}
 	if len(cells) == 0 {
 		if scanned > r.Acked {
-			_, err := e.state.UpdateTriggerShard(ctx, def.Name, r.Shard, func(ts *sqlstore.TriggerShard) (sqlstore.ShardEffects, error) {
+			_, err := e.update(ctx, def.Name, tc, r.Shard, &r, func(ts *sqlstore.TriggerShard) (sqlstore.ShardEffects, error) {
 				if ts.Acked != r.Acked {
 					return sqlstore.ShardEffects{}, errSkip
 				}
@@ -272,7 +362,7 @@ func (e *Engine) claimShard(ctx context.Context, def sqlstore.TriggerDef, r sqls
 		}
 		return none, nil
 	}
-	ts, err := e.state.UpdateTriggerShard(ctx, def.Name, r.Shard, func(ts *sqlstore.TriggerShard) (sqlstore.ShardEffects, error) {
+	ts, err := e.update(ctx, def.Name, tc, r.Shard, &r, func(ts *sqlstore.TriggerShard) (sqlstore.ShardEffects, error) {
 		if ts.Acked != r.Acked {
 			return sqlstore.ShardEffects{}, errSkip
 		}
@@ -332,8 +422,8 @@ func (e *Engine) read(ctx context.Context, def sqlstore.TriggerDef, shard int, a
 
 // release gives up consumer's lease on shard if it still holds it with
 // token.
-func (e *Engine) release(ctx context.Context, name string, shard int, consumer string, token int64) bool {
-	_, err := e.state.UpdateTriggerShard(ctx, name, shard, func(ts *sqlstore.TriggerShard) (sqlstore.ShardEffects, error) {
+func (e *Engine) release(ctx context.Context, tc *triggerState, shard int, consumer string, token int64) bool {
+	_, err := e.update(ctx, tc.name, tc, shard, nil, func(ts *sqlstore.TriggerShard) (sqlstore.ShardEffects, error) {
 		if ts.Owner != consumer || ts.Token != token || ts.Delivered > ts.Acked {
 			return sqlstore.ShardEffects{}, errSkip
 		}
@@ -344,10 +434,11 @@ func (e *Engine) release(ctx context.Context, name string, shard int, consumer s
 }
 
 // claimReplay leases a shard to deliver its cells to replay.
-func (e *Engine) claimReplay(ctx context.Context, def sqlstore.TriggerDef, shard int, consumer string, maxCells int) (Claim, error) {
+func (e *Engine) claimReplay(ctx context.Context, tc *triggerState, def sqlstore.TriggerDef, r sqlstore.TriggerShard, consumer string, maxCells int) (Claim, error) {
 	var none Claim
 	var fresh bool
-	ts, err := e.state.UpdateTriggerShard(ctx, def.Name, shard, func(ts *sqlstore.TriggerShard) (sqlstore.ShardEffects, error) {
+	shard := r.Shard
+	ts, err := e.update(ctx, def.Name, tc, r.Shard, &r, func(ts *sqlstore.TriggerShard) (sqlstore.ShardEffects, error) {
 		token := ts.Token
 		if err := e.lease(ts, consumer); err != nil {
 			return sqlstore.ShardEffects{}, err
@@ -375,12 +466,26 @@ func (e *Engine) claimReplay(ctx context.Context, def sqlstore.TriggerDef, shard
 		cells = append(cells, c)
 	}
 	if len(cells) == 0 {
-		// The replays are out in a batch of this consumer's (under a
-		// renewed lease), or were taken and acked meanwhile.
+		tc.mu.Lock()
 		if fresh {
-			e.release(ctx, def.Name, shard, consumer, ts.Token)
+			// The new lease took back every replay held before: there
+			// are none left (until a load or an ack finds more).
+			tc.replay[shard] = false
+		} else {
+			// The replays are out in a batch of this consumer's, under
+			// this lease: the shard is busy until they are acked or the
+			// lease ends.
+			tc.replayOut[shard] = ts.Token
+		}
+		tc.recheck(shard, e.now())
+		tc.mu.Unlock()
+		if fresh {
+			e.release(ctx, tc, shard, consumer, ts.Token)
 		}
 		return none, nil
 	}
+	tc.mu.Lock()
+	tc.replayOut[shard] = ts.Token
+	tc.mu.Unlock()
 	return Claim{Lease: &Lease{Shard: shard, Token: ts.Token, ExpiresAt: ts.ExpiresAt}, Cells: cells, Replay: true}, nil
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -25,7 +26,7 @@ import (
 var _ trigger.Observer = (*metrics.Metrics)(nil)
 
 const (
-	testShards = 8
+	testShards = 4096
 	testTTL    = 10 * time.Second
 )
 
@@ -51,9 +52,13 @@ func (c *clock) Advance(d time.Duration) {
 	c.t = c.t.Add(d)
 }
 
-// env is a datastore of two nodes (the metadata node, SQLite or
-// PostgreSQL, holding shards 0-3 and the trigger state; a SQLite node
-// holding 4-7) and an engine over them.
+// env is a datastore of two nodes (the metadata node, SQLite, PostgreSQL
+// or MySQL, holding shards 0-2047 and the trigger state; a SQLite node
+// holding 2048-4095) and an engine over them.
+//
+// Puts through cells notify the engine (Engine.Notify), as they do in
+// cellar serve, unless the test turns notify off to see cells found by
+// polling, as those written by another process are.
 type env struct {
 	tb     testing.TB
 	meta   *sqlstore.Store
@@ -62,6 +67,7 @@ type env struct {
 	clock  *clock
 	engine *trigger.Engine
 	opts   trigger.Options
+	notify atomic.Bool
 }
 
 type backend struct {
@@ -113,15 +119,23 @@ func newEnv(tb testing.TB, b backend, metaDSN, otherPath string, mod func(*trigg
 	}
 	nodes := []*shard.Node{{Name: "meta", Driver: b.name, Store: meta}, {Name: "n2", Driver: "sqlite", Store: other}}
 	m := &cellar.ShardMap{Version: 1, ShardCount: testShards, Assignments: []cellar.Assignment{
-		{Node: "meta", ShardRange: cellar.ShardRange{First: 0, Last: 3}},
-		{Node: "n2", ShardRange: cellar.ShardRange{First: 4, Last: 7}},
+		{Node: "meta", ShardRange: cellar.ShardRange{First: 0, Last: testShards/2 - 1}},
+		{Node: "n2", ShardRange: cellar.ShardRange{First: testShards / 2, Last: testShards - 1}},
 	}}
-	cells, err := shard.New(m, nodes, shard.Options{NodeTimeout: 10 * time.Second})
+	e := &env{tb: tb, meta: meta, nodes: nodes, clock: newClock()}
+	e.notify.Store(true)
+	var engine atomic.Pointer[trigger.Engine]
+	committed := func(shard int, addedID int64, column string) {
+		if eng := engine.Load(); eng != nil && e.notify.Load() {
+			eng.Notify(shard, addedID, column)
+		}
+	}
+	cells, err := shard.New(m, nodes, shard.Options{NodeTimeout: 10 * time.Second, Committed: committed})
 	if err != nil {
 		tb.Fatal(err)
 	}
-	e := &env{tb: tb, meta: meta, cells: cells, nodes: nodes, clock: newClock()}
-	e.opts = trigger.Options{Cells: cells, State: meta, Heads: trigger.NodeHeads(cells.Map, nodes, 5*time.Second), ShardCount: testShards,
+	e.cells = cells
+	e.opts = trigger.Options{Cells: cells, State: meta, KnownHeads: trigger.NodeHeads(cells.Map, nodes, 5*time.Second), ShardCount: testShards,
 		LeaseTTL: testTTL, PollInterval: 5 * time.Millisecond, Now: e.clock.Now}
 	if mod != nil {
 		mod(&e.opts)
@@ -130,7 +144,9 @@ func newEnv(tb testing.TB, b backend, metaDSN, otherPath string, mod func(*trigg
 	if err != nil {
 		tb.Fatal(err)
 	}
+	engine.Store(e.engine)
 	tb.Cleanup(func() {
+		e.engine.Close()
 		meta.Close()
 		other.Close()
 	})
@@ -154,6 +170,10 @@ func (e *env) put(row, col string) cellar.Cell {
 	}
 	return c
 }
+
+// sh spreads the tests' eight shards 0-7 over the 4096: sh(0)-sh(3) are
+// on the metadata node, sh(4)-sh(7) on the other one.
+func sh(i int) int { return i * (testShards / 8) }
 
 // rowIn returns the i-th row key (from 0) that falls in shard.
 func rowIn(shard, i int) string {

@@ -60,6 +60,15 @@ type Totals struct {
 // Status returns the progress of trigger name. Returns ErrNotFound if there
 // is no such trigger.
 func (e *Engine) Status(ctx context.Context, name string) (Status, error) {
+	return e.status(ctx, name, false)
+}
+
+// status is Status. With sweep (the lag monitor), it also moves the
+// offsets of the shards that have only cells of other columns after them:
+// claims leave those behind when no trigger of their column consumes them
+// (Notify wakes only the triggers of the cell's column), and they would
+// count as lag and be scanned by every status.
+func (e *Engine) status(ctx context.Context, name string, sweep bool) (Status, error) {
 	var st Status
 	t, err := e.Trigger(ctx, name)
 	if err != nil {
@@ -74,7 +83,9 @@ func (e *Engine) Status(ctx context.Context, name string) (Status, error) {
 	if err != nil {
 		return st, err
 	}
-	heads, headsErr := e.shardHeads(ctx)
+	// Heads before the scans below: every cell up to them was committed
+	// when the scans ran.
+	heads, known, headsErr := e.headsNow(ctx)
 	byShard := make(map[int]sqlstore.TriggerShard, len(rows))
 	for _, r := range rows {
 		byShard[r.Shard] = r
@@ -83,15 +94,14 @@ func (e *Engine) Status(ctx context.Context, name string) (Status, error) {
 	st.Shards = []ShardStatus{}
 	for shard := 0; shard < e.count; shard++ {
 		r := byShard[shard]
-		head, known := heads[shard]
-		if !known && headsErr != nil {
+		head := heads[shard]
+		if !known(shard) && headsErr != nil {
 			st.Totals.Unknown++
 		}
 		ss := ShardStatus{Shard: shard, Offset: r.Acked, Head: head, Owner: r.Owner, Token: r.Token, Parked: parked[shard],
 			RetryAddedID: r.RetryAddedID, Attempts: r.Attempts, LastError: r.LastError}
 		if r.Owner != "" && r.ExpiresAt.After(now) {
 			ss.ExpiresAt = ptr(r.ExpiresAt)
-			st.Totals.Leases++
 		} else {
 			ss.Owner = ""
 		}
@@ -100,19 +110,30 @@ func (e *Engine) Status(ctx context.Context, name string) (Status, error) {
 		}
 		if head > r.Acked {
 			ss.LagCells = head - r.Acked
-			st.Totals.ShardsBehind++
 		}
-		st.Totals.LagCells += ss.LagCells
-		st.Totals.Parked += ss.Parked
 		if ss.LagCells > 0 || ss.Parked > 0 || ss.ExpiresAt != nil || ss.RetryAddedID != 0 {
 			st.Shards = append(st.Shards, ss)
 		}
 	}
 	sort.Slice(st.Shards, func(i, j int) bool { return st.Shards[i].Shard < st.Shards[j].Shard })
-	e.measureLagSeconds(ctx, t, st.Shards, now)
+	def := sqlstore.TriggerDef{Name: t.Name, Columns: t.Columns}
+	e.measureLagSeconds(ctx, def, st.Shards, byShard, now, sweep)
+	kept := st.Shards[:0]
 	for _, ss := range st.Shards {
+		if ss.LagCells > 0 || ss.Parked > 0 || ss.ExpiresAt != nil || ss.RetryAddedID != 0 {
+			kept = append(kept, ss)
+		}
+		if ss.ExpiresAt != nil {
+			st.Totals.Leases++
+		}
+		if ss.LagCells > 0 {
+			st.Totals.ShardsBehind++
+		}
+		st.Totals.LagCells += ss.LagCells
+		st.Totals.Parked += ss.Parked
 		st.Totals.LagSeconds = max(st.Totals.LagSeconds, ss.LagSeconds)
 	}
+	st.Shards = kept
 	if st.Totals.Parked > t.ParkThreshold {
 		st.Paused = true
 		st.Reason = "more cells are parked than park_threshold allows; replay or raise the threshold"
@@ -124,10 +145,13 @@ func (e *Engine) Status(ctx context.Context, name string) (Status, error) {
 }
 
 // measureLagSeconds fills in the lag in seconds of the lagging shards,
-// reading a few shards at a time.
-func (e *Engine) measureLagSeconds(ctx context.Context, t Trigger, shards []ShardStatus, now time.Time) {
+// reading a few shards at a time. A shard with no cell of the trigger's
+// columns after its offset is not behind; with sweep its offset moves
+// over the cells of other columns.
+func (e *Engine) measureLagSeconds(ctx context.Context, def sqlstore.TriggerDef, shards []ShardStatus, rows map[int]sqlstore.TriggerShard, now time.Time, sweep bool) {
 	sem := make(chan struct{}, 8)
 	var wg sync.WaitGroup
+	tc := e.cached(def.Name)
 	for i := range shards {
 		if shards[i].LagCells == 0 {
 			continue
@@ -137,24 +161,47 @@ func (e *Engine) measureLagSeconds(ctx context.Context, t Trigger, shards []Shar
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			shards[i].LagSeconds = e.lagSeconds(ctx, t, shards[i].Shard, shards[i].Offset, now)
+			ss := &shards[i]
+			// One cell is enough when the node filters by column; a scan
+			// that filters here reads pages of several.
+			limit := 1
+			if len(def.Columns) > 1 {
+				limit = DefaultMaxCells
+			}
+			cells, covered, err := e.read(ctx, def, ss.Shard, ss.Offset, ss.Head, limit)
+			switch {
+			case err != nil:
+				// Unknown: it counts as behind, by its head.
+			case len(cells) > 0:
+				ss.LagSeconds = max(now.Sub(cells[0].CreatedAt).Seconds(), 0)
+			default:
+				if covered >= ss.Head {
+					ss.LagCells = 0
+				}
+				if sweep && covered > ss.Offset {
+					r, ok := rows[ss.Shard]
+					if !ok {
+						r.Shard = ss.Shard
+					}
+					e.passOver(ctx, def.Name, tc, r, covered)
+				}
+			}
 		}()
 	}
 	wg.Wait()
 }
 
-// lagSeconds is the age of the first cell after offset in shard; 0 if it
-// cannot be read.
-func (e *Engine) lagSeconds(ctx context.Context, t Trigger, shard int, offset int64, now time.Time) float64 {
-	col := ""
-	if len(t.Columns) == 1 {
-		col = t.Columns[0]
-	}
-	res, err := e.cells.Scan(ctx, shard, offset, 1, col)
-	if err != nil || len(res.Cells) == 0 {
-		return 0
-	}
-	return max(now.Sub(res.Cells[0].CreatedAt).Seconds(), 0)
+// passOver moves the offset of shard r.Shard to covered, over cells that
+// are not of the trigger's columns, if the offset is still r.Acked.
+func (e *Engine) passOver(ctx context.Context, name string, tc *triggerState, r sqlstore.TriggerShard, covered int64) {
+	_, _ = e.update(ctx, name, tc, r.Shard, &r, func(ts *sqlstore.TriggerShard) (sqlstore.ShardEffects, error) {
+		if ts.Acked != r.Acked {
+			return sqlstore.ShardEffects{}, errSkip
+		}
+		ts.Acked = covered
+		ts.Delivered = max(ts.Delivered, covered)
+		return sqlstore.ShardEffects{}, nil
+	})
 }
 
 func ptr[T any](v T) *T { return &v }

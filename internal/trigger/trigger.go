@@ -5,7 +5,9 @@
 //
 // The engine is stateless: a trigger's offsets, leases, retries and parked
 // cells live on the metadata node (State), so any number of cellar serve
-// processes can run it side by side. Cells are read with the sharding
+// processes can run it side by side. It keeps a copy of that state for a
+// short while (state.go explains why a stale copy is safe), so that a
+// claim at 4096 shards decides in memory which shard to try. Cells are read with the sharding
 // store's Scan, whose ordering guarantee (once added_id X was seen, no
 // cell <= X appears later) is what makes an offset safe: everything at or
 // below it has been seen, and nothing new can appear there.
@@ -18,6 +20,7 @@ import (
 	"regexp"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -53,6 +56,7 @@ type State interface {
 	Triggers(ctx context.Context) ([]sqlstore.TriggerDef, error)
 	TriggerShards(ctx context.Context, name string) ([]sqlstore.TriggerShard, error)
 	UpdateTriggerShard(ctx context.Context, name string, shard int, f func(ts *sqlstore.TriggerShard) (sqlstore.ShardEffects, error)) (sqlstore.TriggerShard, error)
+	UpdateTriggerShardFrom(ctx context.Context, name string, shard int, have sqlstore.TriggerShard, f func(ts *sqlstore.TriggerShard) (sqlstore.ShardEffects, error)) (out, seen sqlstore.TriggerShard, err error)
 	ResetTrigger(ctx context.Context, name string) error
 	SeeConsumer(ctx context.Context, name, consumer string, now, liveSince time.Time) (int, error)
 	LiveConsumers(ctx context.Context, name string, liveSince time.Time) (int, error)
@@ -87,8 +91,12 @@ type Options struct {
 	Cells cellar.Store
 	// State is the metadata node.
 	State State
-	// Heads reports the shards' last added_ids (see NodeHeads).
+	// Heads reports the shards' last added_ids. KnownHeads, if set, is
+	// used instead.
 	Heads Heads
+	// KnownHeads reports the shards' last added_ids, reading only what the
+	// engine does not know already (see NodeHeads).
+	KnownHeads KnownHeads
 	// ShardCount is the datastore's number of logical shards.
 	ShardCount int
 	// LeaseTTL is how long a lease lasts unless renewed by a claim or an
@@ -109,17 +117,29 @@ type Options struct {
 	Observe Observer
 	// LagInterval is how often Start's monitor measures lag (default 15s).
 	LagInterval time.Duration
+	// StateRefresh is how long the engine decides claims on its copy of a
+	// trigger's state before reading it again from the metadata node
+	// (default DefaultStateRefresh): the longest a change made through
+	// another server (a pause, a reset, a replay, a definition, a joining
+	// consumer) takes to be seen here. It never makes a claim or an ack
+	// wrong: those are checked on the stored rows.
+	StateRefresh time.Duration
 }
 
-// Engine runs triggers. It keeps no state but a short-lived copy of the
-// shard heads; it is safe for concurrent use.
+// DefaultStateRefresh is the default Options.StateRefresh.
+const DefaultStateRefresh = time.Second
+
+// Engine runs triggers. Its state is on the metadata node; it keeps a
+// short-lived copy of it and of the shard heads. It is safe for
+// concurrent use.
 type Engine struct {
 	cells     cellar.Store
 	state     State
-	readHeads Heads
+	readHeads KnownHeads
 	count     int
 	ttl       time.Duration
 	poll      time.Duration
+	refresh   time.Duration
 	back      func(int) time.Duration
 	now       func() time.Time
 	obs       Observer
@@ -128,26 +148,57 @@ type Engine struct {
 	stop context.CancelFunc // stops the lag monitor; nil until Start
 	done sync.WaitGroup     // the lag monitor
 
+	bgCtx    context.Context // cancelled by Close
+	bgCancel context.CancelFunc
+	bgMu     sync.Mutex     // protects closed, and orders bg.Add before Close's Wait
+	closed   bool           // set by Close: no more background work
+	bg       sync.WaitGroup // background reads of heads and trigger state
+
 	seenMu sync.Mutex              // protects seen
 	seen   map[[2]string]time.Time // (trigger, consumer) -> when this engine last recorded it
 
-	mu        sync.Mutex // protects headsAt, headsMap and headsErr
-	headsAt   time.Time
-	headsMap  map[int]int64
+	// heads are the shards' last added_ids as far as this engine knows:
+	// read from the nodes (every half poll interval while claims run) or
+	// told by Notify. They only grow.
+	heads     []atomic.Int64
+	headsMu   sync.Mutex    // protects the fields below
+	headsAt   time.Time     // when the last read began
+	headsDone chan struct{} // closed when the read in flight ends; nil if none
+	headsRead bool          // a read ended
+	headsLast map[int]int64 // what the last read returned
 	headsErr  error
-	headsLock sync.Mutex // serializes refreshes, so waiters share one
+
+	triggersMu sync.Mutex               // protects triggers, and serializes changes of byColumn and all
+	triggers   map[string]*triggerState // this engine's copies, by trigger name
+	// byColumn and all are read without a lock by Notify and applyHeads:
+	// they are replaced, never changed.
+	byColumn atomic.Pointer[map[string][]*triggerState] // triggers by the columns they consume
+	all      atomic.Pointer[[]*triggerState]
 }
 
 // New returns an Engine.
 func New(opts Options) (*Engine, error) {
-	if opts.Cells == nil || opts.State == nil || opts.Heads == nil {
-		return nil, errors.New("trigger engine needs Cells, State and Heads")
+	if opts.Cells == nil || opts.State == nil || (opts.Heads == nil && opts.KnownHeads == nil) {
+		return nil, errors.New("trigger engine needs Cells, State and Heads or KnownHeads")
+	}
+	readHeads := opts.KnownHeads
+	if readHeads == nil {
+		heads := opts.Heads
+		readHeads = func(ctx context.Context, _ func(int) int64) (map[int]int64, error) { return heads(ctx) }
 	}
 	if opts.ShardCount < 1 {
 		return nil, fmt.Errorf("shard count %d out of range", opts.ShardCount)
 	}
-	e := &Engine{cells: opts.Cells, state: opts.State, readHeads: opts.Heads, count: opts.ShardCount,
-		ttl: opts.LeaseTTL, poll: opts.PollInterval, back: opts.Backoff, now: opts.Now, obs: opts.Observe}
+	e := &Engine{cells: opts.Cells, state: opts.State, readHeads: readHeads, count: opts.ShardCount,
+		ttl: opts.LeaseTTL, poll: opts.PollInterval, refresh: opts.StateRefresh, back: opts.Backoff, now: opts.Now, obs: opts.Observe,
+		heads: make([]atomic.Int64, opts.ShardCount), triggers: make(map[string]*triggerState)}
+	e.bgCtx, e.bgCancel = context.WithCancel(context.Background())
+	byColumn, all := map[string][]*triggerState{}, []*triggerState{}
+	e.byColumn.Store(&byColumn)
+	e.all.Store(&all)
+	if e.refresh <= 0 {
+		e.refresh = DefaultStateRefresh
+	}
 	if e.ttl <= 0 {
 		e.ttl = DefaultLeaseTTL
 	}
@@ -193,26 +244,33 @@ func (e *Engine) Start() {
 }
 
 // measureLag reports each trigger's lag; Status does the reporting.
-// Failures wait for the next round: lag is only a measurement.
+// Failures wait for the next round: lag is only a measurement. A round
+// that takes longer than the interval delays the next one.
 func (e *Engine) measureLag(ctx context.Context) {
-	ctx, cancel := context.WithTimeout(ctx, e.lagEvery)
+	ctx, cancel := context.WithTimeout(ctx, max(e.lagEvery, 30*time.Second))
 	defer cancel()
 	ts, err := e.Triggers(ctx)
 	if err != nil {
 		return
 	}
 	for _, t := range ts {
-		_, _ = e.Status(ctx, t.Name)
+		_, _ = e.status(ctx, t.Name, true)
 	}
 }
 
-// Close stops the lag monitor and waits for it. The engine has nothing
-// else to release: callers own the stores.
+// Close stops the lag monitor and the background reads, and waits for
+// them. Callers own the stores. Claims still work after Close (they just
+// read heads and state no more in the background).
 func (e *Engine) Close() error {
 	if e.stop != nil {
 		e.stop()
 		e.done.Wait()
 	}
+	e.bgMu.Lock()
+	e.closed = true
+	e.bgMu.Unlock()
+	e.bgCancel()
+	e.bg.Wait()
 	return nil
 }
 
@@ -326,20 +384,29 @@ func (e *Engine) Define(ctx context.Context, name string, d Definition) (Trigger
 	if err := d.normalize(); err != nil {
 		return Trigger{}, false, err
 	}
-	var start map[int]int64
+	// Every shard's row is created with the trigger (used only if it is
+	// new), so that claims find rows to change in one statement.
+	start := make(map[int]int64, e.count)
+	for s := range e.count {
+		start[s] = 0
+	}
 	if d.Start == StartLatest {
 		if _, err := e.state.Trigger(ctx, name); errors.Is(err, cellar.ErrNotFound) {
-			heads, err := e.shardHeads(ctx)
+			heads, err := e.readHeads(ctx, e.knownHead)
+			e.applyHeads(heads)
 			if err != nil {
 				return Trigger{}, false, cellar.Unavailable(err, "cannot read every shard's last cell to start trigger %s at the latest", name)
 			}
-			start = heads
+			for s := range start {
+				start[s] = e.knownHead(s) // at least what was read
+			}
 		} else if err != nil {
 			return Trigger{}, false, err
 		}
 	}
 	def := sqlstore.TriggerDef{Name: name, Columns: d.Columns, Start: d.Start, MaxAttempts: d.MaxAttempts, ParkThreshold: d.ParkThreshold}
 	created, err := e.state.PutTrigger(ctx, def, start)
+	e.cached(name).invalidate()
 	if err != nil {
 		return Trigger{}, false, err
 	}
@@ -376,21 +443,26 @@ func (e *Engine) Triggers(ctx context.Context) ([]Trigger, error) {
 // seeConsumer records consumer as live and returns how many consumers of
 // the trigger are. The record is written at most every quarter lease per
 // consumer and engine, so that waiting claims, which poll, do not write to
-// the metadata node on every poll; the count is read every time, so that
-// joining consumers are counted at once.
-func (e *Engine) seeConsumer(ctx context.Context, name, consumer string, now time.Time) (int, error) {
-	key := [2]string{name, consumer}
+// the metadata node on every poll; the count comes back with every write
+// (so a consumer joining through this engine is counted at once) and with
+// every load of the trigger's state.
+func (e *Engine) seeConsumer(ctx context.Context, tc *triggerState, consumer string, now time.Time) (int, error) {
+	key := [2]string{tc.name, consumer}
 	e.seenMu.Lock()
 	last, ok := e.seen[key]
 	e.seenMu.Unlock()
-	liveSince := now.Add(-e.ttl)
 	if ok && now.Sub(last) < e.ttl/4 && !now.Before(last) {
-		return e.state.LiveConsumers(ctx, name, liveSince)
+		tc.mu.Lock()
+		defer tc.mu.Unlock()
+		return tc.live, nil
 	}
-	live, err := e.state.SeeConsumer(ctx, name, consumer, now, liveSince)
+	live, err := e.state.SeeConsumer(ctx, tc.name, consumer, now, now.Add(-e.ttl))
 	if err != nil {
 		return 0, err
 	}
+	tc.mu.Lock()
+	tc.live = live
+	tc.mu.Unlock()
 	e.seenMu.Lock()
 	e.seen[key] = now
 	if len(e.seen) > 10000 {
@@ -402,26 +474,4 @@ func (e *Engine) seeConsumer(ctx context.Context, name, consumer string, now tim
 	}
 	e.seenMu.Unlock()
 	return live, nil
-}
-
-// shardHeads returns the shards' heads, read at most once per half poll
-// interval however many claims wait.
-func (e *Engine) shardHeads(ctx context.Context) (map[int]int64, error) {
-	e.headsLock.Lock()
-	defer e.headsLock.Unlock()
-	e.mu.Lock()
-	fresh := time.Since(e.headsAt) < e.poll/2
-	m, err := e.headsMap, e.headsErr
-	e.mu.Unlock()
-	if fresh && m != nil {
-		return m, err
-	}
-	m, err = e.readHeads(ctx)
-	if m == nil {
-		m = map[int]int64{}
-	}
-	e.mu.Lock()
-	e.headsAt, e.headsMap, e.headsErr = time.Now(), m, err
-	e.mu.Unlock()
-	return m, err
 }

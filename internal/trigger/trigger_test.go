@@ -23,7 +23,7 @@ func TestDeliverInOrder(t *testing.T) {
 			if i%3 == 0 {
 				col = "b"
 			}
-			c := e.put(rowIn(i%testShards, i/testShards), col)
+			c := e.put(rowIn(sh(i%8), i/8), col)
 			if col == "a" {
 				want[c.Shard] = append(want[c.Shard], c.AddedID)
 			}
@@ -88,12 +88,12 @@ func TestDeliverInOrder(t *testing.T) {
 // those written before it.
 func TestStartLatest(t *testing.T) {
 	e := newTestEnv(t, backends[0])
-	e.put(rowIn(1, 0), "a")
+	e.put(rowIn(sh(1), 0), "a")
 	e.define("t", trigger.Definition{Columns: []string{"a"}, Start: trigger.StartLatest})
 	if c := e.claim("t", "c", 10); c.Lease != nil {
 		t.Fatalf("claim delivered %v written before the trigger", ids(c.Cells))
 	}
-	later := e.put(rowIn(1, 1), "a")
+	later := e.put(rowIn(sh(1), 1), "a")
 	c := e.claim("t", "c", 10)
 	if c.Lease == nil || !slices.Equal(ids(c.Cells), []int64{later.AddedID}) {
 		t.Fatalf("claim = %+v; want the cell written after the trigger", c)
@@ -108,11 +108,11 @@ func TestStaleLease(t *testing.T) {
 		e := newTestEnv(t, b)
 		var cells []cellar.Cell
 		for i := 0; i < 4; i++ {
-			cells = append(cells, e.put(rowIn(2, i), "a"))
+			cells = append(cells, e.put(rowIn(sh(2), i), "a"))
 		}
 		e.define("t", trigger.Definition{Columns: []string{"a"}})
 		c1 := e.claim("t", "old", 2)
-		if c1.Lease == nil || c1.Lease.Shard != 2 {
+		if c1.Lease == nil || c1.Lease.Shard != sh(2) {
 			t.Fatalf("first claim = %+v; want shard 2", c1)
 		}
 		// While the lease holds, the other consumer gets nothing.
@@ -128,34 +128,34 @@ func TestStaleLease(t *testing.T) {
 			t.Fatalf("status after the lease expired: %+v %+v; want 4 cells and over %v behind, no owner", st.Totals, st.Shards, testTTL)
 		}
 		c2 := e.claim("t", "new", 10)
-		if c2.Lease == nil || c2.Lease.Shard != 2 || c2.Lease.Token <= c1.Lease.Token {
+		if c2.Lease == nil || c2.Lease.Shard != sh(2) || c2.Lease.Token <= c1.Lease.Token {
 			t.Fatalf("claim after expiry = %+v; want shard 2 with a token above %d", c2.Lease, c1.Lease.Token)
 		}
 		if !slices.Equal(ids(c2.Cells), ids(cells)) {
 			t.Fatalf("takeover delivered %v; want all of %v again", ids(c2.Cells), ids(cells))
 		}
-		err = e.engine.Ack(bg(), "t", c1.Lease.Token, 2, c1.Cells[1].AddedID)
+		err = e.engine.Ack(bg(), "t", c1.Lease.Token, sh(2), c1.Cells[1].AddedID)
 		wantCode(t, "ack with the stale token", err, cellar.ErrConflict)
-		_, err = e.engine.Nack(bg(), "t", c1.Lease.Token, 2, c1.Cells[0].AddedID, "boom")
+		_, err = e.engine.Nack(bg(), "t", c1.Lease.Token, sh(2), c1.Cells[0].AddedID, "boom")
 		wantCode(t, "nack with the stale token", err, cellar.ErrConflict)
-		if off := e.offset("t", 2); off != 0 {
+		if off := e.offset("t", sh(2)); off != 0 {
 			t.Fatalf("offset after stale ack = %d; want 0", off)
 		}
-		if err := e.engine.Ack(bg(), "t", c2.Lease.Token, 2, cells[3].AddedID); err != nil {
+		if err := e.engine.Ack(bg(), "t", c2.Lease.Token, sh(2), cells[3].AddedID); err != nil {
 			t.Fatal(err)
 		}
-		if off := e.offset("t", 2); off != cells[3].AddedID {
+		if off := e.offset("t", sh(2)); off != cells[3].AddedID {
 			t.Fatalf("offset = %d; want %d", off, cells[3].AddedID)
 		}
 		// An ack beyond what was delivered is refused.
-		more := e.put(rowIn(2, 10), "a")
-		err = e.engine.Ack(bg(), "t", c2.Lease.Token, 2, more.AddedID)
+		more := e.put(rowIn(sh(2), 10), "a")
+		err = e.engine.Ack(bg(), "t", c2.Lease.Token, sh(2), more.AddedID)
 		wantCode(t, "ack of an undelivered cell", err, cellar.ErrInvalid)
 		// Reset ends the lease.
 		if err := e.engine.Reset(bg(), "t"); err != nil {
 			t.Fatal(err)
 		}
-		err = e.engine.Ack(bg(), "t", c2.Lease.Token, 2, cells[3].AddedID)
+		err = e.engine.Ack(bg(), "t", c2.Lease.Token, sh(2), cells[3].AddedID)
 		wantCode(t, "ack after reset", err, cellar.ErrConflict)
 		c3 := e.claim("t", "new", 10)
 		if c3.Lease == nil || len(c3.Cells) != 5 {
@@ -170,9 +170,9 @@ func TestStaleLease(t *testing.T) {
 func TestNackBackoffParkReplay(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
 		e := newTestEnv(t, b)
-		first := e.put(rowIn(3, 0), "a")
-		second := e.put(rowIn(3, 1), "a")
-		third := e.put(rowIn(3, 2), "a")
+		first := e.put(rowIn(sh(3), 0), "a")
+		second := e.put(rowIn(sh(3), 1), "a")
+		third := e.put(rowIn(sh(3), 2), "a")
 		e.define("t", trigger.Definition{Columns: []string{"a"}, MaxAttempts: 3, ParkThreshold: 1})
 		c := e.claim("t", "c", 10)
 		if !slices.Equal(ids(c.Cells), []int64{first.AddedID, second.AddedID, third.AddedID}) {
@@ -180,7 +180,7 @@ func TestNackBackoffParkReplay(t *testing.T) {
 		}
 		// The first cell is handled, the second fails.
 		for attempt := 1; attempt <= 3; attempt++ {
-			res, err := e.engine.Nack(bg(), "t", c.Lease.Token, 3, second.AddedID, "boom")
+			res, err := e.engine.Nack(bg(), "t", c.Lease.Token, sh(3), second.AddedID, "boom")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -213,19 +213,19 @@ func TestNackBackoffParkReplay(t *testing.T) {
 		if !slices.Equal(ids(c.Cells), []int64{third.AddedID}) {
 			t.Fatalf("after parking, claim delivered %v; want the next cell", ids(c.Cells))
 		}
-		if _, err := e.engine.Nack(bg(), "t", c.Lease.Token, 3, third.AddedID, "bad"); err != nil {
+		if _, err := e.engine.Nack(bg(), "t", c.Lease.Token, sh(3), third.AddedID, "bad"); err != nil {
 			t.Fatal(err)
 		}
 		e.clock.Advance(time.Hour)
 		for i := 0; i < 2; i++ {
 			c = e.claim("t", "c", 10)
-			if _, err := e.engine.Nack(bg(), "t", c.Lease.Token, 3, third.AddedID, "bad"); err != nil {
+			if _, err := e.engine.Nack(bg(), "t", c.Lease.Token, sh(3), third.AddedID, "bad"); err != nil {
 				t.Fatal(err)
 			}
 			e.clock.Advance(time.Hour)
 		}
 		// Two parked cells pass the threshold of 1.
-		e.put(rowIn(4, 0), "a")
+		e.put(rowIn(sh(4), 0), "a")
 		if c := e.claim("t", "c", 10); !c.Paused || c.Lease != nil {
 			t.Fatalf("claim with 2 parked = %+v; want paused", c)
 		}
@@ -281,11 +281,11 @@ func TestOffsetsSurviveReopen(t *testing.T) {
 		e := newEnv(t, b, dsn, other, nil)
 		var cells []cellar.Cell
 		for i := 0; i < 6; i++ {
-			cells = append(cells, e.put(rowIn(5, i), "a"))
+			cells = append(cells, e.put(rowIn(sh(5), i), "a"))
 		}
 		e.define("t", trigger.Definition{Columns: []string{"a"}})
 		c := e.claim("t", "c", 4)
-		if err := e.engine.Ack(bg(), "t", c.Lease.Token, 5, c.Cells[3].AddedID); err != nil {
+		if err := e.engine.Ack(bg(), "t", c.Lease.Token, sh(5), c.Cells[3].AddedID); err != nil {
 			t.Fatal(err)
 		}
 		e.meta.Close()
@@ -308,7 +308,7 @@ func TestFairShare(t *testing.T) {
 		e.define("t", trigger.Definition{Columns: []string{"a"}})
 		fill := func(round int) {
 			for s := 0; s < 6; s++ {
-				e.put(rowIn(s, round), "a")
+				e.put(rowIn(sh(s), round), "a")
 			}
 		}
 		fill(0)
@@ -390,7 +390,7 @@ func TestLongPoll(t *testing.T) {
 			done <- c
 		}()
 		time.Sleep(100 * time.Millisecond)
-		cell := e.put(rowIn(6, 0), "a")
+		cell := e.put(rowIn(sh(6), 0), "a")
 		written := time.Now()
 		select {
 		case c := <-done:
@@ -467,10 +467,10 @@ func TestObserver(t *testing.T) {
 	})
 	e.define("t", trigger.Definition{Columns: []string{"a"}})
 	for i := 0; i < 3; i++ {
-		e.put(rowIn(1, i), "a")
+		e.put(rowIn(sh(1), i), "a")
 	}
 	c := e.claim("t", "c", 2)
-	if err := e.engine.Ack(bg(), "t", c.Lease.Token, 1, c.Cells[1].AddedID); err != nil {
+	if err := e.engine.Ack(bg(), "t", c.Lease.Token, sh(1), c.Cells[1].AddedID); err != nil {
 		t.Fatal(err)
 	}
 	e.engine.Start()
@@ -502,10 +502,10 @@ func TestObserver(t *testing.T) {
 func TestReplayTakeover(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
 		e := newTestEnv(t, b)
-		cell := e.put(rowIn(7, 0), "a")
+		cell := e.put(rowIn(sh(7), 0), "a")
 		e.define("t", trigger.Definition{Columns: []string{"a"}, MaxAttempts: 1})
 		c := e.claim("t", "c", 10)
-		if res, err := e.engine.Nack(bg(), "t", c.Lease.Token, 7, cell.AddedID, "x"); err != nil || !res.Parked {
+		if res, err := e.engine.Nack(bg(), "t", c.Lease.Token, sh(7), cell.AddedID, "x"); err != nil || !res.Parked {
 			t.Fatalf("Nack = %+v, %v", res, err)
 		}
 		if _, err := e.engine.Replay(bg(), "t"); err != nil {
@@ -528,9 +528,9 @@ func TestReplayTakeover(t *testing.T) {
 		if !second.Replay || !slices.Equal(ids(second.Cells), []int64{cell.AddedID}) || second.Lease.Token <= first.Lease.Token {
 			t.Fatalf("claim after takeover = %+v", second)
 		}
-		err := e.engine.Ack(bg(), "t", first.Lease.Token, 7, cell.AddedID)
+		err := e.engine.Ack(bg(), "t", first.Lease.Token, sh(7), cell.AddedID)
 		wantCode(t, "ack of the replay under the dead lease", err, cellar.ErrConflict)
-		if err := e.engine.Ack(bg(), "t", second.Lease.Token, 7, cell.AddedID); err != nil {
+		if err := e.engine.Ack(bg(), "t", second.Lease.Token, sh(7), cell.AddedID); err != nil {
 			t.Fatal(err)
 		}
 		if p, err := e.engine.Parked(bg(), "t", -1, 0, 10); err != nil || len(p) != 0 {

@@ -1,0 +1,97 @@
+package trigger_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http/httptest"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cellar-db/cellar"
+	"github.com/cellar-db/cellar/client"
+	cellarhttp "github.com/cellar-db/cellar/internal/http"
+	"github.com/cellar-db/cellar/internal/shard"
+	"github.com/cellar-db/cellar/internal/sqlite"
+	"github.com/cellar-db/cellar/internal/sqlstore"
+	engine "github.com/cellar-db/cellar/internal/trigger"
+)
+
+// shards is the datastore's number of logical shards, as cellar's default.
+const shards = 4096
+
+// sharded is a sharding store over nodes (the first one holds the trigger
+// state) that notifies a trigger engine of every put, as cellar serve
+// wires them.
+type sharded struct {
+	cells  *shard.Store
+	nodes  []*shard.Node
+	engine atomic.Pointer[engine.Engine]
+}
+
+// newSharded splits the shards evenly over nodes.
+func newSharded(tb testing.TB, nodes ...*sqlstore.Store) *sharded {
+	tb.Helper()
+	s := &sharded{}
+	m := &cellar.ShardMap{Version: 1, ShardCount: shards}
+	for i, n := range nodes {
+		name := fmt.Sprintf("n%d", i)
+		s.nodes = append(s.nodes, &shard.Node{Name: name, Store: n})
+		m.Assignments = append(m.Assignments, cellar.Assignment{Node: name,
+			ShardRange: cellar.ShardRange{First: i * shards / len(nodes), Last: (i+1)*shards/len(nodes) - 1}})
+	}
+	cells, err := shard.New(m, s.nodes, shard.Options{NodeTimeout: 10 * time.Second, Committed: func(sh int, addedID int64, column string) {
+		if e := s.engine.Load(); e != nil {
+			e.Notify(sh, addedID, column)
+		}
+	}})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	s.cells = cells
+	return s
+}
+
+// start makes a trigger engine over the store (replacing the last one) and
+// returns it; mod may change its options.
+func (s *sharded) start(tb testing.TB, mod func(*engine.Options)) *engine.Engine {
+	tb.Helper()
+	meta := s.nodes[0].Store.(*sqlstore.Store)
+	opts := engine.Options{Cells: s.cells, State: meta, KnownHeads: engine.NodeHeads(s.cells.Map, s.nodes, 5*time.Second), ShardCount: shards}
+	if mod != nil {
+		mod(&opts)
+	}
+	e, err := engine.New(opts)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	s.engine.Store(e)
+	return e
+}
+
+// newServer serves a SQLite node with triggers over HTTP.
+func newServer(tb testing.TB) (*client.Client, *sharded) {
+	tb.Helper()
+	st := openSQLite(tb, filepath.Join(tb.TempDir(), "n.db"))
+	tb.Cleanup(func() { st.Close() })
+	s := newSharded(tb, st)
+	e := s.start(tb, func(o *engine.Options) {
+		o.PollInterval = 5 * time.Millisecond
+		o.Backoff = func(int) time.Duration { return 10 * time.Millisecond }
+	})
+	tb.Cleanup(func() { e.Close() })
+	srv := httptest.NewServer(cellarhttp.NewHandler(s.cells, cellarhttp.Options{Triggers: e, Logger: slog.New(slog.DiscardHandler)}))
+	tb.Cleanup(srv.Close)
+	return client.New(srv.URL), s
+}
+
+func openSQLite(tb testing.TB, path string) *sqlstore.Store {
+	tb.Helper()
+	st, err := sqlite.Open(context.Background(), path, sqlite.Options{Options: sqlstore.Options{Name: "n", ShardCount: shards, Create: true}})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return st
+}
