@@ -21,6 +21,13 @@ type window struct {
 	// profile, if not empty, is a file to write a CPU profile of the whole
 	// process (load generator included) to, over warm-up and measurement.
 	profile string
+	// role labels the workers' goroutines (and those they start) in the
+	// profile: pprof's "role" tag tells the load generator's CPU from the
+	// server's, which is labeled "server".
+	role string
+	// dbPIDs, if not nil, lists the database server's processes whose CPU
+	// time is sampled with this process's.
+	dbPIDs func() []int
 }
 
 // run drives conc workers, each calling the op newOp gives it back to back,
@@ -57,13 +64,19 @@ func run(parent context.Context, w window, newOp func(worker int) op) (Stats, er
 	sampled := make(chan struct{})
 	go func() {
 		defer close(sampled)
+		var pids []int
 		for _, s := range []struct {
 			at  time.Time
 			dst *cpuSample
 		}{{from, &cpuFrom}, {to, &cpuTo}} {
 			select {
 			case <-time.After(time.Until(s.at)):
-				*s.dst = sampleCPU()
+				// The database's processes are listed once, at the start,
+				// so that both samples cover the same ones.
+				if pids == nil && w.dbPIDs != nil {
+					pids = w.dbPIDs()
+				}
+				*s.dst = sampleCPU(pids)
 			case <-ctx.Done():
 				return
 			}
@@ -76,6 +89,9 @@ func run(parent context.Context, w window, newOp func(worker int) op) (Stats, er
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			if w.role != "" {
+				pprof.SetGoroutineLabels(pprof.WithLabels(ctx, pprof.Labels("role", w.role)))
+			}
 			for ctx.Err() == nil {
 				t0 := time.Now()
 				if !t0.Before(to) {
