@@ -33,8 +33,12 @@ type Config struct {
 	Backends    []string // from Backends
 	Ops         []string // from Ops
 	Concurrency []int
-	Duration    time.Duration // measured time of each cell of the matrix
-	Warmup      time.Duration // unmeasured time before it
+	Duration    time.Duration // measured time of each cell of the matrix, per side
+	Warmup      time.Duration // unmeasured time before each measured window
+	// Rounds splits each side's measured time into this many windows,
+	// the sides (lean load generator, Go client, direct) taking turns, so
+	// that a noisy neighbour weighs on them alike; default 1.
+	Rounds int
 	// Rows is the number of preloaded rows; each has 2 cells.
 	Rows int
 	// Shards is the datastore's shard count (default
@@ -84,6 +88,7 @@ type Report struct {
 	LoadAfter   string   `json:"load_average_after,omitempty"`
 	Duration    string   `json:"duration"`
 	Warmup      string   `json:"warmup"`
+	Rounds      int      `json:"rounds"`
 	Rows        int      `json:"rows"`
 	CellsPerRow int      `json:"cells_per_row"`
 	Shards      int      `json:"shards"`
@@ -203,6 +208,12 @@ func (cfg *Config) check() error {
 	if cfg.Rows < 1 {
 		return fmt.Errorf("bench: rows must be positive")
 	}
+	if cfg.Rounds == 0 {
+		cfg.Rounds = 1
+	}
+	if cfg.Rounds < 0 || cfg.Duration/time.Duration(cfg.Rounds) <= 0 {
+		return fmt.Errorf("bench: rounds must be 1 or more, and at most the duration in nanoseconds")
+	}
 	if cfg.Shards == 0 {
 		cfg.Shards = cellar.DefaultShardCount
 	}
@@ -242,6 +253,7 @@ func newReport(cfg *Config) *Report {
 		LoadBefore:  loadAverage(),
 		Duration:    cfg.Duration.String(),
 		Warmup:      cfg.Warmup.String(),
+		Rounds:      cfg.Rounds,
 		Rows:        cfg.Rows,
 		CellsPerRow: refs,
 		Shards:      cfg.Shards,
@@ -251,7 +263,7 @@ func newReport(cfg *Config) *Report {
 			"cellar: the real HTTP handler (internal/http over the sharding layer over one node, wired as `cellar serve` wires it, metrics on) served by net/http on 127.0.0.1:0 in this process, driven by the lean load generator (internal/bench/loadgen, as wrk does): each worker owns one keep-alive HTTP/1.1 connection and writes its request as bytes (read requests built once per data set, batchGet and put requests built per operation), one request in flight per connection (no pipelining), and reads the status line, headers and body without decoding the JSON; it checks the status (201 for puts, 200 otherwise), that the body is a JSON object and, for batchGet, that every key's cell came back.",
 			"via Go client: the same server driven through the public client package (net/http Transport, keep-alive, MaxIdleConnsPerHost >= 128); responses are decoded into cellar.Cell values. ratio via Go client = its ops/s / direct ops/s.",
 			"direct: the statements sqlstore issues, sent through database/sql on the node's own connection pool (SQLite puts: a single write connection like the node's), results scanned into the same Go types; put = InsertSeq once per shard, then BEGIN; LockSeq; InsertCell; UPDATE shard_seq; COMMIT.",
-			"Each op and concurrency runs warm-up then the measured window, over HTTP with the lean generator, then through the Go client, then direct; workers issue operations back to back; operations completing inside the window count; latency of every operation is kept and p50/p99 are exact (linear interpolation between closest ranks). ratio = cellar ops/s / direct ops/s.",
+			"Each op and concurrency runs warm-up then the measured window, over HTTP with the lean generator, then through the Go client, then direct; with rounds > 1, each side's measured time is split into that many windows (each after its own warm-up) and the three sides take turns, round by round, so that other work on the machine weighs on all of them; workers issue operations back to back; operations completing inside the window count; latency of every operation is kept and p50/p99 are exact (linear interpolation between closest ranks). ratio = cellar ops/s / direct ops/s.",
 			"CPU: this process's CPU time (server and load generator) from /proc/self/stat, the database server's (PostgreSQL: the backends of the bench's database and the background processes; MySQL: the server process, whatever else it serves) from /proc/<pid>/stat, and the whole machine's from /proc/stat, each at the edges of the measured window, per successful operation. With --cpuprofile-dir, the profiles label goroutines role=server, role=loadgen, role=client or role=direct (`go tool pprof -tags`).",
 			fmt.Sprintf("Data: %d rows x %d ref_keys in column %q, spread over %d shards; reads pick a row (and ref_key) uniformly; puts write new rows; batchGet = %d keys per request (5 exact ref_key, 5 latest); bodies are %d-byte JSON objects.",
 				cfg.Rows, refs, column, cfg.Shards, batchKeys, len(body(0))),
@@ -301,19 +313,34 @@ func (rn *runner) backend(ctx context.Context, engine string) BackendReport {
 	for _, opName := range cfg.Ops {
 		for _, conc := range cfg.Concurrency {
 			r := Result{Op: opName, Concurrency: conc}
-			var err error
-			r.Cellar, err = rn.measure(ctx, t, "cellar", opName, conc, func(wl *workload) op { return t.lean.op(opName, wl) })
-			t.lean.closeConns()
-			if err != nil {
-				return fail(err)
+			sides := []struct {
+				mode  string
+				newOp func(*workload) op
+				dst   *Stats
+			}{
+				{"cellar", func(wl *workload) op { return t.lean.op(opName, wl) }, &r.Cellar},
+				{"client", func(wl *workload) op { return cellarOp(t.client, opName, wl) }, &r.Client},
+				{"direct", func(wl *workload) op { return t.direct.op(opName, wl) }, &r.Direct},
 			}
-			r.Client, err = rn.measure(ctx, t, "client", opName, conc, func(wl *workload) op { return cellarOp(t.client, opName, wl) })
-			if err != nil {
-				return fail(err)
+			// In rounds, the sides take turns, so that other work on the
+			// machine weighs on them alike.
+			got := make([]measured, len(sides))
+			for round := range cfg.Rounds {
+				suffix := ""
+				if cfg.Rounds > 1 {
+					suffix = fmt.Sprintf("-r%d", round+1)
+				}
+				for i, sd := range sides {
+					m, err := rn.window(ctx, t, sd.mode, opName, conc, cfg.Duration/time.Duration(cfg.Rounds), suffix, sd.newOp)
+					t.lean.closeConns()
+					if err != nil {
+						return fail(err)
+					}
+					got[i].add(m)
+				}
 			}
-			r.Direct, err = rn.measure(ctx, t, "direct", opName, conc, func(wl *workload) op { return t.direct.op(opName, wl) })
-			if err != nil {
-				return fail(err)
+			for i, sd := range sides {
+				*sd.dst = rn.summarize(t, sd.mode, opName, conc, got[i])
 			}
 			if r.Direct.OpsPerSec > 0 {
 				r.Ratio = r.Cellar.OpsPerSec / r.Direct.OpsPerSec
@@ -359,34 +386,47 @@ func (rn *runner) setUp(ctx context.Context, t *target) error {
 	return nil
 }
 
-// measure runs one side of one cell of the matrix on t: mode is "cellar"
-// (the lean load generator), "client" (the Go client) or "direct", with
-// an optional suffix naming a variant of the server.
+// measure runs one side of one cell of the matrix on t for the whole
+// measured time: mode is "cellar" (the lean load generator), "client" (the
+// Go client) or "direct", with an optional suffix naming a variant of the
+// server.
 func (rn *runner) measure(ctx context.Context, t *target, mode, opName string, conc int, newOp func(*workload) op) (Stats, error) {
+	m, err := rn.window(ctx, t, mode, opName, conc, rn.cfg.Duration, "", newOp)
+	if err != nil {
+		return Stats{}, err
+	}
+	return rn.summarize(t, mode, opName, conc, m), nil
+}
+
+// window runs one warm-up and one measured window of d of one side.
+// profileSuffix tells the profiles of a side's rounds apart.
+func (rn *runner) window(ctx context.Context, t *target, mode, opName string, conc int, d time.Duration, profileSuffix string, newOp func(*workload) op) (measured, error) {
 	cfg := rn.cfg
-	engine := t.engine
 	rn.cells++
 	base, _, _ := strings.Cut(mode, "/")
-	w := window{conc: conc, warmup: cfg.Warmup, measure: cfg.Duration, role: modes[base], dbPIDs: t.dbPIDs}
+	w := window{conc: conc, warmup: cfg.Warmup, measure: d, role: modes[base], dbPIDs: t.dbPIDs}
 	if cfg.ProfileDir != "" {
-		w.profile = filepath.Join(cfg.ProfileDir, fmt.Sprintf("%s-%s-c%d-%s.pprof", engine, opName, conc, strings.ReplaceAll(mode, "/", "-")))
+		w.profile = filepath.Join(cfg.ProfileDir, fmt.Sprintf("%s-%s-c%d-%s%s.pprof", t.engine, opName, conc, strings.ReplaceAll(mode, "/", "-"), profileSuffix))
 	}
 	prefix := fmt.Sprintf("put-%s-%d", mode, rn.cells)
-	st, err := run(ctx, w, func(worker int) op {
+	return run(ctx, w, func(worker int) op {
 		return newOp(newWorkload(cfg.Rows, fmt.Sprintf("%s-%d", prefix, worker), worker))
 	})
-	if err != nil {
-		return st, err
-	}
+}
+
+// summarize turns what one side measured into its Stats and reports them
+// on the log.
+func (rn *runner) summarize(t *target, mode, opName string, conc int, m measured) Stats {
+	st := m.stats()
 	st.Load1 = load1()
 	line := fmt.Sprintf("%s %s c=%d %s: %.0f ops/s, p50 %.3f ms, p99 %.3f ms; CPU: process %.2f cores (%.0f µs/op), database %.2f cores (%.0f µs/op), machine %.2f cores (%.0f µs/op), load %.2f",
-		engine, opName, conc, mode, st.OpsPerSec, st.P50Ms, st.P99Ms, st.ProcessCores, st.ProcessCPUPerOpUs,
+		t.engine, opName, conc, mode, st.OpsPerSec, st.P50Ms, st.P99Ms, st.ProcessCores, st.ProcessCPUPerOpUs,
 		st.DBCores, st.DBCPUPerOpUs, st.MachineCores, st.MachineCPUPerOpUs, st.Load1)
 	if st.Errors > 0 {
 		line += fmt.Sprintf(", %d errors (first: %s)", st.Errors, st.FirstError)
 	}
-	fmt.Fprintln(cfg.Log, line)
-	return st, nil
+	fmt.Fprintln(rn.cfg.Log, line)
+	return st
 }
 
 // groupCommit measures durable SQLite puts over HTTP with and without

@@ -213,6 +213,32 @@ func TestRunSQLite(t *testing.T) {
 	}
 }
 
+// TestRunRounds runs a slice of the harness in rounds: each side's windows
+// add up.
+func TestRunRounds(t *testing.T) {
+	cfg := smokeConfig(t, "sqlite")
+	cfg.Ops = []string{"put", "latest"}
+	cfg.Concurrency = []int{2}
+	cfg.Rounds = 3
+	cfg.Duration = 300 * time.Millisecond
+	cfg.Warmup = 20 * time.Millisecond
+	rep, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	checkReport(t, rep, cfg)
+	for _, r := range rep.Backends[0].Results {
+		for _, side := range r.sides() {
+			if side.st.Seconds != cfg.Duration.Seconds() {
+				t.Errorf("%s %s: measured %vs; want the %v of its 3 rounds", r.Op, side.name, side.st.Seconds, cfg.Duration)
+			}
+		}
+	}
+	if _, err := Run(context.Background(), Config{Backends: []string{"sqlite"}, Ops: Ops, Concurrency: []int{1}, Duration: 2, Rows: 1, Rounds: 3}); err == nil {
+		t.Error("Run with rounds shorter than a nanosecond: no error")
+	}
+}
+
 // TestRunServers runs a slice of the harness on PostgreSQL and MySQL.
 func TestRunServers(t *testing.T) {
 	cfg := smokeConfig(t, "postgres", "mysql")

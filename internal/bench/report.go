@@ -32,7 +32,11 @@ func WriteMarkdown(w io.Writer, rep *Report) error {
 		}
 		b.WriteString("\n")
 	}
-	fmt.Fprintf(&b, "- each cell: %s warm-up, %s measured\n", rep.Warmup, rep.Duration)
+	fmt.Fprintf(&b, "- each cell: %s warm-up, %s measured per side", rep.Warmup, rep.Duration)
+	if rep.Rounds > 1 {
+		fmt.Fprintf(&b, ", in %d rounds (a warm-up before each), the sides taking turns", rep.Rounds)
+	}
+	b.WriteString("\n")
 	b.WriteString("\nMethod:\n\n")
 	for _, m := range rep.Method {
 		fmt.Fprintf(&b, "- %s\n", m)

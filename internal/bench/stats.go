@@ -44,12 +44,12 @@ type Stats struct {
 	Load1 float64 `json:"load_1min,omitempty"`
 }
 
-// withCPU adds the CPU used between two samples over a window of d.
-func (st Stats) withCPU(from, to cpuSample, d time.Duration) Stats {
-	if to.machine == 0 || d <= 0 {
+// withCPU adds the CPU time used over a window of d: by this process, by
+// the database server and by the whole machine.
+func (st Stats) withCPU(proc, db, machine, d time.Duration) Stats {
+	if machine == 0 || d <= 0 {
 		return st
 	}
-	proc, db, machine := to.process-from.process, dbCPU(from, to), to.machine-from.machine
 	st.ProcessCores = proc.Seconds() / d.Seconds()
 	st.DBCores = db.Seconds() / d.Seconds()
 	st.MachineCores = machine.Seconds() / d.Seconds()
