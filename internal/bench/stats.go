@@ -30,8 +30,9 @@ type Stats struct {
 	ProcessCPUPerOpUs float64 `json:"process_cpu_per_op_us,omitempty"`
 	// DBCores and DBCPUPerOpUs are the same for the database server's
 	// processes, where they run on this machine: PostgreSQL's backends
-	// connected to the bench's database and its background processes;
-	// the whole MySQL server process (other clients' work included). Zero
+	// connected to the bench's database (not the shared background
+	// processes); the whole MySQL server process (other clients' work
+	// included). Zero
 	// for SQLite, whose engine runs in this process.
 	DBCores      float64 `json:"db_cores,omitempty"`
 	DBCPUPerOpUs float64 `json:"db_cpu_per_op_us,omitempty"`

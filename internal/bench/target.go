@@ -174,14 +174,14 @@ func (t *target) serve(cfg *Config) error {
 	return nil
 }
 
-// postgresPIDs returns the pids of the PostgreSQL processes working for
-// db's database: its backends and the server's background processes
-// (WAL writer, checkpointer and the like), which this machine runs if
-// /proc names them postgres.
+// postgresPIDs returns the pids of the backends connected to db's
+// database, which this machine runs if /proc names them postgres. The
+// server's shared background processes (WAL writer, checkpointer) are
+// left out: on a shared server they work for other databases too.
 func postgresPIDs(db *sql.DB) []int {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	rows, err := db.QueryContext(ctx, "SELECT pid FROM pg_stat_activity WHERE datname = current_database() OR backend_type <> 'client backend'")
+	rows, err := db.QueryContext(ctx, "SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
 	if err != nil {
 		return nil
 	}
