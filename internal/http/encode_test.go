@@ -175,3 +175,44 @@ func TestHasSlashSegment(t *testing.T) {
 		}
 	}
 }
+
+// FuzzCounterIncr checks that what the fast path reads of an increment is
+// what the document decoder reads, and that the counter's response is
+// written as writeJSON writes it.
+func FuzzCounterIncr(f *testing.F) {
+	for _, seed := range []string{`{"by":1}`, `{"by":-0}`, `{"by":0}`, `{"by":01}`, `{"by":-}`, `{"by":9223372036854775807}`,
+		`{"by":9223372036854775808}`, `{"by":-9223372036854775808}`, `{"by":1.0}`, `{"by":1e3}`, `{"by": 1}`, `{"By":1}`,
+		`{"by":"1"}`, `{"by":null}`, `{"by":1}x`, `{"by":1,"by":2}`, `{"by":+1}`, `{"by":}`, `{}`} {
+		f.Add([]byte(seed), "hot", int64(42))
+	}
+	f.Add([]byte(`{"by":7}`), "k\"ey\u2028<&>\xff", int64(-1))
+	s := testServer()
+	f.Fuzz(func(t *testing.T, raw []byte, key string, value int64) {
+		if n, ok := canonicalIncr(raw); ok {
+			if m, err := decodeCounterIncrDoc(raw); err != nil || m != n {
+				t.Errorf("canonicalIncr(%q) = %d; the decoder reads %d, %v", raw, n, m, err)
+			}
+		}
+		cv := counterValue{key, value}
+		got := record(t, func(w http.ResponseWriter, r *http.Request) { s.writeCounter(w, r, cv) })
+		want := record(t, func(w http.ResponseWriter, r *http.Request) { s.writeJSON(w, r, http.StatusOK, cv) })
+		sameResponse(t, "writeCounter", got, want)
+	})
+}
+
+func TestCanonicalIncr(t *testing.T) {
+	for _, tt := range []struct {
+		raw string
+		n   int64
+		ok  bool
+	}{
+		{`{"by":1}`, 1, true}, {`{"by":-7}`, -7, true}, {`{"by":0}`, 0, true},
+		{`{"by":-9223372036854775808}`, -9223372036854775808, true},
+		{`{"by":9223372036854775808}`, 0, false}, {`{"by":01}`, 0, false}, {`{"by":1.5}`, 0, false},
+		{`{"by": 1}`, 0, false}, {`{"by":1 }`, 0, false}, {`{"by":}`, 0, false}, {`{"by":-}`, 0, false},
+	} {
+		if n, ok := canonicalIncr([]byte(tt.raw)); n != tt.n || ok != tt.ok {
+			t.Errorf("canonicalIncr(%s) = %d, %v; want %d, %v", tt.raw, n, ok, tt.n, tt.ok)
+		}
+	}
+}
