@@ -8,6 +8,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"strconv"
 	"time"
 )
 
@@ -35,27 +37,65 @@ type Cell struct {
 
 // MarshalJSON writes the cell in the API's field order, CreatedAt as RFC
 // 3339 UTC with exactly three fractional digits, and the body exactly as
-// stored: json.Marshal would rewrite '<', '>' and '&' inside it as \u
-// escapes.
+// stored but for whitespace: json.Marshal would rewrite '<', '>' and '&'
+// inside it as \u escapes. Returns an error if the body is not valid JSON.
+//
+// It appends the fields itself rather than through an encoder, which
+// would cost more than the rest of a read's JSON; the bytes are those of
+// encoding/json with HTML escaping off (TestCellMarshalJSON compares them).
 func (c Cell) MarshalJSON() ([]byte, error) {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(struct {
-		Key
-		Shard     int             `json:"shard"`
-		AddedID   int64           `json:"added_id"`
-		CreatedAt string          `json:"created_at"`
-		Body      json.RawMessage `json:"body,omitempty"`
-	}{c.Key, c.Shard, c.AddedID, FormatTime(c.CreatedAt), c.Body}); err != nil {
-		return nil, err
+	b := make([]byte, 0, 128+len(c.RowKey)+len(c.Column)+len(c.Body))
+	b = append(b, `{"row_key":`...)
+	b = appendJSONString(b, c.RowKey)
+	b = append(b, `,"column":`...)
+	b = appendJSONString(b, c.Column)
+	b = append(b, `,"ref_key":`...)
+	b = strconv.AppendInt(b, c.RefKey, 10)
+	b = append(b, `,"shard":`...)
+	b = strconv.AppendInt(b, int64(c.Shard), 10)
+	b = append(b, `,"added_id":`...)
+	b = strconv.AppendInt(b, c.AddedID, 10)
+	b = append(b, `,"created_at":`...)
+	var tb [48]byte
+	b = appendJSONString(b, c.CreatedAt.UTC().AppendFormat(tb[:0], timeLayout))
+	if len(c.Body) > 0 {
+		b = append(b, `,"body":`...)
+		// What encoding/json does with a json.RawMessage: compact it,
+		// which also checks it.
+		buf := bytes.NewBuffer(b)
+		if err := json.Compact(buf, c.Body); err != nil {
+			return nil, fmt.Errorf("cell %q/%s/%d: body is not valid JSON: %w", c.RowKey, c.Column, c.RefKey, err)
+		}
+		b = buf.Bytes()
 	}
-	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+	return append(b, '}'), nil
 }
+
+// appendJSONString appends s as a JSON string, as encoding/json writes it
+// with HTML escaping off. Strings of printable ASCII other than '"' and
+// '\', which is what keys and times are made of, are copied; the others
+// are left to encoding/json.
+func appendJSONString[S string | []byte](b []byte, s S) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' {
+			var buf bytes.Buffer
+			enc := json.NewEncoder(&buf)
+			enc.SetEscapeHTML(false)
+			_ = enc.Encode(string(s)) // a string always encodes
+			return append(b, bytes.TrimSuffix(buf.Bytes(), []byte("\n"))...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
+}
+
+// timeLayout is RFC 3339 with milliseconds.
+const timeLayout = "2006-01-02T15:04:05.000Z07:00"
 
 // FormatTime formats t as RFC 3339 UTC with milliseconds.
 func FormatTime(t time.Time) string {
-	return t.UTC().Format("2006-01-02T15:04:05.000Z07:00")
+	return t.UTC().Format(timeLayout)
 }
 
 // LookupKey names a cell to read: an exact ref_key, or the latest cell of

@@ -21,6 +21,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	conc := fs.String("concurrency", "1,16,64", "concurrency levels (workers issuing requests back to back)")
 	duration := fs.Duration("duration", 5*time.Second, "measured time of each op and concurrency, per side")
 	warmup := fs.Duration("warmup", time.Second, "unmeasured warm-up before each measurement")
+	rounds := fs.Int("rounds", 1, "split each side's measured time into this many rounds, the sides (lean load generator, Go client, direct) taking turns: on a shared machine, other work then weighs on them alike")
 	rows := fs.Int("rows", 10000, "rows to preload, 2 cells each")
 	pgDSN := fs.String("postgres-dsn", os.Getenv("CELLAR_TEST_POSTGRES_DSN"), "PostgreSQL server on which to create a scratch database (default $CELLAR_TEST_POSTGRES_DSN); empty skips postgres")
 	myDSN := fs.String("mysql-dsn", os.Getenv("CELLAR_TEST_MYSQL_DSN"), "MySQL/MariaDB server on which to create a scratch database (default $CELLAR_TEST_MYSQL_DSN); empty skips mysql")
@@ -30,7 +31,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	format := fs.String("format", "markdown", "output format: markdown or json")
 	quiet := fs.Bool("quiet", false, "do not report progress on stderr")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: cellar bench [flags]\n\nMeasures put, get, latest and batchGet over cellar's HTTP API against the same\nSQL sent straight through the database driver, on fresh scratch databases, and\nSQLite puts with and without group commit. Writes a report to stdout.")
+		fmt.Fprintln(stderr, "usage: cellar bench [flags]\n\nMeasures put, get, latest and batchGet over cellar's HTTP API (driven by a lean\nHTTP/1.1 load generator, and through the Go client) against the same SQL sent\nstraight through the database driver, on fresh scratch databases, and SQLite\nputs with and without group commit. Writes a report to stdout.")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -43,6 +44,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	cfg := bench.Config{
 		Duration:    *duration,
 		Warmup:      *warmup,
+		Rounds:      *rounds,
 		Rows:        *rows,
 		PostgresDSN: *pgDSN,
 		MySQLDSN:    *myDSN,

@@ -1,9 +1,11 @@
 // Package bench is the harness behind `cellar bench`. It measures cellar's
 // HTTP API (the real handler over the sharding layer over one node, served
-// on a loopback port in this process and driven through the public client)
-// against the floor: the same SQL statements issued straight through the
-// database/sql driver, at the same concurrency, on the same connection
-// pool. It also measures what SQLite's group commit buys.
+// on a loopback port in this process) against the floor: the same SQL
+// statements issued straight through the database/sql driver, at the same
+// concurrency, on the same connection pool. The API is driven twice: by a
+// lean load generator (package loadgen), which measures the server, and
+// through the public Go client, which decodes every response. It also
+// measures what SQLite's group commit buys.
 //
 // Every backend run gets a fresh database (a temporary directory for
 // SQLite; CREATE DATABASE cellar_bench_<random> on PostgreSQL and MySQL,
@@ -31,8 +33,12 @@ type Config struct {
 	Backends    []string // from Backends
 	Ops         []string // from Ops
 	Concurrency []int
-	Duration    time.Duration // measured time of each cell of the matrix
-	Warmup      time.Duration // unmeasured time before it
+	Duration    time.Duration // measured time of each cell of the matrix, per side
+	Warmup      time.Duration // unmeasured time before each measured window
+	// Rounds splits each side's measured time into this many windows,
+	// the sides (lean load generator, Go client, direct) taking turns, so
+	// that a noisy neighbour weighs on them alike; default 1.
+	Rounds int
 	// Rows is the number of preloaded rows; each has 2 cells.
 	Rows int
 	// Shards is the datastore's shard count (default
@@ -82,6 +88,7 @@ type Report struct {
 	LoadAfter   string   `json:"load_average_after,omitempty"`
 	Duration    string   `json:"duration"`
 	Warmup      string   `json:"warmup"`
+	Rounds      int      `json:"rounds"`
 	Rows        int      `json:"rows"`
 	CellsPerRow int      `json:"cells_per_row"`
 	Shards      int      `json:"shards"`
@@ -108,20 +115,29 @@ type BackendReport struct {
 type Result struct {
 	Op          string `json:"op"`
 	Concurrency int    `json:"concurrency"`
-	Cellar      Stats  `json:"cellar"`
-	Direct      Stats  `json:"direct"`
-	// Ratio is cellar's throughput over the direct driver's.
-	Ratio float64 `json:"ratio"`
+	// Cellar is the HTTP API driven by the lean load generator.
+	Cellar Stats `json:"cellar"`
+	// Client is the HTTP API driven through the public Go client.
+	Client Stats `json:"client"`
+	Direct Stats `json:"direct"`
+	// Ratio is cellar's throughput over the direct driver's, and
+	// ClientRatio the same through the Go client.
+	Ratio       float64 `json:"ratio"`
+	ClientRatio float64 `json:"client_ratio"`
 }
 
 // GroupCommit compares durable SQLite puts over HTTP with group commit and
-// with one transaction per put.
+// with one transaction per put, driven by the lean load generator and, as
+// a second measurement, through the Go client.
 type GroupCommit struct {
-	Concurrency int     `json:"concurrency"`
-	Group       Stats   `json:"group_commit"`
-	Single      Stats   `json:"one_tx_per_put"`
-	Ratio       float64 `json:"ratio"`
-	Error       string  `json:"error,omitempty"`
+	Concurrency  int     `json:"concurrency"`
+	Group        Stats   `json:"group_commit"`
+	Single       Stats   `json:"one_tx_per_put"`
+	Ratio        float64 `json:"ratio"`
+	ClientGroup  Stats   `json:"client_group_commit"`
+	ClientSingle Stats   `json:"client_one_tx_per_put"`
+	ClientRatio  float64 `json:"client_ratio"`
+	Error        string  `json:"error,omitempty"`
 }
 
 // Target is one of the issue's targets and whether this run met it.
@@ -192,6 +208,12 @@ func (cfg *Config) check() error {
 	if cfg.Rows < 1 {
 		return fmt.Errorf("bench: rows must be positive")
 	}
+	if cfg.Rounds == 0 {
+		cfg.Rounds = 1
+	}
+	if cfg.Rounds < 0 || cfg.Duration/time.Duration(cfg.Rounds) <= 0 {
+		return fmt.Errorf("bench: rounds must be 1 or more, and at most the duration in nanoseconds")
+	}
 	if cfg.Shards == 0 {
 		cfg.Shards = cellar.DefaultShardCount
 	}
@@ -231,15 +253,18 @@ func newReport(cfg *Config) *Report {
 		LoadBefore:  loadAverage(),
 		Duration:    cfg.Duration.String(),
 		Warmup:      cfg.Warmup.String(),
+		Rounds:      cfg.Rounds,
 		Rows:        cfg.Rows,
 		CellsPerRow: refs,
 		Shards:      cfg.Shards,
 		BatchKeys:   batchKeys,
 		BodyBytes:   len(body(0)),
 		Method: []string{
-			"cellar: the real HTTP handler (internal/http over the sharding layer over one node, wired as `cellar serve` wires it, metrics on) served by net/http on 127.0.0.1:0 in this process, driven through the public client package (keep-alive, MaxIdleConnsPerHost >= 128); responses are decoded into cellar.Cell values.",
+			"cellar: the real HTTP handler (internal/http over the sharding layer over one node, wired as `cellar serve` wires it, metrics on) served by net/http on 127.0.0.1:0 in this process, driven by the lean load generator (internal/bench/loadgen, as wrk does): each worker owns one keep-alive HTTP/1.1 connection and writes its request as bytes (read requests built once per data set, batchGet and put requests built per operation), one request in flight per connection (no pipelining), and reads the status line, headers and body without decoding the JSON; it checks the status (201 for puts, 200 otherwise), that the body is a JSON object and, for batchGet, that every key's cell came back.",
+			"via Go client: the same server driven through the public client package (net/http Transport, keep-alive, MaxIdleConnsPerHost >= 128); responses are decoded into cellar.Cell values. ratio via Go client = its ops/s / direct ops/s.",
 			"direct: the statements sqlstore issues, sent through database/sql on the node's own connection pool (SQLite puts: a single write connection like the node's), results scanned into the same Go types; put = InsertSeq once per shard, then BEGIN; LockSeq; InsertCell; UPDATE shard_seq; COMMIT.",
-			"Each op and concurrency runs warm-up then the measured window, first over HTTP and then direct; workers issue operations back to back; operations completing inside the window count; latency of every operation is kept and p50/p99 are exact (linear interpolation between closest ranks). ratio = cellar ops/s / direct ops/s.",
+			"Each op and concurrency runs warm-up then the measured window, over HTTP with the lean generator, then through the Go client, then direct; with rounds > 1, each side's measured time is split into that many windows (each after its own warm-up) and the three sides take turns, round by round, so that other work on the machine weighs on all of them; workers issue operations back to back; operations completing inside the window count; latency of every operation is kept and p50/p99 are exact (linear interpolation between closest ranks). ratio = cellar ops/s / direct ops/s.",
+			"CPU: this process's CPU time (server and load generator) from /proc/self/stat, the database server's (PostgreSQL: the backends connected to the bench's database, not the shared background processes such as the WAL writer; MySQL: the whole server process, whatever else it serves) from /proc/<pid>/stat, and the whole machine's from /proc/stat, each at the edges of the measured window, per successful operation. With --cpuprofile-dir, the profiles label goroutines role=server, role=loadgen, role=client or role=direct (`go tool pprof -tags`).",
 			fmt.Sprintf("Data: %d rows x %d ref_keys in column %q, spread over %d shards; reads pick a row (and ref_key) uniformly; puts write new rows; batchGet = %d keys per request (5 exact ref_key, 5 latest); bodies are %d-byte JSON objects.",
 				cfg.Rows, refs, column, cfg.Shards, batchKeys, len(body(0))),
 			"The load generator, the server and the database servers share this machine's CPUs.",
@@ -288,23 +313,47 @@ func (rn *runner) backend(ctx context.Context, engine string) BackendReport {
 	for _, opName := range cfg.Ops {
 		for _, conc := range cfg.Concurrency {
 			r := Result{Op: opName, Concurrency: conc}
-			var err error
-			r.Cellar, err = rn.measure(ctx, engine, "cellar", opName, conc, func(wl *workload) op { return cellarOp(t.client, opName, wl) })
-			if err != nil {
-				return fail(err)
+			sides := []struct {
+				mode  string
+				newOp func(*workload) op
+				dst   *Stats
+			}{
+				{"cellar", func(wl *workload) op { return t.lean.op(opName, wl) }, &r.Cellar},
+				{"client", func(wl *workload) op { return cellarOp(t.client, opName, wl) }, &r.Client},
+				{"direct", func(wl *workload) op { return t.direct.op(opName, wl) }, &r.Direct},
 			}
-			r.Direct, err = rn.measure(ctx, engine, "direct", opName, conc, func(wl *workload) op { return t.direct.op(opName, wl) })
-			if err != nil {
-				return fail(err)
+			// In rounds, the sides take turns, so that other work on the
+			// machine weighs on them alike.
+			got := make([]measured, len(sides))
+			for round := range cfg.Rounds {
+				suffix := ""
+				if cfg.Rounds > 1 {
+					suffix = fmt.Sprintf("-r%d", round+1)
+				}
+				for i, sd := range sides {
+					m, err := rn.window(ctx, t, sd.mode, opName, conc, cfg.Duration/time.Duration(cfg.Rounds), suffix, sd.newOp)
+					t.lean.closeConns()
+					if err != nil {
+						return fail(err)
+					}
+					got[i].add(m)
+				}
+			}
+			for i, sd := range sides {
+				*sd.dst = rn.summarize(t, sd.mode, opName, conc, got[i])
 			}
 			if r.Direct.OpsPerSec > 0 {
 				r.Ratio = r.Cellar.OpsPerSec / r.Direct.OpsPerSec
+				r.ClientRatio = r.Client.OpsPerSec / r.Direct.OpsPerSec
 			}
 			br.Results = append(br.Results, r)
 		}
 	}
 	return br
 }
+
+// modes name the sides of a measurement in progress lines and profiles.
+var modes = map[string]string{"cellar": "loadgen", "client": "client", "direct": "direct"}
 
 // setUp brings a fresh datastore to the state of one that has been in use
 // for a while: every shard's sequence row exists (created in one
@@ -337,56 +386,80 @@ func (rn *runner) setUp(ctx context.Context, t *target) error {
 	return nil
 }
 
-// measure runs one side of one cell of the matrix.
-func (rn *runner) measure(ctx context.Context, engine, mode, opName string, conc int, newOp func(*workload) op) (Stats, error) {
+// measure runs one side of one cell of the matrix on t for the whole
+// measured time: mode is "cellar" (the lean load generator), "client" (the
+// Go client) or "direct", with an optional suffix naming a variant of the
+// server.
+func (rn *runner) measure(ctx context.Context, t *target, mode, opName string, conc int, newOp func(*workload) op) (Stats, error) {
+	m, err := rn.window(ctx, t, mode, opName, conc, rn.cfg.Duration, "", newOp)
+	if err != nil {
+		return Stats{}, err
+	}
+	return rn.summarize(t, mode, opName, conc, m), nil
+}
+
+// window runs one warm-up and one measured window of d of one side.
+// profileSuffix tells the profiles of a side's rounds apart.
+func (rn *runner) window(ctx context.Context, t *target, mode, opName string, conc int, d time.Duration, profileSuffix string, newOp func(*workload) op) (measured, error) {
 	cfg := rn.cfg
 	rn.cells++
-	w := window{conc: conc, warmup: cfg.Warmup, measure: cfg.Duration}
+	base, _, _ := strings.Cut(mode, "/")
+	w := window{conc: conc, warmup: cfg.Warmup, measure: d, role: modes[base], dbPIDs: t.dbPIDs}
 	if cfg.ProfileDir != "" {
-		w.profile = filepath.Join(cfg.ProfileDir, fmt.Sprintf("%s-%s-c%d-%s.pprof", engine, opName, conc, mode))
+		w.profile = filepath.Join(cfg.ProfileDir, fmt.Sprintf("%s-%s-c%d-%s%s.pprof", t.engine, opName, conc, strings.ReplaceAll(mode, "/", "-"), profileSuffix))
 	}
 	prefix := fmt.Sprintf("put-%s-%d", mode, rn.cells)
-	st, err := run(ctx, w, func(worker int) op {
+	return run(ctx, w, func(worker int) op {
 		return newOp(newWorkload(cfg.Rows, fmt.Sprintf("%s-%d", prefix, worker), worker))
 	})
-	if err != nil {
-		return st, err
-	}
+}
+
+// summarize turns what one side measured into its Stats and reports them
+// on the log.
+func (rn *runner) summarize(t *target, mode, opName string, conc int, m measured) Stats {
+	st := m.stats()
 	st.Load1 = load1()
-	line := fmt.Sprintf("%s %s c=%d %s: %.0f ops/s, p50 %.3f ms, p99 %.3f ms; CPU: process %.2f cores (%.0f µs/op), machine %.2f cores, load %.2f",
-		engine, opName, conc, mode, st.OpsPerSec, st.P50Ms, st.P99Ms, st.ProcessCores, st.ProcessCPUPerOpUs, st.MachineCores, st.Load1)
+	line := fmt.Sprintf("%s %s c=%d %s: %.0f ops/s, p50 %.3f ms, p99 %.3f ms; CPU: process %.2f cores (%.0f µs/op), database %.2f cores (%.0f µs/op), machine %.2f cores (%.0f µs/op), load %.2f",
+		t.engine, opName, conc, mode, st.OpsPerSec, st.P50Ms, st.P99Ms, st.ProcessCores, st.ProcessCPUPerOpUs,
+		st.DBCores, st.DBCPUPerOpUs, st.MachineCores, st.MachineCPUPerOpUs, st.Load1)
 	if st.Errors > 0 {
 		line += fmt.Sprintf(", %d errors (first: %s)", st.Errors, st.FirstError)
 	}
-	fmt.Fprintln(cfg.Log, line)
-	return st, nil
+	fmt.Fprintln(rn.cfg.Log, line)
+	return st
 }
 
 // groupCommit measures durable SQLite puts over HTTP with and without
-// group commit, each on a fresh datastore preloaded like the matrix's.
+// group commit, each on a fresh datastore preloaded like the matrix's, by
+// the lean load generator and through the Go client.
 func (rn *runner) groupCommit(ctx context.Context) GroupCommit {
 	cfg := rn.cfg
 	gc := GroupCommit{Concurrency: cfg.GroupCommitConcurrency}
-	for _, single := range []bool{false, true} {
-		st, err := rn.groupCommitSide(ctx, single)
+	for _, side := range []struct {
+		viaClient, single bool
+		dst               *Stats
+	}{
+		{false, false, &gc.Group}, {false, true, &gc.Single},
+		{true, false, &gc.ClientGroup}, {true, true, &gc.ClientSingle},
+	} {
+		st, err := rn.groupCommitSide(ctx, side.single, side.viaClient)
 		if err != nil {
 			gc.Error = err.Error()
 			fmt.Fprintf(cfg.Log, "sqlite group commit: %v\n", err)
 			return gc
 		}
-		if single {
-			gc.Single = st
-		} else {
-			gc.Group = st
-		}
+		*side.dst = st
 	}
 	if gc.Single.OpsPerSec > 0 {
 		gc.Ratio = gc.Group.OpsPerSec / gc.Single.OpsPerSec
 	}
+	if gc.ClientSingle.OpsPerSec > 0 {
+		gc.ClientRatio = gc.ClientGroup.OpsPerSec / gc.ClientSingle.OpsPerSec
+	}
 	return gc
 }
 
-func (rn *runner) groupCommitSide(ctx context.Context, single bool) (Stats, error) {
+func (rn *runner) groupCommitSide(ctx context.Context, single, viaClient bool) (Stats, error) {
 	cfg := rn.cfg
 	t, err := openTarget(ctx, cfg, "sqlite", single)
 	if err != nil {
@@ -400,11 +473,16 @@ func (rn *runner) groupCommitSide(ctx context.Context, single bool) (Stats, erro
 	if err := rn.setUp(ctx, t); err != nil {
 		return Stats{}, err
 	}
-	mode := "group-commit"
+	mode := "cellar/group-commit"
 	if single {
-		mode = "one-tx-per-put"
+		mode = "cellar/one-tx-per-put"
 	}
-	return rn.measure(ctx, "sqlite", mode, "put", cfg.GroupCommitConcurrency, func(wl *workload) op { return cellarOp(t.client, "put", wl) })
+	newOp := func(wl *workload) op { return t.lean.op("put", wl) }
+	if viaClient {
+		mode = "client" + strings.TrimPrefix(mode, "cellar")
+		newOp = func(wl *workload) op { return cellarOp(t.client, "put", wl) }
+	}
+	return rn.measure(ctx, t, mode, "put", cfg.GroupCommitConcurrency, newOp)
 }
 
 // targets checks the issue's targets against rep.
@@ -419,7 +497,8 @@ func targets(rep *Report) []Target {
 			if r.Op == "latest" && r.Concurrency == TargetConc {
 				latest.Measured = true
 				latest.Met = r.Ratio >= TargetLatestRatio
-				latest.Detail = fmt.Sprintf("cellar %.0f ops/s / direct %.0f ops/s = %.0f%%", r.Cellar.OpsPerSec, r.Direct.OpsPerSec, 100*r.Ratio)
+				latest.Detail = fmt.Sprintf("cellar %.0f ops/s / direct %.0f ops/s = %.0f%%; through the Go client %.0f ops/s = %.0f%%",
+					r.Cellar.OpsPerSec, r.Direct.OpsPerSec, 100*r.Ratio, r.Client.OpsPerSec, 100*r.ClientRatio)
 			}
 		}
 	}
@@ -428,7 +507,8 @@ func targets(rep *Report) []Target {
 	if gc := rep.GroupCommit; gc != nil && gc.Error == "" && gc.Concurrency == TargetConc {
 		group.Measured = true
 		group.Met = gc.Ratio >= TargetGroupCommit
-		group.Detail = fmt.Sprintf("group commit %.0f ops/s / one tx per put %.0f ops/s = %.1fx", gc.Group.OpsPerSec, gc.Single.OpsPerSec, gc.Ratio)
+		group.Detail = fmt.Sprintf("group commit %.0f ops/s / one tx per put %.0f ops/s = %.1fx; through the Go client %.0f / %.0f ops/s = %.1fx",
+			gc.Group.OpsPerSec, gc.Single.OpsPerSec, gc.Ratio, gc.ClientGroup.OpsPerSec, gc.ClientSingle.OpsPerSec, gc.ClientRatio)
 	}
 	return []Target{latest, group}
 }

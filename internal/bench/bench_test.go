@@ -155,27 +155,31 @@ func checkReport(t *testing.T, rep *Report, cfg Config) {
 		}
 		// On a loaded machine a window this short may see no operation
 		// complete, so only the whole matrix must have measured some.
-		var ops int64
+		ops := map[string]int64{}
 		for _, r := range br.Results {
-			for side, st := range map[string]Stats{"cellar": r.Cellar, "direct": r.Direct} {
-				ops += st.Ops
+			for _, side := range r.sides() {
+				st := side.st
+				ops[side.name] += st.Ops
 				if st.Errors != 0 || (st.Ops > 0 && (st.P50Ms <= 0 || st.P99Ms < st.P50Ms)) {
-					t.Errorf("%s %s c=%d %s: %+v", br.Name, r.Op, r.Concurrency, side, st)
+					t.Errorf("%s %s c=%d %s: %+v", br.Name, r.Op, r.Concurrency, side.name, st)
 				}
 			}
-			if r.Direct.Ops > 0 && r.Ratio != r.Cellar.OpsPerSec/r.Direct.OpsPerSec {
-				t.Errorf("%s %s c=%d: ratio %v; want %v", br.Name, r.Op, r.Concurrency, r.Ratio, r.Cellar.OpsPerSec/r.Direct.OpsPerSec)
+			if r.Direct.Ops > 0 && (r.Ratio != r.Cellar.OpsPerSec/r.Direct.OpsPerSec || r.ClientRatio != r.Client.OpsPerSec/r.Direct.OpsPerSec) {
+				t.Errorf("%s %s c=%d: ratios %v, %v; want %v, %v", br.Name, r.Op, r.Concurrency, r.Ratio, r.ClientRatio,
+					r.Cellar.OpsPerSec/r.Direct.OpsPerSec, r.Client.OpsPerSec/r.Direct.OpsPerSec)
 			}
 		}
-		if ops == 0 {
-			t.Errorf("%s: no operation completed in any measured window", br.Name)
+		for _, side := range []string{"cellar", "via Go client", "direct"} {
+			if ops[side] == 0 {
+				t.Errorf("%s: no %s operation completed in any measured window", br.Name, side)
+			}
 		}
 	}
 	var md bytes.Buffer
 	if err := WriteMarkdown(&md, rep); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"command: `" + cfg.Command + "`", "| op | conc | cellar ops/s |", "## Targets"} {
+	for _, want := range []string{"command: `" + cfg.Command + "`", "| op | conc | cellar ops/s |", "via Go client", "## Targets"} {
 		if !strings.Contains(md.String(), want) {
 			t.Errorf("markdown report lacks %q:\n%s", want, md.String())
 		}
@@ -200,11 +204,38 @@ func TestRunSQLite(t *testing.T) {
 	}
 	checkReport(t, rep, cfg)
 	gc := rep.GroupCommit
-	if gc == nil || gc.Error != "" || gc.Group.Ops+gc.Single.Ops == 0 || gc.Group.Errors+gc.Single.Errors != 0 {
+	if gc == nil || gc.Error != "" || gc.Group.Ops+gc.Single.Ops == 0 || gc.ClientGroup.Ops+gc.ClientSingle.Ops == 0 ||
+		gc.Group.Errors+gc.Single.Errors+gc.ClientGroup.Errors+gc.ClientSingle.Errors != 0 {
 		t.Errorf("group commit comparison: %+v", gc)
 	}
 	if len(rep.Targets) != 2 || rep.Targets[0].Measured || !rep.Targets[1].Measured {
 		t.Errorf("targets = %+v; want the PostgreSQL one unmeasured and the group commit one measured", rep.Targets)
+	}
+}
+
+// TestRunRounds runs a slice of the harness in rounds: each side's windows
+// add up.
+func TestRunRounds(t *testing.T) {
+	cfg := smokeConfig(t, "sqlite")
+	cfg.Ops = []string{"put", "latest"}
+	cfg.Concurrency = []int{2}
+	cfg.Rounds = 3
+	cfg.Duration = 300 * time.Millisecond
+	cfg.Warmup = 20 * time.Millisecond
+	rep, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	checkReport(t, rep, cfg)
+	for _, r := range rep.Backends[0].Results {
+		for _, side := range r.sides() {
+			if side.st.Seconds != cfg.Duration.Seconds() {
+				t.Errorf("%s %s: measured %vs; want the %v of its 3 rounds", r.Op, side.name, side.st.Seconds, cfg.Duration)
+			}
+		}
+	}
+	if _, err := Run(context.Background(), Config{Backends: []string{"sqlite"}, Ops: Ops, Concurrency: []int{1}, Duration: 2, Rows: 1, Rounds: 3}); err == nil {
+		t.Error("Run with rounds shorter than a nanosecond: no error")
 	}
 }
 
@@ -233,6 +264,60 @@ func TestRunSkipsBackendsWithoutDSN(t *testing.T) {
 		if br.Skipped == "" || len(br.Results) != 0 {
 			t.Errorf("%s: %+v; want it skipped", br.Name, br)
 		}
+	}
+}
+
+// TestLeanOps checks that the lean load generator's operations succeed on
+// the data set and fail when the server does not answer as it should.
+func TestLeanOps(t *testing.T) {
+	cfg := smokeConfig(t, "sqlite")
+	if err := cfg.check(); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	tg, err := openTarget(ctx, &cfg, "sqlite", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tg.Close()
+	rn := &runner{cfg: &cfg}
+	if err := rn.setUp(ctx, tg); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range Ops {
+		do := tg.lean.op(name, newWorkload(cfg.Rows, "lean-test", 1))
+		for i := range 20 {
+			if err := do(ctx); err != nil {
+				t.Errorf("%s %d: %v", name, i, err)
+			}
+		}
+	}
+	// Keys of rows that were never written: every read must fail, a
+	// batchGet for missing cells too (its status is still 200).
+	missing := newLean(tg.lean.addr)
+	missing.build(2 * cfg.Rows)
+	for _, name := range []string{"get", "latest", "batchGet"} {
+		wl := newWorkload(2*cfg.Rows, "lean-test", 2)
+		do := missing.op(name, wl)
+		failed := 0
+		for range 20 {
+			if do(ctx) != nil {
+				failed++
+			}
+		}
+		if failed == 0 {
+			t.Errorf("%s of keys half of which are missing: no operation failed", name)
+		}
+	}
+	missing.closeConns()
+	// A put of a key that exists answers 200, not 201: a failure.
+	put := tg.lean.op("put", newWorkload(cfg.Rows, "lean-replay", 3))
+	if err := put(ctx); err != nil {
+		t.Fatalf("put: %v", err)
+	}
+	replay := tg.lean.op("put", newWorkload(cfg.Rows, "lean-replay", 3))
+	if err := replay(ctx); err == nil {
+		t.Error("a replayed put succeeded; want an error for its 200")
 	}
 }
 

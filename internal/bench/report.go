@@ -32,7 +32,11 @@ func WriteMarkdown(w io.Writer, rep *Report) error {
 		}
 		b.WriteString("\n")
 	}
-	fmt.Fprintf(&b, "- each cell: %s warm-up, %s measured\n", rep.Warmup, rep.Duration)
+	fmt.Fprintf(&b, "- each cell: %s warm-up, %s measured per side", rep.Warmup, rep.Duration)
+	if rep.Rounds > 1 {
+		fmt.Fprintf(&b, ", in %d rounds (a warm-up before each), the sides taking turns", rep.Rounds)
+	}
+	b.WriteString("\n")
 	b.WriteString("\nMethod:\n\n")
 	for _, m := range rep.Method {
 		fmt.Fprintf(&b, "- %s\n", m)
@@ -47,27 +51,27 @@ func WriteMarkdown(w io.Writer, rep *Report) error {
 			fmt.Fprintf(&b, "%s.\n\n", br.Server)
 		}
 		if len(br.Results) > 0 {
-			b.WriteString("| op | conc | cellar ops/s | cellar p50 | cellar p99 | direct ops/s | direct p50 | direct p99 | ratio |\n")
-			b.WriteString("|---|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+			b.WriteString("| op | conc | cellar ops/s | cellar p50 | cellar p99 | via Go client ops/s | p50 | p99 | direct ops/s | direct p50 | direct p99 | ratio | ratio via Go client |\n")
+			b.WriteString("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 			for _, r := range br.Results {
-				fmt.Fprintf(&b, "| %s | %d | %s | %s | %s | %s | %s | %s | %.2f |\n", r.Op, r.Concurrency,
+				fmt.Fprintf(&b, "| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %.2f | %.2f |\n", r.Op, r.Concurrency,
 					rate(r.Cellar.OpsPerSec), latency(r.Cellar.P50Ms), latency(r.Cellar.P99Ms),
-					rate(r.Direct.OpsPerSec), latency(r.Direct.P50Ms), latency(r.Direct.P99Ms), r.Ratio)
+					rate(r.Client.OpsPerSec), latency(r.Client.P50Ms), latency(r.Client.P99Ms),
+					rate(r.Direct.OpsPerSec), latency(r.Direct.P50Ms), latency(r.Direct.P99Ms), r.Ratio, r.ClientRatio)
 			}
 			if br.Results[0].Cellar.MachineCores > 0 {
-				fmt.Fprintf(&b, "\nCPU time of this process (load generator and cellar server; for SQLite the database engine too) per operation, and CPU cores busy on the whole machine (%d CPUs) during each measurement:\n\n", rep.NumCPU)
-				b.WriteString("| op | conc | cellar CPU/op | direct CPU/op | machine busy, cellar | machine busy, direct |\n")
-				b.WriteString("|---|--:|--:|--:|--:|--:|\n")
+				fmt.Fprintf(&b, "\nCPU time per operation: of this process (load generator and cellar server; for SQLite the database engine too), of the database server where it runs on this machine, and of the whole machine (%d CPUs, whatever else it ran included), with the CPU cores busy on the whole machine during each measurement:\n\n", rep.NumCPU)
+				b.WriteString("| op | conc | side | process CPU/op | database CPU/op | machine CPU/op | machine busy |\n")
+				b.WriteString("|---|--:|---|--:|--:|--:|--:|\n")
 				for _, r := range br.Results {
-					fmt.Fprintf(&b, "| %s | %d | %.0f µs | %.0f µs | %.2f | %.2f |\n", r.Op, r.Concurrency,
-						r.Cellar.ProcessCPUPerOpUs, r.Direct.ProcessCPUPerOpUs, r.Cellar.MachineCores, r.Direct.MachineCores)
+					for _, side := range r.sides() {
+						fmt.Fprintf(&b, "| %s | %d | %s | %s | %s | %s | %.2f |\n", r.Op, r.Concurrency, side.name,
+							micros(side.st.ProcessCPUPerOpUs), micros(side.st.DBCPUPerOpUs), micros(side.st.MachineCPUPerOpUs), side.st.MachineCores)
+					}
 				}
 			}
 			for _, r := range br.Results {
-				for _, side := range []struct {
-					name string
-					st   Stats
-				}{{"cellar", r.Cellar}, {"direct", r.Direct}} {
+				for _, side := range r.sides() {
 					if side.st.Errors > 0 {
 						fmt.Fprintf(&b, "\n%s %s c=%d: %d operations failed; first: %s\n", side.name, r.Op, r.Concurrency, side.st.Errors, side.st.FirstError)
 					}
@@ -80,18 +84,21 @@ func WriteMarkdown(w io.Writer, rep *Report) error {
 	}
 	if gc := rep.GroupCommit; gc != nil {
 		b.WriteString("\n## SQLite group commit\n\n")
-		fmt.Fprintf(&b, "Durable puts (synchronous=FULL) over HTTP at concurrency %d, each mode on a fresh datastore preloaded as above.\n\n", gc.Concurrency)
+		fmt.Fprintf(&b, "Durable puts (synchronous=FULL) over HTTP at concurrency %d, each mode and load generator on a fresh datastore preloaded as above.\n\n", gc.Concurrency)
 		if gc.Error != "" {
 			fmt.Fprintf(&b, "Failed: %s\n", gc.Error)
 		} else {
-			b.WriteString("| mode | conc | ops/s | p50 | p99 |\n|---|--:|--:|--:|--:|\n")
-			fmt.Fprintf(&b, "| group commit | %d | %s | %s | %s |\n", gc.Concurrency, rate(gc.Group.OpsPerSec), latency(gc.Group.P50Ms), latency(gc.Group.P99Ms))
-			fmt.Fprintf(&b, "| one transaction per put | %d | %s | %s | %s |\n", gc.Concurrency, rate(gc.Single.OpsPerSec), latency(gc.Single.P50Ms), latency(gc.Single.P99Ms))
-			fmt.Fprintf(&b, "\nGroup commit / one transaction per put: %.1fx\n", gc.Ratio)
-			for _, side := range []struct {
-				name string
-				st   Stats
-			}{{"group commit", gc.Group}, {"one transaction per put", gc.Single}} {
+			sides := []side{
+				{"group commit", gc.Group}, {"one transaction per put", gc.Single},
+				{"group commit, via Go client", gc.ClientGroup}, {"one transaction per put, via Go client", gc.ClientSingle},
+			}
+			b.WriteString("| mode | conc | ops/s | p50 | p99 | process CPU/op | machine CPU/op |\n|---|--:|--:|--:|--:|--:|--:|\n")
+			for _, side := range sides {
+				fmt.Fprintf(&b, "| %s | %d | %s | %s | %s | %s | %s |\n", side.name, gc.Concurrency, rate(side.st.OpsPerSec),
+					latency(side.st.P50Ms), latency(side.st.P99Ms), micros(side.st.ProcessCPUPerOpUs), micros(side.st.MachineCPUPerOpUs))
+			}
+			fmt.Fprintf(&b, "\nGroup commit / one transaction per put: %.1fx (via Go client: %.1fx)\n", gc.Ratio, gc.ClientRatio)
+			for _, side := range sides {
 				if side.st.Errors > 0 {
 					fmt.Fprintf(&b, "\n%s: %d operations failed; first: %s\n", side.name, side.st.Errors, side.st.FirstError)
 				}
@@ -111,6 +118,24 @@ func WriteMarkdown(w io.Writer, rep *Report) error {
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+type side struct {
+	name string
+	st   Stats
+}
+
+// sides are r's three measurements, named as the report names them.
+func (r Result) sides() []side {
+	return []side{{"cellar", r.Cellar}, {"via Go client", r.Client}, {"direct", r.Direct}}
+}
+
+// micros formats a CPU time per operation; 0 is unknown.
+func micros(us float64) string {
+	if us == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.0f µs", us)
 }
 
 // rate formats a throughput.
@@ -135,11 +160,11 @@ func loadRange(rep *Report) (lo, hi float64, ok bool) {
 	var all []Stats
 	for _, br := range rep.Backends {
 		for _, r := range br.Results {
-			all = append(all, r.Cellar, r.Direct)
+			all = append(all, r.Cellar, r.Client, r.Direct)
 		}
 	}
 	if gc := rep.GroupCommit; gc != nil {
-		all = append(all, gc.Group, gc.Single)
+		all = append(all, gc.Group, gc.Single, gc.ClientGroup, gc.ClientSingle)
 	}
 	for _, st := range all {
 		if st.Load1 == 0 {

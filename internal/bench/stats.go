@@ -28,21 +28,36 @@ type Stats struct {
 	// ProcessCPUPerOpUs is this process's CPU time per successful
 	// operation, in microseconds.
 	ProcessCPUPerOpUs float64 `json:"process_cpu_per_op_us,omitempty"`
+	// DBCores and DBCPUPerOpUs are the same for the database server's
+	// processes, where they run on this machine: PostgreSQL's backends
+	// connected to the bench's database (not the shared background
+	// processes); the whole MySQL server process (other clients' work
+	// included). Zero
+	// for SQLite, whose engine runs in this process.
+	DBCores      float64 `json:"db_cores,omitempty"`
+	DBCPUPerOpUs float64 `json:"db_cpu_per_op_us,omitempty"`
+	// MachineCPUPerOpUs is the whole machine's CPU time per successful
+	// operation: with every core busy, throughput is its inverse. It
+	// includes whatever else the machine was running.
+	MachineCPUPerOpUs float64 `json:"machine_cpu_per_op_us,omitempty"`
 	// Load1 is the machine's 1-minute load average at the end, where the
 	// system reports it: a sign of other work competing for the CPUs.
 	Load1 float64 `json:"load_1min,omitempty"`
 }
 
-// withCPU adds the CPU used between two samples over a window of d.
-func (st Stats) withCPU(from, to cpuSample, d time.Duration) Stats {
-	if to.machine == 0 || d <= 0 {
+// withCPU adds the CPU time used over a window of d: by this process, by
+// the database server and by the whole machine.
+func (st Stats) withCPU(proc, db, machine, d time.Duration) Stats {
+	if machine == 0 || d <= 0 {
 		return st
 	}
-	proc := to.process - from.process
 	st.ProcessCores = proc.Seconds() / d.Seconds()
-	st.MachineCores = (to.machine - from.machine).Seconds() / d.Seconds()
+	st.DBCores = db.Seconds() / d.Seconds()
+	st.MachineCores = machine.Seconds() / d.Seconds()
 	if st.Ops > 0 {
 		st.ProcessCPUPerOpUs = float64(proc.Microseconds()) / float64(st.Ops)
+		st.DBCPUPerOpUs = float64(db.Microseconds()) / float64(st.Ops)
+		st.MachineCPUPerOpUs = float64(machine.Microseconds()) / float64(st.Ops)
 	}
 	return st
 }

@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"time"
 
@@ -37,15 +38,19 @@ const (
 )
 
 // target is one datastore under test: a fresh node of one engine behind the
-// real HTTP handler on a loopback listener, a client of it, and the handles
-// the direct measurements use. openTarget starts its server goroutine and
-// Close stops it.
+// real HTTP handler on a loopback listener, the lean load generator and the
+// Go client of it, and the handles the direct measurements use. openTarget
+// starts its server goroutine and Close stops it.
 type target struct {
 	engine string
 	node   *sqlstore.Store
 	direct *direct
+	lean   *lean
 	client *client.Client
 	info   string // engine version and durability settings
+	// dbPIDs lists the database server's processes on this machine, if
+	// it runs here (nil for SQLite).
+	dbPIDs func() []int
 
 	srv       *http.Server
 	transport *http.Transport
@@ -92,6 +97,7 @@ func openTarget(ctx context.Context, cfg *Config, engine string, noGroupCommit b
 		if t.node, err = postgres.Open(ctx, dsn, postgres.Options{Options: opts}); err != nil {
 			return t, err
 		}
+		t.dbPIDs = func() []int { return postgresPIDs(t.node.DB()) }
 	case "mysql":
 		dsn, drop, err := createMySQL(ctx, cfg.MySQLDSN)
 		if err != nil {
@@ -100,6 +106,9 @@ func openTarget(ctx context.Context, cfg *Config, engine string, noGroupCommit b
 		t.closers = append(t.closers, drop)
 		if t.node, err = mysql.Open(ctx, dsn, mysql.Options{Options: opts}); err != nil {
 			return t, err
+		}
+		if mysqlIsLocal(dsn) {
+			t.dbPIDs = func() []int { return processesNamed("mariadbd", "mysqld") }
 		}
 	default:
 		return t, fmt.Errorf("unknown backend %q", engine)
@@ -141,6 +150,7 @@ func (t *target) serve(cfg *Config) error {
 	t.srv = &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
+		WriteTimeout:      cellarhttp.DefaultRequestTimeout + 30*time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
@@ -149,7 +159,12 @@ func (t *target) serve(cfg *Config) error {
 		return err
 	}
 	t.served = make(chan error, 1)
-	go func() { t.served <- t.srv.Serve(ln) }()
+	// The label passes to every goroutine the server starts, so that a
+	// profile tells the server's CPU from the load generator's.
+	go pprof.Do(context.Background(), pprof.Labels("role", "server"), func(context.Context) {
+		t.served <- t.srv.Serve(ln)
+	})
+	t.lean = newLean(ln.Addr().String())
 
 	// Keep-alive connections for every worker, so that no request pays
 	// for a TCP handshake.
@@ -159,9 +174,57 @@ func (t *target) serve(cfg *Config) error {
 	return nil
 }
 
+// postgresPIDs returns the pids of the backends connected to db's
+// database, which this machine runs if /proc names them postgres. The
+// server's shared background processes (WAL writer, checkpointer) are
+// left out: on a shared server they work for other databases too.
+func postgresPIDs(db *sql.DB) []int {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	rows, err := db.QueryContext(ctx, "SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+	if err != nil {
+		return nil
+	}
+	defer rows.Close()
+	var pids []int
+	for rows.Next() {
+		var pid int
+		if rows.Scan(&pid) != nil {
+			return nil
+		}
+		if comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); err == nil && strings.TrimSpace(string(comm)) == "postgres" {
+			pids = append(pids, pid)
+		}
+	}
+	if rows.Err() != nil {
+		return nil
+	}
+	return pids
+}
+
+// mysqlIsLocal reports whether dsn names a server on this machine.
+func mysqlIsLocal(dsn string) bool {
+	cfg, err := gomysql.ParseDSN(dsn)
+	if err != nil {
+		return false
+	}
+	if cfg.Net == "unix" {
+		return true
+	}
+	host, _, err := net.SplitHostPort(cfg.Addr)
+	if err != nil {
+		host = cfg.Addr
+	}
+	ip := net.ParseIP(host)
+	return host == "localhost" || (ip != nil && ip.IsLoopback())
+}
+
 // Close stops the server and closes and deletes the database.
 func (t *target) Close() error {
 	var errs []error
+	if t.lean != nil {
+		t.lean.closeConns()
+	}
 	if t.srv != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		errs = append(errs, t.srv.Shutdown(ctx))

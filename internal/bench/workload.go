@@ -24,6 +24,8 @@ func batchExact(j int) bool { return j%2 == 0 }
 
 func rowKey(i int) string { return fmt.Sprintf("row-%06d", i) }
 
+func appendRowKey(dst []byte, i int) []byte { return fmt.Appendf(dst, "row-%06d", i) }
+
 // body returns a JSON object of about 200 bytes that varies with n, like a
 // small event record.
 func body(n uint64) []byte {
@@ -46,7 +48,13 @@ func newWorkload(rows int, prefix string, worker int) *workload {
 
 // readKey returns a preloaded row and one of its ref_keys, uniformly.
 func (w *workload) readKey() (string, int64) {
-	return rowKey(w.rng.IntN(w.rows)), 1 + w.rng.Int64N(refs)
+	i, ref := w.readIndex()
+	return rowKey(i), ref
+}
+
+// readIndex is readKey with the row as its number.
+func (w *workload) readIndex() (int, int64) {
+	return w.rng.IntN(w.rows), 1 + w.rng.Int64N(refs)
 }
 
 func (w *workload) batchKeys() []cellar.LookupKey {

@@ -1,7 +1,6 @@
 package counter
 
 import (
-	"bufio"
 	"context"
 	"database/sql"
 	"errors"
@@ -10,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -18,6 +16,7 @@ import (
 
 	"github.com/cellar-db/cellar"
 	"github.com/cellar-db/cellar/client"
+	"github.com/cellar-db/cellar/internal/bench/loadgen"
 	"github.com/cellar-db/cellar/internal/dbtest"
 	cellarhttp "github.com/cellar-db/cellar/internal/http"
 	"github.com/cellar-db/cellar/internal/redis"
@@ -57,10 +56,10 @@ func TestHotCounterBenchmark(t *testing.T) {
 	naive := openNaive(t, pgDSN)
 
 	type result struct {
-		name         string
-		http, direct float64 // increments per second
-		stats        *Stats
-		rows         int64 // rows PostgreSQL wrote in the counter table
+		name                 string
+		http, client, direct float64 // increments per second
+		stats                *Stats
+		rows                 int64 // rows PostgreSQL wrote in the counter table
 	}
 	var results []result
 	run := func(name string, cs cellar.CounterStore, table string, flush func() error, stats func() Stats) {
@@ -73,10 +72,14 @@ func TestHotCounterBenchmark(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		n, errs := drive(t, store, cs, clients, key, dur)
+		n, errs := drive(t, store, cs, clients, key, dur, false)
 		r.http = float64(n) / dur.Seconds()
 		t.Logf("%-8s over HTTP: %9.0f increments/s (%d in %v, %d errors)", name, r.http, n, dur, errs)
 		total, failed := n+1, errs // and the warm-up
+		n, errs = drive(t, store, cs, clients, key, dur, true)
+		r.client = float64(n) / dur.Seconds()
+		t.Logf("%-8s Go client: %9.0f increments/s (%d in %v, %d errors)", name, r.client, n, dur, errs)
+		total, failed = total+n+1, failed+errs
 		if table != "" {
 			var cut int64
 			n, errs, cut = driveDirect(t, cs, clients, key, dur)
@@ -155,8 +158,9 @@ func TestHotCounterBenchmark(t *testing.T) {
 		t.Errorf("node value %d; want %d", vals[key], rv)
 	}
 	fmt.Printf("\nhot counter, %d concurrent clients, %v per run, flush interval %v\n", clients, dur, DefaultFlushInterval)
-	fmt.Printf("%-8s %13s %8s %13s %8s %8s %11s %16s %16s\n", "mode", "HTTP incr/s", "vs naive", "direct incr/s", "vs naive",
-		"flushes", "statements", "max stmts/flush", "pg rows written")
+	fmt.Printf("HTTP: the lean load generator (internal/bench/loadgen); Go client: the same server through client.Incr\n")
+	fmt.Printf("%-8s %13s %8s %16s %8s %13s %8s %8s %11s %16s %16s\n", "mode", "HTTP incr/s", "vs naive", "Go client incr/s", "vs naive",
+		"direct incr/s", "vs naive", "flushes", "statements", "max stmts/flush", "pg rows written")
 	for _, r := range results {
 		direct, dratio, flushes, stmts, per := "-", "-", "-", "-", "-"
 		if r.direct > 0 {
@@ -170,7 +174,8 @@ func TestHotCounterBenchmark(t *testing.T) {
 				t.Errorf("%s: a flush of one hot counter sent %d statements; want 1 (one per distinct key)", r.name, r.stats.MaxFlushKeys)
 			}
 		}
-		fmt.Printf("%-8s %13.0f %7.1fx %13s %8s %8s %11s %16s %16d\n", r.name, r.http, r.http/results[0].http, direct, dratio, flushes, stmts, per, r.rows)
+		fmt.Printf("%-8s %13.0f %7.1fx %16.0f %7.1fx %13s %8s %8s %11s %16s %16d\n", r.name, r.http, r.http/results[0].http,
+			r.client, r.client/results[0].client, direct, dratio, flushes, stmts, per, r.rows)
 	}
 	fmt.Printf("\n%d clients over %d counters, direct, %v:\n", clients, spreadKeys, spreadTime)
 	for _, l := range spread {
@@ -252,11 +257,14 @@ func driveDirect(tb testing.TB, cs cellar.CounterStore, clients int, key string,
 }
 
 // drive runs clients that increment key over HTTP for d, and returns the
-// increments acknowledged (200 OK) and the failures. Each client is a lean
-// HTTP/1.1 keep-alive loop on its own connection, like wrk's, so that the
-// load generator takes little of the CPU the server needs; the server is
-// the real net/http server with the real handler.
-func drive(tb testing.TB, store cellar.Store, cs cellar.CounterStore, clients int, key string, d time.Duration) (ok, errs int64) {
+// increments acknowledged (200 OK) and the failures. The server is the
+// real net/http server with the real handler. The clients are the lean
+// load generator's (internal/bench/loadgen: one keep-alive HTTP/1.1
+// connection each, the request written as bytes, the response's status
+// checked and its JSON not decoded, like wrk), so that the load generator
+// takes little of the CPU the server needs; or, viaClient, the public Go
+// client's Incr.
+func drive(tb testing.TB, store cellar.Store, cs cellar.CounterStore, clients int, key string, d time.Duration, viaClient bool) (ok, errs int64) {
 	tb.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -266,38 +274,40 @@ func drive(tb testing.TB, store cellar.Store, cs cellar.CounterStore, clients in
 	go srv.Serve(ln)
 	defer srv.Close()
 	addr := ln.Addr().String()
+	transport := &http.Transport{MaxIdleConnsPerHost: 2 * clients}
+	defer transport.CloseIdleConnections()
+	cl := client.New("http://"+addr, client.WithHTTPClient(&http.Client{Transport: transport}))
 	// Warm up the counter's durable value through the Go client.
-	if _, err := client.New("http://"+addr).Incr(context.Background(), key, 1); err != nil {
+	if _, err := cl.Incr(context.Background(), key, 1); err != nil {
 		tb.Fatal(err)
 	}
-	body := `{"by":1}`
-	req := []byte("POST /v1/counters/" + key + "/incr HTTP/1.1\r\nHost: " + addr +
-		"\r\nContent-Type: application/json\r\nContent-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body)
+	req := loadgen.AppendRequest(nil, http.MethodPost, addr, "/v1/counters/"+key+"/incr", []byte(`{"by":1}`))
 	var nOK, nErr atomic.Int64
+	ctx, cancel := context.WithTimeout(context.Background(), d+30*time.Second)
+	defer cancel()
 	deadline := time.Now().Add(d)
 	var wg sync.WaitGroup
 	for i := 0; i < clients; i++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			conn, err := net.Dial("tcp", addr)
-			if err != nil {
-				tb.Error(err)
-				return
-			}
+			conn := loadgen.NewConn(addr)
 			defer conn.Close()
-			br := bufio.NewReader(conn)
 			for time.Now().Before(deadline) {
-				if _, err := conn.Write(req); err != nil {
-					tb.Error(err)
-					return
+				if viaClient {
+					if _, err := cl.Incr(ctx, key, 1); err != nil {
+						nErr.Add(1)
+						continue
+					}
+					nOK.Add(1)
+					continue
 				}
-				status, err := readResponse(br)
+				status, body, err := conn.Do(ctx, req)
 				if err != nil {
 					tb.Error(err)
 					return
 				}
-				if status == http.StatusOK {
+				if loadgen.CheckJSON(status, http.StatusOK, body) == nil {
 					nOK.Add(1)
 				} else {
 					nErr.Add(1)
@@ -307,44 +317,6 @@ func drive(tb testing.TB, store cellar.Store, cs cellar.CounterStore, clients in
 	}
 	wg.Wait()
 	return nOK.Load(), nErr.Load()
-}
-
-// readResponse reads one HTTP/1.1 response with a Content-Length and
-// returns its status code.
-func readResponse(br *bufio.Reader) (int, error) {
-	line, err := br.ReadSlice('\n')
-	if err != nil {
-		return 0, err
-	}
-	if len(line) < 12 {
-		return 0, fmt.Errorf("bad status line %q", line)
-	}
-	status, err := strconv.Atoi(string(line[9:12]))
-	if err != nil {
-		return 0, fmt.Errorf("bad status line %q", line)
-	}
-	length := -1
-	for {
-		h, err := br.ReadSlice('\n')
-		if err != nil {
-			return 0, err
-		}
-		if len(h) <= 2 {
-			break
-		}
-		if name, v, ok := strings.Cut(string(h), ":"); ok && strings.EqualFold(name, "Content-Length") {
-			if length, err = strconv.Atoi(strings.TrimSpace(v)); err != nil {
-				return 0, fmt.Errorf("bad Content-Length %q", v)
-			}
-		}
-	}
-	if length < 0 {
-		return 0, errors.New("response without Content-Length")
-	}
-	if _, err := br.Discard(length); err != nil {
-		return 0, err
-	}
-	return status, nil
 }
 
 // memCounters is one counter in memory, for the harness's own ceiling.

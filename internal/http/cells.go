@@ -1,6 +1,8 @@
 package http
 
 import (
+	"bytes"
+	"encoding/json"
 	"net/http"
 	"strings"
 
@@ -62,7 +64,7 @@ func (s *server) handleGet(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	s.writeJSON(w, r, http.StatusOK, c)
+	s.writeCell(w, r, http.StatusOK, c)
 	return nil
 }
 
@@ -80,7 +82,7 @@ func (s *server) handleLatest(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	s.writeJSON(w, r, http.StatusOK, c)
+	s.writeCell(w, r, http.StatusOK, c)
 	return nil
 }
 
@@ -128,11 +130,7 @@ func (s *server) handleBatchGet(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	type result struct {
-		Cell  *cellar.Cell `json:"cell,omitempty"`
-		Error *errorBody   `json:"error,omitempty"`
-	}
-	results := make([]result, len(keys))
+	results := make([]batchGetResult, len(keys))
 	if len(keys) > 0 {
 		for i, gr := range s.store.BatchGet(r.Context(), keys) {
 			if gr.Err != nil || gr.Cell == nil {
@@ -143,10 +141,67 @@ func (s *server) handleBatchGet(w http.ResponseWriter, r *http.Request) error {
 			results[i].Cell = gr.Cell
 		}
 	}
-	s.writeJSON(w, r, http.StatusOK, struct {
-		Results []result `json:"results"`
-	}{results})
+	buf := getBuffer()
+	defer putBuffer(buf)
+	b, err := appendBatchGet(buf.AvailableBuffer(), results)
+	if err != nil {
+		s.encodeFailed(w, r, err)
+		return nil
+	}
+	writeBody(w, http.StatusOK, b)
+	keepBuffer(buf, b)
 	return nil
+}
+
+// batchGetResult is one result of a batchGet.
+type batchGetResult struct {
+	Cell  *cellar.Cell `json:"cell,omitempty"`
+	Error *errorBody   `json:"error,omitempty"`
+}
+
+// appendBatchGet appends the response to a batchGet, {"results":[...]}
+// and a newline, byte for byte as writeJSON would encode it, and without
+// compacting again what Cell.MarshalJSON wrote compact.
+func appendBatchGet(b []byte, results []batchGetResult) ([]byte, error) {
+	b = append(b, `{"results":[`...)
+	for i, res := range results {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, '{')
+		if res.Cell != nil {
+			cb, err := res.Cell.MarshalJSON()
+			if err != nil {
+				return nil, err
+			}
+			b = append(b, `"cell":`...)
+			b = append(b, cb...)
+		}
+		if res.Error != nil {
+			if res.Cell != nil {
+				b = append(b, ',')
+			}
+			eb, err := marshalNoEscape(res.Error)
+			if err != nil {
+				return nil, err
+			}
+			b = append(b, `"error":`...)
+			b = append(b, eb...)
+		}
+		b = append(b, '}')
+	}
+	return append(b, "]}\n"...), nil
+}
+
+// marshalNoEscape is json.Marshal with HTML escaping off.
+func marshalNoEscape(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }
 
 // handleBatchPut serves POST /v1/cells:batchPut. Items refused while

@@ -42,8 +42,34 @@ func (s *server) handleCounterIncr(w http.ResponseWriter, r *http.Request) error
 	if err != nil {
 		return err
 	}
-	s.writeJSON(w, r, http.StatusOK, counterValue{key, v})
+	s.writeCounter(w, r, counterValue{key, v})
 	return nil
+}
+
+// writeCounter answers with cv as writeJSON would, without reflection for
+// a key of printable ASCII (what counter keys mostly are).
+func (s *server) writeCounter(w http.ResponseWriter, r *http.Request, cv counterValue) {
+	if !plainASCII(cv.Key) {
+		s.writeJSON(w, r, http.StatusOK, cv)
+		return
+	}
+	var buf [64]byte
+	b := append(buf[:0], `{"key":"`...)
+	b = append(b, cv.Key...)
+	b = append(b, `","value":`...)
+	b = strconv.AppendInt(b, cv.Value, 10)
+	writeBody(w, http.StatusOK, append(b, "}\n"...))
+}
+
+// plainASCII reports whether s is printable ASCII without '"' or '\': a
+// string encoding/json writes as it is, between quotes.
+func plainASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return true
 }
 
 // handleCounterGet serves GET /v1/counters/{key}: 0 for a counter never
@@ -60,7 +86,7 @@ func (s *server) handleCounterGet(w http.ResponseWriter, r *http.Request) error 
 	if err != nil {
 		return err
 	}
-	s.writeJSON(w, r, http.StatusOK, counterValue{key, v})
+	s.writeCounter(w, r, counterValue{key, v})
 	return nil
 }
 
@@ -111,6 +137,17 @@ func decodeCounterIncr(raw []byte) (int64, error) {
 	if len(bytes.TrimSpace(raw)) == 0 {
 		return 1, nil
 	}
+	// The request as clients send it, {"by":N}, is read without the
+	// decoder; anything else, and any N out of range, goes the long way.
+	if n, ok := canonicalIncr(raw); ok {
+		return n, nil
+	}
+	return decodeCounterIncrDoc(raw)
+}
+
+// decodeCounterIncrDoc is decodeCounterIncr for a body that is not empty,
+// through the document decoder.
+func decodeCounterIncrDoc(raw []byte) (int64, error) {
 	d, err := newDocDecoder(raw)
 	if err != nil {
 		return 0, err
@@ -138,6 +175,34 @@ func decodeCounterIncr(raw []byte) (int64, error) {
 		return 0, err
 	}
 	return by, nil
+}
+
+// canonicalIncr reads raw if it is exactly {"by":N}, N an integer literal
+// without a fraction or exponent, in range: what decodeCounterIncr would
+// return for it too.
+func canonicalIncr(raw []byte) (int64, bool) {
+	const prefix = `{"by":`
+	if len(raw) < len(prefix)+2 || string(raw[:len(prefix)]) != prefix || raw[len(raw)-1] != '}' {
+		return 0, false
+	}
+	num := raw[len(prefix) : len(raw)-1]
+	digits := num
+	if digits[0] == '-' {
+		digits = digits[1:]
+	}
+	if len(digits) == 0 || (digits[0] == '0' && len(digits) > 1) {
+		return 0, false
+	}
+	for _, c := range digits {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+	}
+	n, err := strconv.ParseInt(string(num), 10, 64)
+	if err != nil {
+		return 0, false
+	}
+	return n, true
 }
 
 // decodeCounterBatchGet parses {"keys": ["...", ...]}. The keys

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"strconv"
+	"sync"
 
 	"github.com/cellar-db/cellar"
 )
@@ -69,22 +70,77 @@ func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 // an encoding failure can still become a 500. HTML escaping is off: bodies
 // are returned as they were written.
 func (s *server) writeJSON(w http.ResponseWriter, r *http.Request, status int, v any) {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
+	buf := getBuffer()
+	defer putBuffer(buf)
+	enc := json.NewEncoder(buf)
 	enc.SetEscapeHTML(false)
 	if err := enc.Encode(v); err != nil {
-		s.log.ErrorContext(r.Context(), "internal error", "method", r.Method, "path", r.URL.Path,
-			"err", cellar.Internal(err, "encode response"))
-		buf.Reset()
-		buf.WriteString(`{"error":{"code":"internal","message":"internal error"}}` + "\n")
-		status = http.StatusInternalServerError
+		s.encodeFailed(w, r, err)
+		return
 	}
+	writeBody(w, status, buf.Bytes())
+}
+
+// writeCell answers with c as writeJSON would, without its reflection and
+// without compacting again what Cell.MarshalJSON wrote compact (for a
+// Marshaler, encoding/json writes its output compacted, then a newline).
+func (s *server) writeCell(w http.ResponseWriter, r *http.Request, status int, c cellar.Cell) {
+	b, err := c.MarshalJSON()
+	if err != nil {
+		s.encodeFailed(w, r, err)
+		return
+	}
+	writeBody(w, status, append(b, '\n'))
+}
+
+// encodeFailed answers 500 for a response that could not be encoded.
+func (s *server) encodeFailed(w http.ResponseWriter, r *http.Request, err error) {
+	s.log.ErrorContext(r.Context(), "internal error", "method", r.Method, "path", r.URL.Path,
+		"err", cellar.Internal(err, "encode response"))
+	writeBody(w, http.StatusInternalServerError, []byte(`{"error":{"code":"internal","message":"internal error"}}`+"\n"))
+}
+
+// Header values every JSON response carries, shared: net/http only reads
+// them, and sharing spares three allocations a response.
+var (
+	contentTypeJSON = []string{"application/json"}
+	noSniff         = []string{"nosniff"}
+)
+
+// writeBody writes a JSON response.
+func writeBody(w http.ResponseWriter, status int, body []byte) {
 	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Content-Length", strconv.Itoa(buf.Len()))
-	h.Set("X-Content-Type-Options", "nosniff")
+	h["Content-Type"] = contentTypeJSON
+	h["Content-Length"] = []string{strconv.Itoa(len(body))}
+	h["X-Content-Type-Options"] = noSniff
 	w.WriteHeader(status)
-	w.Write(buf.Bytes()) // a failed write means the client left; nothing to do
+	w.Write(body) // a failed write means the client left; nothing to do
+}
+
+// bufferPool holds response buffers, which would otherwise be allocated
+// and grown for each response.
+var bufferPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// maxPooledBuffer is the largest buffer kept for reuse: one large scan
+// page must not pin megabytes for the life of the process.
+const maxPooledBuffer = 64 << 10
+
+func getBuffer() *bytes.Buffer { return bufferPool.Get().(*bytes.Buffer) }
+
+// keepBuffer makes b, appended to buf.AvailableBuffer(), the memory of
+// buf if it outgrew it, so that the pool keeps the larger of the two.
+func keepBuffer(buf *bytes.Buffer, b []byte) {
+	if cap(b) > buf.Cap() {
+		*buf = *bytes.NewBuffer(b[:0])
+	}
+}
+
+func putBuffer(b *bytes.Buffer) {
+	if b.Cap() > maxPooledBuffer {
+		return
+	}
+	b.Reset()
+	bufferPool.Put(b)
 }
 
 // authorize checks the request's bearer token for scope. Returns

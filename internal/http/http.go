@@ -189,7 +189,6 @@ func (s *server) handle(pattern, scope string, fn func(http.ResponseWriter, *htt
 func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	sw := &statusWriter{ResponseWriter: w}
-	route := "unmatched"
 	defer func() {
 		if v := recover(); v != nil {
 			if v == http.ErrAbortHandler {
@@ -198,46 +197,65 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			s.log.ErrorContext(r.Context(), "panic serving HTTP request",
 				"method", r.Method, "path", r.URL.Path, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
 			if !sw.wroteHeader {
+				sw.pass = true // answer even if no route had matched
 				s.writeError(sw, r, cellar.Internal(fmt.Errorf("panic: %v", v), "serve request"))
 			}
 		}
-		s.metrics.ObserveRequest(route, sw.code(), time.Since(start))
+		s.metrics.ObserveRequest(sw.route(), sw.code(), time.Since(start))
 	}()
 
 	// ServeMux answers a path with "." or ".." segments or empty segments
 	// with a redirect to the cleaned path, which for a PUT would address
 	// another cell. Refuse such paths instead.
-	if p := r.URL.EscapedPath(); r.Method != http.MethodConnect && cleanPath(p) != p {
+	p := r.URL.EscapedPath()
+	if r.Method != http.MethodConnect && cleanPath(p) != p {
 		s.writeError(sw, r, cellar.Errorf(cellar.EINVALID,
 			`path %q is not canonical: it has empty, "." or ".." segments (percent-encode a row key of "." or ".." as %%2E)`, truncate(p, 200)))
 		return
 	}
-	if p := r.URL.EscapedPath(); strings.Contains(strings.ToUpper(p), "/%2F/") || strings.HasSuffix(strings.ToUpper(p), "/%2F") {
+	if hasSlashSegment(p) {
 		r = withSlashSegments(r)
 	}
-	h, pattern := s.mux.Handler(r)
-	if pattern == "" {
-		// Learn from the mux whether the path exists for other methods.
-		rec := &headerRecorder{header: make(http.Header)}
-		h.ServeHTTP(rec, r)
-		if rec.status == http.StatusMethodNotAllowed {
-			sw.Header().Set("Allow", rec.header.Get("Allow"))
-			s.writeError(sw, r, cellar.Errorf(codeMethodNotAllowed, "method %s is not allowed here; allowed: %s", truncate(r.Method, 40), rec.header.Get("Allow")))
-			return
-		}
-		s.writeError(sw, r, cellar.Errorf(cellar.ENOTFOUND, "no route for %s %s", truncate(r.Method, 40), truncate(r.URL.Path, 200)))
-		return
-	}
-	route = pattern
 	ctx, cancel := context.WithTimeout(r.Context(), s.opts.RequestTimeout)
 	defer cancel()
 	// The deadline bounds reading the body too, so that a client trickling
 	// a batch cannot hold a request open past it. Writers that are not
 	// connections (test recorders) cannot do this and say so; there is
-	// nothing to bound then.
-	deadline, _ := ctx.Deadline()
-	_ = http.NewResponseController(sw).SetReadDeadline(deadline)
-	s.mux.ServeHTTP(sw, r.WithContext(ctx))
+	// nothing to bound then, nor for a request without a body.
+	if r.Body != http.NoBody {
+		deadline, _ := ctx.Deadline()
+		_ = http.NewResponseController(sw).SetReadDeadline(deadline)
+	}
+	// The mux matches the request once, here, and records the pattern in
+	// the request it hands on; sw reads it there, so that what the mux
+	// itself answers to an unknown route can be answered in JSON instead.
+	r2 := r.WithContext(ctx)
+	sw.req = r2
+	s.mux.ServeHTTP(sw, r2)
+	if sw.caught == 0 {
+		return
+	}
+	// Learn from the mux whether the path exists for other methods.
+	sw.pass = true
+	if sw.caught == http.StatusMethodNotAllowed {
+		allow := sw.caughtHeader.Get("Allow")
+		sw.Header().Set("Allow", allow)
+		s.writeError(sw, r, cellar.Errorf(codeMethodNotAllowed, "method %s is not allowed here; allowed: %s", truncate(r.Method, 40), allow))
+		return
+	}
+	s.writeError(sw, r, cellar.Errorf(cellar.ENOTFOUND, "no route for %s %s", truncate(r.Method, 40), truncate(r.URL.Path, 200)))
+}
+
+// hasSlashSegment reports whether the escaped path p has a segment that
+// is exactly "%2F" (in either case), without the allocations of
+// upper-casing it.
+func hasSlashSegment(p string) bool {
+	for i := 0; i+4 <= len(p); i++ {
+		if p[i] == '/' && p[i+1] == '%' && p[i+2] == '2' && (p[i+3] == 'F' || p[i+3] == 'f') && (i+4 == len(p) || p[i+4] == '/') {
+			return true
+		}
+	}
+	return false
 }
 
 // slashSegment stands in for a path segment that is exactly "%2F": Go's
@@ -294,14 +312,42 @@ func cleanPath(p string) string {
 }
 
 // statusWriter remembers the status code written, for metrics and for
-// knowing whether a panic can still be answered.
+// knowing whether a panic can still be answered. Once req is set and
+// unless pass is, it also catches what the mux answers when no route
+// matches (req.Pattern is empty then; the mux sets it before it calls a
+// handler), so that ServeHTTP can answer in JSON instead: the status goes
+// to caught, the headers to caughtHeader and the body nowhere.
 type statusWriter struct {
 	http.ResponseWriter
 	status      int
 	wroteHeader bool
+
+	req          *http.Request // as the mux saw it
+	pass         bool
+	caught       int
+	caughtHeader http.Header
+}
+
+// catching reports whether the mux found no route for the request.
+func (w *statusWriter) catching() bool { return !w.pass && w.req != nil && w.req.Pattern == "" }
+
+func (w *statusWriter) Header() http.Header {
+	if w.catching() {
+		if w.caughtHeader == nil {
+			w.caughtHeader = make(http.Header)
+		}
+		return w.caughtHeader
+	}
+	return w.ResponseWriter.Header()
 }
 
 func (w *statusWriter) WriteHeader(code int) {
+	if w.catching() {
+		if w.caught == 0 {
+			w.caught = code
+		}
+		return
+	}
 	if !w.wroteHeader && code >= 200 {
 		w.status = code
 		w.wroteHeader = true
@@ -310,6 +356,12 @@ func (w *statusWriter) WriteHeader(code int) {
 }
 
 func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.catching() {
+		if w.caught == 0 {
+			w.caught = http.StatusOK
+		}
+		return len(b), nil
+	}
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)
 	}
@@ -326,24 +378,13 @@ func (w *statusWriter) code() int {
 	return w.status
 }
 
-// headerRecorder captures what ServeMux's not-found and method-not-allowed
-// handlers would answer, so that we can answer in JSON instead.
-type headerRecorder struct {
-	header http.Header
-	status int
-}
-
-func (r *headerRecorder) Header() http.Header { return r.header }
-func (r *headerRecorder) WriteHeader(code int) {
-	if r.status == 0 {
-		r.status = code
+// route is the pattern that matched, for metrics: never the raw path, so
+// that the number of series stays bounded.
+func (w *statusWriter) route() string {
+	if w.req == nil || w.req.Pattern == "" {
+		return "unmatched"
 	}
-}
-func (r *headerRecorder) Write(b []byte) (int, error) {
-	if r.status == 0 {
-		r.status = http.StatusOK
-	}
-	return len(b), nil
+	return w.req.Pattern
 }
 
 func truncate(s string, n int) string {

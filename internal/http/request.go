@@ -81,8 +81,13 @@ func pathKey(r *http.Request, withRef bool) (cellar.Key, error) {
 }
 
 // query parses the query string, refusing malformed ones, parameters not in
-// allowed (to catch typos such as ?limt=) and parameters given twice.
+// allowed (to catch typos such as ?limt=) and parameters given twice. The
+// map is nil, to be read only, for a request without a query string: most
+// requests, which need not pay for parsing nothing into two maps.
 func query(r *http.Request, allowed ...string) (map[string]string, error) {
+	if r.URL.RawQuery == "" {
+		return nil, nil
+	}
 	vals, err := url.ParseQuery(r.URL.RawQuery)
 	if err != nil {
 		return nil, cellar.Errorf(cellar.EINVALID, "malformed query string: %v", err)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -29,7 +30,25 @@ type Metrics struct {
 	triggerLagCells *prometheus.GaugeVec
 	triggerLagSecs  *prometheus.GaugeVec
 	gatherer        prometheus.Gatherer
+
+	// Every request and storage call records under a few label values;
+	// the metrics for each set are looked up once and kept here, sparing
+	// the label hashing and the vector's lock on every call.
+	requestMetrics sync.Map // requestLabels -> *requestMetrics
+	storageMetrics sync.Map // storageLabels -> prometheus.Observer
 }
+
+type requestLabels struct {
+	route string
+	code  int
+}
+
+type requestMetrics struct {
+	count    prometheus.Counter
+	duration prometheus.Observer
+}
+
+type storageLabels struct{ node, op string }
 
 // durationBuckets span a local SQLite read (well under a millisecond) to a
 // request that hits a multi-second timeout.
@@ -125,9 +144,18 @@ func (m *Metrics) ObserveRequest(route string, code int, d time.Duration) {
 	if m == nil {
 		return
 	}
-	c := strconv.Itoa(code)
-	m.requests.WithLabelValues(route, c).Inc()
-	m.requestDuration.WithLabelValues(route, c).Observe(d.Seconds())
+	k := requestLabels{route, code}
+	v, ok := m.requestMetrics.Load(k)
+	if !ok {
+		c := strconv.Itoa(code)
+		v, _ = m.requestMetrics.LoadOrStore(k, &requestMetrics{
+			count:    m.requests.WithLabelValues(route, c),
+			duration: m.requestDuration.WithLabelValues(route, c),
+		})
+	}
+	rm := v.(*requestMetrics)
+	rm.count.Inc()
+	rm.duration.Observe(d.Seconds())
 }
 
 // ObserveStorage records one call to a storage node: its duration, and if
@@ -137,7 +165,12 @@ func (m *Metrics) ObserveStorage(node, op string, d time.Duration, err error) {
 	if m == nil {
 		return
 	}
-	m.storageDuration.WithLabelValues(node, op).Observe(d.Seconds())
+	k := storageLabels{node, op}
+	v, ok := m.storageMetrics.Load(k)
+	if !ok {
+		v, _ = m.storageMetrics.LoadOrStore(k, m.storageDuration.WithLabelValues(node, op))
+	}
+	v.(prometheus.Observer).Observe(d.Seconds())
 	if err != nil {
 		m.storageErrors.WithLabelValues(node, op, cellar.ErrorCode(err)).Inc()
 	}

@@ -43,6 +43,17 @@ func TestObserve(t *testing.T) {
 	if n := testutil.CollectAndCount(m.storageDuration); n != 3 {
 		t.Errorf("storage duration series = %d; want 3 (n1/get, n1/put, n2/put)", n)
 	}
+	// Each observation counts, the ones under label values seen before too.
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	for _, want := range []string{
+		`cellar_http_request_duration_seconds_count{code="200",route="GET /v1/rows/{row_key}"} 2`,
+		`cellar_storage_op_duration_seconds_count{node="n1",op="get"} 2`,
+	} {
+		if !strings.Contains(rec.Body.String(), want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
 
 	const want = `
 # HELP cellar_storage_errors_total Storage node calls that returned an error, by node, operation and cellar error code (not_found included).

@@ -145,9 +145,15 @@ func (s *Store) route(rowKey string) (int, *Node) {
 
 // call runs f against n under the node deadline and reports it.
 func (s *Store) call(ctx context.Context, n *Node, op string, f func(ctx context.Context) error) error {
-	ctx, cancel := context.WithTimeout(ctx, s.timeout)
-	defer cancel()
 	start := time.Now()
+	// A caller's deadline that comes first makes a node deadline moot:
+	// it could not fire before, so the timer and context it costs are
+	// spared.
+	if dl, ok := ctx.Deadline(); !ok || dl.Sub(start) > s.timeout {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.timeout)
+		defer cancel()
+	}
 	err := f(ctx)
 	if err != nil && ctx.Err() != nil && cellar.ErrorCode(err) == cellar.EINTERNAL {
 		// A driver may report a deadline as something else; the caller
