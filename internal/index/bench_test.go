@@ -118,16 +118,22 @@ func (b *lagBench) run(t *testing.T, rate int, d time.Duration) {
 		mu   sync.Mutex // protects lags and lost
 		lags []time.Duration
 		lost int
+		qlat []time.Duration
+		plat []time.Duration
 	)
 	var wg sync.WaitGroup
-	for p := 0; p < 8; p++ {
+	for p := 0; p < 32; p++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for pr := range probes {
 				found := false
 				for deadline := pr.acked.Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+					qs := time.Now()
 					res, err := b.manager.Query(ctx, "by_tag", index.Query{Where: []index.Cond{{Field: "tag", Eq: json.RawMessage(strconv.Quote(pr.tag))}}})
+					mu.Lock()
+					qlat = append(qlat, time.Since(qs))
+					mu.Unlock()
 					if err == nil && len(res.Entries) == 1 {
 						found = true
 						break
@@ -159,7 +165,11 @@ func (b *lagBench) run(t *testing.T, rate int, d time.Duration) {
 		go func() {
 			defer writers.Done()
 			defer func() { <-sem }()
+			ps := time.Now()
 			_, _, err := b.cells.Put(ctx, cellar.NewCell{Key: cellar.Key{RowKey: row, Column: "c", RefKey: 1}, Body: []byte(`{"tag":"` + tag + `"}`)})
+			mu.Lock()
+			plat = append(plat, time.Since(ps))
+			mu.Unlock()
 			if err != nil {
 				t.Error(err)
 				return
@@ -179,6 +189,15 @@ func (b *lagBench) run(t *testing.T, rate int, d time.Duration) {
 			return 0
 		}
 		return lags[min(len(lags)-1, int(math.Ceil(p*float64(len(lags))))-1)]
+	}
+	for _, l := range []struct {
+		what string
+		d    []time.Duration
+	}{{"puts", plat}, {"probe queries", qlat}} {
+		slices.Sort(l.d)
+		if len(l.d) > 0 {
+			t.Logf("%s: %d, latency p50 %s, p99 %s, max %s", l.what, len(l.d), l.d[len(l.d)/2], l.d[len(l.d)*99/100], l.d[len(l.d)-1])
+		}
 	}
 	t.Logf("rate %d/s: %d puts in %s (%.0f/s), %d probed: lag p50 %s, p99 %s, max %s; %d not found within 10 s",
 		rate, n, elapsed.Round(time.Millisecond), float64(n)/elapsed.Seconds(), len(lags), q(0.50), q(0.99), q(1), lost)
