@@ -71,7 +71,7 @@ type Config struct {
 // IndexesConfig configures secondary index maintenance in this process.
 type IndexesConfig struct {
 	// Workers is the number of claim loops per index this process runs
-	// (default 8); every server shares the work through leases.
+	// (default 16); every server shares the work through leases.
 	Workers int `yaml:"workers"`
 }
 

@@ -44,7 +44,7 @@ import (
 const (
 	DefaultRefresh     = time.Second
 	DefaultRetireAfter = 30 * time.Second
-	DefaultWorkers     = 8
+	DefaultWorkers     = 16
 	DefaultClockSkew   = time.Second
 	DefaultLimit       = 100
 	// maxAttempts is the internal trigger's: maintenance fails only when a
