@@ -129,26 +129,3 @@ func TestCLIIndexes(t *testing.T) {
 		t.Errorf("after delete: %v", err)
 	}
 }
-
-// startServerAddr is startServer, returning the server's URL.
-func startServerAddr(tb testing.TB, cfg *Config) string {
-	tb.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan string, 1)
-	errc := make(chan error, 1)
-	go func() { errc <- serve(ctx, cfg, false, slog.New(slog.NewTextHandler(io.Discard, nil)), ready) }()
-	select {
-	case addr := <-ready:
-		tb.Cleanup(func() {
-			cancel()
-			if err := <-errc; err != nil {
-				tb.Errorf("serve: %v", err)
-			}
-		})
-		return "http://" + addr
-	case err := <-errc:
-		cancel()
-		tb.Fatalf("serve: %v", err)
-	}
-	return ""
-}

@@ -23,27 +23,7 @@ import (
 // The server is drained when the test ends.
 func startServer(tb testing.TB, cfg *Config) *client.Client {
 	tb.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan string, 1)
-	errc := make(chan error, 1)
-	go func() { errc <- serve(ctx, cfg, false, slog.New(slog.NewTextHandler(io.Discard, nil)), ready) }()
-	select {
-	case addr := <-ready:
-		tb.Cleanup(func() {
-			cancel()
-			if err := <-errc; err != nil {
-				tb.Errorf("serve: %v", err)
-			}
-		})
-		return client.New("http://" + addr)
-	case err := <-errc:
-		cancel()
-		tb.Fatalf("serve: %v", err)
-	case <-time.After(30 * time.Second):
-		cancel()
-		tb.Fatalf("serve did not start")
-	}
-	return nil
+	return client.New(startServerAddr(tb, cfg))
 }
 
 // mixedConfig describes a datastore over SQLite, PostgreSQL and MySQL
@@ -455,4 +435,31 @@ func TestRedisModeTwoServers(t *testing.T) {
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
+}
+
+// startServerAddr runs serve in the background and returns its URL. The
+// server is drained when the test ends.
+func startServerAddr(tb testing.TB, cfg *Config) string {
+	tb.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan string, 1)
+	errc := make(chan error, 1)
+	go func() { errc <- serve(ctx, cfg, false, slog.New(slog.NewTextHandler(io.Discard, nil)), ready) }()
+	select {
+	case addr := <-ready:
+		tb.Cleanup(func() {
+			cancel()
+			if err := <-errc; err != nil {
+				tb.Errorf("serve: %v", err)
+			}
+		})
+		return "http://" + addr
+	case err := <-errc:
+		cancel()
+		tb.Fatalf("serve: %v", err)
+	case <-time.After(30 * time.Second):
+		cancel()
+		tb.Fatalf("serve did not start")
+	}
+	return ""
 }

@@ -200,9 +200,7 @@ func decodeIndexDef(raw []byte) (index.Definition, error) {
 	if err != nil {
 		return def, err
 	}
-	seen := map[string]bool{}
-	err = d.object("request", func(name string) error {
-		seen[name] = true
+	err = d.objectWith("request", []string{"column", "fields"}, func(name string) error {
 		var err error
 		switch name {
 		case "column":
@@ -212,9 +210,7 @@ func decodeIndexDef(raw []byte) (index.Definition, error) {
 			return d.array("fields", cellar.MaxIndexFields, func(i int) error {
 				path := "fields[" + strconv.Itoa(i) + "]"
 				var f index.Field
-				have := map[string]bool{}
-				err := d.object(path, func(name string) error {
-					have[name] = true
+				err := d.objectWith(path, []string{"name", "type"}, func(name string) error {
 					var err error
 					switch name {
 					case "name":
@@ -229,11 +225,6 @@ func decodeIndexDef(raw []byte) (index.Definition, error) {
 				if err != nil {
 					return err
 				}
-				for _, m := range []string{"name", "type"} {
-					if !have[m] {
-						return missingMember(path, m)
-					}
-				}
 				def.Fields = append(def.Fields, f)
 				return nil
 			})
@@ -244,11 +235,6 @@ func decodeIndexDef(raw []byte) (index.Definition, error) {
 	})
 	if err != nil {
 		return def, err
-	}
-	for _, m := range []string{"column", "fields"} {
-		if !seen[m] {
-			return def, missingMember("request", m)
-		}
 	}
 	return def, d.end()
 }
@@ -325,9 +311,7 @@ func decodeIndexQuery(raw []byte) (index.Query, error) {
 			return d.array("wait_for", index.MaxWaitFor, func(i int) error {
 				path := "wait_for[" + strconv.Itoa(i) + "]"
 				var p index.CellPos
-				have := map[string]bool{}
-				err := d.object(path, func(name string) error {
-					have[name] = true
+				err := d.objectWith(path, []string{"shard", "added_id"}, func(name string) error {
 					var err error
 					var n int64
 					switch name {
@@ -343,11 +327,6 @@ func decodeIndexQuery(raw []byte) (index.Query, error) {
 				})
 				if err != nil {
 					return err
-				}
-				for _, m := range []string{"shard", "added_id"} {
-					if !have[m] {
-						return missingMember(path, m)
-					}
 				}
 				q.WaitFor = append(q.WaitFor, p)
 				return nil
@@ -406,6 +385,25 @@ func decodeOperators(path string, v json.RawMessage, c *index.Cond) error {
 	}
 	if n == 0 {
 		return cellar.Errorf(cellar.EINVALID, "%s is an empty object; give eq, gt, gte, lt or lte", path)
+	}
+	return nil
+}
+
+// objectWith reads a JSON object as object does, and then refuses it if a
+// member in required was not there.
+func (d *docDecoder) objectWith(path string, required []string, member func(name string) error) error {
+	have := map[string]bool{}
+	err := d.object(path, func(name string) error {
+		have[name] = true
+		return member(name)
+	})
+	if err != nil {
+		return err
+	}
+	for _, m := range required {
+		if !have[m] {
+			return missingMember(path, m)
+		}
 	}
 	return nil
 }

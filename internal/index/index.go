@@ -433,35 +433,17 @@ func (m *Manager) Indexes(ctx context.Context) ([]Index, error) {
 // caught up. Returns ErrNotFound for an unknown index and ECONFLICT while a
 // rebuild is already running.
 func (m *Manager) Rebuild(ctx context.Context, name string) (Index, error) {
-	if err := ValidateName(name); err != nil {
-		return Index{}, err
-	}
-	var rec record
-	raw, err := m.records.UpdateIndexRecord(ctx, name, func(r *sqlstore.IndexRecord) error {
-		if r.Def == nil {
-			return cellar.Errorf(cellar.ENOTFOUND, "no index named %s", name)
-		}
-		var err error
-		if rec, err = decodeRecord(*r); err != nil {
-			return err
-		}
-		if rec.Deleted {
-			return cellar.Errorf(cellar.ENOTFOUND, "no index named %s", name)
-		}
+	rec, err := m.updateLive(ctx, name, func(rec *record) error {
 		if rec.Building != 0 {
 			return cellar.Errorf(cellar.ECONFLICT, "index %s is already being rebuilt (generation %d)", name, rec.Building)
 		}
 		rec.Building, rec.BuildingSince = rec.Next, m.now().UTC()
 		rec.Next++
-		b, err := json.Marshal(rec)
-		r.Def = b
-		return err
+		return nil
 	})
 	if err != nil {
 		return Index{}, err
 	}
-	rec.CreatedAt, rec.UpdatedAt = raw.CreatedAt, raw.UpdatedAt
-	m.remember(name, rec)
 	if err := m.defineTrigger(ctx, name, rec.Building, rec.Column); err != nil {
 		return Index{}, err
 	}
@@ -469,13 +451,14 @@ func (m *Manager) Rebuild(ctx context.Context, name string) (Index, error) {
 	return rec.view(name), nil
 }
 
-// Delete deletes index name: it stops serving at once, and its entries are
-// dropped RetireAfter later. Returns ErrNotFound for an unknown index.
-func (m *Manager) Delete(ctx context.Context, name string) error {
+// updateLive applies f to the stored record of the live (not deleted)
+// index name and writes it back; f's error changes nothing. It returns the
+// record as written, and remembers it. Returns ErrNotFound for an unknown
+// index.
+func (m *Manager) updateLive(ctx context.Context, name string, f func(rec *record) error) (record, error) {
 	if err := ValidateName(name); err != nil {
-		return err
+		return record{}, err
 	}
-	now := m.now().UTC()
 	var rec record
 	raw, err := m.records.UpdateIndexRecord(ctx, name, func(r *sqlstore.IndexRecord) error {
 		if r.Def == nil {
@@ -488,6 +471,26 @@ func (m *Manager) Delete(ctx context.Context, name string) error {
 		if rec.Deleted {
 			return cellar.Errorf(cellar.ENOTFOUND, "no index named %s", name)
 		}
+		if err := f(&rec); err != nil {
+			return err
+		}
+		b, err := json.Marshal(rec)
+		r.Def = b
+		return err
+	})
+	if err != nil {
+		return record{}, err
+	}
+	rec.CreatedAt, rec.UpdatedAt = raw.CreatedAt, raw.UpdatedAt
+	m.remember(name, rec)
+	return rec, nil
+}
+
+// Delete deletes index name: it stops serving at once, and its entries are
+// dropped RetireAfter later. Returns ErrNotFound for an unknown index.
+func (m *Manager) Delete(ctx context.Context, name string) error {
+	now := m.now().UTC()
+	_, err := m.updateLive(ctx, name, func(rec *record) error {
 		for _, g := range []int64{rec.Active, rec.Building} {
 			if g != 0 {
 				rec.Retired = append(rec.Retired, retired{Gen: g, At: now})
@@ -495,15 +498,11 @@ func (m *Manager) Delete(ctx context.Context, name string) error {
 		}
 		rec.Active, rec.Building, rec.Ready, rec.Deleted = 0, 0, false, true
 		rec.ActiveSince, rec.BuildingSince = time.Time{}, time.Time{}
-		b, err := json.Marshal(rec)
-		r.Def = b
-		return err
+		return nil
 	})
 	if err != nil {
 		return err
 	}
-	rec.CreatedAt, rec.UpdatedAt = raw.CreatedAt, raw.UpdatedAt
-	m.remember(name, rec)
 	m.reconcile()
 	return nil
 }
