@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"math"
 	"regexp"
 	"strconv"
@@ -293,5 +292,5 @@ func trunc(s string, n int) string {
 
 // describe renders a raw JSON value for an error message.
 func describe(raw json.RawMessage) string {
-	return trunc(fmt.Sprintf("%s", raw), 60)
+	return trunc(string(raw), 60)
 }
