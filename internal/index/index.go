@@ -255,10 +255,10 @@ type Manager struct {
 	progress chan struct{}      // closed and replaced when a local ack moves an offset
 }
 
-// worker runs the claim loops of one index generation in this process.
+// worker runs the claim loops of one index generation in this process;
+// m.wg waits for them.
 type worker struct {
 	cancel context.CancelFunc
-	done   chan struct{} // closed when every loop has returned
 }
 
 // New returns a Manager; Start starts its work.
@@ -524,15 +524,29 @@ func (m *Manager) load(ctx context.Context, name string) (record, error) {
 	rec, ok := m.recs[name]
 	m.mu.Unlock()
 	if !ok {
-		raw, err := m.records.IndexRecord(ctx, name)
-		if err != nil {
-			return record{}, err
-		}
-		if rec, err = decodeRecord(raw); err != nil {
-			return record{}, err
-		}
-		m.remember(name, rec)
+		return m.loadStored(ctx, name)
 	}
+	if rec.Deleted {
+		return record{}, cellar.Errorf(cellar.ENOTFOUND, "no index named %s", name)
+	}
+	return rec, nil
+}
+
+// loadStored returns the record of a live index as the metadata node has
+// it, and remembers it.
+func (m *Manager) loadStored(ctx context.Context, name string) (record, error) {
+	if err := ValidateName(name); err != nil {
+		return record{}, err
+	}
+	raw, err := m.records.IndexRecord(ctx, name)
+	if err != nil {
+		return record{}, err
+	}
+	rec, err := decodeRecord(raw)
+	if err != nil {
+		return record{}, err
+	}
+	m.remember(name, rec)
 	if rec.Deleted {
 		return record{}, cellar.Errorf(cellar.ENOTFOUND, "no index named %s", name)
 	}
@@ -760,12 +774,11 @@ func (m *Manager) reconcile() {
 			continue
 		}
 		ctx, cancel := context.WithCancel(m.ctx)
-		w := &worker{cancel: cancel, done: make(chan struct{})}
+		w := &worker{cancel: cancel}
 		m.running[tname] = w
 		m.wg.Add(1)
 		go func() {
 			defer m.wg.Done()
-			defer close(w.done)
 			run(ctx)
 		}()
 	}

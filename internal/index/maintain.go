@@ -3,6 +3,7 @@ package index
 import (
 	"context"
 	"errors"
+	"sync"
 
 	"github.com/cellar-db/cellar"
 )
@@ -23,16 +24,15 @@ func (m *Manager) run(ctx context.Context, name string, gen int64, def Definitio
 			return
 		}
 	}
-	done := make(chan struct{})
+	var wg sync.WaitGroup
 	for i := 0; i < m.workers; i++ {
+		wg.Add(1)
 		go func() {
-			defer func() { done <- struct{}{} }()
+			defer wg.Done()
 			m.loop(ctx, name, gen, def)
 		}()
 	}
-	for i := 0; i < m.workers; i++ {
-		<-done
-	}
+	wg.Wait()
 }
 
 // loop claims batches of the generation's trigger and maintains their

@@ -39,16 +39,10 @@ type Status struct {
 // Status returns index name and its progress. Returns ErrNotFound for an
 // unknown index.
 func (m *Manager) Status(ctx context.Context, name string) (Status, error) {
-	rec, err := m.load(ctx, name)
+	// The cache may be a refresh behind; status reads the record itself.
+	rec, err := m.loadStored(ctx, name)
 	if err != nil {
 		return Status{}, err
-	}
-	// The cache may be a refresh behind; status reads the record itself.
-	if raw, err := m.records.IndexRecord(ctx, name); err == nil {
-		if fresh, err := decodeRecord(raw); err == nil && !fresh.Deleted {
-			rec = fresh
-			m.remember(name, rec)
-		}
 	}
 	st := Status{Index: rec.view(name)}
 	if st.Lag, err = m.genProgress(ctx, name, rec.Active); err != nil {

@@ -13,15 +13,9 @@ var _ cellar.IndexStore = (*Store)(nil)
 // indexNodeOfShard returns the node that holds logical shard sh, as an
 // IndexStore: index entries live with the shard of their first field.
 func (s *Store) indexNodeOfShard(sh int) (*Node, cellar.IndexStore, error) {
-	s.mu.RLock()
-	count := s.m.ShardCount
-	var n *Node
-	if sh >= 0 && sh < count {
-		n = s.byShard[sh]
-	}
-	s.mu.RUnlock()
-	if n == nil {
-		return nil, nil, cellar.Errorf(cellar.EINVALID, "shard %d is out of range 0..%d", sh, count-1)
+	n, err := s.nodeOfShard(sh)
+	if err != nil {
+		return nil, nil, err
 	}
 	return indexNode(n)
 }

@@ -143,6 +143,17 @@ func (s *Store) route(rowKey string) (int, *Node) {
 	return sh, s.byShard[sh]
 }
 
+// nodeOfShard returns the node of logical shard sh under the current map.
+// Returns EINVALID for a shard out of range.
+func (s *Store) nodeOfShard(sh int) (*Node, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if count := s.m.ShardCount; sh < 0 || sh >= count {
+		return nil, cellar.Errorf(cellar.EINVALID, "shard %d is out of range 0..%d", sh, count-1)
+	}
+	return s.byShard[sh], nil
+}
+
 // call runs f against n under the node deadline and reports it.
 func (s *Store) call(ctx context.Context, n *Node, op string, f func(ctx context.Context) error) error {
 	start := time.Now()
@@ -227,15 +238,9 @@ func (s *Store) Row(ctx context.Context, rowKey string, columns []string) (cells
 
 // Scan implements cellar.Store.
 func (s *Store) Scan(ctx context.Context, shard int, after int64, limit int, column string) (res cellar.ScanResult, err error) {
-	s.mu.RLock()
-	count := s.m.ShardCount
-	var n *Node
-	if shard >= 0 && shard < count {
-		n = s.byShard[shard]
-	}
-	s.mu.RUnlock()
-	if n == nil {
-		return cellar.ScanResult{Cells: []cellar.Cell{}, Next: after}, cellar.Errorf(cellar.EINVALID, "shard %d is out of range 0..%d", shard, count-1)
+	n, err := s.nodeOfShard(shard)
+	if err != nil {
+		return cellar.ScanResult{Cells: []cellar.Cell{}, Next: after}, err
 	}
 	err = s.call(ctx, n, "scan", func(ctx context.Context) error {
 		var err error

@@ -716,3 +716,40 @@ func (s *Store) ShardHeadsSum(ctx context.Context, ranges []cellar.ShardRange) (
 	}
 	return n, nil
 }
+
+// TriggerOffset returns the offset of one shard of trigger name: the
+// added_id of its last acknowledged cell, 0 if the shard has none.
+func (s *Store) TriggerOffset(ctx context.Context, name string, shard int) (int64, error) {
+	if err := s.ready(ctx); err != nil {
+		return 0, err
+	}
+	var acked int64
+	err := s.db.QueryRowContext(ctx, s.d.Rebind("SELECT acked FROM trigger_shards WHERE trigger_name = ? AND shard = ?"), name, shard).Scan(&acked)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, s.wrap(err, "read offset of trigger %s", name)
+	}
+	return acked, nil
+}
+
+// DeleteTrigger removes trigger name and all of its state, if it exists:
+// the internal trigger of a dropped index generation.
+func (s *Store) DeleteTrigger(ctx context.Context, name string) error {
+	if err := s.ready(ctx); err != nil {
+		return err
+	}
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		for _, table := range []string{"trigger_shards", "trigger_parked", "trigger_consumers", "triggers"} {
+			if _, err := tx.ExecContext(ctx, s.d.Rebind("DELETE FROM "+table+" WHERE trigger_name = ?"), name); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return s.wrap(err, "delete trigger %s", name)
+	}
+	return nil
+}
