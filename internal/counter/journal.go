@@ -170,14 +170,20 @@ func OpenJournal(ctx context.Context, path string, node cellar.CounterNode, opts
 		db.Close()
 		return nil, fmt.Errorf("replay counter journal %s: %w", path, err)
 	}
+	// Read what replay left before the loops start: the flush loop may
+	// take the flight (under j.mu) as soon as it runs.
+	var leftover string
+	if j.flight != nil {
+		leftover = j.flight.id
+	}
 	j.ctx, j.cancel = context.WithCancel(context.Background())
 	tick, stopTick := opts.Clock.Tick(opts.FlushInterval)
 	j.wg.Add(2)
 	go j.commitLoop()
 	go j.flushLoop(tick, stopTick)
-	if j.flight != nil {
+	if leftover != "" {
 		if err := j.Flush(ctx); err != nil {
-			j.log.Warn("counter flush interrupted by a restart is not applied yet; retrying at each interval", "flush", j.flight.id, "err", err)
+			j.log.Warn("counter flush interrupted by a restart is not applied yet; retrying at each interval", "flush", leftover, "err", err)
 		}
 	}
 	return j, nil
