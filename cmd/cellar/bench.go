@@ -27,6 +27,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	myDSN := fs.String("mysql-dsn", os.Getenv("CELLAR_TEST_MYSQL_DSN"), "MySQL/MariaDB server on which to create a scratch database (default $CELLAR_TEST_MYSQL_DSN); empty skips mysql")
 	sqliteDir := fs.String("sqlite-dir", "", "directory for SQLite's scratch databases (default: the system temp dir); its disk's fsync is what puts pay")
 	groupCommit := fs.Bool("group-commit", true, "compare SQLite puts with and without group commit (needs sqlite and put)")
+	coalesce := fs.Int("coalesce-reads", 0, "point-read statements a node runs at once before further gets and latests are read together (0: the node default; -1: off)")
 	profileDir := fs.String("cpuprofile-dir", "", "write a CPU profile of each measurement into this directory")
 	format := fs.String("format", "markdown", "output format: markdown or json")
 	quiet := fs.Bool("quiet", false, "do not report progress on stderr")
@@ -42,17 +43,18 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return 2
 	}
 	cfg := bench.Config{
-		Duration:    *duration,
-		Warmup:      *warmup,
-		Rounds:      *rounds,
-		Rows:        *rows,
-		PostgresDSN: *pgDSN,
-		MySQLDSN:    *myDSN,
-		SQLiteDir:   *sqliteDir,
-		GroupCommit: *groupCommit,
-		ProfileDir:  *profileDir,
-		Command:     commandLine("cellar bench", args),
-		Log:         stderr,
+		Duration:      *duration,
+		Warmup:        *warmup,
+		Rounds:        *rounds,
+		Rows:          *rows,
+		PostgresDSN:   *pgDSN,
+		MySQLDSN:      *myDSN,
+		SQLiteDir:     *sqliteDir,
+		GroupCommit:   *groupCommit,
+		CoalesceReads: *coalesce,
+		ProfileDir:    *profileDir,
+		Command:       commandLine("cellar bench", args),
+		Log:           stderr,
 	}
 	if *quiet {
 		cfg.Log = io.Discard

@@ -129,6 +129,10 @@ type NodeConfig struct {
 	// MaxConns bounds the node's connection pool (default 32; for sqlite,
 	// the read connections, default 8).
 	MaxConns int `yaml:"max_conns"`
+	// CoalesceReads is how many get (and, apart, latest) statements the
+	// node runs at once before further ones are read together in one
+	// statement (default 4; -1 turns coalescing off).
+	CoalesceReads int `yaml:"coalesce_reads"`
 }
 
 // AssignmentConfig assigns a range of shards ("0-2047") to a node.

@@ -13,7 +13,7 @@ import (
 // openNode opens the node n. With create, missing schema is created; with
 // lazy, the schema check waits for the node's first use.
 func openNode(ctx context.Context, cfg *Config, n NodeConfig, shards int, create, lazy bool) (*sqlstore.Store, error) {
-	opts := sqlstore.Options{Name: n.Name, ShardCount: shards, Create: create, Lazy: lazy}
+	opts := sqlstore.Options{Name: n.Name, ShardCount: shards, Create: create, Lazy: lazy, CoalesceReads: n.CoalesceReads}
 	var (
 		s   *sqlstore.Store
 		err error

@@ -55,6 +55,9 @@ type Config struct {
 	// GroupCommitConcurrency (default 64), if sqlite and put are measured.
 	GroupCommit            bool
 	GroupCommitConcurrency int
+	// CoalesceReads is the node's sqlstore.Options.CoalesceReads: 0 for
+	// the default, negative to read every get and latest alone.
+	CoalesceReads int
 	// ProfileDir, if set, receives a CPU profile of each measured cell.
 	ProfileDir string
 	// Command is the command line, for the report.
@@ -110,11 +113,20 @@ type BackendReport struct {
 	Results []Result `json:"results,omitempty"`
 }
 
+// Coalesced counts the node's statements that answered more than one get
+// or latest (sqlstore.Store.CoalesceStats) during one cell of the matrix,
+// both cellar sides and their warm-ups included.
+type Coalesced struct {
+	Statements int64 `json:"statements"`
+	Reads      int64 `json:"reads"`
+}
+
 // Result is one cell of the matrix: an operation at a concurrency, over
 // cellar's HTTP API and directly through the driver.
 type Result struct {
-	Op          string `json:"op"`
-	Concurrency int    `json:"concurrency"`
+	Op          string    `json:"op"`
+	Concurrency int       `json:"concurrency"`
+	Coalesced   Coalesced `json:"coalesced"`
 	// Cellar is the HTTP API driven by the lean load generator.
 	Cellar Stats `json:"cellar"`
 	// Client is the HTTP API driven through the public Go client.
@@ -324,6 +336,7 @@ func (rn *runner) backend(ctx context.Context, engine string) BackendReport {
 			}
 			// In rounds, the sides take turns, so that other work on the
 			// machine weighs on them alike.
+			stmts0, reads0 := t.node.CoalesceStats()
 			got := make([]measured, len(sides))
 			for round := range cfg.Rounds {
 				suffix := ""
@@ -342,6 +355,8 @@ func (rn *runner) backend(ctx context.Context, engine string) BackendReport {
 			for i, sd := range sides {
 				*sd.dst = rn.summarize(t, sd.mode, opName, conc, got[i])
 			}
+			stmts, reads := t.node.CoalesceStats()
+			r.Coalesced = Coalesced{Statements: stmts - stmts0, Reads: reads - reads0}
 			if r.Direct.OpsPerSec > 0 {
 				r.Ratio = r.Cellar.OpsPerSec / r.Direct.OpsPerSec
 				r.ClientRatio = r.Client.OpsPerSec / r.Direct.OpsPerSec

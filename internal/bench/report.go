@@ -70,6 +70,16 @@ func WriteMarkdown(w io.Writer, rep *Report) error {
 					}
 				}
 			}
+			var coalesced []string
+			for _, r := range br.Results {
+				if c := r.Coalesced; c.Statements > 0 {
+					coalesced = append(coalesced, fmt.Sprintf("%s c=%d: %d statements answered %d reads (%.1f each)",
+						r.Op, r.Concurrency, c.Statements, c.Reads, float64(c.Reads)/float64(c.Statements)))
+				}
+			}
+			if len(coalesced) > 0 {
+				fmt.Fprintf(&b, "\nCoalesced point reads (statements of the node that answered more than one get or latest; both cellar sides, warm-ups included): %s.\n", strings.Join(coalesced, "; "))
+			}
 			for _, r := range br.Results {
 				for _, side := range r.sides() {
 					if side.st.Errors > 0 {

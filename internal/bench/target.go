@@ -67,7 +67,7 @@ func openTarget(ctx context.Context, cfg *Config, engine string, noGroupCommit b
 			t.Close()
 		}
 	}()
-	opts := sqlstore.Options{Name: nodeName, ShardCount: cfg.Shards, Create: true}
+	opts := sqlstore.Options{Name: nodeName, ShardCount: cfg.Shards, Create: true, CoalesceReads: cfg.CoalesceReads}
 	var wdb *sql.DB // where direct puts go
 	switch engine {
 	case "sqlite":
@@ -121,6 +121,16 @@ func openTarget(ctx context.Context, cfg *Config, engine string, noGroupCommit b
 	t.direct = newDirect(t.node.DB(), wdb, d, cfg.Shards)
 	if t.info, err = engineInfo(ctx, engine, t.node.DB()); err != nil {
 		return t, fmt.Errorf("read %s settings: %w", engine, err)
+	}
+	switch {
+	case cfg.CoalesceReads < 0:
+		t.info += "; cellar reads every get and latest alone (read coalescing off)"
+	default:
+		n := cfg.CoalesceReads
+		if n == 0 {
+			n = sqlstore.DefaultCoalesceReads
+		}
+		t.info += fmt.Sprintf("; cellar coalesces gets and latests beyond %d statements in flight", n)
 	}
 	return t, t.serve(cfg)
 }

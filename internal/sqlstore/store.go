@@ -49,6 +49,11 @@ type Options struct {
 	// server can start while a node is down; until the node answers, its
 	// operations fail with ErrUnavailable.
 	Lazy bool
+	// CoalesceReads is how many get (and, apart, latest) statements the
+	// node runs at once before further ones wait and are read together in
+	// one statement (coalesce.go); 0 means DefaultCoalesceReads and a
+	// negative value turns coalescing off.
+	CoalesceReads int
 }
 
 // Store is one storage node. It implements cellar.Store.
@@ -65,6 +70,8 @@ type Store struct {
 	stmts *stmtCache // prepared statements of the batched write path; nil without it
 
 	group *committer // nil without group commit
+
+	getc, latestc *coalescer // nil without read coalescing
 
 	checked atomic.Bool // the schema version was found to be current
 }
@@ -85,6 +92,13 @@ func Open(ctx context.Context, db, wdb *sql.DB, d *Dialect, opts Options) (*Stor
 		opts.MaxGroup = 512
 	}
 	s := &Store{name: opts.Name, db: db, wdb: wdb, d: d, shardCount: opts.ShardCount, now: opts.Now}
+	if opts.CoalesceReads == 0 {
+		opts.CoalesceReads = DefaultCoalesceReads
+	}
+	if opts.CoalesceReads > 0 {
+		s.getc = newCoalescer(s, opts.CoalesceReads, "get cell")
+		s.latestc = newCoalescer(s, opts.CoalesceReads, "get latest cell")
+	}
 	if d.BatchWrites {
 		s.stmts = newStmtCache(s)
 	}
@@ -228,6 +242,15 @@ func (s *Store) Get(ctx context.Context, k cellar.Key) (cellar.Cell, error) {
 	if err := s.ready(ctx); err != nil {
 		return c, err
 	}
+	if s.getc != nil {
+		return s.getc.read(ctx, cellar.LookupKey{RowKey: k.RowKey, Column: k.Column, RefKey: &k.RefKey},
+			func(ctx context.Context) (cellar.Cell, error) { return s.get(ctx, k) })
+	}
+	return s.get(ctx, k)
+}
+
+func (s *Store) get(ctx context.Context, k cellar.Key) (cellar.Cell, error) {
+	var c cellar.Cell
 	err := scanCell(s.db.QueryRowContext(ctx, s.d.Rebind(GetCellSQL),
 		[]byte(k.RowKey), k.Column, k.RefKey), &c)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -248,6 +271,15 @@ func (s *Store) Latest(ctx context.Context, rowKey, column string) (cellar.Cell,
 	if err := s.ready(ctx); err != nil {
 		return c, err
 	}
+	if s.latestc != nil {
+		return s.latestc.read(ctx, cellar.LookupKey{RowKey: rowKey, Column: column},
+			func(ctx context.Context) (cellar.Cell, error) { return s.latest(ctx, rowKey, column) })
+	}
+	return s.latest(ctx, rowKey, column)
+}
+
+func (s *Store) latest(ctx context.Context, rowKey, column string) (cellar.Cell, error) {
+	var c cellar.Cell
 	err := scanCell(s.db.QueryRowContext(ctx, s.d.Rebind(LatestCellSQL),
 		[]byte(rowKey), column), &c)
 	if errors.Is(err, sql.ErrNoRows) {
