@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"net/url"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -276,6 +277,7 @@ func TestSQLNodeStoppedDuringFlush(t *testing.T) {
 				acked[i].Store(1)
 			}
 			stop := make(chan struct{})
+			var reloadFailures atomic.Int64
 			var wg sync.WaitGroup
 			for w := 0; w < 8; w++ {
 				wg.Add(1)
@@ -289,6 +291,19 @@ func TestSQLNodeStoppedDuringFlush(t *testing.T) {
 						}
 						k := (w + i) % len(keys)
 						if _, err := b.Incr(ctx, keys[k], 1); err != nil {
+							// Documented (docs/COUNTERS.md, "Reads"): a
+							// counter left idle for one flush round has
+							// its durable value dropped, and its next
+							// increment, which must read it from the
+							// storage node, fails while that node is
+							// down, without being applied. Two flushes
+							// back to back with the workers slowed
+							// (-race, a loaded machine) leave a key idle.
+							if cellar.ErrorCode(err) == cellar.EUNAVAILABLE && strings.Contains(err.Error(), "read durable counter") {
+								reloadFailures.Add(1)
+								time.Sleep(time.Millisecond)
+								continue
+							}
 							t.Errorf("Incr(%s) while the node comes and goes: %v", keys[k], err)
 							return
 						}
@@ -341,7 +356,8 @@ func TestSQLNodeStoppedDuringFlush(t *testing.T) {
 				}
 				wantCounter(t, b, k, acked[i].Load())
 			}
-			t.Logf("%d of 8 flushes failed as the node went away; stats %+v", failed, b.Stats())
+			t.Logf("%d of 8 flushes failed as the node went away; %d increments of idle counters failed reading the node; stats %+v",
+				failed, reloadFailures.Load(), b.Stats())
 		})
 	}
 }
