@@ -122,11 +122,9 @@ func openTarget(ctx context.Context, cfg *Config, engine string, noGroupCommit b
 	if t.info, err = engineInfo(ctx, engine, t.node.DB()); err != nil {
 		return t, fmt.Errorf("read %s settings: %w", engine, err)
 	}
-	switch {
-	case cfg.CoalesceReads < 0:
+	if n := cfg.CoalesceReads; n < 0 {
 		t.info += "; cellar reads every get and latest alone (read coalescing off)"
-	default:
-		n := cfg.CoalesceReads
+	} else {
 		if n == 0 {
 			n = sqlstore.DefaultCoalesceReads
 		}

@@ -72,6 +72,7 @@ type Store struct {
 	group *committer // nil without group commit
 
 	getc, latestc *coalescer // nil without read coalescing
+	batchSQL      sync.Map   // uniformBatch -> its batchGet statement, rebound
 
 	checked atomic.Bool // the schema version was found to be current
 }
@@ -384,7 +385,7 @@ func (s *Store) batchGet(ctx context.Context, keys []cellar.LookupKey, idx []int
 			res[i].Err = err
 		}
 	}
-	rows, err := s.db.QueryContext(ctx, s.d.Rebind(BatchGetSQL(exact)), args...)
+	rows, err := s.db.QueryContext(ctx, s.batchGetSQL(exact), args...)
 	if err != nil {
 		fail(err)
 		return
@@ -417,6 +418,32 @@ func (s *Store) batchGet(ctx context.Context, keys []cellar.LookupKey, idx []int
 			res[i].Err = notFound(keys[i].RowKey, keys[i].Column, keys[i].RefKey)
 		}
 	}
+}
+
+// batchGetSQL returns BatchGetSQL(exact) in the engine's placeholders.
+// Batches of one kind only (every coalesced read, most client batches)
+// are built once per size and kept.
+func (s *Store) batchGetSQL(exact []bool) string {
+	uniform := true
+	for _, e := range exact[1:] {
+		uniform = uniform && e == exact[0]
+	}
+	if !uniform {
+		return s.d.Rebind(BatchGetSQL(exact))
+	}
+	key := uniformBatch{exact: exact[0], n: len(exact)}
+	if q, ok := s.batchSQL.Load(key); ok {
+		return q.(string)
+	}
+	q := s.d.Rebind(BatchGetSQL(exact))
+	s.batchSQL.Store(key, q)
+	return q
+}
+
+// uniformBatch keys Store.batchSQL.
+type uniformBatch struct {
+	exact bool
+	n     int
 }
 
 // Scan implements cellar.Store.
