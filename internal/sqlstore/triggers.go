@@ -483,10 +483,31 @@ func (s *Store) SeeConsumer(ctx context.Context, name, consumer string, now, liv
 				return err
 			}
 		}
-		// Forget consumers long gone.
-		if _, err := tx.ExecContext(ctx, s.d.Rebind("DELETE FROM trigger_consumers WHERE trigger_name = ? AND seen_at < ?"),
-			name, liveSince.Add(-time.Hour).UnixMilli()); err != nil {
+		// Forget consumers long gone. A plain read finds them first: a
+		// DELETE over a range of seen_at would lock every consumer row of
+		// the trigger in InnoDB and deadlock with the others' updates.
+		gone := liveSince.Add(-time.Hour).UnixMilli()
+		var old []string
+		rows, err := tx.QueryContext(ctx, s.d.Rebind("SELECT consumer FROM trigger_consumers WHERE trigger_name = ? AND seen_at < ?"), name, gone)
+		if err != nil {
 			return err
+		}
+		for rows.Next() {
+			var c string
+			if err := rows.Scan(&c); err != nil {
+				rows.Close()
+				return err
+			}
+			old = append(old, c)
+		}
+		if err := rows.Close(); err != nil {
+			return err
+		}
+		for _, c := range old {
+			if _, err := tx.ExecContext(ctx, s.d.Rebind("DELETE FROM trigger_consumers WHERE trigger_name = ? AND consumer = ? AND seen_at < ?"),
+				name, c, gone); err != nil {
+				return err
+			}
 		}
 		return tx.QueryRowContext(ctx, s.d.Rebind("SELECT COUNT(*) FROM trigger_consumers WHERE trigger_name = ? AND seen_at >= ?"),
 			name, liveSince.UnixMilli()).Scan(&live)

@@ -3,6 +3,7 @@ package sqlstore_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -174,6 +175,40 @@ func TestTriggerState(t *testing.T) {
 		list, err := s.Triggers(ctx)
 		if err != nil || len(list) != 1 {
 			t.Fatalf("Triggers = %+v, %v", list, err)
+		}
+	})
+}
+
+// TestSeeConsumerConcurrently has many consumers of one trigger report at
+// once, as consumers on many servers do, while long-gone consumers wait to
+// be forgotten: no report may fail (InnoDB once deadlocked here on the
+// range the forgetting locked), and the gone are forgotten.
+func TestSeeConsumerConcurrently(t *testing.T) {
+	triggerNodes(t, func(t *testing.T, s *sqlstore.Store) {
+		ctx := context.Background()
+		now := time.Now()
+		for i := 0; i < 4; i++ {
+			if _, err := s.SeeConsumer(ctx, "t", fmt.Sprintf("gone%d", i), now.Add(-2*time.Hour), now.Add(-3*time.Hour)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var wg sync.WaitGroup
+		for w := 0; w < 16; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := 0; i < 30; i++ {
+					at := now.Add(time.Duration(i) * time.Millisecond)
+					if _, err := s.SeeConsumer(ctx, "t", fmt.Sprintf("c%d", w), at, now.Add(-time.Minute)); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		if live, err := s.LiveConsumers(ctx, "t", now.Add(-3*time.Hour)); err != nil || live != 16 {
+			t.Fatalf("LiveConsumers = %d, %v; want the 16 reporting, the gone forgotten", live, err)
 		}
 	})
 }

@@ -245,6 +245,16 @@ func runLoad(t *testing.T, e *env, engines []*trigger.Engine, l *ledger, writeFo
 		}()
 	}
 	time.Sleep(writeFor)
+	// On a loaded machine the consumers may not have crashed yet: write
+	// on until they have (the check fails a run that never exercised it).
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		l.mu.Lock()
+		crashed := l.crashes >= 3
+		l.mu.Unlock()
+		if crashed {
+			break
+		}
+	}
 	writing.Store(false)
 	wg.Wait()
 	chaos.Store(false)
