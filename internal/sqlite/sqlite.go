@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"time"
 
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
@@ -92,6 +93,10 @@ type Options struct {
 	NoGroupCommit bool
 	// MaxReaders bounds the read connections (default 8).
 	MaxReaders int
+	// CheckpointEvery is how often the WAL is checkpointed off the write
+	// path (checkpoint.go); 0 means DefaultCheckpointEvery, and a negative
+	// value leaves checkpoints to SQLite, inside the commits.
+	CheckpointEvery time.Duration
 }
 
 // Open opens (creating if opts.Create is set) the SQLite node at path.
@@ -112,7 +117,16 @@ func Open(ctx context.Context, path string, opts Options) (*sqlstore.Store, erro
 	}
 	q.Set("_txlock", "immediate")
 	dsn := "file:" + path + "?" + q.Encode()
-	wdb, err := sql.Open("sqlite", dsn)
+	if opts.CheckpointEvery == 0 {
+		opts.CheckpointEvery = DefaultCheckpointEvery
+	}
+	wdsn := dsn
+	if opts.CheckpointEvery > 0 {
+		q.Add("_pragma", fmt.Sprintf("wal_autocheckpoint(%d)", backstopPages))
+		wdsn = "file:" + path + "?" + q.Encode()
+		opts.Background = checkpointer(opts.CheckpointEvery)
+	}
+	wdb, err := sql.Open("sqlite", wdsn)
 	if err != nil {
 		return nil, err
 	}

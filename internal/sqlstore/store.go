@@ -54,6 +54,10 @@ type Options struct {
 	// one statement (coalesce.go); 0 means DefaultCoalesceReads and a
 	// negative value turns coalescing off.
 	CoalesceReads int
+	// Background, if set, runs in a goroutine of its own while the store
+	// is open (SQLite's checkpointer); Close cancels its context and waits
+	// for it to return before closing the pools.
+	Background func(ctx context.Context, db, wdb *sql.DB)
 }
 
 // Store is one storage node. It implements cellar.Store.
@@ -75,6 +79,9 @@ type Store struct {
 	batchSQL      sync.Map   // uniformBatch -> its batchGet statement, rebound
 
 	checked atomic.Bool // the schema version was found to be current
+
+	stopBackground context.CancelFunc // nil without Options.Background
+	background     sync.WaitGroup
 }
 
 var _ cellar.Store = (*Store)(nil)
@@ -116,6 +123,15 @@ func Open(ctx context.Context, db, wdb *sql.DB, d *Dialect, opts Options) (*Stor
 	if opts.GroupCommit {
 		s.group = startCommitter(s, opts.MaxGroup)
 	}
+	if opts.Background != nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		s.stopBackground = cancel
+		s.background.Add(1)
+		go func() {
+			defer s.background.Done()
+			opts.Background(ctx, db, wdb)
+		}()
+	}
 	return s, nil
 }
 
@@ -152,11 +168,15 @@ func (s *Store) Name() string { return s.name }
 // (benchmarks comparing against the bare driver).
 func (s *Store) DB() *sql.DB { return s.db }
 
-// Close stops the group committer, closes the prepared statements and
-// the connection pools.
+// Close stops the group committer and the background loop, closes the
+// prepared statements and the connection pools.
 func (s *Store) Close() error {
 	if s.group != nil {
 		s.group.stop()
+	}
+	if s.stopBackground != nil {
+		s.stopBackground()
+		s.background.Wait()
 	}
 	var err error
 	if s.stmts != nil {
