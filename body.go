@@ -2,12 +2,13 @@ package cellar
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"io"
-	"sort"
 	"strings"
+	"sync"
 	"unicode/utf8"
+
+	"github.com/go-json-experiment/json/jsontext"
 )
 
 // DefaultMaxBodyBytes is the default limit on a cell body.
@@ -25,30 +26,29 @@ func CheckBody(raw []byte, maxBytes int) ([]byte, error) {
 	if len(raw) > maxBytes {
 		return nil, Errorf(ETOOLARGE, "body is %d bytes; the limit is %d", len(raw), maxBytes)
 	}
-	if !utf8.Valid(raw) {
-		return nil, Errorf(EINVALID, "body is not valid UTF-8")
-	}
-	if err := walkBody(raw, nil); err != nil {
+	if err := checkBody(raw); err != nil {
 		return nil, err
 	}
-	var buf bytes.Buffer
-	buf.Grow(len(raw))
-	if err := json.Compact(&buf, raw); err != nil {
-		return nil, Errorf(EINVALID, "body is not valid JSON: %v", err)
+	out := jsontext.Value(bytes.Clone(raw))
+	if err := out.Compact(); err != nil {
+		return nil, invalidJSON(err) // checkBody accepted it, so this cannot happen
 	}
-	return buf.Bytes(), nil
+	return out, nil
 }
 
 // CanonicalBody returns the canonical form of a valid body: object keys
-// sorted, no whitespace, strings re-encoded in one standard way, number
+// sorted, no whitespace, strings re-encoded in their shortest form, number
 // literals exactly as written. Two bodies are equal when their canonical
 // forms are equal; "1" and "1.0" are different bodies.
 func CanonicalBody(raw []byte) ([]byte, error) {
-	var out bytes.Buffer
-	if err := walkBody(raw, &out); err != nil {
+	if err := checkBody(raw); err != nil {
 		return nil, err
 	}
-	return out.Bytes(), nil
+	out := jsontext.Value(bytes.Clone(raw))
+	if err := out.Format(append(bodyOptions, jsontext.ReorderRawObjects(true))...); err != nil {
+		return nil, invalidJSON(err)
+	}
+	return out, nil
 }
 
 // EqualBodies reports whether a and b are the same JSON value after
@@ -65,175 +65,78 @@ func EqualBodies(a, b []byte) (bool, error) {
 	return bytes.Equal(ca, cb), nil
 }
 
-// walkBody parses raw as one JSON object, rejecting duplicate keys, and
-// writes its canonical form to out if out is not nil. encoding/json has no
-// duplicate-key check and no literal-preserving canonical encoder, so this
-// walks the token stream itself.
-func walkBody(raw []byte, out *bytes.Buffer) error {
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
-	tok, err := dec.Token()
+// bodyOptions are the jsontext options bodies are read with. The raw
+// bytes must be valid UTF-8 (checkBody checks), but an escaped lone
+// surrogate ("\ud800") is accepted, as encoding/json accepts it, reading
+// it as U+FFFD. Duplicate names are refused (jsontext's default).
+var bodyOptions = []jsontext.Options{jsontext.AllowInvalidUTF8(true)}
+
+// decoders keeps Decoders (and their buffers) for reuse; noInput is what
+// one holds while pooled, so that it keeps no body alive.
+var (
+	decoders = sync.Pool{New: func() any { return new(jsontext.Decoder) }}
+	noInput  = new(bytes.Buffer)
+)
+
+// checkBody reports whether raw is one JSON object with no duplicate key at
+// any level, in valid UTF-8, nested at most MaxBodyDepth deep. It reads
+// the tokens with jsontext (the tokenizer of the coming encoding/json/v2),
+// which finds duplicate names itself; encoding/json has no such check.
+func checkBody(raw []byte) error {
+	if !utf8.Valid(raw) {
+		return Errorf(EINVALID, "body is not valid UTF-8")
+	}
+	dec := decoders.Get().(*jsontext.Decoder)
+	dec.Reset(bytes.NewBuffer(raw), bodyOptions...)
+	defer func() {
+		dec.Reset(noInput)
+		decoders.Put(dec)
+	}()
+	tok, err := dec.ReadToken()
 	if err != nil {
 		return invalidJSON(err)
 	}
-	if d, ok := tok.(json.Delim); !ok || d != '{' {
-		return Errorf(EINVALID, "body must be a JSON object, not %s", kindOf(tok))
+	if k := tok.Kind(); k != '{' {
+		return Errorf(EINVALID, "body must be a JSON object, not %s", kindOf(k))
 	}
-	if err := walkObject(dec, out, 1); err != nil {
-		return err
+	for dec.StackDepth() > 0 {
+		tok, err := dec.ReadToken()
+		if err != nil {
+			return invalidJSON(err)
+		}
+		if k := tok.Kind(); (k == '{' || k == '[') && dec.StackDepth() > MaxBodyDepth {
+			return Errorf(EINVALID, "body nests deeper than %d levels", MaxBodyDepth)
+		}
 	}
-	if _, err := dec.Token(); err != io.EOF {
+	if _, err := dec.ReadToken(); err != io.EOF {
 		return Errorf(EINVALID, "body has data after the JSON object")
 	}
 	return nil
-}
-
-// walkValue handles one value whose first token is tok.
-func walkValue(dec *json.Decoder, tok json.Token, out *bytes.Buffer, depth int) error {
-	switch v := tok.(type) {
-	case json.Delim:
-		if depth >= MaxBodyDepth {
-			return Errorf(EINVALID, "body nests deeper than %d levels", MaxBodyDepth)
-		}
-		if v == '{' {
-			return walkObject(dec, out, depth+1)
-		}
-		return walkArray(dec, out, depth+1)
-	case string:
-		if out != nil {
-			writeString(out, v)
-		}
-	case json.Number:
-		if out != nil {
-			out.WriteString(string(v))
-		}
-	case bool:
-		if out != nil {
-			if v {
-				out.WriteString("true")
-			} else {
-				out.WriteString("false")
-			}
-		}
-	case nil:
-		if out != nil {
-			out.WriteString("null")
-		}
-	}
-	return nil
-}
-
-func walkObject(dec *json.Decoder, out *bytes.Buffer, depth int) error {
-	type member struct {
-		key string
-		val []byte
-	}
-	var members []member
-	seen := make(map[string]bool)
-	for {
-		tok, err := dec.Token()
-		if err != nil {
-			return invalidJSON(err)
-		}
-		if d, ok := tok.(json.Delim); ok && d == '}' {
-			break
-		}
-		key, ok := tok.(string)
-		if !ok {
-			return Errorf(EINVALID, "body is not valid JSON: object key is not a string")
-		}
-		if seen[key] {
-			return Errorf(EINVALID, "body has duplicate key %q", truncate(key, 80))
-		}
-		seen[key] = true
-		val, err := dec.Token()
-		if err != nil {
-			return invalidJSON(err)
-		}
-		var vb *bytes.Buffer
-		if out != nil {
-			vb = new(bytes.Buffer)
-		}
-		if err := walkValue(dec, val, vb, depth); err != nil {
-			return err
-		}
-		if out != nil {
-			members = append(members, member{key, vb.Bytes()})
-		}
-	}
-	if out == nil {
-		return nil
-	}
-	sort.Slice(members, func(i, j int) bool { return members[i].key < members[j].key })
-	out.WriteByte('{')
-	for i, m := range members {
-		if i > 0 {
-			out.WriteByte(',')
-		}
-		writeString(out, m.key)
-		out.WriteByte(':')
-		out.Write(m.val)
-	}
-	out.WriteByte('}')
-	return nil
-}
-
-func walkArray(dec *json.Decoder, out *bytes.Buffer, depth int) error {
-	if out != nil {
-		out.WriteByte('[')
-	}
-	for i := 0; ; i++ {
-		tok, err := dec.Token()
-		if err != nil {
-			return invalidJSON(err)
-		}
-		if d, ok := tok.(json.Delim); ok && d == ']' {
-			break
-		}
-		if out != nil && i > 0 {
-			out.WriteByte(',')
-		}
-		if err := walkValue(dec, tok, out, depth); err != nil {
-			return err
-		}
-	}
-	if out != nil {
-		out.WriteByte(']')
-	}
-	return nil
-}
-
-// writeString writes s as a JSON string without HTML escaping.
-func writeString(out *bytes.Buffer, s string) {
-	enc := json.NewEncoder(out)
-	enc.SetEscapeHTML(false)
-	_ = enc.Encode(s)           // cannot fail for a string
-	out.Truncate(out.Len() - 1) // Encode appends a newline
 }
 
 func invalidJSON(err error) error {
 	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 		return Errorf(EINVALID, "body is not valid JSON: unexpected end of input")
 	}
-	msg := err.Error()
-	msg = strings.TrimPrefix(msg, "json: ")
+	var se *jsontext.SyntacticError
+	if errors.As(err, &se) && se.Err == jsontext.ErrDuplicateName {
+		return Errorf(EINVALID, "body has duplicate key %q", truncate(se.JSONPointer.LastToken(), 80))
+	}
+	msg := strings.TrimPrefix(err.Error(), "jsontext: ")
 	return Errorf(EINVALID, "body is not valid JSON: %s", msg)
 }
 
-func kindOf(tok json.Token) string {
-	switch v := tok.(type) {
-	case json.Delim:
-		if v == '[' {
-			return "an array"
-		}
-		return "a delimiter"
-	case string:
+func kindOf(k jsontext.Kind) string {
+	switch k {
+	case '[':
+		return "an array"
+	case '"':
 		return "a string"
-	case json.Number:
+	case '0':
 		return "a number"
-	case bool:
+	case 't', 'f':
 		return "a boolean"
-	case nil:
+	case 'n':
 		return "null"
 	}
 	return "something else"

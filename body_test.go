@@ -144,3 +144,16 @@ func TestCellMarshalKeepsBody(t *testing.T) {
 		t.Errorf("json.Marshal(cell) = %s", got)
 	}
 }
+
+// BenchmarkCheckBody checks a body like the benchmarks' (214 bytes):
+//
+//	go test -run '^$' -bench CheckBody -benchmem .
+func BenchmarkCheckBody(b *testing.B) {
+	raw := []byte(`{"user":"user-000123","event":"page_view","path":"/products/12345?ref=home","ts":1732200000123,"tags":["web","mobile","beta"],"n":12345678901234567890,"pi":3.141592653589793,"ok":true,"extra":null,"s":"caf\u00e9"}`)
+	b.SetBytes(int64(len(raw)))
+	for b.Loop() {
+		if _, err := cellar.CheckBody(raw, 1<<20); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
