@@ -77,6 +77,9 @@ func TestEqualBodies(t *testing.T) {
 		{`{"a":[1,2]}`, `{"a":[2,1]}`, false},
 		{`{"a":null}`, `{}`, false},
 		{`{"a":"<&>"}`, `{"a":"\u003c\u0026\u003e"}`, true},
+		{`{"a":"\ud800"}`, `{"a":"\ufffd"}`, true}, // a lone surrogate reads as U+FFFD
+		{`{"b":1,"a":{"d":[],"c":"x"}}`, `{"a":{"c":"x","d":[]},"b":1}`, true},
+		{`{"a":"\u00e9"}`, `{"a":"\u00e8"}`, false},
 	}
 	for _, tt := range tests {
 		got, err := cellar.EqualBodies([]byte(tt.a), []byte(tt.b))

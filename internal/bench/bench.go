@@ -21,6 +21,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
@@ -528,9 +529,30 @@ func targets(rep *Report) []Target {
 	return []Target{latest, group}
 }
 
-// gitCommit returns the short commit of the working directory's
-// repository, marked if the tree has changes, or "unknown".
+// gitCommit returns the commit the running binary was built from (the
+// VCS stamp go build records), else the short commit of the working
+// directory's repository, marked if the tree had changes, or "unknown".
+// The stamp comes first: a binary built earlier and run in a checkout
+// that has moved on reports what it is.
 func gitCommit() string {
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		var rev, modified string
+		for _, s := range bi.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				rev = s.Value
+			case "vcs.modified":
+				modified = s.Value
+			}
+		}
+		if len(rev) >= 7 {
+			rev = rev[:7]
+			if modified == "true" {
+				rev += " (built with uncommitted changes)"
+			}
+			return rev
+		}
+	}
 	out, err := exec.Command("git", "rev-parse", "--short", "HEAD").Output()
 	if err != nil {
 		return "unknown"
