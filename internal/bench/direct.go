@@ -23,16 +23,24 @@ type direct struct {
 	shards  int
 
 	get, latest, batchGet                     string
+	getStmt, latestStmt, batchGetStmt         *sql.Stmt // prepared where the node prepares its reads
 	insertSeq, lockSeq, insertCell, updateSeq string
 	seqKnown                                  sync.Map // shards whose sequence row exists
 }
 
 func newDirect(db, wdb *sql.DB, d *sqlstore.Dialect, shards int) *direct {
+	// A node's batchGet asks for the exact keys first, then the latest.
 	exact := make([]bool, batchKeys)
+	e := 0
 	for j := range exact {
-		exact[j] = batchExact(j)
+		if batchExact(j) {
+			e++
+		}
 	}
-	return &direct{
+	for j := range e {
+		exact[j] = true
+	}
+	x := &direct{
 		db: db, wdb: wdb, d: d, shards: shards,
 		get:        d.Rebind(sqlstore.GetCellSQL),
 		latest:     d.Rebind(sqlstore.LatestCellSQL),
@@ -42,6 +50,23 @@ func newDirect(db, wdb *sql.DB, d *sqlstore.Dialect, shards int) *direct {
 		insertCell: d.Rebind(d.InsertCell),
 		updateSeq:  d.Rebind(sqlstore.AdvanceSeqSQL),
 	}
+	if d.PrepareReads {
+		// As the node does; a statement that fails to prepare is sent
+		// as SQL, and its queries report the error.
+		ctx := context.Background()
+		x.getStmt, _ = db.PrepareContext(ctx, x.get)
+		x.latestStmt, _ = db.PrepareContext(ctx, x.latest)
+		x.batchGetStmt, _ = db.PrepareContext(ctx, x.batchGet)
+	}
+	return x
+}
+
+// queryRow runs q, through st if it was prepared.
+func (x *direct) queryRow(ctx context.Context, st *sql.Stmt, q string, args ...any) *sql.Row {
+	if st != nil {
+		return st.QueryRowContext(ctx, args...)
+	}
+	return x.db.QueryRowContext(ctx, q, args...)
 }
 
 // scanned holds a cell's columns as sqlstore scans them.
@@ -63,13 +88,13 @@ func (x *direct) op(name string, wl *workload) op {
 		return func(ctx context.Context) error {
 			row, ref := wl.readKey()
 			var s scanned
-			return x.db.QueryRowContext(ctx, x.get, []byte(row), column, ref).Scan(s.dest()...)
+			return x.queryRow(ctx, x.getStmt, x.get, []byte(row), column, ref).Scan(s.dest()...)
 		}
 	case "latest":
 		return func(ctx context.Context) error {
 			row, _ := wl.readKey()
 			var s scanned
-			return x.db.QueryRowContext(ctx, x.latest, []byte(row), column).Scan(s.dest()...)
+			return x.queryRow(ctx, x.latestStmt, x.latest, []byte(row), column).Scan(s.dest()...)
 		}
 	case "batchGet":
 		return func(ctx context.Context) error { return x.batch(ctx, wl.batchKeys()) }
@@ -81,13 +106,24 @@ func (x *direct) op(name string, wl *workload) op {
 
 func (x *direct) batch(ctx context.Context, keys []cellar.LookupKey) error {
 	args := make([]any, 0, 3*len(keys))
-	for _, k := range keys {
-		args = append(args, []byte(k.RowKey), k.Column)
-		if k.RefKey != nil {
-			args = append(args, *k.RefKey)
+	for _, exact := range []bool{true, false} {
+		for _, k := range keys {
+			if (k.RefKey != nil) != exact {
+				continue
+			}
+			args = append(args, []byte(k.RowKey), k.Column)
+			if k.RefKey != nil {
+				args = append(args, *k.RefKey)
+			}
 		}
 	}
-	rows, err := x.db.QueryContext(ctx, x.batchGet, args...)
+	var rows *sql.Rows
+	var err error
+	if x.batchGetStmt != nil {
+		rows, err = x.batchGetStmt.QueryContext(ctx, args...)
+	} else {
+		rows, err = x.db.QueryContext(ctx, x.batchGet, args...)
+	}
 	if err != nil {
 		return err
 	}

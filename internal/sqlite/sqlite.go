@@ -47,6 +47,8 @@ var Dialect = &sqlstore.Dialect{
 	InsertCell: "INSERT INTO cells (shard, added_id, row_key, col, ref_key, body, created_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (row_key, col, ref_key) DO NOTHING",
 	// SQLITE_MAX_COMPOUND_SELECT defaults to 500.
 	MaxUnion: 500,
+	// modernc.org/sqlite prepares every query it is sent.
+	PrepareReads: true,
 	// One writer (above): group commit's transactions write a whole group
 	// with a few set-based statements.
 	BatchWrites: true,

@@ -63,6 +63,10 @@ type Dialect struct {
 	ScanLock string
 	// MaxUnion is the most SELECTs one UNION ALL statement may join.
 	MaxUnion int
+	// PrepareReads makes a node prepare its point-read statements once
+	// (readstmts.go) instead of sending their SQL each time: for a driver
+	// that would parse every query anew.
+	PrepareReads bool
 	// BatchWrites selects the batched write path for cells (batchwrite.go):
 	// a few set-based statements per transaction instead of row locks and
 	// three statements per cell. Only for an engine whose write

@@ -76,7 +76,9 @@ type Store struct {
 	group *committer // nil without group commit
 
 	getc, latestc *coalescer // nil without read coalescing
-	batchSQL      sync.Map   // uniformBatch -> its batchGet statement, rebound
+
+	reads  sync.Map     // point-read statements (readstmts.go): key -> *readStmt
+	nreads atomic.Int64 // entries in reads
 
 	checked atomic.Bool // the schema version was found to be current
 
@@ -178,9 +180,11 @@ func (s *Store) Close() error {
 		s.stopBackground()
 		s.background.Wait()
 	}
-	var err error
+	err := s.closeReads()
 	if s.stmts != nil {
-		err = s.stmts.close()
+		if err2 := s.stmts.close(); err == nil {
+			err = err2
+		}
 	}
 	if err2 := s.db.Close(); err == nil {
 		err = err2
@@ -272,7 +276,7 @@ func (s *Store) Get(ctx context.Context, k cellar.Key) (cellar.Cell, error) {
 
 func (s *Store) get(ctx context.Context, k cellar.Key) (cellar.Cell, error) {
 	var c cellar.Cell
-	err := scanCell(s.db.QueryRowContext(ctx, s.d.Rebind(GetCellSQL),
+	err := scanCell(s.queryRowRead(ctx, s.readStmt(GetCellSQL, getCellSQL),
 		[]byte(k.RowKey), k.Column, k.RefKey), &c)
 	if errors.Is(err, sql.ErrNoRows) {
 		return c, notFound(k.RowKey, k.Column, &k.RefKey)
@@ -301,7 +305,7 @@ func (s *Store) Latest(ctx context.Context, rowKey, column string) (cellar.Cell,
 
 func (s *Store) latest(ctx context.Context, rowKey, column string) (cellar.Cell, error) {
 	var c cellar.Cell
-	err := scanCell(s.db.QueryRowContext(ctx, s.d.Rebind(LatestCellSQL),
+	err := scanCell(s.queryRowRead(ctx, s.readStmt(LatestCellSQL, latestCellSQL),
 		[]byte(rowKey), column), &c)
 	if errors.Is(err, sql.ErrNoRows) {
 		return c, notFound(rowKey, column, nil)
@@ -389,13 +393,26 @@ func (s *Store) BatchGet(ctx context.Context, keys []cellar.LookupKey) []cellar.
 }
 
 func (s *Store) batchGet(ctx context.Context, keys []cellar.LookupKey, idx []int, res []cellar.GetResult) {
-	args := make([]any, 0, 3*len(idx))
-	exact := make([]bool, len(idx))
+	// The exact keys come first, then the latest: so the statement's shape
+	// is two counts, and one statement serves every batch of those counts.
+	// Branch b of the statement answers idx[order[b]].
+	order := make([]int, 0, len(idx))
 	for j, i := range idx {
-		k := keys[i]
+		if keys[i].RefKey != nil {
+			order = append(order, j)
+		}
+	}
+	e := len(order)
+	for j, i := range idx {
+		if keys[i].RefKey == nil {
+			order = append(order, j)
+		}
+	}
+	args := make([]any, 0, 2*len(idx)+e)
+	for _, j := range order {
+		k := keys[idx[j]]
 		args = append(args, []byte(k.RowKey), k.Column)
 		if k.RefKey != nil {
-			exact[j] = true
 			args = append(args, *k.RefKey)
 		}
 	}
@@ -405,7 +422,15 @@ func (s *Store) batchGet(ctx context.Context, keys []cellar.LookupKey, idx []int
 			res[i].Err = err
 		}
 	}
-	rows, err := s.db.QueryContext(ctx, s.batchGetSQL(exact), args...)
+	l := len(idx) - e
+	rs := s.readStmt(batchShape{e, l}, func() string {
+		exact := make([]bool, e+l)
+		for b := range e {
+			exact[b] = true
+		}
+		return BatchGetSQL(exact)
+	})
+	rows, err := s.queryRead(ctx, rs, args...)
 	if err != nil {
 		fail(err)
 		return
@@ -413,18 +438,19 @@ func (s *Store) batchGet(ctx context.Context, keys []cellar.LookupKey, idx []int
 	defer rows.Close()
 	found := make([]bool, len(idx))
 	for rows.Next() {
-		var j int
+		var b int
 		var c cellar.Cell
 		var row, body []byte
 		var created int64
-		if err := rows.Scan(&j, &row, &c.Column, &c.RefKey, &c.Shard, &c.AddedID, &created, &body); err != nil {
+		if err := rows.Scan(&b, &row, &c.Column, &c.RefKey, &c.Shard, &c.AddedID, &created, &body); err != nil {
 			fail(err)
 			return
 		}
-		if j < 0 || j >= len(idx) {
-			fail(fmt.Errorf("batch get: branch %d out of range", j))
+		if b < 0 || b >= len(order) {
+			fail(fmt.Errorf("batch get: branch %d out of range", b))
 			return
 		}
+		j := order[b]
 		c.RowKey, c.CreatedAt, c.Body = string(row), time.UnixMilli(created).UTC(), body
 		found[j] = true
 		res[idx[j]].Cell = &c
@@ -438,32 +464,6 @@ func (s *Store) batchGet(ctx context.Context, keys []cellar.LookupKey, idx []int
 			res[i].Err = notFound(keys[i].RowKey, keys[i].Column, keys[i].RefKey)
 		}
 	}
-}
-
-// batchGetSQL returns BatchGetSQL(exact) in the engine's placeholders.
-// Batches of one kind only (every coalesced read, most client batches)
-// are built once per size and kept.
-func (s *Store) batchGetSQL(exact []bool) string {
-	uniform := true
-	for _, e := range exact[1:] {
-		uniform = uniform && e == exact[0]
-	}
-	if !uniform {
-		return s.d.Rebind(BatchGetSQL(exact))
-	}
-	key := uniformBatch{exact: exact[0], n: len(exact)}
-	if q, ok := s.batchSQL.Load(key); ok {
-		return q.(string)
-	}
-	q := s.d.Rebind(BatchGetSQL(exact))
-	s.batchSQL.Store(key, q)
-	return q
-}
-
-// uniformBatch keys Store.batchSQL.
-type uniformBatch struct {
-	exact bool
-	n     int
 }
 
 // Scan implements cellar.Store.
