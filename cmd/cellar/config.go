@@ -133,6 +133,11 @@ type NodeConfig struct {
 	// node runs at once before further ones are read together in one
 	// statement (default 4; -1 turns coalescing off).
 	CoalesceReads int `yaml:"coalesce_reads"`
+	// CheckpointEvery is how often a sqlite node copies its WAL into the
+	// database file, off the write path (default 50ms; a negative value
+	// such as -1s leaves it to SQLite, inside the commits). Shorter: lower
+	// put p99, fewer puts/s.
+	CheckpointEvery time.Duration `yaml:"checkpoint_every"`
 }
 
 // AssignmentConfig assigns a range of shards ("0-2047") to a node.
@@ -244,6 +249,10 @@ func (c *Config) validate() error {
 		if n.DSN == "" {
 			return fmt.Errorf("config: node %s has no dsn", n.Name)
 		}
+		if n.CheckpointEvery != 0 && n.Driver != "sqlite" {
+			return fmt.Errorf("config: node %s: checkpoint_every applies to sqlite nodes only", n.Name)
+		}
+
 	}
 	if !names[c.Metadata] {
 		return fmt.Errorf("config: metadata node %q is not among the nodes", c.Metadata)

@@ -41,7 +41,7 @@ shards: 16
 metadata: b
 request_timeout: 3s
 nodes:
-  - {name: a, driver: sqlite, dsn: a.db}
+  - {name: a, driver: sqlite, dsn: a.db, checkpoint_every: 20ms}
   - {name: b, driver: postgres, dsn: "postgres://x"}
 shard_map:
   - {node: a, shards: 0-7}
@@ -66,6 +66,9 @@ auth:
 	if cfg.RequestTimeout != 3*time.Second || cfg.NodeTimeout != 2*time.Second {
 		t.Errorf("timeouts = %v, %v", cfg.RequestTimeout, cfg.NodeTimeout)
 	}
+	if cfg.Nodes[0].CheckpointEvery != 20*time.Millisecond {
+		t.Errorf("checkpoint_every = %v; want 20ms", cfg.Nodes[0].CheckpointEvery)
+	}
 	if cfg.Auth.Tokens[0].secret() != "s3cret" {
 		t.Errorf("token_env not read")
 	}
@@ -84,6 +87,8 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"request_timeout: -1s", "request_timeout"},
 		{"bogus_key: 1", "bogus_key"},
 		{"auth: {tokens: [{token: x, scopes: [root]}]}", "scope"},
+		{"nodes: [{name: a, driver: postgres, dsn: x, checkpoint_every: 10ms}]\nmetadata: a", "sqlite nodes only"},
+		{"nodes: [{name: a, driver: sqlite, dsn: a, checkpoint_every: -1}]\nmetadata: a", "into time.Duration"},
 		{"auth: {tokens: [{token_env: CELLAR_TEST_UNSET_TOKEN, scopes: [read]}]}", "empty"},
 	}
 	for _, tt := range tests {

@@ -20,7 +20,7 @@ func openNode(ctx context.Context, cfg *Config, n NodeConfig, shards int, create
 	)
 	switch n.Driver {
 	case "sqlite":
-		s, err = sqlite.Open(ctx, cfg.sqlitePath(n), sqlite.Options{Options: opts, MaxReaders: n.MaxConns})
+		s, err = sqlite.Open(ctx, cfg.sqlitePath(n), sqlite.Options{Options: opts, MaxReaders: n.MaxConns, CheckpointEvery: n.CheckpointEvery})
 	case "postgres":
 		s, err = postgres.Open(ctx, n.DSN, postgres.Options{Options: opts, MaxConns: n.MaxConns})
 	case "mysql":
