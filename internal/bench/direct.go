@@ -44,7 +44,7 @@ func newDirect(db, wdb *sql.DB, d *sqlstore.Dialect, shards int) *direct {
 		db: db, wdb: wdb, d: d, shards: shards,
 		get:        d.Rebind(sqlstore.GetCellSQL),
 		latest:     d.Rebind(sqlstore.LatestCellSQL),
-		batchGet:   d.Rebind(sqlstore.BatchGetSQL(exact)),
+		batchGet:   d.Rebind(sqlstore.BatchGetSQL(d, exact)),
 		insertSeq:  d.Rebind(d.InsertSeq),
 		lockSeq:    d.Rebind(d.LockSeq),
 		insertCell: d.Rebind(d.InsertCell),

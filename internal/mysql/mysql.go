@@ -36,6 +36,8 @@ var Dialect = &sqlstore.Dialect{
 	// IGNORE would also swallow truncation and other errors.)
 	InsertCell: "INSERT INTO cells (shard, added_id, row_key, col, ref_key, body, created_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON DUPLICATE KEY UPDATE row_key = row_key",
 	MaxUnion:   1000,
+	// See Dialect.ParenUnion.
+	ParenUnion: true,
 	// The shard scan's ordering guarantee needs a locking read on InnoDB
 	// (see sqlstore.Dialect.ScanLock), at the default REPEATABLE READ.
 	ScanLock: " LOCK IN SHARE MODE",

@@ -63,6 +63,12 @@ type Dialect struct {
 	ScanLock string
 	// MaxUnion is the most SELECTs one UNION ALL statement may join.
 	MaxUnion int
+	// ParenUnion makes a batchGet's branches parenthesized SELECTs
+	// instead of derived tables: MariaDB materializes every derived table,
+	// and one with a BLOB column (body) in an on-disk temporary table, which
+	// made a 10-key batchGet 5× slower than the same branches in
+	// parentheses.
+	ParenUnion bool
 	// PrepareReads makes a node prepare its point-read statements once
 	// (readstmts.go) instead of sending their SQL each time: for a driver
 	// that would parse every query anew.

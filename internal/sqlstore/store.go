@@ -221,25 +221,36 @@ const (
 	AdvanceSeqSQL = "UPDATE shard_seq SET last_added_id = ? WHERE shard = ?"
 )
 
-// BatchGetSQL returns the one statement BatchGet issues for len(exact)
-// keys: a UNION ALL of index lookups, branch j an exact ref_key if
-// exact[j] and the latest cell otherwise, each answering with its branch
-// number as column i. Its arguments are row_key, column (and ref_key when
-// exact) for each key in turn.
-func BatchGetSQL(exact []bool) string {
+// BatchGetSQL returns the one statement BatchGet issues on d for
+// len(exact) keys: a UNION ALL of index lookups, branch j an exact ref_key
+// if exact[j] and the latest cell otherwise, each answering with its
+// branch number as column i. Its arguments are row_key, column (and
+// ref_key when exact) for each key in turn. Each branch is a derived
+// table (SQLite allows ORDER BY and LIMIT in a compound member no other
+// way) or, with Dialect.ParenUnion, a parenthesized SELECT.
+func BatchGetSQL(d *Dialect, exact []bool) string {
 	var q strings.Builder
 	for j, e := range exact {
 		if j > 0 {
 			q.WriteString(" UNION ALL ")
 		}
+		if d.ParenUnion {
+			q.WriteString("(")
+		} else {
+			q.WriteString("SELECT * FROM (")
+		}
 		// The branch number is a literal we generate, not client input.
-		fmt.Fprintf(&q, "SELECT * FROM (SELECT %d AS i, %s FROM cells WHERE row_key = ? AND col = ?", j, CellColumns)
+		fmt.Fprintf(&q, "SELECT %d AS i, %s FROM cells WHERE row_key = ? AND col = ?", j, CellColumns)
 		if e {
 			q.WriteString(" AND ref_key = ?")
 		} else {
 			q.WriteString(" ORDER BY ref_key DESC LIMIT 1")
 		}
-		fmt.Fprintf(&q, ") t%d", j)
+		if d.ParenUnion {
+			q.WriteString(")")
+		} else {
+			fmt.Fprintf(&q, ") t%d", j)
+		}
 	}
 	return q.String()
 }
@@ -428,7 +439,7 @@ func (s *Store) batchGet(ctx context.Context, keys []cellar.LookupKey, idx []int
 		for b := range e {
 			exact[b] = true
 		}
-		return BatchGetSQL(exact)
+		return BatchGetSQL(s.d, exact)
 	})
 	rows, err := s.queryRead(ctx, rs, args...)
 	if err != nil {

@@ -185,10 +185,16 @@ func TestCloseDuringPuts(t *testing.T) {
 }
 
 func TestBatchGetSQL(t *testing.T) {
-	got := sqlstore.BatchGetSQL([]bool{true, false})
+	got := sqlstore.BatchGetSQL(&sqlstore.Dialect{}, []bool{true, false})
 	want := "SELECT * FROM (SELECT 0 AS i, " + sqlstore.CellColumns + " FROM cells WHERE row_key = ? AND col = ? AND ref_key = ?) t0" +
 		" UNION ALL SELECT * FROM (SELECT 1 AS i, " + sqlstore.CellColumns + " FROM cells WHERE row_key = ? AND col = ? ORDER BY ref_key DESC LIMIT 1) t1"
 	if got != want {
 		t.Errorf("BatchGetSQL = %q;\nwant %q", got, want)
+	}
+	got = sqlstore.BatchGetSQL(&sqlstore.Dialect{ParenUnion: true}, []bool{true, false})
+	want = "(SELECT 0 AS i, " + sqlstore.CellColumns + " FROM cells WHERE row_key = ? AND col = ? AND ref_key = ?)" +
+		" UNION ALL (SELECT 1 AS i, " + sqlstore.CellColumns + " FROM cells WHERE row_key = ? AND col = ? ORDER BY ref_key DESC LIMIT 1)"
+	if got != want {
+		t.Errorf("BatchGetSQL with ParenUnion = %q;\nwant %q", got, want)
 	}
 }
