@@ -45,7 +45,7 @@ func CanonicalBody(raw []byte) ([]byte, error) {
 		return nil, err
 	}
 	out := jsontext.Value(bytes.Clone(raw))
-	if err := out.Format(append(bodyOptions, jsontext.ReorderRawObjects(true))...); err != nil {
+	if err := out.Format(canonicalOptions...); err != nil {
 		return nil, invalidJSON(err)
 	}
 	return out, nil
@@ -70,6 +70,9 @@ func EqualBodies(a, b []byte) (bool, error) {
 // surrogate ("\ud800") is accepted, as encoding/json accepts it, reading
 // it as U+FFFD. Duplicate names are refused (jsontext's default).
 var bodyOptions = []jsontext.Options{jsontext.AllowInvalidUTF8(true)}
+
+// canonicalOptions format a body canonically: as read, members sorted.
+var canonicalOptions = append(bodyOptions[:len(bodyOptions):len(bodyOptions)], jsontext.ReorderRawObjects(true))
 
 // decoders keeps Decoders (and their buffers) for reuse; noInput is what
 // one holds while pooled, so that it keeps no body alive.

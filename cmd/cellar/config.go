@@ -252,7 +252,6 @@ func (c *Config) validate() error {
 		if n.CheckpointEvery != 0 && n.Driver != "sqlite" {
 			return fmt.Errorf("config: node %s: checkpoint_every applies to sqlite nodes only", n.Name)
 		}
-
 	}
 	if !names[c.Metadata] {
 		return fmt.Errorf("config: metadata node %q is not among the nodes", c.Metadata)

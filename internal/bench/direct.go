@@ -30,15 +30,15 @@ type direct struct {
 
 func newDirect(db, wdb *sql.DB, d *sqlstore.Dialect, shards int) *direct {
 	// A node's batchGet asks for the exact keys first, then the latest.
-	exact := make([]bool, batchKeys)
 	e := 0
-	for j := range exact {
+	for j := range batchKeys {
 		if batchExact(j) {
 			e++
 		}
 	}
-	for j := range e {
-		exact[j] = true
+	exact := make([]bool, batchKeys)
+	for j := range exact {
+		exact[j] = j < e
 	}
 	x := &direct{
 		db: db, wdb: wdb, d: d, shards: shards,
@@ -61,12 +61,19 @@ func newDirect(db, wdb *sql.DB, d *sqlstore.Dialect, shards int) *direct {
 	return x
 }
 
-// queryRow runs q, through st if it was prepared.
+// queryRow and query run q, through st if it was prepared.
 func (x *direct) queryRow(ctx context.Context, st *sql.Stmt, q string, args ...any) *sql.Row {
 	if st != nil {
 		return st.QueryRowContext(ctx, args...)
 	}
 	return x.db.QueryRowContext(ctx, q, args...)
+}
+
+func (x *direct) query(ctx context.Context, st *sql.Stmt, q string, args ...any) (*sql.Rows, error) {
+	if st != nil {
+		return st.QueryContext(ctx, args...)
+	}
+	return x.db.QueryContext(ctx, q, args...)
 }
 
 // scanned holds a cell's columns as sqlstore scans them.
@@ -117,13 +124,7 @@ func (x *direct) batch(ctx context.Context, keys []cellar.LookupKey) error {
 			}
 		}
 	}
-	var rows *sql.Rows
-	var err error
-	if x.batchGetStmt != nil {
-		rows, err = x.batchGetStmt.QueryContext(ctx, args...)
-	} else {
-		rows, err = x.db.QueryContext(ctx, x.batchGet, args...)
-	}
+	rows, err := x.query(ctx, x.batchGetStmt, x.batchGet, args...)
 	if err != nil {
 		return err
 	}

@@ -22,7 +22,7 @@ const backstopPages = 10000
 // that is the committer, the one goroutine every put waits on, and in CPU
 // profiles of durable puts at concurrency 64 the checkpoint took a fifth of
 // its time. This loop runs PASSIVE checkpoints, which wait for no reader
-// or writer, on a read connection every interval; a commit meanwhile only
+// or writer, on a connection of db (the read pool) every interval; a commit meanwhile only
 // appends to the WAL, and the next write transaction after a complete
 // checkpoint starts the WAL over, as it would after an automatic one.
 // Durability is unchanged: a commit is durable once the WAL is fsynced.
@@ -30,8 +30,8 @@ const backstopPages = 10000
 // SQLite has no call to learn the WAL's length without checkpointing, and
 // modernc.org/sqlite exposes no WAL hook, hence the timer: a PASSIVE
 // checkpoint with nothing to copy reads the WAL index and returns.
-func checkpointer(every time.Duration) func(ctx context.Context, db, wdb *sql.DB) {
-	return func(ctx context.Context, db, _ *sql.DB) {
+func checkpointer(db *sql.DB, every time.Duration) func(ctx context.Context) {
+	return func(ctx context.Context) {
 		t := time.NewTicker(every)
 		defer t.Stop()
 		for {

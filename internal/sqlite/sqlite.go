@@ -126,7 +126,6 @@ func Open(ctx context.Context, path string, opts Options) (*sqlstore.Store, erro
 	if opts.CheckpointEvery > 0 {
 		q.Add("_pragma", fmt.Sprintf("wal_autocheckpoint(%d)", backstopPages))
 		wdsn = "file:" + path + "?" + q.Encode()
-		opts.Background = checkpointer(opts.CheckpointEvery)
 	}
 	wdb, err := sql.Open("sqlite", wdsn)
 	if err != nil {
@@ -146,6 +145,9 @@ func Open(ctx context.Context, path string, opts Options) (*sqlstore.Store, erro
 	db.SetMaxOpenConns(opts.MaxReaders)
 	db.SetMaxIdleConns(opts.MaxReaders)
 	opts.GroupCommit = !opts.NoGroupCommit
+	if opts.CheckpointEvery > 0 {
+		opts.Background = checkpointer(db, opts.CheckpointEvery)
+	}
 	s, err := sqlstore.Open(ctx, db, wdb, Dialect, opts.Options)
 	if err != nil {
 		db.Close()

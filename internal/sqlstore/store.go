@@ -57,7 +57,7 @@ type Options struct {
 	// Background, if set, runs in a goroutine of its own while the store
 	// is open (SQLite's checkpointer); Close cancels its context and waits
 	// for it to return before closing the pools.
-	Background func(ctx context.Context, db, wdb *sql.DB)
+	Background func(ctx context.Context)
 }
 
 // Store is one storage node. It implements cellar.Store.
@@ -131,7 +131,7 @@ func Open(ctx context.Context, db, wdb *sql.DB, d *Dialect, opts Options) (*Stor
 		s.background.Add(1)
 		go func() {
 			defer s.background.Done()
-			opts.Background(ctx, db, wdb)
+			opts.Background(ctx)
 		}()
 	}
 	return s, nil
