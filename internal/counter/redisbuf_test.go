@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"reflect"
 	"sync"
 	"testing"
 	"time"
@@ -12,6 +13,8 @@ import (
 	"github.com/cellar-db/cellar/internal/counter/countertest"
 	"github.com/cellar-db/cellar/internal/dbtest"
 	"github.com/cellar-db/cellar/internal/redis"
+
+	goredis "github.com/redis/go-redis/v9"
 )
 
 const testShards = 16
@@ -489,5 +492,116 @@ func TestRedisExactSums(t *testing.T) {
 	wantCounter(t, b, "k", want+1)
 	if got := node.Value("x"); got != p53+3 {
 		t.Errorf("node value of x = %d; want 2^53+3", got)
+	}
+}
+
+// TestRedisIncrBatchAsIfAlone runs the same increments through incrScript
+// once as one batch and once one per run, from the same state, and wants
+// the same answers and the same state after: each item of a batch is
+// applied as if alone. The items repeat keys, overflow in the middle of a
+// batch, install and drop durable values, and sum past 2^53.
+func TestRedisIncrBatchAsIfAlone(t *testing.T) {
+	cl := goredis.NewClient(&goredis.Options{Addr: dbtest.Redis(t).Addr()})
+	defer cl.Close()
+	ctx := context.Background()
+	const maxS = "9223372036854775807"
+	setup := func() {
+		t.Helper()
+		for _, c := range [][]any{
+			{"FLUSHALL"},
+			{"HSET", "cellar:ctr:{1}:durable", "a", "5", "big", "9223372036854775800", "p53", "9007199254740992"},
+			{"SADD", "cellar:ctr:{1}:flushing", "f1", "f2"},
+			{"HSET", "cellar:ctr:{1}:flush:f1", "a", "3", "p53", "1"},
+			{"HSET", "cellar:ctr:{1}:flush:f2", "big", "-1"},
+			{"HSET", "cellar:ctr:{1}:deltas", "a", "2", "other", "4"},
+			{"SET", "cellar:ctr:{2}:gen", "7"},
+			{"HSET", "cellar:ctr:{3}:durable", "z", "0"},
+		} {
+			if err := cl.Do(ctx, c...).Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	items := [][5]string{
+		{"a", "1", "1", "", ""},
+		{"a", "-4", "1", "", ""},
+		{"big", "5", "1", "", ""},
+		{"big", "5", "1", "", ""}, // 2^63-1 -1 +5 +5: overflow
+		{"big", "-3", "1", "", ""},
+		{"p53", "1", "1", "", ""}, // 2^53 + 1 + 1: exact only in 64 bits
+		{"p53", "1", "1", "", ""},
+		{"a", "1", "1", "", ""},
+		{"n", "1", "2", "", ""},     // no durable value: load
+		{"n", "1", "2", "100", "6"}, // stale gen: load again
+		{"n", "1", "2", "100", "7"}, // installed
+		{"n", "-2", "2", "", ""},
+		{"m", "1", "2", maxS, "7"}, // installed and overflows: dropped
+		{"m", "1", "2", "", ""},    // so it loads again
+		{"z", "-1", "3", "", ""},
+		{"z", "1", "3", "", ""},  // back to 0
+		{"z", maxS, "3", "", ""}, // 2^63-1
+		{"z", "1", "3", "", ""},  // overflow
+		{"z", "-1", "3", "", ""},
+		{"q", "1", "4", "", ""}, // a shard never used: gen seeded
+		{"q", "1", "4", "50", "9"},
+	}
+	args := func(its [][5]string) []any {
+		a := []any{"9"} // the gen seed
+		for _, it := range its {
+			for _, v := range it {
+				a = append(a, v)
+			}
+		}
+		return a
+	}
+	state := func() map[string]any {
+		t.Helper()
+		st := map[string]any{}
+		keys, err := cl.Keys(ctx, "cellar:ctr:*").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range keys {
+			typ, _ := cl.Type(ctx, k).Result()
+			switch typ {
+			case "hash":
+				st[k] = cl.HGetAll(ctx, k).Val()
+			case "set":
+				st[k] = fmt.Sprint(cl.SMembers(ctx, k).Val())
+			default:
+				st[k] = cl.Get(ctx, k).Val()
+			}
+		}
+		return st
+	}
+	run := func(its [][5]string) []any {
+		t.Helper()
+		res, err := incrScript.Run(ctx, cl, []string{pendingKey, scratchKey}, args(its)...).Slice()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+
+	setup()
+	batch := run(items)
+	batchState := state()
+	setup()
+	var alone []any
+	for _, it := range items {
+		alone = append(alone, run([][5]string{it})...)
+	}
+	aloneState := state()
+	if !reflect.DeepEqual(batch, alone) {
+		t.Errorf("answers as one batch:\n%v\none by one:\n%v", batch, alone)
+	}
+	if !reflect.DeepEqual(batchState, aloneState) {
+		t.Errorf("state after one batch:\n%v\nafter one by one:\n%v", batchState, aloneState)
+	}
+	// The answers themselves, so that a script wrong both ways fails too.
+	want := "[[ok 11] [ok 7] [ok 9223372036854775804] [overflow] [ok 9223372036854775801] [ok 9007199254740994] [ok 9007199254740995] " +
+		"[ok 8] [load 7] [load 7] [ok 101] [ok 99] [overflow] [load 7] [ok -1] [ok 0] [ok " + maxS + "] [overflow] [ok 9223372036854775806] [load 9] [ok 51]]"
+	if got := fmt.Sprint(alone); got != want {
+		t.Errorf("answers:\n%s\nwant\n%s", got, want)
 	}
 }
