@@ -505,17 +505,19 @@ func TestRedisIncrBatchAsIfAlone(t *testing.T) {
 	defer cl.Close()
 	ctx := context.Background()
 	const maxS = "9223372036854775807"
+	// shardKey is a per-shard key of the layout in scripts.go.
+	shardKey := func(shard int, name string) string { return fmt.Sprintf("%s{%d}:%s", keyPrefix, shard, name) }
 	setup := func() {
 		t.Helper()
 		for _, c := range [][]any{
 			{"FLUSHALL"},
-			{"HSET", "cellar:ctr:{1}:durable", "a", "5", "big", "9223372036854775800", "p53", "9007199254740992"},
-			{"SADD", "cellar:ctr:{1}:flushing", "f1", "f2"},
-			{"HSET", "cellar:ctr:{1}:flush:f1", "a", "3", "p53", "1"},
-			{"HSET", "cellar:ctr:{1}:flush:f2", "big", "-1"},
-			{"HSET", "cellar:ctr:{1}:deltas", "a", "2", "other", "4"},
-			{"SET", "cellar:ctr:{2}:gen", "7"},
-			{"HSET", "cellar:ctr:{3}:durable", "z", "0"},
+			{"HSET", shardKey(1, "durable"), "a", "5", "big", "9223372036854775800", "p53", "9007199254740992"},
+			{"SADD", shardKey(1, "flushing"), "f1", "f2"},
+			{"HSET", shardKey(1, "flush:f1"), "a", "3", "p53", "1"},
+			{"HSET", shardKey(1, "flush:f2"), "big", "-1"},
+			{"HSET", shardKey(1, "deltas"), "a", "2", "other", "4"},
+			{"SET", shardKey(2, "gen"), "7"},
+			{"HSET", shardKey(3, "durable"), "z", "0"},
 		} {
 			if err := cl.Do(ctx, c...).Err(); err != nil {
 				t.Fatal(err)
@@ -526,7 +528,7 @@ func TestRedisIncrBatchAsIfAlone(t *testing.T) {
 		{"a", "1", "1", "", ""},
 		{"a", "-4", "1", "", ""},
 		{"big", "5", "1", "", ""},
-		{"big", "5", "1", "", ""}, // 2^63-1 -1 +5 +5: overflow
+		{"big", "5", "1", "", ""}, // 2^63-8, -1 in a flush, +5, +5: overflow
 		{"big", "-3", "1", "", ""},
 		{"p53", "1", "1", "", ""}, // 2^53 + 1 + 1: exact only in 64 bits
 		{"p53", "1", "1", "", ""},
@@ -557,7 +559,7 @@ func TestRedisIncrBatchAsIfAlone(t *testing.T) {
 	state := func() map[string]any {
 		t.Helper()
 		st := map[string]any{}
-		keys, err := cl.Keys(ctx, "cellar:ctr:*").Result()
+		keys, err := cl.Keys(ctx, keyPrefix+"*").Result()
 		if err != nil {
 			t.Fatal(err)
 		}
