@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -26,23 +27,29 @@ import (
 // TestHotCounterBenchmark measures one hot counter under 64 concurrent
 // HTTP clients over a real loopback listener: increments per second with
 // buffering (journal mode, Redis mode) against a naive PostgreSQL UPDATE
-// per increment, in the same run, and the SQL statements per flush. It is
-// a harness, not a unit test: it runs only with CELLAR_COUNTER_BENCH=1.
+// per increment, in the same run, and the SQL statements per flush. The
+// modes take turns in rounds (each mode's time split into that many
+// windows), so that other work on the shared machine weighs on all of
+// them alike; each mode has its own hot counter. It is a harness, not a
+// unit test: it runs only with CELLAR_COUNTER_BENCH=1.
 //
-//	CELLAR_COUNTER_BENCH=1 CELLAR_COUNTER_BENCH_SECONDS=10 \
+//	CELLAR_COUNTER_BENCH=1 CELLAR_COUNTER_BENCH_SECONDS=10 CELLAR_COUNTER_BENCH_ROUNDS=5 \
 //	CELLAR_TEST_POSTGRES_DSN=... CELLAR_TEST_REDIS_ADDR=... \
 //	go test -run TestHotCounterBenchmark -v ./internal/counter
 func TestHotCounterBenchmark(t *testing.T) {
 	if os.Getenv("CELLAR_COUNTER_BENCH") == "" {
 		t.Skip("set CELLAR_COUNTER_BENCH=1 to run the hot counter benchmark")
 	}
-	seconds := 10
+	seconds, rounds := 10, 5
 	if v, err := strconv.Atoi(os.Getenv("CELLAR_COUNTER_BENCH_SECONDS")); err == nil && v > 0 {
 		seconds = v
 	}
+	if v, err := strconv.Atoi(os.Getenv("CELLAR_COUNTER_BENCH_ROUNDS")); err == nil && v > 0 {
+		rounds = v
+	}
 	dur := time.Duration(seconds) * time.Second
+	window := dur / time.Duration(rounds)
 	const clients = 64
-	const key = "hot"
 	ctx := context.Background()
 
 	pgDSN := dbtest.Postgres(t)
@@ -53,81 +60,35 @@ func TestHotCounterBenchmark(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+
+	// mode is one way of counting, with its own hot counter.
+	type mode struct {
+		name  string
+		cs    cellar.CounterStore
+		key   string
+		table string                      // the PostgreSQL table it writes, if any
+		flush func(context.Context) error // nil for the unbuffered ones
+		stats func() Stats
+
+		base                 int64     // the counter's value before the run
+		n                    [3]int64  // acknowledged: over HTTP, via the Go client, direct
+		warm                 int64     // drive's warm-up increments
+		sent                 int64     // increments that failed or were cut off: they may count
+		perRound             []float64 // HTTP increments per second in each round
+		http, client, direct float64
+		st                   Stats
+	}
+	const (
+		overHTTP = iota
+		viaClient
+		direct
+	)
 	naive := openNaive(t, pgDSN)
-
-	type result struct {
-		name                 string
-		http, client, direct float64 // increments per second
-		stats                *Stats
-		rows                 int64 // rows PostgreSQL wrote in the counter table
-	}
-	var results []result
-	run := func(name string, cs cellar.CounterStore, table string, flush func() error, stats func() Stats) {
-		var before int64
-		if table != "" {
-			before = stableTupleWrites(t, pg.DB(), table)
-		}
-		r := result{name: name}
-		base, err := cs.Counter(ctx, key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		n, errs := drive(t, store, cs, clients, key, dur, false)
-		r.http = float64(n) / dur.Seconds()
-		t.Logf("%-8s over HTTP: %9.0f increments/s (%d in %v, %d errors)", name, r.http, n, dur, errs)
-		total, failed := n+1, errs // and the warm-up
-		n, errs = drive(t, store, cs, clients, key, dur, true)
-		r.client = float64(n) / dur.Seconds()
-		t.Logf("%-8s Go client: %9.0f increments/s (%d in %v, %d errors)", name, r.client, n, dur, errs)
-		total, failed = total+n+1, failed+errs
-		if table != "" {
-			var cut int64
-			n, errs, cut = driveDirect(t, cs, clients, key, dur)
-			failed += errs + cut
-			r.direct = float64(n) / dur.Seconds()
-			total += n
-			t.Logf("%-8s direct:    %9.0f increments/s (%d in %v, %d errors, %d cut off at the end)", name, r.direct, n, dur, errs, cut)
-		}
-		want := total
-		if flush != nil {
-			if err := flush(); err != nil {
-				t.Fatalf("%s: flush: %v", name, err)
-			}
-			st := stats()
-			r.stats = &st
-			want = st.Statements
-			// A failed increment may have been applied.
-			if v, err := cs.Counter(ctx, key); err != nil || v < base+total || v > base+total+failed {
-				t.Errorf("%s: counter = %d, %v; want %d..%d", name, v, err, base+total, base+total+failed)
-			}
-		}
-		if table != "" {
-			r.rows = settleTupleWrites(t, pg.DB(), table, before, want)
-		}
-		results = append(results, r)
-	}
-
-	// The naive way: one UPDATE per increment.
-	run("naive", naive, "naive_counters", nil, nil)
-
-	// The ceiling of this harness: the HTTP round trip over a counter in
-	// memory.
-	run("memory", &memCounters{}, "", nil, nil)
-
-	// Journal mode.
 	j, err := OpenJournal(ctx, t.TempDir()+"/counters.journal", store, Options{Logger: quietLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	run("journal", j, "counters", func() error { return j.Flush(ctx) }, j.Stats)
-	jv, err := j.Counter(ctx, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	spread := []string{spreadLine(t, "journal", j, j.Flush, j.Stats)}
-	j.Close()
-
-	// Redis mode.
+	defer j.Close()
 	rs := dbtest.Redis(t)
 	cluster, err := redis.Open(redis.Config{Shards: nodeShards, Nodes: []redis.Node{{Name: "r1", Addr: rs.Addr()}},
 		Map: []cellar.Assignment{{Node: "r1", ShardRange: cellar.ShardRange{First: 0, Last: nodeShards - 1}}}})
@@ -139,48 +100,135 @@ func TestHotCounterBenchmark(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	run("redis", rb, "counters", func() error { return rb.Flush(ctx) }, rb.Stats)
-	rv, err := rb.Counter(ctx, key)
-	if err != nil {
-		t.Fatal(err)
+	defer rb.Close()
+	modes := []*mode{
+		{name: "naive", cs: naive, key: "hot", table: "naive_counters"},
+		// The ceiling of this harness: the HTTP round trip over a
+		// counter in memory.
+		{name: "memory", cs: &memCounters{}, key: "hot"},
+		{name: "journal", cs: j, key: "hot-journal", table: "counters", flush: j.Flush, stats: j.Stats},
+		{name: "redis", cs: rb, key: "hot-redis", table: "counters", flush: rb.Flush, stats: rb.Stats},
 	}
-	spread = append(spread, spreadLine(t, "redis", rb, rb.Flush, rb.Stats))
-	rb.Close()
-	if rv <= jv {
-		t.Errorf("redis mode ended at %d, not above the journal's %d", rv, jv)
+	rowsBefore := map[string]int64{}
+	for _, m := range modes {
+		if m.table != "" {
+			rowsBefore[m.table] = stableTupleWrites(t, pg.DB(), m.table)
+		}
+		if m.base, err = m.cs.Counter(ctx, m.key); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var before []Stats
+	for _, m := range modes {
+		if m.stats != nil {
+			before = append(before, m.stats())
+		} else {
+			before = append(before, Stats{})
+		}
 	}
 
-	vals, err := store.Counters(ctx, []string{key})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if vals[key] != rv {
-		t.Errorf("node value %d; want %d", vals[key], rv)
-	}
-	fmt.Printf("\nhot counter, %d concurrent clients, %v per run, flush interval %v\n", clients, dur, DefaultFlushInterval)
-	fmt.Printf("HTTP: the lean load generator (internal/bench/loadgen); Go client: the same server through client.Incr\n")
-	fmt.Printf("%-8s %13s %8s %16s %8s %13s %8s %8s %11s %16s %16s\n", "mode", "HTTP incr/s", "vs naive", "Go client incr/s", "vs naive",
-		"direct incr/s", "vs naive", "flushes", "statements", "max stmts/flush", "pg rows written")
-	for _, r := range results {
-		direct, dratio, flushes, stmts, per := "-", "-", "-", "-", "-"
-		if r.direct > 0 {
-			direct, dratio = fmt.Sprintf("%.0f", r.direct), fmt.Sprintf("%.1fx", r.direct/results[0].direct)
-		}
-		if r.stats != nil {
-			flushes = strconv.FormatInt(r.stats.Flushes, 10)
-			stmts = strconv.FormatInt(r.stats.Statements, 10)
-			per = strconv.FormatInt(r.stats.MaxFlushKeys, 10)
-			if r.stats.MaxFlushKeys != 1 {
-				t.Errorf("%s: a flush of one hot counter sent %d statements; want 1 (one per distinct key)", r.name, r.stats.MaxFlushKeys)
+	for r := 0; r < rounds; r++ {
+		for _, m := range modes {
+			n, errs := drive(t, store, m.cs, clients, m.key, window, false)
+			m.n[overHTTP] += n
+			m.warm++ // drive's warm-up increment
+			m.sent += errs
+			m.perRound = append(m.perRound, float64(n)/window.Seconds())
+			t.Logf("round %d %-8s over HTTP: %9.0f increments/s (%d errors)", r+1, m.name, float64(n)/window.Seconds(), errs)
+			n, errs = drive(t, store, m.cs, clients, m.key, window, true)
+			m.n[viaClient] += n
+			m.warm++
+			m.sent += errs
+			t.Logf("round %d %-8s Go client: %9.0f increments/s (%d errors)", r+1, m.name, float64(n)/window.Seconds(), errs)
+			if m.table != "" {
+				n, errs, cut := driveDirect(t, m.cs, clients, m.key, window)
+				m.n[direct] += n
+				m.sent += errs + cut
+				t.Logf("round %d %-8s direct:    %9.0f increments/s (%d errors, %d cut off at the end)", r+1, m.name, float64(n)/window.Seconds(), errs, cut)
 			}
 		}
-		fmt.Printf("%-8s %13.0f %7.1fx %16.0f %7.1fx %13s %8s %8s %11s %16s %16d\n", r.name, r.http, r.http/results[0].http,
-			r.client, r.client/results[0].client, direct, dratio, flushes, stmts, per, r.rows)
 	}
+
+	rowsWant := map[string]int64{}
+	for i, m := range modes {
+		m.http = float64(m.n[overHTTP]) / dur.Seconds()
+		m.client = float64(m.n[viaClient]) / dur.Seconds()
+		m.direct = float64(m.n[direct]) / dur.Seconds()
+		total := m.warm + m.n[overHTTP] + m.n[viaClient] + m.n[direct]
+		if m.flush == nil {
+			rowsWant[m.table] += total
+			continue
+		}
+		if err := m.flush(ctx); err != nil {
+			t.Fatalf("%s: flush: %v", m.name, err)
+		}
+		after := m.stats()
+		m.st = Stats{Flushes: after.Flushes - before[i].Flushes, Statements: after.Statements - before[i].Statements, MaxFlushKeys: after.MaxFlushKeys}
+		rowsWant[m.table] += m.st.Statements
+		// A failed increment may have been applied.
+		v, err := m.cs.Counter(ctx, m.key)
+		if err != nil || v < m.base+total || v > m.base+total+m.sent {
+			t.Errorf("%s: counter = %d, %v; want %d..%d", m.name, v, err, m.base+total, m.base+total+m.sent)
+		}
+		vals, err := store.Counters(ctx, []string{m.key})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if vals[m.key] != v {
+			t.Errorf("%s: node value %d after the last flush; want %d", m.name, vals[m.key], v)
+		}
+		if m.st.MaxFlushKeys != 1 {
+			t.Errorf("%s: a flush of one hot counter sent %d statements; want 1 (one per distinct key)", m.name, m.st.MaxFlushKeys)
+		}
+	}
+	rows := map[string]int64{}
+	for table, want := range rowsWant {
+		rows[table] = settleTupleWrites(t, pg.DB(), table, rowsBefore[table], want)
+	}
+	if rows["counters"] != rowsWant["counters"] {
+		t.Errorf("PostgreSQL wrote %d counter rows; want %d, one per flush statement", rows["counters"], rowsWant["counters"])
+	}
+	spread := []string{spreadLine(t, "journal", j, j.Flush, j.Stats), spreadLine(t, "redis", rb, rb.Flush, rb.Stats)}
+
+	naiveMode := modes[0]
+	fmt.Printf("\nhot counter, %d concurrent clients, %v per mode and side in %d rounds of %v, flush interval %v\n", clients, dur, rounds, window, DefaultFlushInterval)
+	fmt.Printf("HTTP: the lean load generator (internal/bench/loadgen); Go client: the same server through client.Incr\n")
+	fmt.Printf("%-8s %13s %8s %21s %16s %8s %13s %8s %8s %11s %16s\n", "mode", "HTTP incr/s", "vs naive", "per round vs naive", "Go client incr/s", "vs naive",
+		"direct incr/s", "vs naive", "flushes", "statements", "max stmts/flush")
+	for _, m := range modes {
+		d, dratio, flushes, stmts, per := "-", "-", "-", "-", "-"
+		if m.direct > 0 {
+			d, dratio = fmt.Sprintf("%.0f", m.direct), fmt.Sprintf("%.1fx", m.direct/naiveMode.direct)
+		}
+		if m.flush != nil {
+			flushes = strconv.FormatInt(m.st.Flushes, 10)
+			stmts = strconv.FormatInt(m.st.Statements, 10)
+			per = strconv.FormatInt(m.st.MaxFlushKeys, 10)
+		}
+		fmt.Printf("%-8s %13.0f %7.1fx %21s %16.0f %7.1fx %13s %8s %8s %11s %16s\n", m.name, m.http, m.http/naiveMode.http,
+			roundRatios(m.perRound, naiveMode.perRound), m.client, m.client/naiveMode.client, d, dratio, flushes, stmts, per)
+	}
+	fmt.Printf("\nrows PostgreSQL wrote: naive_counters %d (one per naive increment: %d acknowledged, and up to %d failed or cut off at the end), counters %d (one per flush statement: %d)\n",
+		rows["naive_counters"], rowsWant["naive_counters"], naiveMode.sent, rows["counters"], rowsWant["counters"])
 	fmt.Printf("\n%d clients over %d counters, direct, %v:\n", clients, spreadKeys, spreadTime)
 	for _, l := range spread {
 		fmt.Println(l)
 	}
+}
+
+// roundRatios summarizes a mode's rate against the naive one's, round by
+// round: "median (min-max)".
+func roundRatios(rates, naive []float64) string {
+	r := make([]float64, len(rates))
+	for i := range rates {
+		r[i] = rates[i] / naive[i]
+	}
+	slices.Sort(r)
+	med := r[len(r)/2]
+	if len(r)%2 == 0 {
+		med = (r[len(r)/2-1] + r[len(r)/2]) / 2
+	}
+	return fmt.Sprintf("%.1fx (%.1f-%.1f)", med, r[0], r[len(r)-1])
 }
 
 const (
