@@ -70,13 +70,13 @@ func TestHotCounterBenchmark(t *testing.T) {
 		flush func(context.Context) error // nil for the unbuffered ones
 		stats func() Stats
 
-		base                 int64     // the counter's value before the run
-		n                    [3]int64  // acknowledged: over HTTP, via the Go client, direct
-		warm                 int64     // drive's warm-up increments
-		sent                 int64     // increments that failed or were cut off: they may count
-		perRound             []float64 // HTTP increments per second in each round
-		http, client, direct float64
-		st                   Stats
+		base     int64     // the counter's value before the run
+		before   Stats     // its buffer's stats before the run
+		n        [3]int64  // acknowledged: over HTTP, via the Go client, direct
+		warm     int64     // drive's warm-up increments
+		sent     int64     // increments that failed or were cut off: they may count
+		perRound []float64 // HTTP increments per second in each round
+		st       Stats     // its buffer's work during the run
 	}
 	const (
 		overHTTP = iota
@@ -117,15 +117,11 @@ func TestHotCounterBenchmark(t *testing.T) {
 		if m.base, err = m.cs.Counter(ctx, m.key); err != nil {
 			t.Fatal(err)
 		}
-	}
-	var before []Stats
-	for _, m := range modes {
 		if m.stats != nil {
-			before = append(before, m.stats())
-		} else {
-			before = append(before, Stats{})
+			m.before = m.stats()
 		}
 	}
+	rate := func(m *mode, side int) float64 { return float64(m.n[side]) / dur.Seconds() }
 
 	for r := 0; r < rounds; r++ {
 		for _, m := range modes {
@@ -150,20 +146,19 @@ func TestHotCounterBenchmark(t *testing.T) {
 	}
 
 	rowsWant := map[string]int64{}
-	for i, m := range modes {
-		m.http = float64(m.n[overHTTP]) / dur.Seconds()
-		m.client = float64(m.n[viaClient]) / dur.Seconds()
-		m.direct = float64(m.n[direct]) / dur.Seconds()
+	for _, m := range modes {
 		total := m.warm + m.n[overHTTP] + m.n[viaClient] + m.n[direct]
 		if m.flush == nil {
-			rowsWant[m.table] += total
+			if m.table != "" {
+				rowsWant[m.table] += total
+			}
 			continue
 		}
 		if err := m.flush(ctx); err != nil {
 			t.Fatalf("%s: flush: %v", m.name, err)
 		}
 		after := m.stats()
-		m.st = Stats{Flushes: after.Flushes - before[i].Flushes, Statements: after.Statements - before[i].Statements, MaxFlushKeys: after.MaxFlushKeys}
+		m.st = Stats{Flushes: after.Flushes - m.before.Flushes, Statements: after.Statements - m.before.Statements, MaxFlushKeys: after.MaxFlushKeys}
 		rowsWant[m.table] += m.st.Statements
 		// A failed increment may have been applied.
 		v, err := m.cs.Counter(ctx, m.key)
@@ -197,16 +192,16 @@ func TestHotCounterBenchmark(t *testing.T) {
 		"direct incr/s", "vs naive", "flushes", "statements", "max stmts/flush")
 	for _, m := range modes {
 		d, dratio, flushes, stmts, per := "-", "-", "-", "-", "-"
-		if m.direct > 0 {
-			d, dratio = fmt.Sprintf("%.0f", m.direct), fmt.Sprintf("%.1fx", m.direct/naiveMode.direct)
+		if m.n[direct] > 0 {
+			d, dratio = fmt.Sprintf("%.0f", rate(m, direct)), fmt.Sprintf("%.1fx", rate(m, direct)/rate(naiveMode, direct))
 		}
 		if m.flush != nil {
 			flushes = strconv.FormatInt(m.st.Flushes, 10)
 			stmts = strconv.FormatInt(m.st.Statements, 10)
 			per = strconv.FormatInt(m.st.MaxFlushKeys, 10)
 		}
-		fmt.Printf("%-8s %13.0f %7.1fx %21s %16.0f %7.1fx %13s %8s %8s %11s %16s\n", m.name, m.http, m.http/naiveMode.http,
-			roundRatios(m.perRound, naiveMode.perRound), m.client, m.client/naiveMode.client, d, dratio, flushes, stmts, per)
+		fmt.Printf("%-8s %13.0f %7.1fx %21s %16.0f %7.1fx %13s %8s %8s %11s %16s\n", m.name, rate(m, overHTTP), rate(m, overHTTP)/rate(naiveMode, overHTTP),
+			roundRatios(m.perRound, naiveMode.perRound), rate(m, viaClient), rate(m, viaClient)/rate(naiveMode, viaClient), d, dratio, flushes, stmts, per)
 	}
 	fmt.Printf("\nrows PostgreSQL wrote: naive_counters %d (one per naive increment: %d acknowledged, and up to %d failed or cut off at the end), counters %d (one per flush statement: %d)\n",
 		rows["naive_counters"], rowsWant["naive_counters"], naiveMode.sent, rows["counters"], rowsWant["counters"])
