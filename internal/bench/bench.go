@@ -150,7 +150,11 @@ type GroupCommit struct {
 	ClientGroup  Stats   `json:"client_group_commit"`
 	ClientSingle Stats   `json:"client_one_tx_per_put"`
 	ClientRatio  float64 `json:"client_ratio"`
-	Error        string  `json:"error,omitempty"`
+	// RoundRatios holds each round's ratio (with Config.Rounds > 1), and
+	// ClientRoundRatios the same through the Go client.
+	RoundRatios       []float64 `json:"round_ratios,omitempty"`
+	ClientRoundRatios []float64 `json:"client_round_ratios,omitempty"`
+	Error             string    `json:"error,omitempty"`
 }
 
 // Target is one of the issue's targets and whether this run met it.
@@ -402,18 +406,6 @@ func (rn *runner) setUp(ctx context.Context, t *target) error {
 	return nil
 }
 
-// measure runs one side of one cell of the matrix on t for the whole
-// measured time: mode is "cellar" (the lean load generator), "client" (the
-// Go client) or "direct", with an optional suffix naming a variant of the
-// server.
-func (rn *runner) measure(ctx context.Context, t *target, mode, opName string, conc int, newOp func(*workload) op) (Stats, error) {
-	m, err := rn.window(ctx, t, mode, opName, conc, rn.cfg.Duration, "", newOp)
-	if err != nil {
-		return Stats{}, err
-	}
-	return rn.summarize(t, mode, opName, conc, m), nil
-}
-
 // window runs one warm-up and one measured window of d of one side.
 // profileSuffix tells the profiles of a side's rounds apart.
 func (rn *runner) window(ctx context.Context, t *target, mode, opName string, conc int, d time.Duration, profileSuffix string, newOp func(*workload) op) (measured, error) {
@@ -446,25 +438,74 @@ func (rn *runner) summarize(t *target, mode, opName string, conc int, m measured
 }
 
 // groupCommit measures durable SQLite puts over HTTP with and without
-// group commit, each on a fresh datastore preloaded like the matrix's, by
-// the lean load generator and through the Go client.
+// group commit, each mode on a fresh datastore preloaded like the
+// matrix's, by the lean load generator and through the Go client. In
+// rounds, the four sides take turns (both modes by the lean generator,
+// then both through the Go client), each mode's datastore carrying on
+// from its last round, so that other work on the machine weighs on the
+// modes alike; every round's ratio is kept besides the ratio of the totals.
 func (rn *runner) groupCommit(ctx context.Context) GroupCommit {
 	cfg := rn.cfg
 	gc := GroupCommit{Concurrency: cfg.GroupCommitConcurrency}
-	for _, side := range []struct {
-		viaClient, single bool
-		dst               *Stats
-	}{
-		{false, false, &gc.Group}, {false, true, &gc.Single},
-		{true, false, &gc.ClientGroup}, {true, true, &gc.ClientSingle},
-	} {
-		st, err := rn.groupCommitSide(ctx, side.single, side.viaClient)
+	fail := func(err error) GroupCommit {
+		gc.Error = err.Error()
+		fmt.Fprintf(cfg.Log, "sqlite group commit: %v\n", err)
+		return gc
+	}
+	var targets [2]*target // group commit, one transaction per put
+	for i, single := range []bool{false, true} {
+		t, err := openTarget(ctx, cfg, "sqlite", single)
 		if err != nil {
-			gc.Error = err.Error()
-			fmt.Fprintf(cfg.Log, "sqlite group commit: %v\n", err)
-			return gc
+			return fail(fmt.Errorf("open: %w", err))
 		}
-		*side.dst = st
+		defer func() {
+			if err := t.Close(); err != nil {
+				fmt.Fprintf(cfg.Log, "sqlite: close: %v\n", err)
+			}
+		}()
+		if err := rn.setUp(ctx, t); err != nil {
+			return fail(err)
+		}
+		targets[i] = t
+	}
+	sides := []struct {
+		t         *target
+		viaClient bool
+		mode      string
+		dst       *Stats
+	}{
+		{targets[0], false, "cellar/group-commit", &gc.Group},
+		{targets[1], false, "cellar/one-tx-per-put", &gc.Single},
+		{targets[0], true, "client/group-commit", &gc.ClientGroup},
+		{targets[1], true, "client/one-tx-per-put", &gc.ClientSingle},
+	}
+	got := make([]measured, len(sides))
+	for round := range cfg.Rounds {
+		suffix := ""
+		if cfg.Rounds > 1 {
+			suffix = fmt.Sprintf("-r%d", round+1)
+		}
+		var rates [4]float64
+		for i, sd := range sides {
+			newOp := func(wl *workload) op { return sd.t.lean.op("put", wl) }
+			if sd.viaClient {
+				newOp = func(wl *workload) op { return cellarOp(sd.t.client, "put", wl) }
+			}
+			m, err := rn.window(ctx, sd.t, sd.mode, "put", cfg.GroupCommitConcurrency, cfg.Duration/time.Duration(cfg.Rounds), suffix, newOp)
+			sd.t.lean.closeConns()
+			if err != nil {
+				return fail(err)
+			}
+			rates[i] = m.stats().OpsPerSec
+			got[i].add(m)
+		}
+		if rates[1] > 0 && rates[3] > 0 {
+			gc.RoundRatios = append(gc.RoundRatios, rates[0]/rates[1])
+			gc.ClientRoundRatios = append(gc.ClientRoundRatios, rates[2]/rates[3])
+		}
+	}
+	for i, sd := range sides {
+		*sd.dst = rn.summarize(sd.t, sd.mode, "put", cfg.GroupCommitConcurrency, got[i])
 	}
 	if gc.Single.OpsPerSec > 0 {
 		gc.Ratio = gc.Group.OpsPerSec / gc.Single.OpsPerSec
@@ -473,32 +514,6 @@ func (rn *runner) groupCommit(ctx context.Context) GroupCommit {
 		gc.ClientRatio = gc.ClientGroup.OpsPerSec / gc.ClientSingle.OpsPerSec
 	}
 	return gc
-}
-
-func (rn *runner) groupCommitSide(ctx context.Context, single, viaClient bool) (Stats, error) {
-	cfg := rn.cfg
-	t, err := openTarget(ctx, cfg, "sqlite", single)
-	if err != nil {
-		return Stats{}, fmt.Errorf("open: %w", err)
-	}
-	defer func() {
-		if err := t.Close(); err != nil {
-			fmt.Fprintf(cfg.Log, "sqlite: close: %v\n", err)
-		}
-	}()
-	if err := rn.setUp(ctx, t); err != nil {
-		return Stats{}, err
-	}
-	mode := "cellar/group-commit"
-	if single {
-		mode = "cellar/one-tx-per-put"
-	}
-	newOp := func(wl *workload) op { return t.lean.op("put", wl) }
-	if viaClient {
-		mode = "client" + strings.TrimPrefix(mode, "cellar")
-		newOp = func(wl *workload) op { return cellarOp(t.client, "put", wl) }
-	}
-	return rn.measure(ctx, t, mode, "put", cfg.GroupCommitConcurrency, newOp)
 }
 
 // targets checks the issue's targets against rep.

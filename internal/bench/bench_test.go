@@ -214,9 +214,12 @@ func TestRunSQLite(t *testing.T) {
 }
 
 // TestRunRounds runs a slice of the harness in rounds: each side's windows
-// add up.
+// add up, in the matrix and in the group commit comparison, which keeps
+// each round's ratio.
 func TestRunRounds(t *testing.T) {
 	cfg := smokeConfig(t, "sqlite")
+	cfg.GroupCommit = true
+	cfg.GroupCommitConcurrency = 2
 	cfg.Ops = []string{"put", "latest"}
 	cfg.Concurrency = []int{2}
 	cfg.Rounds = 3
@@ -233,6 +236,25 @@ func TestRunRounds(t *testing.T) {
 				t.Errorf("%s %s: measured %vs; want the %v of its 3 rounds", r.Op, side.name, side.st.Seconds, cfg.Duration)
 			}
 		}
+	}
+	gc := rep.GroupCommit
+	if gc == nil || gc.Error != "" {
+		t.Fatalf("group commit comparison: %+v", gc)
+	}
+	for _, st := range []Stats{gc.Group, gc.Single, gc.ClientGroup, gc.ClientSingle} {
+		if st.Seconds != cfg.Duration.Seconds() || st.Ops == 0 {
+			t.Errorf("group commit side measured %d ops in %vs; want some in the %v of its 3 rounds", st.Ops, st.Seconds, cfg.Duration)
+		}
+	}
+	if len(gc.RoundRatios) != 3 || len(gc.ClientRoundRatios) != 3 {
+		t.Errorf("round ratios %v and via client %v; want 3 each", gc.RoundRatios, gc.ClientRoundRatios)
+	}
+	var md bytes.Buffer
+	if err := WriteMarkdown(&md, rep); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(md.String(), "Per round: median") {
+		t.Errorf("report has no per-round ratios:\n%s", md.String())
 	}
 	if _, err := Run(context.Background(), Config{Backends: []string{"sqlite"}, Ops: Ops, Concurrency: []int{1}, Duration: 2, Rows: 1, Rounds: 3}); err == nil {
 		t.Error("Run with rounds shorter than a nanosecond: no error")

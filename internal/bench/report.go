@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 )
 
@@ -94,7 +95,11 @@ func WriteMarkdown(w io.Writer, rep *Report) error {
 	}
 	if gc := rep.GroupCommit; gc != nil {
 		b.WriteString("\n## SQLite group commit\n\n")
-		fmt.Fprintf(&b, "Durable puts (synchronous=FULL) over HTTP at concurrency %d, each mode and load generator on a fresh datastore preloaded as above.\n\n", gc.Concurrency)
+		fmt.Fprintf(&b, "Durable puts (synchronous=FULL) over HTTP at concurrency %d, each mode on a fresh datastore preloaded as above", gc.Concurrency)
+		if rep.Rounds > 1 {
+			fmt.Fprintf(&b, ", in %d rounds: in each, both modes by the lean load generator, then both through the Go client, each mode's datastore carrying on from its last round", rep.Rounds)
+		}
+		b.WriteString(".\n\n")
 		if gc.Error != "" {
 			fmt.Fprintf(&b, "Failed: %s\n", gc.Error)
 		} else {
@@ -108,6 +113,9 @@ func WriteMarkdown(w io.Writer, rep *Report) error {
 					latency(side.st.P50Ms), latency(side.st.P99Ms), micros(side.st.ProcessCPUPerOpUs), micros(side.st.MachineCPUPerOpUs))
 			}
 			fmt.Fprintf(&b, "\nGroup commit / one transaction per put: %.1fx (via Go client: %.1fx)\n", gc.Ratio, gc.ClientRatio)
+			if len(gc.RoundRatios) > 1 {
+				fmt.Fprintf(&b, "\nPer round: %s (via Go client: %s)\n", spread(gc.RoundRatios), spread(gc.ClientRoundRatios))
+			}
 			for _, side := range sides {
 				if side.st.Errors > 0 {
 					fmt.Fprintf(&b, "\n%s: %d operations failed; first: %s\n", side.name, side.st.Errors, side.st.FirstError)
@@ -189,4 +197,20 @@ func loadRange(rep *Report) (lo, hi float64, ok bool) {
 		ok = true
 	}
 	return lo, hi, ok
+}
+
+// spread formats ratios as their median, range and values in order:
+// "median 4.1x (3.6-5.1x; 4.1, 5.1, 3.6)".
+func spread(ratios []float64) string {
+	sorted := slices.Sorted(slices.Values(ratios))
+	n := len(sorted)
+	med := sorted[n/2]
+	if n%2 == 0 {
+		med = (sorted[n/2-1] + sorted[n/2]) / 2
+	}
+	each := make([]string, n)
+	for i, r := range ratios {
+		each[i] = fmt.Sprintf("%.1f", r)
+	}
+	return fmt.Sprintf("median %.1fx (%.1f-%.1fx; %s)", med, sorted[0], sorted[n-1], strings.Join(each, ", "))
 }
