@@ -15,6 +15,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/cellar-db/cellar"
+	"github.com/cellar-db/cellar/internal/counter"
 	"github.com/cellar-db/cellar/internal/redis"
 )
 
@@ -104,6 +105,10 @@ type CountersConfig struct {
 	// FlushInterval is how often buffered deltas are written to the nodes
 	// (default 1s).
 	FlushInterval time.Duration `yaml:"flush_interval"`
+	// CommitDelay (journal mode) is how long the journal may hold a
+	// group of increments open for more under concurrency (default 1ms;
+	// 0 turns it off). See counter.Options.CommitDelay.
+	CommitDelay time.Duration `yaml:"commit_delay"`
 }
 
 // CacheConfig configures the object cache.
@@ -172,7 +177,7 @@ func defaultConfig() *Config {
 		MaxBodyBytes:    cellar.DefaultMaxBodyBytes,
 		LogLevel:        "info",
 		LogFormat:       "text",
-		Counters:        CountersConfig{Mode: "journal", Journal: "counters.journal", FlushInterval: time.Second},
+		Counters:        CountersConfig{Mode: "journal", Journal: "counters.journal", FlushInterval: time.Second, CommitDelay: counter.DefaultCommitDelay},
 		Cache:           CacheConfig{MaxStaleness: time.Second, MaxBytes: 64 << 20},
 	}
 }
@@ -363,6 +368,9 @@ func (c *Config) validateRedis() error {
 	}
 	if c.Counters.FlushInterval <= 0 {
 		return fmt.Errorf("config: counters.flush_interval must be positive")
+	}
+	if c.Counters.CommitDelay < 0 || c.Counters.CommitDelay > time.Second {
+		return fmt.Errorf("config: counters.commit_delay must be between 0 (off) and 1s, not %v", c.Counters.CommitDelay)
 	}
 	if (c.Counters.Mode == "redis" || c.Cache.Redis) && len(c.Redis.Nodes) == 0 {
 		return fmt.Errorf("config: counters.mode redis and cache.redis need redis.nodes")

@@ -85,6 +85,8 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"nodes: [{name: a, driver: sqlite, dsn: a}]\nmetadata: b", "metadata node"},
 		{"shards: 0", "shards must be"},
 		{"request_timeout: -1s", "request_timeout"},
+		{"counters: {commit_delay: -1ms}", "counters.commit_delay"},
+		{"counters: {commit_delay: 2s}", "counters.commit_delay"},
 		{"bogus_key: 1", "bogus_key"},
 		{"auth: {tokens: [{token: x, scopes: [root]}]}", "scope"},
 		{"nodes: [{name: a, driver: postgres, dsn: x, checkpoint_every: 10ms}]\nmetadata: a", "sqlite nodes only"},
@@ -97,8 +99,14 @@ func TestLoadConfigErrors(t *testing.T) {
 			t.Errorf("config %q: err = %v; want it to mention %q", tt.yaml, err, tt.want)
 		}
 	}
-	if _, err := loadConfig(writeConfig(t, "")); err != nil {
+	cfg, err := loadConfig(writeConfig(t, ""))
+	if err != nil {
 		t.Errorf("empty config file: %v; want the defaults", err)
+	} else if cfg.Counters.CommitDelay != time.Millisecond {
+		t.Errorf("default counters.commit_delay = %v; want 1ms", cfg.Counters.CommitDelay)
+	}
+	if cfg, err := loadConfig(writeConfig(t, "counters: {commit_delay: 0s}")); err != nil || cfg.Counters.CommitDelay != 0 {
+		t.Errorf("counters.commit_delay 0 (off): err %v; want it loaded as 0", err)
 	}
 }
 

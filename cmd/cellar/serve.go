@@ -271,7 +271,10 @@ type counterStore interface {
 // openCounters opens the counter buffer the config asks for, in front of
 // the nodes.
 func openCounters(ctx context.Context, cfg *Config, nodes cellar.CounterNode, cluster *redis.Cluster, log *slog.Logger) (counterStore, error) {
-	opts := counter.Options{FlushInterval: cfg.Counters.FlushInterval, Logger: log}
+	opts := counter.Options{FlushInterval: cfg.Counters.FlushInterval, CommitDelay: cfg.Counters.CommitDelay, Logger: log}
+	if opts.CommitDelay == 0 {
+		opts.CommitDelay = -1 // off, as configured
+	}
 	if cfg.Counters.Mode == "redis" {
 		b, err := counter.OpenRedis(ctx, cluster, nodes, opts)
 		if err != nil {

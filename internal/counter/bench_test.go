@@ -30,7 +30,8 @@ import (
 // per increment, in the same run, and the SQL statements per flush. The
 // modes take turns in rounds (each mode's time split into that many
 // windows), so that other work on the shared machine weighs on all of
-// them alike; each mode has its own hot counter. It is a harness, not a
+// them alike; each mode has its own hot counter. The journal runs twice:
+// with its default commit delay (journal) and without (nodelay). It is a harness, not a
 // unit test: it runs only with CELLAR_COUNTER_BENCH=1.
 //
 //	CELLAR_COUNTER_BENCH=1 CELLAR_COUNTER_BENCH_SECONDS=10 CELLAR_COUNTER_BENCH_ROUNDS=5 \
@@ -89,6 +90,12 @@ func TestHotCounterBenchmark(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer j.Close()
+	// The same journal without its commit delay, to show what it buys.
+	j0, err := OpenJournal(ctx, t.TempDir()+"/counters-nodelay.journal", store, Options{Logger: quietLogger(), CommitDelay: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j0.Close()
 	rs := dbtest.Redis(t)
 	cluster, err := redis.Open(redis.Config{Shards: nodeShards, Nodes: []redis.Node{{Name: "r1", Addr: rs.Addr()}},
 		Map: []cellar.Assignment{{Node: "r1", ShardRange: cellar.ShardRange{First: 0, Last: nodeShards - 1}}}})
@@ -107,6 +114,7 @@ func TestHotCounterBenchmark(t *testing.T) {
 		// counter in memory.
 		{name: "memory", cs: &memCounters{}, key: "hot"},
 		{name: "journal", cs: j, key: "hot-journal", table: "counters", flush: j.Flush, stats: j.Stats},
+		{name: "nodelay", cs: j0, key: "hot-nodelay", table: "counters", flush: j0.Flush, stats: j0.Stats},
 		{name: "redis", cs: rb, key: "hot-redis", table: "counters", flush: rb.Flush, stats: rb.Stats},
 	}
 	rowsBefore := map[string]int64{}
@@ -158,7 +166,8 @@ func TestHotCounterBenchmark(t *testing.T) {
 			t.Fatalf("%s: flush: %v", m.name, err)
 		}
 		after := m.stats()
-		m.st = Stats{Flushes: after.Flushes - m.before.Flushes, Statements: after.Statements - m.before.Statements, MaxFlushKeys: after.MaxFlushKeys}
+		m.st = Stats{Increments: after.Increments - m.before.Increments, Commits: after.Commits - m.before.Commits,
+			Flushes: after.Flushes - m.before.Flushes, Statements: after.Statements - m.before.Statements, MaxFlushKeys: after.MaxFlushKeys}
 		rowsWant[m.table] += m.st.Statements
 		// A failed increment may have been applied.
 		v, err := m.cs.Counter(ctx, m.key)
@@ -202,6 +211,11 @@ func TestHotCounterBenchmark(t *testing.T) {
 		}
 		fmt.Printf("%-8s %13.0f %7.1fx %21s %16.0f %7.1fx %13s %8s %8s %11s %16s\n", m.name, rate(m, overHTTP), rate(m, overHTTP)/rate(naiveMode, overHTTP),
 			roundRatios(m.perRound, naiveMode.perRound), rate(m, viaClient), rate(m, viaClient)/rate(naiveMode, viaClient), d, dratio, flushes, stmts, per)
+	}
+	for _, m := range modes {
+		if m.st.Commits > 0 {
+			fmt.Printf("%s: %d increments (all sides) in %d journal commits, %.1f per commit\n", m.name, m.st.Increments, m.st.Commits, float64(m.st.Increments)/float64(m.st.Commits))
+		}
 	}
 	fmt.Printf("\nrows PostgreSQL wrote: naive_counters %d (one per naive increment: %d acknowledged, and up to %d failed or cut off at the end), counters %d (one per flush statement: %d)\n",
 		rows["naive_counters"], rowsWant["naive_counters"], naiveMode.sent, rows["counters"], rowsWant["counters"])

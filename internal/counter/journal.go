@@ -676,6 +676,8 @@ func (j *Journal) flushLoop(tick <-chan time.Time, stop func()) {
 // fsync.
 func (j *Journal) commitLoop() {
 	defer j.wg.Done()
+	g := gatherer{queue: j.queue, max: j.opts.MaxGroup, delay: j.opts.CommitDelay}
+	defer g.stop()
 	for {
 		var first *incrReq
 		select {
@@ -683,17 +685,57 @@ func (j *Journal) commitLoop() {
 		case <-j.ctx.Done():
 			return // Close waited for every increment: the queue is empty
 		}
-		group := []*incrReq{first}
-	fill:
-		for len(group) < j.opts.MaxGroup {
+		j.commit(g.gather(first))
+	}
+}
+
+// gatherer builds the committer's groups: it takes what is queued, and,
+// with a delay, holds a group smaller than the one before it open until
+// as many have come or the delay has passed (Options.CommitDelay).
+type gatherer struct {
+	queue chan *incrReq
+	max   int
+	delay time.Duration // <= 0: no holding
+	prev  int           // size of the last group
+	timer *time.Timer   // reused across groups
+}
+
+func (g *gatherer) gather(first *incrReq) []*incrReq {
+	group := []*incrReq{first}
+fill:
+	for len(group) < g.max {
+		select {
+		case r := <-g.queue:
+			group = append(group, r)
+		default:
+			break fill
+		}
+	}
+	// After a group of one, want is 1: a lone client is never held.
+	if want := min(g.prev, g.max); g.delay > 0 && len(group) < want {
+		if g.timer == nil {
+			g.timer = time.NewTimer(g.delay)
+		} else {
+			g.timer.Reset(g.delay)
+		}
+	wait:
+		for len(group) < want {
 			select {
-			case r := <-j.queue:
+			case r := <-g.queue:
 				group = append(group, r)
-			default:
-				break fill
+			case <-g.timer.C:
+				break wait
 			}
 		}
-		j.commit(group)
+		g.timer.Stop()
+	}
+	g.prev = len(group)
+	return group
+}
+
+func (g *gatherer) stop() {
+	if g.timer != nil {
+		g.timer.Stop()
 	}
 }
 
@@ -746,8 +788,9 @@ func (j *Journal) commit(group []*incrReq) {
 		j.seq = j.nextSeq
 	}
 	j.mu.Unlock()
-	if err == nil {
+	if err == nil && len(live) > 0 {
 		j.stats.increments.Add(int64(len(live)))
+		j.stats.commits.Add(1)
 	}
 	for _, r := range group {
 		close(r.done)
