@@ -105,9 +105,9 @@ type CountersConfig struct {
 	// FlushInterval is how often buffered deltas are written to the nodes
 	// (default 1s).
 	FlushInterval time.Duration `yaml:"flush_interval"`
-	// CommitDelay (journal mode) is how long the journal may hold a
-	// group of increments open for more under concurrency (default 1ms;
-	// 0 turns it off). See counter.Options.CommitDelay.
+	// CommitDelay is how long a group of increments (a journal commit, a
+	// Redis batch) may be held open for more under concurrency (default
+	// 1ms; 0 turns it off). See counter.Options.CommitDelay.
 	CommitDelay time.Duration `yaml:"commit_delay"`
 }
 

@@ -61,14 +61,16 @@ type Options struct {
 	// MaxGroup (journal mode) bounds the increments committed to the
 	// journal together (default DefaultMaxGroup).
 	MaxGroup int
-	// CommitDelay (journal mode) is how long the journal's committer may
-	// hold a group open for more increments, as PostgreSQL's commit_delay
-	// does: when the group it took is smaller than the one before it, it
-	// waits until as many have come or CommitDelay has passed. Each
-	// commit costs an fsync and a transaction's CPU whatever its size, so
-	// under concurrency fewer, larger commits leave the CPU to the
-	// requests. A lone client is never held: after a group of one there is
-	// no wait. 0 means DefaultCommitDelay; a negative value turns it off.
+	// CommitDelay is how long a group of increments may be held open for
+	// more, as PostgreSQL's commit_delay does: the journal's commits and
+	// the Redis batches. When the group taken from the queue is smaller
+	// than the one before it, the loop waits until as many have come or
+	// CommitDelay has passed. Each journal commit costs an fsync and a
+	// transaction's CPU, each Redis batch a round trip and a script run,
+	// whatever its size, so under concurrency fewer, larger groups leave
+	// the CPU to the requests. A lone client is never held: after a group
+	// of one there is no wait. 0 means DefaultCommitDelay; a negative
+	// value turns it off.
 	CommitDelay time.Duration
 	// Clock drives the flush interval and leases (default the system
 	// clock).

@@ -11,7 +11,7 @@ import (
 
 // gatherWithin runs g.gather(first) and fails tb if it has not returned
 // within limit (a hold it should not have made).
-func gatherWithin(tb testing.TB, g *gatherer, first *incrReq, limit time.Duration) []*incrReq {
+func gatherWithin(tb testing.TB, g *gatherer[*incrReq], first *incrReq, limit time.Duration) []*incrReq {
 	tb.Helper()
 	got := make(chan []*incrReq, 1)
 	go func() { got <- g.gather(first) }()
@@ -35,20 +35,20 @@ func TestGatherHolding(t *testing.T) {
 	}
 
 	t.Run("a group of one is not held", func(t *testing.T) {
-		g := &gatherer{queue: queued(0), max: 64, delay: time.Hour, prev: 1}
+		g := &gatherer[*incrReq]{queue: queued(0), max: 64, delay: time.Hour, prev: 1}
 		if n := len(gatherWithin(t, g, req(), 10*time.Second)); n != 1 {
 			t.Errorf("group of %d; want 1", n)
 		}
 	})
 	t.Run("no delay, no holding", func(t *testing.T) {
-		g := &gatherer{queue: queued(1), max: 64, delay: -1, prev: 10}
+		g := &gatherer[*incrReq]{queue: queued(1), max: 64, delay: -1, prev: 10}
 		if n := len(gatherWithin(t, g, req(), 10*time.Second)); n != 2 {
 			t.Errorf("group of %d; want the 2 there were", n)
 		}
 	})
 	t.Run("held until as many as before", func(t *testing.T) {
 		q := queued(1)
-		g := &gatherer{queue: q, max: 64, delay: time.Hour, prev: 4}
+		g := &gatherer[*incrReq]{queue: q, max: 64, delay: time.Hour, prev: 4}
 		go func() {
 			time.Sleep(10 * time.Millisecond)
 			q <- req()
@@ -64,7 +64,7 @@ func TestGatherHolding(t *testing.T) {
 	})
 	t.Run("held no longer than the delay", func(t *testing.T) {
 		const delay = 30 * time.Millisecond
-		g := &gatherer{queue: queued(0), max: 64, delay: delay, prev: 8}
+		g := &gatherer[*incrReq]{queue: queued(0), max: 64, delay: delay, prev: 8}
 		start := time.Now()
 		if n := len(gatherWithin(t, g, req(), 10*time.Second)); n != 1 {
 			t.Errorf("group of %d; want 1", n)
@@ -84,7 +84,7 @@ func TestGatherHolding(t *testing.T) {
 		}
 	})
 	t.Run("never more than max", func(t *testing.T) {
-		g := &gatherer{queue: queued(10), max: 4, delay: time.Hour, prev: 10}
+		g := &gatherer[*incrReq]{queue: queued(10), max: 4, delay: time.Hour, prev: 10}
 		if n := len(gatherWithin(t, g, req(), 10*time.Second)); n != 4 {
 			t.Errorf("group of %d; want max, 4", n)
 		}

@@ -676,7 +676,7 @@ func (j *Journal) flushLoop(tick <-chan time.Time, stop func()) {
 // fsync.
 func (j *Journal) commitLoop() {
 	defer j.wg.Done()
-	g := gatherer{queue: j.queue, max: j.opts.MaxGroup, delay: j.opts.CommitDelay}
+	g := gatherer[*incrReq]{queue: j.queue, max: j.opts.MaxGroup, delay: j.opts.CommitDelay}
 	defer g.stop()
 	for {
 		var first *incrReq
@@ -686,56 +686,6 @@ func (j *Journal) commitLoop() {
 			return // Close waited for every increment: the queue is empty
 		}
 		j.commit(g.gather(first))
-	}
-}
-
-// gatherer builds the committer's groups: it takes what is queued, and,
-// with a delay, holds a group smaller than the one before it open until
-// as many have come or the delay has passed (Options.CommitDelay).
-type gatherer struct {
-	queue chan *incrReq
-	max   int
-	delay time.Duration // <= 0: no holding
-	prev  int           // size of the last group
-	timer *time.Timer   // reused across groups
-}
-
-func (g *gatherer) gather(first *incrReq) []*incrReq {
-	group := []*incrReq{first}
-fill:
-	for len(group) < g.max {
-		select {
-		case r := <-g.queue:
-			group = append(group, r)
-		default:
-			break fill
-		}
-	}
-	// After a group of one, want is 1: a lone client is never held.
-	if want := min(g.prev, g.max); g.delay > 0 && len(group) < want {
-		if g.timer == nil {
-			g.timer = time.NewTimer(g.delay)
-		} else {
-			g.timer.Reset(g.delay)
-		}
-	wait:
-		for len(group) < want {
-			select {
-			case r := <-g.queue:
-				group = append(group, r)
-			case <-g.timer.C:
-				break wait
-			}
-		}
-		g.timer.Stop()
-	}
-	g.prev = len(group)
-	return group
-}
-
-func (g *gatherer) stop() {
-	if g.timer != nil {
-		g.timer.Stop()
 	}
 }
 

@@ -97,8 +97,9 @@ func OpenRedis(ctx context.Context, cluster *redis.Cluster, node cellar.CounterN
 
 // Increments go to a node in batches: those that arrive while batches are
 // in flight are sent together in one run of incrScript, as the journal's
-// group commit shares one fsync. Each increment in a batch is still
-// checked and applied as if alone, in order.
+// group commit shares one fsync, and held open like the journal's groups
+// (Options.CommitDelay). Each increment in a batch is still checked and
+// applied as if alone, in order.
 const (
 	batchWorkers = 4   // batches in flight per node
 	maxBatch     = 256 // increments per batch
@@ -137,6 +138,8 @@ func (bt *batcher) call(ctx context.Context, args [5]any) ([]string, error) {
 // batchLoop runs batches of bt's increments until Close.
 func (b *RedisBuffer) batchLoop(bt *batcher) {
 	defer b.wg.Done()
+	g := gatherer[*incrCall]{queue: bt.queue, max: maxBatch, delay: b.opts.CommitDelay}
+	defer g.stop()
 	for {
 		var first *incrCall
 		select {
@@ -144,17 +147,7 @@ func (b *RedisBuffer) batchLoop(bt *batcher) {
 		case <-b.ctx.Done():
 			return // Close waited for every increment: the queue is empty
 		}
-		calls := []*incrCall{first}
-	fill:
-		for len(calls) < maxBatch {
-			select {
-			case c := <-bt.queue:
-				calls = append(calls, c)
-			default:
-				break fill
-			}
-		}
-		b.runBatch(bt, calls)
+		b.runBatch(bt, g.gather(first))
 	}
 }
 
