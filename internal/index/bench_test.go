@@ -1,12 +1,14 @@
 package index_test
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
 	"math"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -17,16 +19,19 @@ import (
 	"github.com/cellar-db/cellar"
 	"github.com/cellar-db/cellar/internal/dbtest"
 	"github.com/cellar-db/cellar/internal/index"
+	"github.com/cellar-db/cellar/internal/mysql"
 	"github.com/cellar-db/cellar/internal/postgres"
 	"github.com/cellar-db/cellar/internal/shard"
+	"github.com/cellar-db/cellar/internal/sqlite"
 	"github.com/cellar-db/cellar/internal/sqlstore"
 	"github.com/cellar-db/cellar/internal/trigger"
 )
 
 // TestIndexLagBenchmark measures index lag: the time from a put's
 // acknowledgment until a query of the index returns its row, under a
-// steady write load, on a datastore of one PostgreSQL node with the
-// default 4096 shards and the engine's default settings. It is a
+// steady write load, on a datastore of one node (PostgreSQL, or the
+// backend CELLAR_INDEX_BENCH_BACKEND names: sqlite, postgres, mysql) with
+// the default 4096 shards and the engine's default settings. It is a
 // benchmark, not a test: it asserts nothing about time, and runs only with
 // CELLAR_INDEX_BENCH=1.
 //
@@ -67,6 +72,31 @@ func TestIndexLagBenchmark(t *testing.T) {
 	}
 }
 
+// openLagNode opens the benchmark's one node on the backend
+// CELLAR_INDEX_BENCH_BACKEND names (default postgres), with the default
+// shard count.
+func openLagNode(tb testing.TB) (driver string, s *sqlstore.Store) {
+	tb.Helper()
+	ctx := context.Background()
+	opts := sqlstore.Options{Name: "n1", ShardCount: cellar.DefaultShardCount, Create: true}
+	driver = cmp.Or(os.Getenv("CELLAR_INDEX_BENCH_BACKEND"), "postgres")
+	var err error
+	switch driver {
+	case "sqlite":
+		s, err = sqlite.Open(ctx, filepath.Join(tb.TempDir(), "node.db"), sqlite.Options{Options: opts})
+	case "postgres":
+		s, err = postgres.Open(ctx, dbtest.Postgres(tb), postgres.Options{Options: opts})
+	case "mysql":
+		s, err = mysql.Open(ctx, dbtest.MySQL(tb), mysql.Options{Options: opts})
+	default:
+		tb.Fatalf("CELLAR_INDEX_BENCH_BACKEND=%q: want sqlite, postgres or mysql", driver)
+	}
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return driver, s
+}
+
 // warmup is the unmeasured load before each measurement.
 const warmup = 2 * time.Second
 
@@ -78,24 +108,21 @@ type lagBench struct {
 func newLagBench(tb testing.TB) *lagBench {
 	tb.Helper()
 	ctx := context.Background()
-	pg, err := postgres.Open(ctx, dbtest.Postgres(tb), postgres.Options{Options: sqlstore.Options{Name: "pg", ShardCount: cellar.DefaultShardCount, Create: true}})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	nodes := []*shard.Node{{Name: "pg", Driver: "postgres", Store: pg}}
+	driver, node := openLagNode(tb)
+	nodes := []*shard.Node{{Name: "n1", Driver: driver, Store: node}}
 	m := &cellar.ShardMap{Version: 1, ShardCount: cellar.DefaultShardCount, Assignments: []cellar.Assignment{
-		{Node: "pg", ShardRange: cellar.ShardRange{First: 0, Last: cellar.DefaultShardCount - 1}}}}
+		{Node: "n1", ShardRange: cellar.ShardRange{First: 0, Last: cellar.DefaultShardCount - 1}}}}
 	var notify notifier
 	cells, err := shard.New(m, nodes, shard.Options{Committed: notify.call})
 	if err != nil {
 		tb.Fatal(err)
 	}
-	engine, err := trigger.New(trigger.Options{Cells: cells, State: pg, KnownHeads: trigger.NodeHeads(cells.Map, nodes, 2*time.Second), ShardCount: cellar.DefaultShardCount})
+	engine, err := trigger.New(trigger.Options{Cells: cells, State: node, KnownHeads: trigger.NodeHeads(cells.Map, nodes, 2*time.Second), ShardCount: cellar.DefaultShardCount})
 	if err != nil {
 		tb.Fatal(err)
 	}
 	notify.engine.Store(engine)
-	mgr, err := index.New(index.Options{Cells: cells, Entries: cells, Records: pg, Triggers: engine, ShardCount: cellar.DefaultShardCount, Workers: workers(), Logger: slog.New(slog.DiscardHandler)})
+	mgr, err := index.New(index.Options{Cells: cells, Entries: cells, Records: node, Triggers: engine, ShardCount: cellar.DefaultShardCount, Workers: workers(), Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -103,7 +130,7 @@ func newLagBench(tb testing.TB) *lagBench {
 	tb.Cleanup(func() {
 		mgr.Close()
 		engine.Close()
-		pg.Close()
+		node.Close()
 	})
 	if _, _, err := mgr.Define(ctx, "by_tag", index.Definition{Column: "c", Fields: []index.Field{{Name: "tag", Type: index.TypeString}}}); err != nil {
 		tb.Fatal(err)
