@@ -677,7 +677,6 @@ func (j *Journal) flushLoop(tick <-chan time.Time, stop func()) {
 func (j *Journal) commitLoop() {
 	defer j.wg.Done()
 	g := gatherer[*incrReq]{queue: j.queue, max: j.opts.MaxGroup, delay: j.opts.CommitDelay}
-	defer g.stop()
 	for {
 		var first *incrReq
 		select {

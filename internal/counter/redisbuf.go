@@ -139,7 +139,6 @@ func (bt *batcher) call(ctx context.Context, args [5]any) ([]string, error) {
 func (b *RedisBuffer) batchLoop(bt *batcher) {
 	defer b.wg.Done()
 	g := gatherer[*incrCall]{queue: bt.queue, max: maxBatch, delay: b.opts.CommitDelay}
-	defer g.stop()
 	for {
 		var first *incrCall
 		select {

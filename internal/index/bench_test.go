@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"math"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -17,13 +16,8 @@ import (
 	"time"
 
 	"github.com/cellar-db/cellar"
-	"github.com/cellar-db/cellar/internal/dbtest"
 	"github.com/cellar-db/cellar/internal/index"
-	"github.com/cellar-db/cellar/internal/mysql"
-	"github.com/cellar-db/cellar/internal/postgres"
 	"github.com/cellar-db/cellar/internal/shard"
-	"github.com/cellar-db/cellar/internal/sqlite"
-	"github.com/cellar-db/cellar/internal/sqlstore"
 	"github.com/cellar-db/cellar/internal/trigger"
 )
 
@@ -72,31 +66,6 @@ func TestIndexLagBenchmark(t *testing.T) {
 	}
 }
 
-// openLagNode opens the benchmark's one node on the backend
-// CELLAR_INDEX_BENCH_BACKEND names (default postgres), with the default
-// shard count.
-func openLagNode(tb testing.TB) (driver string, s *sqlstore.Store) {
-	tb.Helper()
-	ctx := context.Background()
-	opts := sqlstore.Options{Name: "n1", ShardCount: cellar.DefaultShardCount, Create: true}
-	driver = cmp.Or(os.Getenv("CELLAR_INDEX_BENCH_BACKEND"), "postgres")
-	var err error
-	switch driver {
-	case "sqlite":
-		s, err = sqlite.Open(ctx, filepath.Join(tb.TempDir(), "node.db"), sqlite.Options{Options: opts})
-	case "postgres":
-		s, err = postgres.Open(ctx, dbtest.Postgres(tb), postgres.Options{Options: opts})
-	case "mysql":
-		s, err = mysql.Open(ctx, dbtest.MySQL(tb), mysql.Options{Options: opts})
-	default:
-		tb.Fatalf("CELLAR_INDEX_BENCH_BACKEND=%q: want sqlite, postgres or mysql", driver)
-	}
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return driver, s
-}
-
 // warmup is the unmeasured load before each measurement.
 const warmup = 2 * time.Second
 
@@ -108,7 +77,8 @@ type lagBench struct {
 func newLagBench(tb testing.TB) *lagBench {
 	tb.Helper()
 	ctx := context.Background()
-	driver, node := openLagNode(tb)
+	driver := cmp.Or(os.Getenv("CELLAR_INDEX_BENCH_BACKEND"), "postgres")
+	node := openNode(tb, driver, "n1", cellar.DefaultShardCount)
 	nodes := []*shard.Node{{Name: "n1", Driver: driver, Store: node}}
 	m := &cellar.ShardMap{Version: 1, ShardCount: cellar.DefaultShardCount, Assignments: []cellar.Assignment{
 		{Node: "n1", ShardRange: cellar.ShardRange{First: 0, Last: cellar.DefaultShardCount - 1}}}}

@@ -29,27 +29,33 @@ type backend struct {
 }
 
 var backends = []backend{
-	{"sqlite", func(tb testing.TB) *sqlstore.Store {
-		s, err := sqlite.Open(context.Background(), filepath.Join(tb.TempDir(), "meta.db"), sqlite.Options{Options: sqlstore.Options{Name: "meta", ShardCount: testShards, Create: true}})
-		if err != nil {
-			tb.Fatal(err)
-		}
-		return s
-	}},
-	{"postgres", func(tb testing.TB) *sqlstore.Store {
-		s, err := postgres.Open(context.Background(), dbtest.Postgres(tb), postgres.Options{Options: sqlstore.Options{Name: "meta", ShardCount: testShards, Create: true}})
-		if err != nil {
-			tb.Fatal(err)
-		}
-		return s
-	}},
-	{"mysql", func(tb testing.TB) *sqlstore.Store {
-		s, err := mysql.Open(context.Background(), dbtest.MySQL(tb), mysql.Options{Options: sqlstore.Options{Name: "meta", ShardCount: testShards, Create: true}})
-		if err != nil {
-			tb.Fatal(err)
-		}
-		return s
-	}},
+	{"sqlite", func(tb testing.TB) *sqlstore.Store { return openNode(tb, "sqlite", "meta", testShards) }},
+	{"postgres", func(tb testing.TB) *sqlstore.Store { return openNode(tb, "postgres", "meta", testShards) }},
+	{"mysql", func(tb testing.TB) *sqlstore.Store { return openNode(tb, "mysql", "meta", testShards) }},
+}
+
+// openNode creates a fresh node named name on driver (sqlite, postgres or
+// mysql) with shards logical shards.
+func openNode(tb testing.TB, driver, name string, shards int) *sqlstore.Store {
+	tb.Helper()
+	ctx := context.Background()
+	opts := sqlstore.Options{Name: name, ShardCount: shards, Create: true}
+	var s *sqlstore.Store
+	var err error
+	switch driver {
+	case "sqlite":
+		s, err = sqlite.Open(ctx, filepath.Join(tb.TempDir(), name+".db"), sqlite.Options{Options: opts})
+	case "postgres":
+		s, err = postgres.Open(ctx, dbtest.Postgres(tb), postgres.Options{Options: opts})
+	case "mysql":
+		s, err = mysql.Open(ctx, dbtest.MySQL(tb), mysql.Options{Options: opts})
+	default:
+		tb.Fatalf("no backend %q: want sqlite, postgres or mysql", driver)
+	}
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return s
 }
 
 func forEachBackend(t *testing.T, f func(t *testing.T, b backend)) {
