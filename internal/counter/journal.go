@@ -36,11 +36,12 @@ import (
 // increments, so they are exact as long as this process is the only
 // writer of its counters (see docs/COUNTERS.md).
 type Journal struct {
-	node  cellar.CounterNode
-	db    *sql.DB // one connection: SQLite has one writer
-	opts  Options
-	log   *slog.Logger
-	stats stats
+	node   cellar.CounterNode
+	db     *sql.DB   // one connection: SQLite has one writer
+	insert *sql.Stmt // the committer's INSERT INTO incr, prepared once
+	opts   Options
+	log    *slog.Logger
+	stats  stats
 
 	queue   chan *incrReq
 	nextSeq int64           // the committer's own: the last journal entry number used
@@ -155,9 +156,15 @@ func OpenJournal(ctx context.Context, path string, node cellar.CounterNode, opts
 		}
 		return nil, fmt.Errorf("open counter journal %s: %w", path, err)
 	}
+	insert, err := db.PrepareContext(ctx, "INSERT INTO incr (seq, key, by) VALUES (?, ?, ?)")
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open counter journal %s: %w", path, err)
+	}
 	j := &Journal{
 		node:     node,
 		db:       db,
+		insert:   insert,
 		opts:     opts,
 		log:      opts.Logger,
 		queue:    make(chan *incrReq, 4*opts.MaxGroup),
@@ -648,7 +655,7 @@ func (j *Journal) Close() error {
 	if err := j.Flush(ctx); err != nil {
 		j.log.Warn("last counter flush failed; the journal keeps it for the next start", "err", err)
 	}
-	if err := j.db.Close(); err != nil {
+	if err := errors.Join(j.insert.Close(), j.db.Close()); err != nil {
 		return fmt.Errorf("close counter journal: %w", err)
 	}
 	return nil
@@ -702,12 +709,14 @@ func (j *Journal) commit(group []*incrReq) {
 	}
 	var err error
 	if len(live) > 0 {
-		// The group's deadline is its own: one caller leaving must not
-		// abort the others' transaction.
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		// The group has no deadline: one caller leaving must not abort
+		// the others' transaction, and the journal's statements wait on
+		// nothing but the local disk (the file is locked exclusively), so
+		// there is nothing a deadline could cut short. A context that can
+		// end would also cost every statement a watcher goroutine in the
+		// driver, on the path every increment waits on.
 		var n int64
-		n, err = j.write(ctx, j.nextSeq+1, live)
-		cancel()
+		n, err = j.write(context.Background(), j.nextSeq+1, live)
 		// Sequence numbers are spent even by a failed write: it may have
 		// committed nonetheless, and they need only increase.
 		j.nextSeq += n
@@ -773,11 +782,7 @@ func (j *Journal) write(ctx context.Context, first int64, reqs []*incrReq) (int6
 		return n, err
 	}
 	defer tx.Rollback()
-	stmt, err := tx.PrepareContext(ctx, "INSERT INTO incr (seq, key, by) VALUES (?, ?, ?)")
-	if err != nil {
-		return n, err
-	}
-	defer stmt.Close()
+	stmt := tx.StmtContext(ctx, j.insert)
 	for i, e := range entries {
 		if _, err := stmt.ExecContext(ctx, first+int64(i), e.key, e.by); err != nil {
 			return n, err
