@@ -174,6 +174,7 @@ func OpenJournal(ctx context.Context, path string, node cellar.CounterNode, opts
 		applied:  make(chan struct{}),
 	}
 	if err := j.replay(ctx); err != nil {
+		insert.Close()
 		db.Close()
 		return nil, fmt.Errorf("replay counter journal %s: %w", path, err)
 	}
