@@ -484,56 +484,94 @@ func settleTupleWrites(tb testing.TB, db *sql.DB, table string, before, want int
 	}
 }
 
-// BenchmarkJournalIncr measures what the commit delay costs and buys
-// in-process, at a few concurrencies: increments per second and the
-// latency of one increment (p50, p99), with the default delay and with it
-// off, side by side:
+// BenchmarkJournalIncr measures what the commit delay costs and buys at a
+// few concurrencies, in-process (direct) and over HTTP (the lean load
+// generator against the HTTP handler over the journal, in this process):
+// increments per second and the latency of one increment (p50, p99),
+// with the default delay and with it off, side by side:
 //
 //	go test ./internal/counter -run '^$' -bench JournalIncr -benchtime 3s -count 2
 func BenchmarkJournalIncr(b *testing.B) {
-	for _, conc := range []int{1, 4, 16, 64} {
-		for _, delay := range []struct {
-			name string
-			d    time.Duration
-		}{{"delay_1ms", 0}, {"no_delay", -1}} {
-			b.Run(fmt.Sprintf("c=%d/%s", conc, delay.name), func(b *testing.B) {
-				j, err := OpenJournal(context.Background(), b.TempDir()+"/counters.journal", countertest.New(), Options{Logger: quietLogger(), CommitDelay: delay.d})
-				if err != nil {
-					b.Fatal(err)
-				}
-				defer j.Close()
-				var mu sync.Mutex
-				var lat []time.Duration
-				var next atomic.Int64
-				b.ResetTimer()
-				var wg sync.WaitGroup
-				for c := 0; c < conc; c++ {
-					wg.Add(1)
-					go func() {
-						defer wg.Done()
-						var mine []time.Duration
-						for next.Add(1) <= int64(b.N) {
-							t0 := time.Now()
-							if _, err := j.Incr(context.Background(), "hot", 1); err != nil {
-								b.Error(err)
-								return
-							}
-							mine = append(mine, time.Since(t0))
-						}
-						mu.Lock()
-						lat = append(lat, mine...)
-						mu.Unlock()
-					}()
-				}
-				wg.Wait()
-				b.StopTimer()
-				slices.Sort(lat)
-				st := j.Stats()
-				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "incr/s")
-				b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50_µs")
-				b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99_µs")
-				b.ReportMetric(float64(st.Increments)/float64(max(st.Commits, 1)), "incr/commit")
-			})
+	for _, via := range []string{"direct", "http"} {
+		for _, conc := range []int{1, 4, 16, 64} {
+			for _, delay := range []struct {
+				name string
+				d    time.Duration
+			}{{"delay_1ms", 0}, {"no_delay", -1}} {
+				b.Run(fmt.Sprintf("%s/c=%d/%s", via, conc, delay.name), func(b *testing.B) {
+					benchJournalIncr(b, via == "http", conc, delay.d)
+				})
+			}
 		}
 	}
+}
+
+func benchJournalIncr(b *testing.B, overHTTP bool, conc int, delay time.Duration) {
+	j, err := OpenJournal(context.Background(), b.TempDir()+"/counters.journal", countertest.New(), Options{Logger: quietLogger(), CommitDelay: delay})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer j.Close()
+	// newOp returns one worker's increment.
+	newOp := func() (func() error, func()) {
+		return func() error { _, err := j.Incr(context.Background(), "hot", 1); return err }, func() {}
+	}
+	if overHTTP {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			b.Fatal(err)
+		}
+		// Only the counter routes are used: the handler needs no cell store.
+		srv := &http.Server{Handler: cellarhttp.NewHandler(nil, cellarhttp.Options{Counters: j, Logger: quietLogger()})}
+		go srv.Serve(ln)
+		defer srv.Close()
+		addr := ln.Addr().String()
+		req := loadgen.AppendRequest(nil, http.MethodPost, addr, "/v1/counters/hot/incr", []byte(`{"by":1}`))
+		newOp = func() (func() error, func()) {
+			conn := loadgen.NewConn(addr)
+			return func() error {
+				status, body, err := conn.Do(context.Background(), req)
+				if err != nil {
+					return err
+				}
+				return loadgen.CheckJSON(status, http.StatusOK, body)
+			}, func() { conn.Close() }
+		}
+	}
+	var mu sync.Mutex
+	var lat []time.Duration
+	var next atomic.Int64
+	b.ResetTimer()
+	var wg sync.WaitGroup
+	for c := 0; c < conc; c++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			op, done := newOp()
+			defer done()
+			var mine []time.Duration
+			for next.Add(1) <= int64(b.N) {
+				t0 := time.Now()
+				if err := op(); err != nil {
+					b.Error(err)
+					return
+				}
+				mine = append(mine, time.Since(t0))
+			}
+			mu.Lock()
+			lat = append(lat, mine...)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	b.StopTimer()
+	if len(lat) == 0 {
+		return
+	}
+	slices.Sort(lat)
+	st := j.Stats()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "incr/s")
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50_µs")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99_µs")
+	b.ReportMetric(float64(st.Increments)/float64(max(st.Commits, 1)), "incr/commit")
 }
