@@ -324,14 +324,8 @@ func driveDirect(tb testing.TB, cs cellar.CounterStore, clients int, key string,
 // client's Incr.
 func drive(tb testing.TB, store cellar.Store, cs cellar.CounterStore, clients int, key string, d time.Duration, viaClient bool) (ok, errs int64) {
 	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	srv := &http.Server{Handler: cellarhttp.NewHandler(store, cellarhttp.Options{Counters: cs, Logger: quietLogger()})}
-	go srv.Serve(ln)
-	defer srv.Close()
-	addr := ln.Addr().String()
+	addr, stop := serveCounters(tb, store, cs)
+	defer stop()
 	transport := &http.Transport{MaxIdleConnsPerHost: 2 * clients}
 	defer transport.CloseIdleConnections()
 	cl := client.New("http://"+addr, client.WithHTTPClient(&http.Client{Transport: transport}))
@@ -484,6 +478,19 @@ func settleTupleWrites(tb testing.TB, db *sql.DB, table string, before, want int
 	}
 }
 
+// serveCounters serves cellar's HTTP API over cs (and store, for the cell
+// routes) on a loopback port until stop.
+func serveCounters(tb testing.TB, store cellar.Store, cs cellar.CounterStore) (addr string, stop func()) {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	srv := &http.Server{Handler: cellarhttp.NewHandler(store, cellarhttp.Options{Counters: cs, Logger: quietLogger()})}
+	go srv.Serve(ln)
+	return ln.Addr().String(), func() { srv.Close() }
+}
+
 // BenchmarkJournalIncr measures what the commit delay costs and buys at a
 // few concurrencies, in-process (direct) and over HTTP (the lean load
 // generator against the HTTP handler over the journal, in this process):
@@ -517,15 +524,9 @@ func benchJournalIncr(b *testing.B, overHTTP bool, conc int, delay time.Duration
 		return func() error { _, err := j.Incr(context.Background(), "hot", 1); return err }, func() {}
 	}
 	if overHTTP {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			b.Fatal(err)
-		}
 		// Only the counter routes are used: the handler needs no cell store.
-		srv := &http.Server{Handler: cellarhttp.NewHandler(nil, cellarhttp.Options{Counters: j, Logger: quietLogger()})}
-		go srv.Serve(ln)
-		defer srv.Close()
-		addr := ln.Addr().String()
+		addr, stop := serveCounters(b, nil, j)
+		defer stop()
 		req := loadgen.AppendRequest(nil, http.MethodPost, addr, "/v1/counters/hot/incr", []byte(`{"by":1}`))
 		newOp = func() (func() error, func()) {
 			conn := loadgen.NewConn(addr)
