@@ -88,7 +88,7 @@ func (s *server) handleLatest(w http.ResponseWriter, r *http.Request) error {
 
 // handleRow serves GET /v1/rows/{row_key}?columns=A,B.
 func (s *server) handleRow(w http.ResponseWriter, r *http.Request) error {
-	rowKey := rowKey(r)
+	rowKey := pathSegment(r, "row_key")
 	if err := cellar.ValidateRowKey(rowKey); err != nil {
 		return err
 	}
@@ -267,7 +267,11 @@ func (s *server) itemError(r *http.Request, err error, logged map[string]bool) e
 
 // handleScan serves GET /v1/shards/{shard}/cells?after=&limit=&column=.
 func (s *server) handleScan(w http.ResponseWriter, r *http.Request) error {
-	shard, err := parseUint("shard", r.PathValue("shard"), cellar.MaxShardCount-1)
+	shard, err := parseUint("shard", pathSegment(r, "shard"), 0, cellar.MaxShardCount-1)
+	if err != nil && s.opts.Topology != nil {
+		// Say the range of this datastore, not of any.
+		_, err = parseUint("shard", pathSegment(r, "shard"), 0, int64(s.opts.Topology().ShardCount-1))
+	}
 	if err != nil {
 		return err
 	}
@@ -277,17 +281,14 @@ func (s *server) handleScan(w http.ResponseWriter, r *http.Request) error {
 	}
 	var after int64
 	if v, ok := q["after"]; ok {
-		if after, err = parseUint("after", v, cellar.MaxRefKey); err != nil {
+		if after, err = parseUint("after", v, 0, cellar.MaxRefKey); err != nil {
 			return err
 		}
 	}
 	limit := int64(cellar.DefaultScanLimit)
 	if v, ok := q["limit"]; ok {
-		if limit, err = parseUint("limit", v, cellar.MaxScanLimit); err != nil {
+		if limit, err = parseUint("limit", v, 1, cellar.MaxScanLimit); err != nil {
 			return err
-		}
-		if limit == 0 {
-			return cellar.Errorf(cellar.EINVALID, "limit must be 1..%d", cellar.MaxScanLimit)
 		}
 	}
 	column, ok := q["column"]

@@ -153,25 +153,34 @@ func FuzzWriteCell(f *testing.F) {
 	})
 }
 
-// TestHasSlashSegment compares hasSlashSegment with what it replaced.
-func TestHasSlashSegment(t *testing.T) {
-	old := func(p string) bool {
-		return strings.Contains(strings.ToUpper(p), "/%2F/") || strings.HasSuffix(strings.ToUpper(p), "/%2F")
+// TestHasSegment compares hasSegment with splitting the path.
+func TestHasSegment(t *testing.T) {
+	ref := func(p, seg string) bool {
+		segs := strings.Split(p, "/")
+		for _, s := range segs[1:] { // what precedes the first "/" is no segment
+			if strings.EqualFold(s, seg) {
+				return true
+			}
+		}
+		return false
 	}
 	paths := []string{"", "/", "/%2F", "/%2f", "/%2F/", "/v1/cells/%2F/c", "/v1/cells/%2f/c/1", "/v1/cells/a%2F/c",
-		"/v1/cells/%2Fa/c", "/v1/cells/%2F%2F/c", "%2F", "/%2", "/%2G", "//%2F", "/a/%2F", "/a/%2Fb", "/%2F/%2F"}
+		"/v1/cells/%2Fa/c", "/v1/cells/%2F%2F/c", "%2F", "/%2", "/%2G", "//%2F", "/a/%2F", "/a/%2Fb", "/%2F/%2F",
+		"/%2F%00", "/%2f%00/c", "/%2F%000", "/a%2F%00", "%2F%00"}
 	rng := rand.New(rand.NewPCG(3, 4))
-	alphabet := []string{"/", "%", "2", "F", "f", "a"}
+	alphabet := []string{"/", "%", "2", "F", "f", "a", "0"}
 	for range 20000 {
 		var b strings.Builder
-		for range rng.IntN(10) {
+		for range rng.IntN(12) {
 			b.WriteString(alphabet[rng.IntN(len(alphabet))])
 		}
 		paths = append(paths, b.String())
 	}
 	for _, p := range paths {
-		if got, want := hasSlashSegment(p), old(p); got != want {
-			t.Errorf("hasSlashSegment(%q) = %v; want %v", p, got, want)
+		for _, seg := range []string{"%2F", slashSegmentEscaped} {
+			if got, want := hasSegment(p, seg), ref(p, seg); got != want {
+				t.Errorf("hasSegment(%q, %q) = %v; want %v", p, seg, got, want)
+			}
 		}
 	}
 }

@@ -213,7 +213,14 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			`path %q is not canonical: it has empty, "." or ".." segments (percent-encode a row key of "." or ".." as %%2E)`, truncate(p, 200)))
 		return
 	}
-	if hasSlashSegment(p) {
+	if hasSegment(p, slashSegmentEscaped) {
+		// Whatever names this segment, no key may hold a U+0000; and it
+		// must not be taken for the stand-in below.
+		s.writeError(sw, r, cellar.Errorf(cellar.EINVALID,
+			"path segment %s decodes to \"/\" and U+0000: no key may contain a control character", slashSegmentEscaped))
+		return
+	}
+	if hasSegment(p, "%2F") {
 		r = withSlashSegments(r)
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.opts.RequestTimeout)
@@ -246,12 +253,12 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.writeError(sw, r, cellar.Errorf(cellar.ENOTFOUND, "no route for %s %s", truncate(r.Method, 40), truncate(r.URL.Path, 200)))
 }
 
-// hasSlashSegment reports whether the escaped path p has a segment that
-// is exactly "%2F" (in either case), without the allocations of
-// upper-casing it.
-func hasSlashSegment(p string) bool {
-	for i := 0; i+4 <= len(p); i++ {
-		if p[i] == '/' && p[i+1] == '%' && p[i+2] == '2' && (p[i+3] == 'F' || p[i+3] == 'f') && (i+4 == len(p) || p[i+4] == '/') {
+// hasSegment reports whether the escaped path p has a segment that is
+// seg, ASCII letters in either case, without the allocations of
+// splitting or upper-casing p.
+func hasSegment(p, seg string) bool {
+	for i := 0; i+1+len(seg) <= len(p); i++ {
+		if p[i] == '/' && strings.EqualFold(p[i+1:i+1+len(seg)], seg) && (i+1+len(seg) == len(p) || p[i+1+len(seg)] == '/') {
 			return true
 		}
 	}
@@ -261,9 +268,14 @@ func hasSlashSegment(p string) bool {
 // slashSegment stands in for a path segment that is exactly "%2F": Go's
 // ServeMux (1.22 through at least 1.26) never matches a wildcard to a
 // segment that unescapes to "/", so the row key "/" would have no route.
-// The stand-in cannot be a real row key (row keys have no control
-// characters); rowKey turns it back into "/".
+// The stand-in cannot be a real key (keys have no control characters),
+// and ServeHTTP refuses a path that spells it (slashSegmentEscaped), so a
+// wildcard holds it only where the path had "%2F"; pathSegment turns it
+// back into "/".
 const slashSegment = "/\x00"
+
+// slashSegmentEscaped is slashSegment as a path segment, upper case.
+const slashSegmentEscaped = "%2F%00"
 
 // withSlashSegments returns r with every "%2F" segment replaced by the
 // escaped slashSegment.
@@ -286,13 +298,14 @@ func withSlashSegments(r *http.Request) *http.Request {
 	return r2
 }
 
-// rowKey returns the row_key path value of r.
-func rowKey(r *http.Request) string {
-	k := r.PathValue("row_key")
-	if k == slashSegment {
+// pathSegment returns the path wildcard name, turning the stand-in for a
+// "%2F" segment back into "/".
+func pathSegment(r *http.Request, name string) string {
+	v := r.PathValue(name)
+	if v == slashSegment {
 		return "/"
 	}
-	return k
+	return v
 }
 
 // cleanPath is net/http's canonical form of a path, which ServeMux

@@ -82,6 +82,10 @@ func TestPutInvalid(t *testing.T) {
 		{"control char in row", "/v1/cells/a%01b/c/1", `{}`, 400, cellar.EINVALID},
 		{"invalid UTF-8 row", "/v1/cells/a%FFb/c/1", `{}`, 400, cellar.EINVALID},
 		{"long row", "/v1/cells/" + strings.Repeat("r", 256) + "/c/1", `{}`, 400, cellar.EINVALID},
+		// "/" then U+0000: what the server uses internally for a row key
+		// of "/" must not be taken for one.
+		{"slash NUL row", "/v1/cells/%2F%00/c/1", `{}`, 400, cellar.EINVALID},
+		{"slash NUL row, lower case", "/v1/cells/%2f%00/c/1", `{}`, 400, cellar.EINVALID},
 		{"query parameter", cellPath("r", "c", 1) + "?x=1", `{}`, 400, cellar.EINVALID},
 	}
 	for _, tt := range tests {
@@ -377,6 +381,10 @@ func malformedBatches(list, item string) []string {
 		`{"` + list + `":[` + strings.Replace(item, `"a"`, `1`, 1) + `]}`,
 		`{"` + list + `":[` + strings.Replace(item, `"a"`, `null`, 1) + `]}`,
 		`{"` + list + `":[` + strings.Replace(item, `"a"`, "\"\xff\"", 1) + `]}`,
+		// Escapes of unpaired surrogates stand for no UTF-8 either.
+		`{"` + list + `":[` + strings.Replace(item, `"a"`, `"\ud800"`, 1) + `]}`,
+		`{"` + list + `":[` + strings.Replace(item, `"a"`, `"a\udc00b"`, 1) + `]}`,
+		`{"` + list + `":[` + strings.Replace(item, `"a"`, `"\ud800\u0041"`, 1) + `]}`,
 		`{"` + list + `":[` + item + `], "x":"` + "\xc3" + `"}`,
 		`{"` + list + `":[1]}`,
 		`{"` + list + `":[` + item + `,]}`,
@@ -567,6 +575,16 @@ func TestTopologyHealthReady(t *testing.T) {
 	got := decode[cellar.Topology](t, c.do("GET", "/v1/shards", "").want(t, 200, ""))
 	if fmt.Sprint(got) != fmt.Sprint(topo) {
 		t.Errorf("GET /v1/shards = %+v; want %+v", got, topo)
+	}
+	// A shard out of range is told this datastore's range, however large.
+	for _, sh := range []string{"64", "99999999999999999999"} {
+		r := c.do("GET", "/v1/shards/"+sh+"/cells", "").want(t, 400, cellar.EINVALID)
+		if !strings.Contains(string(r.body), "out of range 0..63") {
+			t.Errorf("scan of shard %s = %s; want the range 0..63", sh, r.body)
+		}
+	}
+	if r := c.do("GET", "/v1/shards/0/cells?limit=0", "").want(t, 400, cellar.EINVALID); !strings.Contains(string(r.body), "1..10000") {
+		t.Errorf("scan with limit 0 = %s; want the range 1..10000", r.body)
 	}
 	if r := c.do("GET", "/healthz", "").want(t, 200, ""); string(r.body) != `{"status":"ok"}`+"\n" {
 		t.Errorf("healthz = %s", r.body)

@@ -41,7 +41,7 @@ func newIndexJSON(ix index.Index) indexJSON {
 }
 
 func indexName(r *http.Request) (string, error) {
-	name := r.PathValue("name")
+	name := pathSegment(r, "name")
 	return name, index.ValidateName(name)
 }
 

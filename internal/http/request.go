@@ -13,6 +13,8 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/go-json-experiment/json/jsontext"
+
 	"github.com/cellar-db/cellar"
 )
 
@@ -43,8 +45,8 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int) ([]byte, error)
 }
 
 // parseUint parses s as decimal digits only (no sign, no spaces, no
-// exponent) into 0..max. what names the value in the error.
-func parseUint(what, s string, max int64) (int64, error) {
+// exponent) into lo..hi (lo >= 0). what names the value in the error.
+func parseUint(what, s string, lo, hi int64) (int64, error) {
 	if s == "" {
 		return 0, cellar.Errorf(cellar.EINVALID, "%s is empty", what)
 	}
@@ -54,8 +56,8 @@ func parseUint(what, s string, max int64) (int64, error) {
 		}
 	}
 	n, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || n > max {
-		return 0, cellar.Errorf(cellar.EINVALID, "%s %s is out of range 0..%d", what, truncate(s, 40), max)
+	if err != nil || n < lo || n > hi {
+		return 0, cellar.Errorf(cellar.EINVALID, "%s %s is out of range %d..%d", what, truncate(s, 40), lo, hi)
 	}
 	return n, nil
 }
@@ -63,7 +65,7 @@ func parseUint(what, s string, max int64) (int64, error) {
 // pathKey returns the key named by the path wildcards row_key, column and
 // ref_key (when withRef is set), validated.
 func pathKey(r *http.Request, withRef bool) (cellar.Key, error) {
-	k := cellar.Key{RowKey: rowKey(r), Column: r.PathValue("column")}
+	k := cellar.Key{RowKey: pathSegment(r, "row_key"), Column: pathSegment(r, "column")}
 	if err := cellar.ValidateRowKey(k.RowKey); err != nil {
 		return k, err
 	}
@@ -71,7 +73,7 @@ func pathKey(r *http.Request, withRef bool) (cellar.Key, error) {
 		return k, err
 	}
 	if withRef {
-		ref, err := parseUint("ref_key", r.PathValue("ref_key"), cellar.MaxRefKey)
+		ref, err := parseUint("ref_key", pathSegment(r, "ref_key"), 0, cellar.MaxRefKey)
 		if err != nil {
 			return k, err
 		}
@@ -208,11 +210,17 @@ func (d *docDecoder) string(path string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	var s string
-	if v[0] != '"' || json.Unmarshal(v, &s) != nil {
+	if v[0] != '"' {
 		return "", cellar.Errorf(cellar.EINVALID, "%s must be a string", path)
 	}
-	return s, nil
+	// encoding/json would turn the escape of an unpaired surrogate into
+	// U+FFFD, and so name another key than the one sent; jsontext refuses
+	// it, as newDocDecoder refuses invalid UTF-8.
+	s, err := jsontext.AppendUnquote(nil, v)
+	if err != nil {
+		return "", cellar.Errorf(cellar.EINVALID, "%s is not valid UTF-8: it has an unpaired surrogate escape", path)
+	}
+	return string(s), nil
 }
 
 // refKey reads a ref_key at path: an integer literal (no fraction, no

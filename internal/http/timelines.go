@@ -17,16 +17,6 @@ func (s *server) timelineRoutes() {
 	s.handle("PUT /v1/timelines/{key}", ScopeWrite, s.handleTimelineCap)
 }
 
-// pathSegment returns the path wildcard name, turning the stand-in for a
-// "%2F" segment back into "/" as rowKey does.
-func pathSegment(r *http.Request, name string) string {
-	v := r.PathValue(name)
-	if v == slashSegment {
-		return "/"
-	}
-	return v
-}
-
 type timelineMember struct {
 	Key    string  `json:"key"`
 	Member string  `json:"member"`
@@ -79,23 +69,25 @@ func (s *server) handleTimelineRange(w http.ResponseWriter, r *http.Request) err
 	}
 	var offset int64
 	if v, ok := q["offset"]; ok {
-		if offset, err = parseUint("offset", v, math.MaxInt64); err != nil {
+		if offset, err = parseUint("offset", v, 0, math.MaxInt64); err != nil {
 			return err
 		}
 	}
 	limit := int64(100)
 	if v, ok := q["limit"]; ok {
-		if limit, err = parseUint("limit", v, math.MaxInt32); err != nil {
+		if limit, err = parseUint("limit", v, 1, cellar.MaxTimelineLimit); err != nil {
 			return err
 		}
 	}
 	desc := true
-	switch q["order"] {
-	case "", "desc":
-	case "asc":
-		desc = false
-	default:
-		return cellar.Errorf(cellar.EINVALID, `order must be "desc" or "asc", not %q`, truncate(q["order"], 40))
+	if v, ok := q["order"]; ok {
+		switch v {
+		case "desc":
+		case "asc":
+			desc = false
+		default:
+			return cellar.Errorf(cellar.EINVALID, `order must be "desc" or "asc", not %q`, truncate(v, 40))
+		}
 	}
 	items, count, err := s.opts.Timelines.TimelineRange(r.Context(), key, int(offset), int(limit), desc)
 	if err != nil {
@@ -184,8 +176,8 @@ func decodeTimelineCap(raw []byte) (int, error) {
 		if err != nil {
 			return err
 		}
-		if !isNumber(v) || json.Unmarshal(v, &cap) != nil || cap < math.MinInt32 || cap > math.MaxInt32 {
-			return cellar.Errorf(cellar.EINVALID, "cap must be an integer")
+		if !isNumber(v) || json.Unmarshal(v, &cap) != nil || cap < 1 || cap > cellar.MaxTimelineCap {
+			return cellar.Errorf(cellar.EINVALID, "cap must be an integer in 1..%d", cellar.MaxTimelineCap)
 		}
 		return nil
 	})

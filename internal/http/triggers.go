@@ -45,7 +45,7 @@ func newTriggerJSON(t trigger.Trigger) triggerJSON {
 }
 
 func triggerName(r *http.Request) (string, error) {
-	name := r.PathValue("name")
+	name := pathSegment(r, "name")
 	return name, trigger.ValidateName(name)
 }
 
@@ -269,7 +269,7 @@ func (s *server) handleTriggerParked(w http.ResponseWriter, r *http.Request) err
 	}
 	limit := int64(100)
 	if v, ok := q["limit"]; ok {
-		if limit, err = parseUint("limit", v, trigger.MaxCells); err != nil {
+		if limit, err = parseUint("limit", v, 0, trigger.MaxCells); err != nil {
 			return err
 		}
 	}
@@ -311,11 +311,11 @@ func parseParkedCursor(v string) (int, int64, error) {
 		if v[i] != ':' {
 			continue
 		}
-		shard, err := parseUint("after shard", v[:i], cellar.MaxShardCount)
+		shard, err := parseUint("after shard", v[:i], 0, cellar.MaxShardCount)
 		if err != nil {
 			return 0, 0, err
 		}
-		id, err := parseUint("after added_id", v[i+1:], 1<<63-1)
+		id, err := parseUint("after added_id", v[i+1:], 0, 1<<63-1)
 		if err != nil {
 			return 0, 0, err
 		}
