@@ -348,9 +348,14 @@ func (j *Journal) unreserve(key string, by int64) {
 }
 
 // load makes sure durable holds the node's value of each key. It reads
-// the node, and keeps what it read only if no flush was applied meanwhile
-// (gen unchanged): a key without an entry has nothing in flight, so then
-// the value read is current. Keys of a recovered flight wait for it.
+// the node, and keeps what it read only if, by then, no flush was applied
+// (gen unchanged) and the key is in no flight: the value read is then
+// current. A key in a flight without a durable value waits for the flight
+// to be applied, since the node may have it applied already. That is a
+// flight recovered at start, whose process may have had it applied, and
+// the first flight of increments replayed at start, whose keys' values
+// were never loaded; every other key in a flight had its value loaded
+// before its first increment was accepted.
 func (j *Journal) load(ctx context.Context, keys []string) error {
 	for {
 		j.mu.Lock()
@@ -365,11 +370,9 @@ func (j *Journal) load(ctx context.Context, keys []string) error {
 			if _, ok := j.durable[k]; ok {
 				continue
 			}
-			if f := j.flight; f != nil && f.recovered {
-				if _, in := f.deltas[k]; in {
-					wait, waitKey = j.applied, k
-					break
-				}
+			if j.inFlight(k) {
+				wait, waitKey = j.applied, k
+				break
 			}
 			need = append(need, k)
 		}
@@ -380,7 +383,7 @@ func (j *Journal) load(ctx context.Context, keys []string) error {
 			case <-wait:
 				continue
 			case <-ctx.Done():
-				return cellar.Unavailable(ctx.Err(), "counter %q: waiting for a flush interrupted by a restart to be applied", truncate(waitKey, 80))
+				return cellar.Unavailable(ctx.Err(), "counter %q: waiting for a flush of its increments from before a restart to be applied", truncate(waitKey, 80))
 			}
 		}
 		if len(need) == 0 {
@@ -392,16 +395,37 @@ func (j *Journal) load(ctx context.Context, keys []string) error {
 		}
 		j.mu.Lock()
 		if j.gen == gen {
+			// A key that went into a flight since it was read is left
+			// for the next turn, which waits for that flight.
+			again := false
 			for _, k := range need {
-				if _, ok := j.durable[k]; !ok {
-					j.durable[k] = vals[k]
+				if _, ok := j.durable[k]; ok {
+					continue
 				}
+				if j.inFlight(k) {
+					again = true
+					continue
+				}
+				j.durable[k] = vals[k]
 			}
 			j.mu.Unlock()
-			return nil
+			if !again {
+				return nil
+			}
+			continue
 		}
 		j.mu.Unlock()
 	}
+}
+
+// inFlight reports whether key has a delta in the flight. j.mu must be
+// held.
+func (j *Journal) inFlight(key string) bool {
+	if j.flight == nil {
+		return false
+	}
+	_, ok := j.flight.deltas[key]
+	return ok
 }
 
 // Counter implements cellar.CounterStore.
