@@ -76,11 +76,11 @@ func TestCLITimeline(t *testing.T) {
 
 	// The server's refusals exit 1 with its message.
 	stdout, stderr, code := s.timeline(t, "cap", "feed", "0")
-	if code != 1 || stdout != "" || !strings.Contains(stderr, "invalid_argument: cap must be 1..1000000") {
+	if code != 1 || stdout != "" || !strings.Contains(stderr, "invalid_argument: cap must be an integer in 1..1000000") {
 		t.Errorf("timeline cap feed 0: exit %d, stdout %q, stderr %q; want exit 1 and the server's message", code, stdout, stderr)
 	}
 	stdout, stderr, code = s.timeline(t, "range", "feed", "--limit", "5000")
-	if code != 1 || stdout != "" || !strings.Contains(stderr, "invalid_argument: limit must be 1..1000") {
+	if code != 1 || stdout != "" || !strings.Contains(stderr, "invalid_argument: limit 5000 is out of range 1..1000") {
 		t.Errorf("timeline range --limit 5000: exit %d, stdout %q, stderr %q", code, stdout, stderr)
 	}
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/cellar-db/cellar"
 	"github.com/cellar-db/cellar/internal/counter"
+	cellarhttp "github.com/cellar-db/cellar/internal/http"
 	"github.com/cellar-db/cellar/internal/redis"
 )
 
@@ -49,6 +50,9 @@ type Config struct {
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 	// MaxBodyBytes bounds one cell body (default 1 MiB).
 	MaxBodyBytes int `yaml:"max_body_bytes"`
+	// MaxRequestBytes bounds a whole request body, a batch's (default 64
+	// MiB); at least MaxBodyBytes.
+	MaxRequestBytes int `yaml:"max_request_bytes"`
 	// Auth configures bearer tokens. Without tokens, auth is off.
 	Auth AuthConfig `yaml:"auth"`
 	// AllowUnauthenticated lets a server without tokens listen on a
@@ -121,6 +125,16 @@ type CacheConfig struct {
 	MaxStaleness time.Duration `yaml:"max_staleness"`
 	// Redis adds the shared Redis tier over the redis nodes.
 	Redis bool `yaml:"redis"`
+	// RedisPrefix begins the shared tier's keys and channel: one per
+	// datastore sharing the Redis nodes (default "cellar").
+	RedisPrefix string `yaml:"redis_prefix"`
+	// RedisTimeout bounds each round trip to the shared tier (default
+	// 100ms); RedisCellTTL is how long it keeps a cell read by its full
+	// key (default 1h); RedisRetry is how long a failed Redis node is left
+	// alone (default 1s). Zero means the default.
+	RedisTimeout time.Duration `yaml:"redis_timeout"`
+	RedisCellTTL time.Duration `yaml:"redis_cell_ttl"`
+	RedisRetry   time.Duration `yaml:"redis_retry"`
 }
 
 // NodeConfig is one storage node.
@@ -175,6 +189,7 @@ func defaultConfig() *Config {
 		MapRefresh:      5 * time.Second,
 		ShutdownTimeout: 30 * time.Second,
 		MaxBodyBytes:    cellar.DefaultMaxBodyBytes,
+		MaxRequestBytes: cellarhttp.DefaultMaxRequestBytes,
 		LogLevel:        "info",
 		LogFormat:       "text",
 		Counters:        CountersConfig{Mode: "journal", Journal: "counters.journal", FlushInterval: time.Second, CommitDelay: counter.DefaultCommitDelay},
@@ -228,6 +243,9 @@ func (c *Config) validate() error {
 	}
 	if c.MaxBodyBytes < 2 {
 		return fmt.Errorf("config: max_body_bytes must be at least 2")
+	}
+	if c.MaxRequestBytes < c.MaxBodyBytes {
+		return fmt.Errorf("config: max_request_bytes (%d) must be at least max_body_bytes (%d)", c.MaxRequestBytes, c.MaxBodyBytes)
 	}
 	for _, d := range []struct {
 		name string
@@ -371,6 +389,14 @@ func (c *Config) validateRedis() error {
 	}
 	if c.Counters.CommitDelay < 0 || c.Counters.CommitDelay > time.Second {
 		return fmt.Errorf("config: counters.commit_delay must be between 0 (off) and 1s, not %v", c.Counters.CommitDelay)
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"cache.max_staleness", c.Cache.MaxStaleness}, {"cache.redis_timeout", c.Cache.RedisTimeout}, {"cache.redis_cell_ttl", c.Cache.RedisCellTTL}, {"cache.redis_retry", c.Cache.RedisRetry}} {
+		if d.v < 0 {
+			return fmt.Errorf("config: %s must not be negative", d.name)
+		}
 	}
 	if (c.Counters.Mode == "redis" || c.Cache.Redis) && len(c.Redis.Nodes) == 0 {
 		return fmt.Errorf("config: counters.mode redis and cache.redis need redis.nodes")

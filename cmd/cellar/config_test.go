@@ -40,6 +40,9 @@ listen: 0.0.0.0:8080
 shards: 16
 metadata: b
 request_timeout: 3s
+max_request_bytes: 4096
+max_body_bytes: 2048
+cache: {enabled: true, redis_prefix: ds2, redis_cell_ttl: 10m}
 nodes:
   - {name: a, driver: sqlite, dsn: a.db, checkpoint_every: 20ms}
   - {name: b, driver: postgres, dsn: "postgres://x"}
@@ -66,6 +69,12 @@ auth:
 	if cfg.RequestTimeout != 3*time.Second || cfg.NodeTimeout != 2*time.Second {
 		t.Errorf("timeouts = %v, %v", cfg.RequestTimeout, cfg.NodeTimeout)
 	}
+	if cfg.MaxRequestBytes != 4096 || cfg.MaxBodyBytes != 2048 {
+		t.Errorf("max_request_bytes, max_body_bytes = %d, %d; want 4096 and 2048", cfg.MaxRequestBytes, cfg.MaxBodyBytes)
+	}
+	if c := cfg.Cache; !c.Enabled || c.RedisPrefix != "ds2" || c.RedisCellTTL != 10*time.Minute || c.RedisTimeout != 0 || c.MaxBytes != 64<<20 {
+		t.Errorf("cache = %+v; want enabled, prefix ds2, cell TTL 10m, the rest defaults", c)
+	}
 	if cfg.Nodes[0].CheckpointEvery != 20*time.Millisecond {
 		t.Errorf("checkpoint_every = %v; want 20ms", cfg.Nodes[0].CheckpointEvery)
 	}
@@ -84,9 +93,12 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"nodes: [{name: a, driver: sqlite, dsn: a}]\nshards: 8\nshard_map: [{node: z, shards: 0-7}]", "unknown node"},
 		{"nodes: [{name: a, driver: sqlite, dsn: a}]\nmetadata: b", "metadata node"},
 		{"shards: 0", "shards must be"},
+		{"max_request_bytes: 1000", "max_request_bytes (1000) must be at least max_body_bytes (1048576)"},
 		{"request_timeout: -1s", "request_timeout"},
 		{"counters: {commit_delay: -1ms}", "counters.commit_delay"},
 		{"counters: {commit_delay: 2s}", "counters.commit_delay"},
+		{"cache: {redis_timeout: -1s}", "cache.redis_timeout must not be negative"},
+		{"cache: {disabled: false}", "disabled"},
 		{"bogus_key: 1", "bogus_key"},
 		{"auth: {tokens: [{token: x, scopes: [root]}]}", "scope"},
 		{"nodes: [{name: a, driver: postgres, dsn: x, checkpoint_every: 10ms}]\nmetadata: a", "sqlite nodes only"},

@@ -177,7 +177,16 @@ func serve(ctx context.Context, cfg *Config, embedded bool, log *slog.Logger, re
 	defer counters.Close()
 	var reads cellar.Store = store
 	if cfg.Cache.Enabled {
-		opts := cache.Options{MaxBytes: cfg.Cache.MaxBytes, MaxStaleness: cfg.Cache.MaxStaleness, Observer: m, Logger: log}
+		opts := cache.Options{
+			MaxBytes:     cfg.Cache.MaxBytes,
+			MaxStaleness: cfg.Cache.MaxStaleness,
+			RedisPrefix:  cfg.Cache.RedisPrefix,
+			RedisTimeout: cfg.Cache.RedisTimeout,
+			RedisCellTTL: cfg.Cache.RedisCellTTL,
+			RedisRetry:   cfg.Cache.RedisRetry,
+			Observer:     m,
+			Logger:       log,
+		}
 		if cfg.Cache.Redis {
 			opts.Redis = cluster
 		}
@@ -195,16 +204,17 @@ func serve(ctx context.Context, cfg *Config, embedded bool, log *slog.Logger, re
 		tokens = append(tokens, cellarhttp.Token{Secret: t.secret(), Scopes: t.Scopes})
 	}
 	handler := cellarhttp.NewHandler(reads, cellarhttp.Options{
-		MaxBodyBytes:   cfg.MaxBodyBytes,
-		RequestTimeout: cfg.RequestTimeout,
-		Tokens:         tokens,
-		Logger:         log,
-		Metrics:        m,
-		Topology:       store.Topology,
-		Timelines:      store,
-		Counters:       counters,
-		Triggers:       triggers,
-		Indexes:        indexes,
+		MaxBodyBytes:    cfg.MaxBodyBytes,
+		MaxRequestBytes: cfg.MaxRequestBytes,
+		RequestTimeout:  cfg.RequestTimeout,
+		Tokens:          tokens,
+		Logger:          log,
+		Metrics:         m,
+		Topology:        store.Topology,
+		Timelines:       store,
+		Counters:        counters,
+		Triggers:        triggers,
+		Indexes:         indexes,
 		Ready: func(context.Context) error {
 			if draining.Load() {
 				return cellar.Errorf(cellar.EUNAVAILABLE, "shutting down")
