@@ -52,6 +52,9 @@ func FuzzHandler(f *testing.F) {
 		{"DELETE", "/v1/timelines/t/members/m", ""},
 		{"PUT", "/v1/timelines/t", `{"cap":3}`},
 		{"PUT", "/v1/timelines/t", `{"cap":1.0}`},
+		{"PUT", "/v1/cells/%2F%00/c/1", `{}`},
+		{"DELETE", "/v1/timelines/%2F/members/%2f%00", ""},
+		{"POST", "/v1/cells:batchPut", `{"cells":[{"row_key":"\ud800","column":"c","ref_key":5,"body":{"\udc00":1}}]}`},
 	}
 	for _, s := range seeds {
 		f.Add(s.method, s.path, []byte(s.body))
