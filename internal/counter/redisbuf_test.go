@@ -607,3 +607,29 @@ func TestRedisIncrBatchAsIfAlone(t *testing.T) {
 		t.Errorf("answers:\n%s\nwant\n%s", got, want)
 	}
 }
+
+// TestRedisRefusingWrites: a Redis node that refuses writes (out of
+// memory under noeviction; a read-only replica, a failed save) fails
+// increments as unavailable, which a client retries, not as an overflow,
+// which it would not; and nothing of them is counted.
+func TestRedisRefusingWrites(t *testing.T) {
+	srv := dbtest.Redis(t)
+	c := openCluster(t, srv)
+	b := openRedisBuffer(t, c, countertest.New(), testOptions(newFakeClock()))
+	ctx := context.Background()
+	incr(t, b, "k", 1, 1) // k has a durable entry: its next write is the delta's HINCRBY
+	_, cl := c.Node(0)
+	if err := cl.ConfigSet(ctx, "maxmemory", "1").Err(); err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{"k", "new"} {
+		_, err := b.Incr(ctx, key, 1)
+		wantCode(t, "Incr of "+key+" on a Redis out of memory", err, cellar.EUNAVAILABLE)
+	}
+	if err := cl.ConfigSet(ctx, "maxmemory", "0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	wantCounter(t, b, "k", 1)
+	incr(t, b, "k", 1, 2)
+	incr(t, b, "new", 1, 1)
+}

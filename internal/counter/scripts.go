@@ -126,6 +126,13 @@ for i = 2, #ARGV, 5 do
     if v then
       local r = redis.pcall('HINCRBY', deltas, key, by)
       if type(r) == 'table' and r.err then
+        -- Only an overflow is this item's answer. Any other error is
+        -- Redis refusing the script's first write (out of memory,
+        -- read-only, a failed save: it checks those until a script has
+        -- written), so nothing of the batch is written; fail it whole.
+        if not string.find(r.err, 'would overflow', 1, true) then
+          return redis.error_reply(r.err)
+        end
         v = nil
       end
     end
