@@ -44,12 +44,14 @@ func (e *Error) Is(target error) bool {
 
 // Sentinels for errors.Is; they match any *Error with the same code.
 var (
-	ErrInvalid     = &Error{Code: EINVALID}
-	ErrNotFound    = &Error{Code: ENOTFOUND}
-	ErrConflict    = &Error{Code: ECONFLICT}
-	ErrTooLarge    = &Error{Code: ETOOLARGE}
-	ErrUnavailable = &Error{Code: EUNAVAILABLE}
-	ErrInternal    = &Error{Code: EINTERNAL}
+	ErrInvalid          = &Error{Code: EINVALID}
+	ErrUnauthenticated  = &Error{Code: EUNAUTHENTICATED}
+	ErrPermissionDenied = &Error{Code: EPERMISSION}
+	ErrNotFound         = &Error{Code: ENOTFOUND}
+	ErrConflict         = &Error{Code: ECONFLICT}
+	ErrTooLarge         = &Error{Code: ETOOLARGE}
+	ErrUnavailable      = &Error{Code: EUNAVAILABLE}
+	ErrInternal         = &Error{Code: EINTERNAL}
 )
 
 // Errorf returns an *Error with the given code and a formatted message.

@@ -58,13 +58,6 @@ func newCell(row, col string, ref int64, body string) cellar.NewCell {
 
 func ref(n int64) *int64 { return &n }
 
-// errUnauthenticated and errPermission match by code, as the domain's
-// sentinels do; the domain has none for these codes.
-var (
-	errUnauthenticated = &cellar.Error{Code: cellar.EUNAUTHENTICATED}
-	errPermission      = &cellar.Error{Code: cellar.EPERMISSION}
-)
-
 func TestPutGetLatest(t *testing.T) {
 	c, _, _ := newServer(t, cellarhttp.Options{})
 	ctx := context.Background()
@@ -177,8 +170,12 @@ func TestRow(t *testing.T) {
 	if cells == nil || len(cells) != 0 {
 		t.Errorf("Row of an empty row = %#v; want an empty, non-nil slice", cells)
 	}
-	if _, err := c.Row(ctx, "r", []string{"no-dash"}); !errors.Is(err, cellar.ErrInvalid) {
-		t.Errorf("Row with a bad column = %v; want invalid", err)
+	// A name that is no column is refused, not read as other columns or
+	// as the whole row.
+	for _, cols := range [][]string{{"no-dash"}, {"a,b"}, {""}, {"a", ""}, {"a", "1b"}} {
+		if got, err := c.Row(ctx, "r", cols); !errors.Is(err, cellar.ErrInvalid) {
+			t.Errorf("Row with columns %q = %s, %v; want invalid", cols, summary(got), err)
+		}
 	}
 }
 
@@ -291,6 +288,16 @@ func TestPutInvalid(t *testing.T) {
 	}
 	if _, err := c.Latest(ctx, "", "c"); !errors.Is(err, cellar.ErrInvalid) {
 		t.Errorf("Latest with an empty row = %v; want invalid", err)
+	}
+
+	// The byte limit counts a body as written, whitespace and all, through
+	// Put and BatchPut alike: the client sends it as it is.
+	spaced := newCell("r", "c", 2, `{"a":1`+strings.Repeat(" ", 100)+`}`)
+	if _, _, err := c.Put(ctx, spaced); !errors.Is(err, cellar.ErrTooLarge) {
+		t.Errorf("Put of a body spaced past the limit = %v; want too large", err)
+	}
+	if r := c.BatchPut(ctx, []cellar.NewCell{spaced}); !errors.Is(r[0].Err, cellar.ErrTooLarge) {
+		t.Errorf("BatchPut of a body spaced past the limit = %+v; want too large", r[0])
 	}
 }
 
@@ -621,18 +628,18 @@ func TestAuth(t *testing.T) {
 	if _, err := reader.Get(ctx, cellar.Key{RowKey: "r", Column: "c", RefKey: 1}); err != nil {
 		t.Errorf("Get with a read token error: %v", err)
 	}
-	if _, _, err := reader.Put(ctx, newCell("r", "c", 2, `{}`)); !errors.Is(err, errPermission) {
+	if _, _, err := reader.Put(ctx, newCell("r", "c", 2, `{}`)); !errors.Is(err, cellar.ErrPermissionDenied) {
 		t.Errorf("Put with a read token = %v; want permission_denied", err)
 	}
 	for _, r := range reader.BatchPut(ctx, []cellar.NewCell{newCell("r", "c", 2, `{}`), newCell("r", "c", 3, `{}`)}) {
-		if !errors.Is(r.Err, errPermission) {
+		if !errors.Is(r.Err, cellar.ErrPermissionDenied) {
 			t.Errorf("BatchPut with a read token: result error = %v; want permission_denied", r.Err)
 		}
 	}
-	if _, err := anon.Get(ctx, cellar.Key{RowKey: "r", Column: "c", RefKey: 1}); !errors.Is(err, errUnauthenticated) {
+	if _, err := anon.Get(ctx, cellar.Key{RowKey: "r", Column: "c", RefKey: 1}); !errors.Is(err, cellar.ErrUnauthenticated) {
 		t.Errorf("Get without a token = %v; want unauthenticated", err)
 	}
-	if _, err := wrong.Row(ctx, "r", nil); !errors.Is(err, errUnauthenticated) {
+	if _, err := wrong.Row(ctx, "r", nil); !errors.Is(err, cellar.ErrUnauthenticated) {
 		t.Errorf("Row with an unknown token = %v; want unauthenticated", err)
 	}
 }
@@ -764,6 +771,16 @@ func TestOptions(t *testing.T) {
 	}
 	if want := []string{"/v1/shards"}; !reflect.DeepEqual(paths, want) {
 		t.Errorf("paths = %q; want %q", paths, want)
+	}
+}
+
+// TestNilHTTPClient: WithHTTPClient(nil) means the default client.
+func TestNilHTTPClient(t *testing.T) {
+	c, _, srv := newServer(t, cellarhttp.Options{})
+	c2 := client.New(srv.URL, client.WithHTTPClient(nil))
+	put(t, c, "r", "c", 1, `{}`)
+	if _, err := c2.Get(context.Background(), cellar.Key{RowKey: "r", Column: "c", RefKey: 1}); err != nil {
+		t.Errorf("Get through a client made WithHTTPClient(nil): %v", err)
 	}
 }
 

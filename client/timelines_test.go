@@ -88,10 +88,10 @@ func TestTimelineClientAuth(t *testing.T) {
 	if _, _, err := c.TimelineRange(ctx, "k", 0, 10, true); err != nil {
 		t.Errorf("TimelineRange with a read token: %v", err)
 	}
-	if err := c.TimelineAdd(ctx, "k", "m", 1); !errors.Is(err, errPermission) {
+	if err := c.TimelineAdd(ctx, "k", "m", 1); !errors.Is(err, cellar.ErrPermissionDenied) {
 		t.Errorf("TimelineAdd with a read token: %v; want permission denied", err)
 	}
-	if err := c.SetTimelineCap(ctx, "k", 5); !errors.Is(err, errPermission) {
+	if err := c.SetTimelineCap(ctx, "k", 5); !errors.Is(err, cellar.ErrPermissionDenied) {
 		t.Errorf("SetTimelineCap with a read token: %v; want permission denied", err)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"iter"
 	"net/http"
 	"os"
 	"slices"
@@ -19,6 +20,9 @@ import (
 	"text/tabwriter"
 	"time"
 	"unicode"
+
+	jsonv2 "github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
 
 	"github.com/cellar-db/cellar"
 	"github.com/cellar-db/cellar/client"
@@ -80,7 +84,9 @@ var clientCommands = []clientCommand{
 		summary:  "store many cells read from stdin",
 		help: "stdin holds {\"cells\":[{\"row_key\":\"...\",\"column\":\"...\",\"ref_key\":N,\"body\":{...}}, ...]}\n" +
 			"or a sequence of such cell objects, one per line (as scan --follow --json\n" +
-			"prints them; other fields are ignored). Exits 1 if any cell was not stored.",
+			"prints them: their shard, added_id and created_at are ignored; any other\n" +
+			"member, a member twice, or a missing ref_key is refused before anything is\n" +
+			"sent). Exits 1 if any cell was not stored.",
 		run: (*runner).batchPut,
 	},
 	{
@@ -359,13 +365,9 @@ func (r *runner) batchGet(args []string) error {
 		keys = append(keys, k)
 	}
 	if len(pos) == 0 {
-		var in struct {
-			Keys []cellar.LookupKey `json:"keys"`
-		}
-		if err := decodeOne(r.stdin, &in); err != nil {
+		if keys, err = readKeys(r.stdin); err != nil {
 			return usagef("read keys from stdin: %v", err)
 		}
-		keys = in.Keys
 	}
 	if len(keys) == 0 {
 		return usagef("no keys")
@@ -429,7 +431,7 @@ func (r *runner) batchPut(args []string) error {
 		return usagef("no cells on stdin")
 	}
 	var results []cellar.PutResult
-	for chunk := range slices.Chunk(cells, cellar.MaxBatchKeys) {
+	for chunk := range putChunks(cells, cellar.MaxBatchKeys, batchPutBytes) {
 		res := r.client.BatchPut(r.ctx, chunk)
 		if !r.json {
 			for i, pr := range res {
@@ -509,7 +511,7 @@ func (r *runner) scan(args []string) error {
 }
 
 // follow scans shard from after until the context is done, polling every
-// interval once it has caught up. Unavailable errors are reported and
+// interval once it has caught up (an empty page). Unavailable errors are reported and
 // retried, as a follower should outlive a restart of the server.
 func (r *runner) follow(shard int, after int64, limit int, column string, interval time.Duration) error {
 	if interval <= 0 {
@@ -551,7 +553,9 @@ func (r *runner) follow(shard int, after int64, limit int, column string, interv
 			return r.stdout.err // stdout is gone, as when piped into head
 		}
 		after = res.Next
-		if len(res.Cells) < limit && !wait() {
+		// Only an empty page means caught up: a page also ends early at
+		// cellar.MaxScanPageBytes of bodies.
+		if len(res.Cells) == 0 && !wait() {
 			return nil
 		}
 	}
@@ -792,55 +796,164 @@ func isDigits(s string) bool {
 	return s != ""
 }
 
-// decodeOne decodes the single JSON value in r into v.
+// decodeOne decodes the single JSON value in r into v, strictly.
 func decodeOne(r io.Reader, v any) error {
-	dec := json.NewDecoder(r)
-	if err := dec.Decode(v); err != nil {
+	dec := jsontext.NewDecoder(r)
+	raw, err := dec.ReadValue()
+	if err != nil {
 		if errors.Is(err, io.EOF) {
 			return errors.New("no input")
 		}
 		return err
 	}
-	if _, err := dec.Token(); err != io.EOF {
+	raw = raw.Clone() // valid only until the decoder's next read
+	if _, err := dec.ReadToken(); err != io.EOF {
 		return errors.New("data after the JSON document")
 	}
-	return nil
+	return jsonv2.Unmarshal(raw, v, strictJSON...)
+}
+
+// batchPutBytes bounds the keys and bodies batch-put sends in one request,
+// well under the server's default max_request_bytes (64 MiB), so that
+// input of large cells is sent in several requests rather than refused.
+var batchPutBytes = 16 << 20
+
+// putChunks splits cells into runs of at most n cells whose keys and
+// bodies take at most budget bytes; a cell larger than budget goes alone.
+func putChunks(cells []cellar.NewCell, n, budget int) iter.Seq[[]cellar.NewCell] {
+	return func(yield func([]cellar.NewCell) bool) {
+		start, size := 0, 0
+		for i, c := range cells {
+			// 64: the member names and punctuation around a cell.
+			cs := len(c.RowKey) + len(c.Column) + len(c.Body) + 64
+			if i > start && (i-start == n || size+cs > budget) {
+				if !yield(cells[start:i]) {
+					return
+				}
+				start, size = i, 0
+			}
+			size += cs
+		}
+		if start < len(cells) {
+			yield(cells[start:])
+		}
+	}
+}
+
+// The stdin formats of batch-get and batch-put are the API's requests
+// (docs/API.md), read as strictly as the server reads them: member names
+// exact, none unknown, none twice, and the required ones present. A typo
+// such as "ref" for "ref_key" must not turn into another key.
+var strictJSON = []jsonv2.Options{jsonv2.RejectUnknownMembers(true)}
+
+// cellIn is a cell of batch-put's input; pointers tell missing from zero.
+type cellIn struct {
+	RowKey *string        `json:"row_key"`
+	Column *string        `json:"column"`
+	RefKey *int64         `json:"ref_key"`
+	Body   jsontext.Value `json:"body"`
+	// A cell as scan prints it also has these, which the server assigns:
+	// they are read and ignored, so that scan's output can be stored.
+	Shard     jsontext.Value `json:"shard"`
+	AddedID   jsontext.Value `json:"added_id"`
+	CreatedAt jsontext.Value `json:"created_at"`
+}
+
+func (c cellIn) cell(n int) (cellar.NewCell, error) {
+	switch {
+	case c.RowKey == nil:
+		return cellar.NewCell{}, fmt.Errorf("cell %d: row_key is missing", n)
+	case c.Column == nil:
+		return cellar.NewCell{}, fmt.Errorf("cell %d: column is missing", n)
+	case c.RefKey == nil:
+		return cellar.NewCell{}, fmt.Errorf("cell %d: ref_key is missing or null", n)
+	case c.Body == nil:
+		return cellar.NewCell{}, fmt.Errorf("cell %d: body is missing", n)
+	}
+	return cellar.NewCell{Key: cellar.Key{RowKey: *c.RowKey, Column: *c.Column, RefKey: *c.RefKey}, Body: json.RawMessage(c.Body)}, nil
 }
 
 // readCells reads {"cells":[...]} or a sequence of cell objects. All input
 // is read and checked before anything is sent, so bad input stores nothing.
 func readCells(r io.Reader) ([]cellar.NewCell, error) {
-	dec := json.NewDecoder(r)
+	dec := jsontext.NewDecoder(r)
 	var cells []cellar.NewCell
 	for n := 1; ; n++ {
-		var raw json.RawMessage
-		if err := dec.Decode(&raw); err == io.EOF {
+		raw, err := dec.ReadValue()
+		if err == io.EOF {
 			return cells, nil
 		} else if err != nil {
 			return nil, fmt.Errorf("value %d: %w", n, err)
 		}
-		var fields map[string]json.RawMessage
-		if err := json.Unmarshal(raw, &fields); err != nil {
-			return nil, fmt.Errorf("value %d is not a JSON object", n)
+		raw = raw.Clone() // valid only until the decoder's next read
+		var fields map[string]jsontext.Value
+		if err := jsonv2.Unmarshal(raw, &fields); err != nil {
+			return nil, fmt.Errorf("value %d is not a JSON object: %w", n, err)
 		}
-		if _, ok := fields["cells"]; ok && n == 1 {
-			var batch struct {
-				Cells []cellar.NewCell `json:"cells"`
+		if _, ok := fields["cells"]; ok {
+			if n > 1 {
+				return nil, fmt.Errorf(`value %d: a {"cells":[...]} document must be the whole input`, n)
 			}
-			if err := json.Unmarshal(raw, &batch); err != nil {
+			var batch struct {
+				Cells *[]cellIn `json:"cells"`
+			}
+			if err := jsonv2.Unmarshal(raw, &batch, strictJSON...); err != nil {
 				return nil, err
 			}
-			if _, err := dec.Token(); err != io.EOF {
+			if _, err := dec.ReadToken(); err != io.EOF {
 				return nil, errors.New("data after the {\"cells\":[...]} document")
 			}
-			return batch.Cells, nil
+			if batch.Cells == nil {
+				return nil, errors.New(`"cells" is null`)
+			}
+			for i, c := range *batch.Cells {
+				nc, err := c.cell(i + 1)
+				if err != nil {
+					return nil, err
+				}
+				cells = append(cells, nc)
+			}
+			return cells, nil
 		}
-		var c cellar.NewCell
-		if err := json.Unmarshal(raw, &c); err != nil {
+		var c cellIn
+		if err := jsonv2.Unmarshal(raw, &c, strictJSON...); err != nil {
 			return nil, fmt.Errorf("cell %d: %w", n, err)
 		}
-		cells = append(cells, c)
+		nc, err := c.cell(n)
+		if err != nil {
+			return nil, err
+		}
+		cells = append(cells, nc)
 	}
+}
+
+// readKeys reads batch-get's {"keys":[...]}: each key's row_key and column
+// required, ref_key absent or null for the latest cell.
+func readKeys(r io.Reader) ([]cellar.LookupKey, error) {
+	var in struct {
+		Keys *[]struct {
+			RowKey *string `json:"row_key"`
+			Column *string `json:"column"`
+			RefKey *int64  `json:"ref_key"`
+		} `json:"keys"`
+	}
+	if err := decodeOne(r, &in); err != nil {
+		return nil, err
+	}
+	if in.Keys == nil {
+		return nil, errors.New(`"keys" is missing or null`)
+	}
+	keys := make([]cellar.LookupKey, len(*in.Keys))
+	for i, k := range *in.Keys {
+		switch {
+		case k.RowKey == nil:
+			return nil, fmt.Errorf("key %d: row_key is missing", i+1)
+		case k.Column == nil:
+			return nil, fmt.Errorf("key %d: column is missing", i+1)
+		}
+		keys[i] = cellar.LookupKey{RowKey: *k.RowKey, Column: *k.Column, RefKey: k.RefKey}
+	}
+	return keys, nil
 }
 
 func upperFirst(s string) string {

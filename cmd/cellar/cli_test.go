@@ -5,10 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"net/http/httptest"
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -237,6 +239,20 @@ func TestCLIUsageErrors(t *testing.T) {
 		{[]string{"batch-put"}, "", "no cells on stdin"},
 		{[]string{"batch-put"}, `{"row_key":"a","column":"c","ref_key":1,"body":{}}` + "\n{oops", "value 2"},
 		{[]string{"batch-put", "extra"}, "", "too many arguments"},
+		// The stdin formats are the API's, read as strictly as the server
+		// reads them: nothing missing, nothing unknown, nothing twice.
+		{[]string{"batch-put"}, `{"row_key":"a","column":"c","body":{}}`, "cell 1: ref_key is missing or null"},
+		{[]string{"batch-put"}, `{"row_key":"a","column":"c","ref_key":null,"body":{}}`, "cell 1: ref_key is missing or null"},
+		{[]string{"batch-put"}, `{"cells":[{"row_key":"a","column":"c","ref_key":1,"body":{}},{"row_key":"a","column":"c","body":{}}]}`, "cell 2: ref_key is missing or null"},
+		{[]string{"batch-put"}, `{"row_key":"a","column":"c","ref_key":1}`, "cell 1: body is missing"},
+		{[]string{"batch-put"}, `{"column":"c","ref_key":1,"body":{}}`, "cell 1: row_key is missing"},
+		{[]string{"batch-put"}, `{"row_key":"b","row_key":"a","column":"c","ref_key":1,"body":{}}`, "duplicate"},
+		{[]string{"batch-put"}, `{"ROW_KEY":"a","column":"c","ref_key":1,"body":{}}`, "unknown"},
+		{[]string{"batch-put"}, `{"row_key":"a","column":"c","ref_key":1,"body":{},"ref":2}`, "unknown"},
+		{[]string{"batch-put"}, `{"row_key":"a","column":"c","ref_key":1,"body":{}}` + "\n" + `{"cells":[]}`, `value 2: a {"cells":[...]} document must be the whole input`},
+		{[]string{"batch-get"}, `{"keys":[{"row_key":"a","column":"c","ref":5}]}`, "unknown"},
+		{[]string{"batch-get"}, `{"keys":[{"row_key":"a","row_key":"b","column":"c"}]}`, "duplicate"},
+		{[]string{"batch-get"}, `{"keys":[{"column":"c"}]}`, "key 1: row_key is missing"},
 		{[]string{"scan"}, "", "too few arguments"},
 		{[]string{"scan", "x"}, "", `SHARD "x" is not an integer`},
 		{[]string{"scan", "1", "--follow", "--interval", "0s"}, "", "--interval must be positive"},
@@ -746,5 +762,82 @@ func TestCLIClientUsage(t *testing.T) {
 		if !strings.HasPrefix(lines[i], "  "+cmd.name+" ") || !strings.HasSuffix(lines[i], cmd.summary) {
 			t.Errorf("clientUsage line %q; want the name and summary of %s", lines[i], cmd.name)
 		}
+	}
+}
+
+// TestCLIBatchPutChunksByBytes: cells whose bodies together pass the
+// server's request limit are sent in several requests, each within it.
+func TestCLIBatchPutChunksByBytes(t *testing.T) {
+	s := newCLIServer(t, cellarhttp.Options{MaxRequestBytes: 4000, MaxBodyBytes: 2000})
+	defer func(b int) { batchPutBytes = b }(batchPutBytes)
+	batchPutBytes = 3000
+	var in strings.Builder
+	for i := range 10 {
+		fmt.Fprintf(&in, `{"row_key":"big%d","column":"c","ref_key":1,"body":{"x":"%s"}}`+"\n", i, strings.Repeat("y", 1000))
+	}
+	stdout, stderr, code := s.run(t, in.String(), "batch-put")
+	if code != 0 || strings.Count(stdout, "created=true") != 10 {
+		t.Errorf("batch-put of 10 cells of 1 KB under a 4 KB request limit: exit %d, stdout:\n%s\nstderr %q", code, stdout, stderr)
+	}
+	for i := range 10 {
+		s.get(t, fmt.Sprintf("big%d", i), "c", 1)
+	}
+}
+
+func TestPutChunks(t *testing.T) {
+	cell := func(body int) cellar.NewCell {
+		return cellar.NewCell{Key: cellar.Key{RowKey: "r", Column: "c"}, Body: make([]byte, body)}
+	}
+	cells := []cellar.NewCell{cell(100), cell(100), cell(500), cell(10), cell(10), cell(10)}
+	var sizes []int
+	for ch := range putChunks(cells, 2, 300) {
+		sizes = append(sizes, len(ch))
+	}
+	// 166+166 > 300; a 566-byte cell alone; then by count, 2 at most.
+	if want := []int{1, 1, 1, 2, 1}; !slices.Equal(sizes, want) {
+		t.Errorf("chunk sizes %v; want %v", sizes, want)
+	}
+}
+
+// TestCLIScanFollowShortPage: a page shorter than --limit is not the end
+// of the shard (pages also stop at MaxScanPageBytes); only an empty page
+// is, so the follower asks again at once rather than after --interval.
+func TestCLIScanFollowShortPage(t *testing.T) {
+	var mu sync.Mutex
+	var afters []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		after := r.URL.Query().Get("after")
+		mu.Lock()
+		afters = append(afters, after)
+		mu.Unlock()
+		switch after {
+		case "0": // a short page, as one cut at the byte limit
+			fmt.Fprint(w, `{"cells":[{"row_key":"r","column":"c","ref_key":1,"shard":0,"added_id":1,"created_at":"2026-12-03T00:00:00.000Z","body":{}}],"next":1}`)
+		case "1":
+			fmt.Fprint(w, `{"cells":[{"row_key":"r","column":"c","ref_key":2,"shard":0,"added_id":2,"created_at":"2026-12-03T00:00:00.000Z","body":{}}],"next":2}`)
+		default:
+			fmt.Fprintf(w, `{"cells":[],"next":%s}`, after)
+		}
+	}))
+	defer srv.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	out := &cliNotifyBuffer{wrote: make(chan struct{}, 1)}
+	var errb bytes.Buffer
+	done := make(chan int)
+	go func() {
+		_, code := runClientCommand(ctx, "scan", []string{"0", "--addr", srv.URL, "--follow", "--json", "--interval", "1h"},
+			strings.NewReader(""), out, &errb)
+		done <- code
+	}()
+	out.waitLines(t, 2) // with the hour's wait after the first page, this times out
+	cancel()
+	if code := <-done; code != 0 {
+		t.Errorf("scan --follow exit %d; stderr %q", code, errb.String())
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(afters) < 2 || afters[0] != "0" || afters[1] != "1" {
+		t.Errorf("scan --follow asked after=%v; want 0, then 1 at once", afters)
 	}
 }
