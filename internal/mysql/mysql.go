@@ -26,10 +26,13 @@ var schema3 string
 //go:embed schema/4.sql
 var schema4 string
 
+//go:embed schema/5.sql
+var schema5 string
+
 // Dialect is MySQL's and MariaDB's dialect.
 var Dialect = &sqlstore.Dialect{
 	Name:       "mysql",
-	Migrations: []string{schema1, schema2, schema3, schema4},
+	Migrations: []string{schema1, schema2, schema3, schema4, schema5},
 	InsertSeq:  "INSERT INTO shard_seq (shard, last_added_id, fenced) VALUES (?, 0, 0) ON DUPLICATE KEY UPDATE shard = shard",
 	LockSeq:    "SELECT last_added_id, fenced FROM shard_seq WHERE shard = ? FOR UPDATE",
 	// A no-op update affects 0 rows, as a skipped insert should. (INSERT
@@ -112,6 +115,11 @@ func Open(ctx context.Context, dsn string, opts Options) (*sqlstore.Store, error
 	// instead of prepare, execute and close. It is safe with the binary
 	// and ASCII columns cellar uses.
 	cfg.InterpolateParams = true
+	// The node reads a statement's affected rows to tell an insert from a
+	// key already there (INSERT ... ON DUPLICATE KEY UPDATE k = k, a
+	// no-op). With clientFoundRows the server counts the matched row as
+	// affected, and a conflict would pass for a created cell.
+	cfg.ClientFoundRows = false
 	connector, err := mysql.NewConnector(cfg)
 	if err != nil {
 		return nil, err

@@ -8,10 +8,12 @@ import (
 	"database/sql"
 	_ "embed"
 	"errors"
+	"fmt"
 	"strings"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
+	"github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/cellar-db/cellar/internal/sqlstore"
 )
@@ -97,10 +99,17 @@ type Options struct {
 // Open opens the PostgreSQL node at dsn (a libpq-style URL or key=value
 // string).
 func Open(ctx context.Context, dsn string, opts Options) (*sqlstore.Store, error) {
-	db, err := sql.Open("pgx", dsn)
+	cfg, err := pgx.ParseConfig(dsn)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("parse postgres dsn: %w", err)
 	}
+	// The write protocol (lock the shard's sequence row, insert, advance)
+	// is written for READ COMMITTED, PostgreSQL's default; a database or
+	// role may set another default, under which concurrent writers to a
+	// shard fail with serialization errors. Reads that need one snapshot
+	// ask for REPEATABLE READ themselves.
+	cfg.RuntimeParams["default_transaction_isolation"] = "read committed"
+	db := stdlib.OpenDB(*cfg)
 	if opts.MaxConns <= 0 {
 		opts.MaxConns = 32
 	}

@@ -679,9 +679,13 @@ func (s *Store) tryWrite(ctx context.Context, items []*writeItem) error {
 				results[i] = cellar.PutResult{Created: true, Cell: cellar.Cell{Key: it.cell.Key, Shard: shard, AddedID: next, CreatedAt: now}}
 				continue
 			}
-			// The key exists: an equal body is a replay, anything else a conflict.
+			// The key exists: an equal body is a replay, anything else a
+			// conflict. The read locks: under MySQL's REPEATABLE READ a
+			// plain read would see the transaction's snapshot, taken at its
+			// first read, which misses a cell another writer committed
+			// since (the insert above saw it).
 			var old cellar.Cell
-			err = scanCell(tx.QueryRowContext(ctx, s.d.Rebind(GetCellSQL),
+			err = scanCell(tx.QueryRowContext(ctx, s.d.Rebind(GetCellSQL+s.d.ForUpdate),
 				[]byte(it.cell.RowKey), it.cell.Column, it.cell.RefKey), &old)
 			if err != nil {
 				return fmt.Errorf("read existing cell: %w", err)
