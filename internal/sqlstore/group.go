@@ -50,11 +50,16 @@ func (c *committer) stop() {
 	c.wg.Wait()
 }
 
-// submit queues items and waits for their results. If ctx ends before the
-// items are queued, the results say so and nothing is written; once they
-// are queued, submit waits for the real outcome.
+// submit queues items and waits for their results, until ctx ends. If
+// ctx ends before the items are queued, the results say so and nothing is
+// written. If it ends while they wait in the queue or are being written
+// (the file locked by another process, a stalled disk), submit returns
+// unavailable at once, as every storage call does at its deadline: the
+// outcome is then unknown (the cells may be stored; a retry of an equal
+// put learns its metadata). The committer works on copies of the items
+// owned by the request, so that it never touches the caller's after
+// submit returns.
 func (c *committer) submit(ctx context.Context, items []*writeItem) {
-	r := &groupReq{ctx: ctx, items: items, done: make(chan struct{})}
 	fail := func(err error) {
 		for _, it := range items {
 			*it.res = cellar.PutResult{Err: err}
@@ -69,6 +74,16 @@ func (c *committer) submit(ctx context.Context, items []*writeItem) {
 	c.callers.Add(1)
 	c.mu.RUnlock()
 	defer c.callers.Done()
+	cells := make([]cellar.NewCell, len(items))
+	results := make([]cellar.PutResult, len(items))
+	own := make([]writeItem, len(items))
+	ptrs := make([]*writeItem, len(items))
+	for i, it := range items {
+		cells[i] = *it.cell
+		own[i] = writeItem{cell: &cells[i], shard: it.shard, res: &results[i]}
+		ptrs[i] = &own[i]
+	}
+	r := &groupReq{ctx: ctx, items: ptrs, done: make(chan struct{})}
 	select {
 	case c.queue <- r:
 	case <-ctx.Done():
@@ -78,9 +93,15 @@ func (c *committer) submit(ctx context.Context, items []*writeItem) {
 	select {
 	case <-r.done:
 	case <-ctx.Done():
-		// Results are written by the committer; wait for them so the
-		// caller's slice is not written after we return.
-		<-r.done
+		select {
+		case <-r.done: // finished meanwhile: the outcome is known
+		default:
+			fail(cellar.Unavailable(ctx.Err(), "node %s: put not finished before the deadline; it may have been stored", c.s.name))
+			return
+		}
+	}
+	for i, it := range items {
+		*it.res = results[i]
 	}
 }
 
