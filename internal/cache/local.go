@@ -244,11 +244,12 @@ func withCell(row []cellar.Cell, c cellar.Cell) []cellar.Cell {
 
 // Weights approximate the memory of an entry: the bytes of its keys and
 // bodies plus fixed overheads for the structures around them (the cache's
-// node, the key and entry, one cellar.Cell, one marker floor).
+// node, the key and entry, one cellar.Cell, one marker floor, one error).
 const (
 	entryOverhead = 200
 	cellOverhead  = 120
 	floorOverhead = 64
+	errOverhead   = 64
 )
 
 func weigh(k key, e *entry) uint32 {
@@ -258,6 +259,10 @@ func weigh(k key, e *entry) uint32 {
 	}
 	for col := range e.floors {
 		n += floorOverhead + len(col)
+	}
+	if e.err != nil {
+		// A not-found's message repeats the key; the entry holds its own.
+		n += errOverhead + len(e.err.Error())
 	}
 	return uint32(min(n, math.MaxUint32))
 }

@@ -152,3 +152,15 @@ func TestWeigh(t *testing.T) {
 		t.Errorf("a small entry weighs %d; want at least the overheads", small)
 	}
 }
+
+// TestWeighNotFound: a not-found entry's error, whose message repeats the
+// key, is weighed, so that misses count against MaxBytes as they take
+// memory.
+func TestWeighNotFound(t *testing.T) {
+	k := key{row: strings.Repeat("r", 254), col: strings.Repeat("c", 64)}
+	err := cellar.Errorf(cellar.ENOTFOUND, "no cell in row %q column %s", k.row, k.col)
+	bare, miss := weigh(k, &entry{}), weigh(k, &entry{err: err})
+	if int(miss-bare) < len(err.Message) {
+		t.Errorf("a not-found entry weighs %d, %d more than an empty one; its message alone is %d bytes", miss, miss-bare, len(err.Message))
+	}
+}

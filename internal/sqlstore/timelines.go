@@ -37,9 +37,14 @@ import (
 // stored count stays exact. Reads run in one read-only snapshot.
 
 // trimSlack is how far past its cap a timeline may grow before an add
-// trims it: a tenth of the cap, and at least 8, so that one trim deletes
-// many rows and an add only rarely pays for one.
-func trimSlack(cap int64) int64 { return max(cap/10, 8) }
+// trims it: a tenth of the cap, at least 8, so that one trim deletes many
+// rows and an add only rarely pays for one; and at most maxTrimSlack, so
+// that the add that trims stays well within a node deadline (at a cap of
+// 1,000,000 a tenth took MariaDB 1.8-1.9 s to delete, against the default
+// node_timeout of 2 s; 2026-12-03 review).
+func trimSlack(cap int64) int64 { return min(max(cap/10, 8), maxTrimSlack) }
+
+const maxTrimSlack = 1024
 
 var _ cellar.TimelineStore = (*Store)(nil)
 
