@@ -71,3 +71,39 @@ func TestNodeDeadline(t *testing.T) {
 		}
 	}
 }
+
+// lateStore answers only once its deadline has passed, with an internal
+// error, as a driver may report a deadline.
+type lateStore struct{ cellar.Store }
+
+func (lateStore) Latest(ctx context.Context, row, col string) (cellar.Cell, error) {
+	<-ctx.Done()
+	return cellar.Cell{}, cellar.Internal(ctx.Err(), "i/o on a closed connection")
+}
+
+func (lateStore) BatchGet(ctx context.Context, keys []cellar.LookupKey) []cellar.GetResult {
+	<-ctx.Done()
+	res := make([]cellar.GetResult, len(keys))
+	for i := range res {
+		res[i].Err = cellar.Internal(ctx.Err(), "i/o on a closed connection")
+	}
+	return res
+}
+
+// TestNodeDeadlineInBatches: a node that misses its deadline is
+// unavailable to a batch's items as to a single read, not internal.
+func TestNodeDeadlineInBatches(t *testing.T) {
+	s, err := shard.New(&cellar.ShardMap{Version: 1, ShardCount: 4, Assignments: []cellar.Assignment{{Node: "late", ShardRange: cellar.ShardRange{First: 0, Last: 3}}}},
+		[]*shard.Node{{Name: "late", Store: lateStore{}}}, shard.Options{NodeTimeout: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Latest(context.Background(), "r", "c"); cellar.ErrorCode(err) != cellar.EUNAVAILABLE {
+		t.Errorf("Latest on a late node: %v; want unavailable", err)
+	}
+	for _, r := range s.BatchGet(context.Background(), []cellar.LookupKey{{RowKey: "r", Column: "c"}, {RowKey: "q", Column: "c"}}) {
+		if cellar.ErrorCode(r.Err) != cellar.EUNAVAILABLE {
+			t.Errorf("BatchGet item on a late node: %v; want unavailable", r.Err)
+		}
+	}
+}

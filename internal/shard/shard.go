@@ -312,6 +312,15 @@ func fanOut[I, R any](ctx context.Context, s *Store, op string, items []I,
 			// the call counts as failed only when every item failed alike.
 			_ = s.call(ctx, n, op, func(ctx context.Context) error {
 				out = call(ctx, n, sub)
+				if ctx.Err() != nil {
+					// As call does for one error: a deadline the driver
+					// reported as something else is the node's.
+					for j := range out {
+						if err := errOf(out[j]); cellar.ErrorCode(err) == cellar.EINTERNAL {
+							out[j] = failed(cellar.Unavailable(err, "node %s did not answer within %s", n.Name, s.timeout))
+						}
+					}
+				}
 				return commonError(len(out), func(j int) error { return errOf(out[j]) })
 			})
 			for j, i := range idx {
