@@ -134,7 +134,9 @@ func TestBatchReplayRace(t *testing.T) {
 		t.Fatal(err)
 	}
 	done := make(chan []cellar.PutResult, 1)
-	go func() { done <- s.BatchPut(ctx, []cellar.NewCell{newCell(x1, 1, `{"v":1}`), newCell(x2, 1, `{"v":2}`)}) }()
+	go func() {
+		done <- s.BatchPut(ctx, []cellar.NewCell{newCell(x1, 1, `{"v":1}`), newCell(x2, 1, `{"v":2}`)})
+	}()
 	// Wait until the batch waits for shard 9's lock.
 	for i := 0; ; i++ {
 		var n int
