@@ -414,8 +414,6 @@ func failPuts(res []cellar.PutResult, idx []int, err error) []cellar.PutResult {
 	return res
 }
 
-// encode marshals v without HTML escaping, which would change the bytes of
-// a body ("<" would be stored as "\u003c").
 // encodeBatchPut writes {"cells":[...]} with each body as it is written
 // (checked as JSON before): encoding/json would compact a
 // json.RawMessage, so that the server's byte limit, which counts a body as
@@ -449,6 +447,8 @@ func encodeBatchPut(cells []cellar.NewCell) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
+// encode marshals v without HTML escaping, which would change the bytes of
+// a body ("<" would be stored as "\u003c").
 func encode(v any) ([]byte, error) {
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)

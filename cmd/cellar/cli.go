@@ -83,7 +83,8 @@ var clientCommands = []clientCommand{
 		synopsis: "< CELLS",
 		summary:  "store many cells read from stdin",
 		help: "stdin holds {\"cells\":[{\"row_key\":\"...\",\"column\":\"...\",\"ref_key\":N,\"body\":{...}}, ...]}\n" +
-			"or a sequence of such cell objects, one per line (as scan --follow --json\n" +
+			"(scan --json and row --json print that shape too), or a sequence of such\n" +
+			"cell objects, one per line (as scan --follow --json\n" +
 			"prints them: their shard, added_id and created_at are ignored; any other\n" +
 			"member, a member twice, or a missing ref_key is refused before anything is\n" +
 			"sent). Exits 1 if any cell was not stored.",
@@ -420,8 +421,12 @@ func (r *runner) batchGet(args []string) error {
 
 func (r *runner) batchPut(args []string) error {
 	fs := r.flags()
+	chunkBytes := fs.Int("chunk-bytes", batchPutBytes, "bytes of keys and bodies sent in one request at most (keep it under the server's max_request_bytes)")
 	if _, err := r.parse(fs, args, 0, 0); err != nil {
 		return err
+	}
+	if *chunkBytes < 1 {
+		return usagef("--chunk-bytes must be positive")
 	}
 	cells, err := readCells(r.stdin)
 	if err != nil {
@@ -431,7 +436,7 @@ func (r *runner) batchPut(args []string) error {
 		return usagef("no cells on stdin")
 	}
 	var results []cellar.PutResult
-	for chunk := range putChunks(cells, cellar.MaxBatchKeys, batchPutBytes) {
+	for chunk := range putChunks(cells, cellar.MaxBatchKeys, *chunkBytes) {
 		res := r.client.BatchPut(r.ctx, chunk)
 		if !r.json {
 			for i, pr := range res {
@@ -810,13 +815,14 @@ func decodeOne(r io.Reader, v any) error {
 	if _, err := dec.ReadToken(); err != io.EOF {
 		return errors.New("data after the JSON document")
 	}
-	return jsonv2.Unmarshal(raw, v, strictJSON...)
+	return jsonError(jsonv2.Unmarshal(raw, v, strictJSON...))
 }
 
-// batchPutBytes bounds the keys and bodies batch-put sends in one request,
-// well under the server's default max_request_bytes (64 MiB), so that
-// input of large cells is sent in several requests rather than refused.
-var batchPutBytes = 16 << 20
+// batchPutBytes is the default of batch-put's --chunk-bytes, the keys and
+// bodies it sends in one request: well under the server's default
+// max_request_bytes (64 MiB), so that input of large cells is sent in
+// several requests rather than refused.
+const batchPutBytes = 16 << 20
 
 // putChunks splits cells into runs of at most n cells whose keys and
 // bodies take at most budget bytes; a cell larger than budget goes alone.
@@ -846,10 +852,53 @@ func putChunks(cells []cellar.NewCell, n, budget int) iter.Seq[[]cellar.NewCell]
 // such as "ref" for "ref_key" must not turn into another key.
 var strictJSON = []jsonv2.Options{jsonv2.RejectUnknownMembers(true)}
 
+// bodyJSON reads batch-put's input: as strictly, except that strings may
+// hold escapes of unpaired surrogates, which a body may (API.md "Bodies");
+// the keys are unquoted strictly on their own (cellIn.cell).
+var bodyJSON = append([]jsonv2.Options{jsontext.AllowInvalidUTF8(true)}, strictJSON...)
+
+// jsonError describes an input error without the Go types that
+// encoding/json/v2's own messages name.
+func jsonError(err error) error {
+	var serr *jsonv2.SemanticError
+	if errors.As(err, &serr) {
+		at := string(serr.JSONPointer)
+		if at == "" {
+			at = "the top level"
+		}
+		if errors.Is(serr.Err, jsonv2.ErrUnknownName) {
+			return fmt.Errorf("unknown member at %s", at)
+		}
+		if serr.JSONKind != 0 {
+			return fmt.Errorf("unexpected JSON %s at %s", serr.JSONKind, at)
+		}
+		if serr.Err != nil {
+			return fmt.Errorf("at %s: %v", at, serr.Err)
+		}
+	}
+	return err
+}
+
+// unquoteKey reads a key member of batch-put's input: a JSON string in
+// valid UTF-8 (an unpaired surrogate escape would name another key).
+func unquoteKey(v jsontext.Value, n int, name string) (string, error) {
+	if len(v) == 0 {
+		return "", fmt.Errorf("cell %d: %s is missing", n, name)
+	}
+	if v.Kind() != '"' {
+		return "", fmt.Errorf("cell %d: %s must be a string", n, name)
+	}
+	b, err := jsontext.AppendUnquote(nil, v)
+	if err != nil {
+		return "", fmt.Errorf("cell %d: %s is not valid UTF-8: it has an unpaired surrogate escape", n, name)
+	}
+	return string(b), nil
+}
+
 // cellIn is a cell of batch-put's input; pointers tell missing from zero.
 type cellIn struct {
-	RowKey *string        `json:"row_key"`
-	Column *string        `json:"column"`
+	RowKey jsontext.Value `json:"row_key"`
+	Column jsontext.Value `json:"column"`
 	RefKey *int64         `json:"ref_key"`
 	Body   jsontext.Value `json:"body"`
 	// A cell as scan prints it also has these, which the server assigns:
@@ -860,23 +909,27 @@ type cellIn struct {
 }
 
 func (c cellIn) cell(n int) (cellar.NewCell, error) {
+	row, err := unquoteKey(c.RowKey, n, "row_key")
+	if err != nil {
+		return cellar.NewCell{}, err
+	}
+	col, err := unquoteKey(c.Column, n, "column")
+	if err != nil {
+		return cellar.NewCell{}, err
+	}
 	switch {
-	case c.RowKey == nil:
-		return cellar.NewCell{}, fmt.Errorf("cell %d: row_key is missing", n)
-	case c.Column == nil:
-		return cellar.NewCell{}, fmt.Errorf("cell %d: column is missing", n)
 	case c.RefKey == nil:
 		return cellar.NewCell{}, fmt.Errorf("cell %d: ref_key is missing or null", n)
 	case c.Body == nil:
 		return cellar.NewCell{}, fmt.Errorf("cell %d: body is missing", n)
 	}
-	return cellar.NewCell{Key: cellar.Key{RowKey: *c.RowKey, Column: *c.Column, RefKey: *c.RefKey}, Body: json.RawMessage(c.Body)}, nil
+	return cellar.NewCell{Key: cellar.Key{RowKey: row, Column: col, RefKey: *c.RefKey}, Body: json.RawMessage(c.Body)}, nil
 }
 
 // readCells reads {"cells":[...]} or a sequence of cell objects. All input
 // is read and checked before anything is sent, so bad input stores nothing.
 func readCells(r io.Reader) ([]cellar.NewCell, error) {
-	dec := jsontext.NewDecoder(r)
+	dec := jsontext.NewDecoder(r, jsontext.AllowInvalidUTF8(true))
 	var cells []cellar.NewCell
 	for n := 1; ; n++ {
 		raw, err := dec.ReadValue()
@@ -887,18 +940,22 @@ func readCells(r io.Reader) ([]cellar.NewCell, error) {
 		}
 		raw = raw.Clone() // valid only until the decoder's next read
 		var fields map[string]jsontext.Value
-		if err := jsonv2.Unmarshal(raw, &fields); err != nil {
+		if err := jsonv2.Unmarshal(raw, &fields, jsontext.AllowInvalidUTF8(true)); err != nil {
 			return nil, fmt.Errorf("value %d is not a JSON object: %w", n, err)
 		}
 		if _, ok := fields["cells"]; ok {
 			if n > 1 {
 				return nil, fmt.Errorf(`value %d: a {"cells":[...]} document must be the whole input`, n)
 			}
+			// The shapes cellar prints with --json: batch-put's input,
+			// scan's page and row's answer.
 			var batch struct {
-				Cells *[]cellIn `json:"cells"`
+				Cells  *[]cellIn      `json:"cells"`
+				Next   jsontext.Value `json:"next"`
+				RowKey jsontext.Value `json:"row_key"`
 			}
-			if err := jsonv2.Unmarshal(raw, &batch, strictJSON...); err != nil {
-				return nil, err
+			if err := jsonv2.Unmarshal(raw, &batch, bodyJSON...); err != nil {
+				return nil, jsonError(err)
 			}
 			if _, err := dec.ReadToken(); err != io.EOF {
 				return nil, errors.New("data after the {\"cells\":[...]} document")
@@ -916,8 +973,8 @@ func readCells(r io.Reader) ([]cellar.NewCell, error) {
 			return cells, nil
 		}
 		var c cellIn
-		if err := jsonv2.Unmarshal(raw, &c, strictJSON...); err != nil {
-			return nil, fmt.Errorf("cell %d: %w", n, err)
+		if err := jsonv2.Unmarshal(raw, &c, bodyJSON...); err != nil {
+			return nil, fmt.Errorf("cell %d: %w", n, jsonError(err))
 		}
 		nc, err := c.cell(n)
 		if err != nil {

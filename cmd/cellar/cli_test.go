@@ -403,6 +403,27 @@ func TestCLIBatchPut(t *testing.T) {
 		t.Errorf("batch-put output:\n%s", stdout)
 	}
 
+	// A body may hold an unpaired surrogate escape (API.md "Bodies"): it
+	// is stored as written.
+	if _, stderr, code := s.run(t, `{"row_key":"sur","column":"c","ref_key":1,"body":{"a":"\ud800"}}`, "batch-put"); code != 0 {
+		t.Errorf("batch-put of a body with an unpaired surrogate escape: exit %d, stderr %q", code, stderr)
+	} else if got := s.get(t, "sur", "c", 1); string(got.Body) != `{"a":"\ud800"}` {
+		t.Errorf("stored %s; want the body as written", got.Body)
+	}
+	// What scan --json and row --json print can be stored again.
+	for _, args := range [][]string{{"scan", strconv.Itoa(cellar.ShardOf("sur", cliShards)), "--json"}, {"row", "sur", "--json"}} {
+		out, stderr, code := s.run(t, "", args...)
+		if code != 0 {
+			t.Fatalf("%q: exit %d, stderr %q", args, code, stderr)
+		}
+		if _, stderr, code := s.run(t, out, "batch-put"); code != 0 {
+			t.Errorf("%q piped into batch-put: exit %d, stderr %q", args, code, stderr)
+		}
+	}
+	if _, stderr, _ := s.run(t, `{"row_key":"a","column":"c","ref_key":1,"body":{},"ref":2}`, "batch-put"); !strings.Contains(stderr, "unknown member at /ref") || strings.Contains(stderr, "main.") {
+		t.Errorf("batch-put with an unknown member: stderr %q; want the member named, not Go types", stderr)
+	}
+
 	// NDJSON, as scan --follow --json prints it (extra members ignored).
 	var nd strings.Builder
 	for i := range 3 {
@@ -769,13 +790,11 @@ func TestCLIClientUsage(t *testing.T) {
 // server's request limit are sent in several requests, each within it.
 func TestCLIBatchPutChunksByBytes(t *testing.T) {
 	s := newCLIServer(t, cellarhttp.Options{MaxRequestBytes: 4000, MaxBodyBytes: 2000})
-	defer func(b int) { batchPutBytes = b }(batchPutBytes)
-	batchPutBytes = 3000
 	var in strings.Builder
 	for i := range 10 {
 		fmt.Fprintf(&in, `{"row_key":"big%d","column":"c","ref_key":1,"body":{"x":"%s"}}`+"\n", i, strings.Repeat("y", 1000))
 	}
-	stdout, stderr, code := s.run(t, in.String(), "batch-put")
+	stdout, stderr, code := s.run(t, in.String(), "batch-put", "--chunk-bytes", "3000")
 	if code != 0 || strings.Count(stdout, "created=true") != 10 {
 		t.Errorf("batch-put of 10 cells of 1 KB under a 4 KB request limit: exit %d, stdout:\n%s\nstderr %q", code, stdout, stderr)
 	}

@@ -50,8 +50,8 @@ type Config struct {
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 	// MaxBodyBytes bounds one cell body (default 1 MiB).
 	MaxBodyBytes int `yaml:"max_body_bytes"`
-	// MaxRequestBytes bounds a whole request body, a batch's (default 64
-	// MiB); at least MaxBodyBytes.
+	// MaxRequestBytes bounds a whole request body, a batch's: at least
+	// MaxBodyBytes; if unset, 64 MiB or MaxBodyBytes if that is larger.
 	MaxRequestBytes int `yaml:"max_request_bytes"`
 	// Auth configures bearer tokens. Without tokens, auth is off.
 	Auth AuthConfig `yaml:"auth"`
@@ -189,7 +189,6 @@ func defaultConfig() *Config {
 		MapRefresh:      5 * time.Second,
 		ShutdownTimeout: 30 * time.Second,
 		MaxBodyBytes:    cellar.DefaultMaxBodyBytes,
-		MaxRequestBytes: cellarhttp.DefaultMaxRequestBytes,
 		LogLevel:        "info",
 		LogFormat:       "text",
 		Counters:        CountersConfig{Mode: "journal", Journal: "counters.journal", FlushInterval: time.Second, CommitDelay: counter.DefaultCommitDelay},
@@ -244,7 +243,7 @@ func (c *Config) validate() error {
 	if c.MaxBodyBytes < 2 {
 		return fmt.Errorf("config: max_body_bytes must be at least 2")
 	}
-	if c.MaxRequestBytes < c.MaxBodyBytes {
+	if c.MaxRequestBytes != 0 && c.MaxRequestBytes < c.MaxBodyBytes {
 		return fmt.Errorf("config: max_request_bytes (%d) must be at least max_body_bytes (%d)", c.MaxRequestBytes, c.MaxBodyBytes)
 	}
 	for _, d := range []struct {
@@ -354,6 +353,15 @@ func applyEnv(c *Config, lookup func(string) (string, bool)) error {
 // '-' as '_'.
 func envName(node string) string {
 	return strings.ToUpper(strings.ReplaceAll(node, "-", "_"))
+}
+
+// requestBytes is max_request_bytes, or if it is unset 64 MiB or
+// max_body_bytes if that is larger.
+func (c *Config) requestBytes() int {
+	if c.MaxRequestBytes != 0 {
+		return c.MaxRequestBytes
+	}
+	return max(cellarhttp.DefaultMaxRequestBytes, c.MaxBodyBytes)
 }
 
 // sqlitePath resolves a sqlite node's DSN against the data directory.

@@ -69,7 +69,7 @@ auth:
 	if cfg.RequestTimeout != 3*time.Second || cfg.NodeTimeout != 2*time.Second {
 		t.Errorf("timeouts = %v, %v", cfg.RequestTimeout, cfg.NodeTimeout)
 	}
-	if cfg.MaxRequestBytes != 4096 || cfg.MaxBodyBytes != 2048 {
+	if cfg.requestBytes() != 4096 || cfg.MaxBodyBytes != 2048 {
 		t.Errorf("max_request_bytes, max_body_bytes = %d, %d; want 4096 and 2048", cfg.MaxRequestBytes, cfg.MaxBodyBytes)
 	}
 	if c := cfg.Cache; !c.Enabled || c.RedisPrefix != "ds2" || c.RedisCellTTL != 10*time.Minute || c.RedisTimeout != 0 || c.MaxBytes != 64<<20 {
@@ -116,6 +116,15 @@ func TestLoadConfigErrors(t *testing.T) {
 		t.Errorf("empty config file: %v; want the defaults", err)
 	} else if cfg.Counters.CommitDelay != time.Millisecond {
 		t.Errorf("default counters.commit_delay = %v; want 1ms", cfg.Counters.CommitDelay)
+	}
+	// Unset, max_request_bytes follows a max_body_bytes above its default.
+	for _, tt := range []struct {
+		yaml string
+		want int
+	}{{"", 64 << 20}, {"max_body_bytes: 134217728", 128 << 20}, {"max_body_bytes: 1000", 64 << 20}} {
+		if cfg, err := loadConfig(writeConfig(t, tt.yaml)); err != nil || cfg.requestBytes() != tt.want {
+			t.Errorf("config %q: max_request_bytes %v, %v; want %d", tt.yaml, cfg, err, tt.want)
+		}
 	}
 	if cfg, err := loadConfig(writeConfig(t, "counters: {commit_delay: 0s}")); err != nil || cfg.Counters.CommitDelay != 0 {
 		t.Errorf("counters.commit_delay 0 (off): err %v; want it loaded as 0", err)

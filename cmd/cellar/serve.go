@@ -205,7 +205,7 @@ func serve(ctx context.Context, cfg *Config, embedded bool, log *slog.Logger, re
 	}
 	handler := cellarhttp.NewHandler(reads, cellarhttp.Options{
 		MaxBodyBytes:    cfg.MaxBodyBytes,
-		MaxRequestBytes: cfg.MaxRequestBytes,
+		MaxRequestBytes: cfg.requestBytes(),
 		RequestTimeout:  cfg.RequestTimeout,
 		Tokens:          tokens,
 		Logger:          log,

@@ -82,6 +82,9 @@ type Options struct {
 	// roundDone, if set (by tests), receives a value after each flush
 	// round the flusher runs on a tick.
 	roundDone chan struct{}
+	// loadWaits, if set (by tests), is called when the journal's load
+	// is about to wait for a flight to be applied.
+	loadWaits func()
 }
 
 func (o *Options) setDefaults() {

@@ -379,6 +379,9 @@ func (j *Journal) load(ctx context.Context, keys []string) error {
 		gen := j.gen
 		j.mu.Unlock()
 		if wait != nil {
+			if j.opts.loadWaits != nil {
+				j.opts.loadWaits()
+			}
 			select {
 			case <-wait:
 				continue

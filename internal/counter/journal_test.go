@@ -443,7 +443,11 @@ func TestJournalReplayReadDuringFlush(t *testing.T) {
 			j.crash() // no flush: the increment is only in the journal
 
 			node := &holdingNode{Node: inner, applied: make(chan struct{}), release: make(chan struct{})}
-			j2 := openJournal(t, dir, node, testOptions(newFakeClock()))
+			opts := testOptions(newFakeClock())
+			waiting := make(chan struct{})
+			var once sync.Once
+			opts.loadWaits = func() { once.Do(func() { close(waiting) }) }
+			j2 := openJournal(t, dir, node, opts)
 			flushed := make(chan error, 1)
 			go func() { flushed <- j2.Flush(context.Background()) }()
 			<-node.applied
@@ -461,12 +465,19 @@ func TestJournalReplayReadDuringFlush(t *testing.T) {
 				}
 				got <- v
 			}()
-			time.Sleep(100 * time.Millisecond) // let it reach the journal while the flush is held
+			want := map[string]int64{"read": 1000, "incr": 1001}[op]
+			// It must wait for the flush; answering while the flush is
+			// held is the defect (it counted the flight twice).
+			select {
+			case <-waiting:
+			case v := <-got:
+				t.Errorf("%s during the first flush after a restart answered %d without waiting for it; want %d after it", op, v, want)
+				got <- v
+			}
 			close(node.release)
 			if err := <-flushed; err != nil {
 				t.Fatal(err)
 			}
-			want := map[string]int64{"read": 1000, "incr": 1001}[op]
 			if v := <-got; v != want {
 				t.Errorf("%s during the first flush after a restart = %d; want %d", op, v, want)
 			}

@@ -130,6 +130,8 @@ for i = 2, #ARGV, 5 do
         -- Redis refusing the script's first write (out of memory,
         -- read-only, a failed save: it checks those until a script has
         -- written), so nothing of the batch is written; fail it whole.
+        -- (Data in these keys that is not cellar's fails the script
+        -- whole too, at its reads, before or after earlier items wrote.)
         if not string.find(r.err, 'would overflow', 1, true) then
           return redis.error_reply(r.err)
         end

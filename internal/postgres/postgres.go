@@ -8,12 +8,10 @@ import (
 	"database/sql"
 	_ "embed"
 	"errors"
-	"fmt"
 	"strings"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/jackc/pgx/v5/stdlib"
+	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
 
 	"github.com/cellar-db/cellar/internal/sqlstore"
 )
@@ -38,6 +36,11 @@ var Dialect = &sqlstore.Dialect{
 	Name:       "postgres",
 	Numbered:   true,
 	Migrations: []string{schema1, schema2, schema3, schema4},
+	// Set per transaction, not as a connection parameter: a database or
+	// role may default to another level (under which concurrent writers
+	// to a shard fail with serialization errors), and poolers such as
+	// PgBouncer refuse unknown startup parameters.
+	WriteTx:    &sql.TxOptions{Isolation: sql.LevelReadCommitted},
 	InsertSeq:  "INSERT INTO shard_seq (shard, last_added_id, fenced) VALUES (?, 0, 0) ON CONFLICT (shard) DO NOTHING",
 	LockSeq:    "SELECT last_added_id, fenced FROM shard_seq WHERE shard = ? FOR UPDATE",
 	InsertCell: "INSERT INTO cells (shard, added_id, row_key, col, ref_key, body, created_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (row_key, col, ref_key) DO NOTHING",
@@ -99,17 +102,10 @@ type Options struct {
 // Open opens the PostgreSQL node at dsn (a libpq-style URL or key=value
 // string).
 func Open(ctx context.Context, dsn string, opts Options) (*sqlstore.Store, error) {
-	cfg, err := pgx.ParseConfig(dsn)
+	db, err := sql.Open("pgx", dsn)
 	if err != nil {
-		return nil, fmt.Errorf("parse postgres dsn: %w", err)
+		return nil, err
 	}
-	// The write protocol (lock the shard's sequence row, insert, advance)
-	// is written for READ COMMITTED, PostgreSQL's default; a database or
-	// role may set another default, under which concurrent writers to a
-	// shard fail with serialization errors. Reads that need one snapshot
-	// ask for REPEATABLE READ themselves.
-	cfg.RuntimeParams["default_transaction_isolation"] = "read committed"
-	db := stdlib.OpenDB(*cfg)
 	if opts.MaxConns <= 0 {
 		opts.MaxConns = 32
 	}

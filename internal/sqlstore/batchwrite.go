@@ -206,7 +206,7 @@ func (s *Store) tryWriteBatch(ctx context.Context, items []*writeItem) error {
 	if err := s.stmts.prepare(ctx, len(shards), len(items)); err != nil {
 		return err
 	}
-	tx, err := s.wdb.BeginTx(ctx, nil)
+	tx, err := s.wdb.BeginTx(ctx, s.d.WriteTx)
 	if err != nil {
 		return err
 	}

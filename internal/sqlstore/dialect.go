@@ -22,6 +22,11 @@ type Dialect struct {
 	// Migrations are the schema versions in order: Migrations[0] creates
 	// version 1. Each is a script of statements separated by ";\n".
 	Migrations []string
+	// WriteTx are the options every write transaction begins with; nil
+	// for the server's default. The write protocol (lock a row, then
+	// write) is written for PostgreSQL's READ COMMITTED and MySQL's
+	// REPEATABLE READ.
+	WriteTx *sql.TxOptions
 	// InsertSeq creates a shard's sequence row if it is missing, and does
 	// nothing otherwise. Arguments: shard.
 	InsertSeq string

@@ -1,6 +1,7 @@
 package sqlstore
 
 import (
+	"bytes"
 	"context"
 	"sync"
 	"time"
@@ -80,6 +81,7 @@ func (c *committer) submit(ctx context.Context, items []*writeItem) {
 	ptrs := make([]*writeItem, len(items))
 	for i, it := range items {
 		cells[i] = *it.cell
+		cells[i].Body = bytes.Clone(it.cell.Body) // the caller may reuse its buffer once answered
 		own[i] = writeItem{cell: &cells[i], shard: it.shard, res: &results[i]}
 		ptrs[i] = &own[i]
 	}

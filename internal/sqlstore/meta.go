@@ -38,7 +38,7 @@ func (s *Store) PutShardMap(ctx context.Context, m *cellar.ShardMap) error {
 	if err != nil {
 		return cellar.Internal(err, "encode shard map")
 	}
-	tx, err := s.db.BeginTx(ctx, nil)
+	tx, err := s.db.BeginTx(ctx, s.d.WriteTx)
 	if err != nil {
 		return s.wrap(err, "store shard map")
 	}

@@ -640,7 +640,7 @@ func (s *Store) tryWrite(ctx context.Context, items []*writeItem) error {
 			}
 		}
 	}
-	tx, err := s.wdb.BeginTx(ctx, nil)
+	tx, err := s.wdb.BeginTx(ctx, s.d.WriteTx)
 	if err != nil {
 		return err
 	}

@@ -370,7 +370,7 @@ func (s *Store) setStored(ctx context.Context, tx *sql.Tx, key string, t timelin
 // f must not keep results from a failed attempt.
 func (s *Store) inTx(ctx context.Context, f func(tx *sql.Tx) error) error {
 	for attempt := 0; ; attempt++ {
-		err := s.tryTx(ctx, nil, f)
+		err := s.tryTx(ctx, s.d.WriteTx, f)
 		if err == nil || attempt == 5 || !s.d.Retryable(err) {
 			return err
 		}
