@@ -574,6 +574,19 @@ func (b *cliNotifyBuffer) waitLines(tb testing.TB, n int) []string {
 	}
 }
 
+// follow runs `cellar scan ARGS` (with --follow among them) until ctx
+// ends; done receives its exit code.
+func follow(ctx context.Context, args ...string) (stdout, stderr *cliNotifyBuffer, done <-chan int) {
+	stdout = &cliNotifyBuffer{wrote: make(chan struct{}, 1)}
+	stderr = &cliNotifyBuffer{wrote: make(chan struct{}, 1)}
+	codes := make(chan int, 1)
+	go func() {
+		_, code := runClientCommand(ctx, "scan", args, strings.NewReader(""), stdout, stderr)
+		codes <- code
+	}()
+	return stdout, stderr, codes
+}
+
 func TestCLIScanFollow(t *testing.T) {
 	s := newCLIServer(t, cellarhttp.Options{})
 	row := "follow"
@@ -584,15 +597,7 @@ func TestCLIScanFollow(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	out := &cliNotifyBuffer{wrote: make(chan struct{}, 1)}
-	var errb bytes.Buffer
-	done := make(chan int)
-	go func() {
-		_, code := runClientCommand(ctx, "scan",
-			[]string{shard, "--addr", s.addr, "--follow", "--json", "--limit", "2", "--interval", "1ms"},
-			strings.NewReader(""), out, &errb)
-		done <- code
-	}()
+	out, errb, done := follow(ctx, shard, "--addr", s.addr, "--follow", "--json", "--limit", "2", "--interval", "1ms")
 
 	out.waitLines(t, 3)
 	s.put(t, row, "c", 3, `{"i":3}`)
@@ -627,14 +632,7 @@ func TestCLIScanFollowRetries(t *testing.T) {
 	srv.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	errb := &cliNotifyBuffer{wrote: make(chan struct{}, 1)}
-	var out bytes.Buffer
-	done := make(chan int)
-	go func() {
-		_, code := runClientCommand(ctx, "scan", []string{"0", "--addr", srv.URL, "--follow", "--interval", "1ms"},
-			strings.NewReader(""), &out, errb)
-		done <- code
-	}()
+	out, errb, done := follow(ctx, "0", "--addr", srv.URL, "--follow", "--interval", "1ms")
 	lines := errb.waitLines(t, 2)
 	cancel()
 	if code := <-done; code != 0 {
@@ -645,7 +643,7 @@ func TestCLIScanFollowRetries(t *testing.T) {
 			t.Errorf("scan --follow stderr line %q; want cellar: unavailable: ... (retrying)", l)
 		}
 	}
-	if out.Len() != 0 {
+	if out.String() != "" {
 		t.Errorf("scan --follow printed %q", out.String())
 	}
 }
@@ -841,14 +839,7 @@ func TestCLIScanFollowShortPage(t *testing.T) {
 	defer srv.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	out := &cliNotifyBuffer{wrote: make(chan struct{}, 1)}
-	var errb bytes.Buffer
-	done := make(chan int)
-	go func() {
-		_, code := runClientCommand(ctx, "scan", []string{"0", "--addr", srv.URL, "--follow", "--json", "--interval", "1h"},
-			strings.NewReader(""), out, &errb)
-		done <- code
-	}()
+	out, errb, done := follow(ctx, "0", "--addr", srv.URL, "--follow", "--json", "--interval", "1h")
 	out.waitLines(t, 2) // with the hour's wait after the first page, this times out
 	cancel()
 	if code := <-done; code != 0 {
