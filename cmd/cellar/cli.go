@@ -895,7 +895,8 @@ func unquoteKey(v jsontext.Value, n int, name string) (string, error) {
 	return string(b), nil
 }
 
-// cellIn is a cell of batch-put's input; pointers tell missing from zero.
+// cellIn is a cell of batch-put's input; an empty Value or a nil pointer
+// is a member that is missing.
 type cellIn struct {
 	RowKey jsontext.Value `json:"row_key"`
 	Column jsontext.Value `json:"column"`
@@ -941,7 +942,7 @@ func readCells(r io.Reader) ([]cellar.NewCell, error) {
 		raw = raw.Clone() // valid only until the decoder's next read
 		var fields map[string]jsontext.Value
 		if err := jsonv2.Unmarshal(raw, &fields, jsontext.AllowInvalidUTF8(true)); err != nil {
-			return nil, fmt.Errorf("value %d is not a JSON object: %w", n, err)
+			return nil, fmt.Errorf("value %d is not a JSON object: %w", n, jsonError(err))
 		}
 		if _, ok := fields["cells"]; ok {
 			if n > 1 {
