@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -160,5 +161,35 @@ func TestBatchReplayRace(t *testing.T) {
 	}
 	if r := res[1]; r.Err != nil || r.Created || r.Cell.AddedID != last+1 {
 		t.Errorf("the second key (stored by the other writer meanwhile): %+v; want a replay of added_id %d", r, last+1)
+	}
+}
+
+// TestStrictMode: the node's connections run in strict mode even where
+// the server's or the DSN's sql_mode is lax, so that a value that does
+// not fit its column fails instead of being truncated; the rest of a
+// given sql_mode is kept.
+func TestStrictMode(t *testing.T) {
+	for _, param := range []string{"", "sql_mode=%27%27", "sql_mode=%27NO_ENGINE_SUBSTITUTION%27"} {
+		s, _ := openWith(t, 16, func(dsn string) string {
+			switch {
+			case param == "":
+				return dsn
+			case strings.Contains(dsn, "?"):
+				return dsn + "&" + param
+			default:
+				return dsn + "?" + param
+			}
+		})
+		var mode string
+		if err := s.DB().QueryRowContext(context.Background(), "SELECT @@SESSION.sql_mode").Scan(&mode); err != nil {
+			t.Fatal(err)
+		}
+		modes := strings.Split(mode, ",")
+		if !slices.Contains(modes, "STRICT_ALL_TABLES") {
+			t.Errorf("DSN param %q: sql_mode %q; want STRICT_ALL_TABLES in it", param, mode)
+		}
+		if strings.Contains(param, "NO_ENGINE") && !slices.Contains(modes, "NO_ENGINE_SUBSTITUTION") {
+			t.Errorf("DSN param %q: sql_mode %q; want the DSN's NO_ENGINE_SUBSTITUTION kept", param, mode)
+		}
 	}
 }

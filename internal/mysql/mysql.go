@@ -120,6 +120,19 @@ func Open(ctx context.Context, dsn string, opts Options) (*sqlstore.Store, error
 	// no-op). With clientFoundRows the server counts the matched row as
 	// affected, and a conflict would pass for a created cell.
 	cfg.ClientFoundRows = false
+	// Strict mode makes a value that does not fit its column an error
+	// instead of a warning and a silently truncated or clamped value. It
+	// is the servers' default, but a server or a DSN may set another
+	// sql_mode: keep whatever else it says and add STRICT_ALL_TABLES.
+	// The driver sends each parameter as SET name = value, raw.
+	mode := "@@SESSION.sql_mode"
+	if v, ok := cfg.Params["sql_mode"]; ok {
+		mode = v
+	}
+	if cfg.Params == nil {
+		cfg.Params = make(map[string]string)
+	}
+	cfg.Params["sql_mode"] = "CONCAT_WS(',', NULLIF(" + mode + ", ''), 'STRICT_ALL_TABLES')"
 	connector, err := mysql.NewConnector(cfg)
 	if err != nil {
 		return nil, err
