@@ -27,7 +27,11 @@ import (
 //
 // The row key comes last so that it needs no escaping: columns and ref
 // keys hold no ':', and row keys no control characters. Values are the
-// cell's JSON with its body as stored.
+// cell's JSON with its body as stored; a latest entry's value starts with
+// its filler's MaxStaleness in milliseconds and a '|' ("1000|{...}"), so
+// that a process with a shorter bound can tell the entry's age from its
+// remaining TTL (age = that bound − PTTL) and serve it only while it is
+// younger than its own bound.
 
 // Scripts keep Redis's latest entries moving forward only, whoever writes
 // them. The ref_key is read back from the stored JSON: `"ref_key":` cannot
@@ -36,6 +40,9 @@ import (
 // are compared as decimal strings (no sign, no leading zeros), since Lua's
 // numbers are doubles.
 const refOlder = `
+local function bound(v)
+  return string.match(v, '^(%d+)|')
+end
 local function older(old, ref)
   local r = string.match(old, '"ref_key":(%d+)')
   if not r then return true end
@@ -61,13 +68,17 @@ return out
 `
 
 // latestFillScript stores a latest cell read from storage (ARGV: ref_key,
-// value, milliseconds to live) unless Redis has a newer one, or the same
-// one for longer.
+// value, milliseconds to live, the filler's bound in milliseconds) unless
+// Redis has a newer one, or the same one read no earlier (its age, its
+// filler's bound less its PTTL, is no greater; an entry without a bound
+// counts as this filler's).
 var latestFillScript = refOlder + `
 local old = redis.call('GET', KEYS[1])
 if old and not older(old, ARGV[1]) then
   local r = string.match(old, '"ref_key":(%d+)')
-  if r ~= ARGV[1] or redis.call('PTTL', KEYS[1]) >= tonumber(ARGV[3]) then
+  local b = tonumber(bound(old) or ARGV[4])
+  local mine = tonumber(ARGV[4]) - tonumber(ARGV[3])
+  if r ~= ARGV[1] or b - redis.call('PTTL', KEYS[1]) <= mine then
     return 0
   end
 end
@@ -76,15 +87,20 @@ return 1
 `
 
 // latestPushScript replaces a latest cell with one just created (ARGV:
-// ref_key, value), keeping its expiry, if Redis has an older one. Without
-// one it stores nothing: the writer cannot know that its cell is the
-// latest.
+// ref_key, the cell's JSON without a bound), keeping its expiry and its
+// filler's bound, if Redis has an older one. Without one it stores
+// nothing: the writer cannot know that its cell is the latest.
 var latestPushScript = refOlder + `
 local old = redis.call('GET', KEYS[1])
 if not old or not older(old, ARGV[1]) then
   return 0
 end
-redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
+local b = bound(old)
+local v = ARGV[2]
+if b then
+  v = b .. '|' .. v
+end
+redis.call('SET', KEYS[1], v, 'KEEPTTL')
 return 1
 `
 
@@ -102,6 +118,7 @@ type shared struct {
 	timeout time.Duration
 	cellTTL time.Duration
 	retry   int64 // nanoseconds
+	bound   int64 // MaxStaleness in nanoseconds
 	now     func() int64
 	obs     Observer
 	log     *slog.Logger
@@ -125,6 +142,7 @@ func newShared(opts Options, now func() int64, heard func(cellar.Key)) *shared {
 		timeout: opts.RedisTimeout,
 		cellTTL: opts.RedisCellTTL,
 		retry:   int64(opts.RedisRetry),
+		bound:   int64(opts.MaxStaleness),
 		now:     now,
 		obs:     opts.Observer,
 		log:     opts.Logger,
@@ -406,10 +424,22 @@ func (s *shared) lookup(ctx context.Context, ps []pending, hit func(pending, *en
 			for j, i := range latest {
 				str, ok := vals[2*j].(string)
 				ms, _ := vals[2*j+1].(int64)
-				if ok && ms > 0 {
-					// The answer keeps its age: it expires here when it does in Redis.
-					answers[i] = s.decode(ps[i].k, str, sent+ms*int64(time.Millisecond))
+				if !ok || ms <= 0 {
+					continue
 				}
+				// The answer keeps its age: it expires here when it does
+				// in Redis, or sooner if it would outlive this process's
+				// bound.
+				left := ms * int64(time.Millisecond)
+				if b, rest, ok := cutBound(str); ok {
+					if age := b - left; age >= s.bound {
+						continue
+					} else {
+						left = min(left, s.bound-age)
+					}
+					str = rest
+				}
+				answers[i] = s.decode(ps[i].k, str, sent+left)
 			}
 		}
 		return nil
@@ -428,6 +458,20 @@ func (s *shared) lookup(ctx context.Context, ps []pending, hit func(pending, *en
 	}
 	s.obs.ObserveCache(TierRedis, len(ps)-len(rest), len(rest))
 	return rest
+}
+
+// cutBound splits a latest entry's value into its filler's bound (in
+// nanoseconds) and the cell's JSON; ok is false for a value without one.
+func cutBound(v string) (bound int64, rest string, ok bool) {
+	b, rest, ok := strings.Cut(v, "|")
+	if !ok || b == "" || len(b) > 12 || strings.Trim(b, "0123456789") != "" {
+		return 0, v, false
+	}
+	ms, err := strconv.ParseInt(b, 10, 64)
+	if err != nil {
+		return 0, v, false
+	}
+	return ms * int64(time.Millisecond), rest, true
 }
 
 // decode returns the answer stored in Redis under k, or nil (counting an
@@ -466,7 +510,9 @@ func (s *shared) fill(ctx context.Context, fs []fill, expires int64) {
 				if fs[i].k.kind == kindCell {
 					p.Set(ctx, s.redisKey(fs[i].k), v, s.cellTTL)
 				} else {
-					p.Eval(ctx, latestFillScript, []string{s.redisKey(fs[i].k)}, fs[i].cell.RefKey, v, ttl.Milliseconds())
+					b := time.Duration(s.bound).Milliseconds()
+					v = append(strconv.AppendInt(nil, b, 10), append([]byte{'|'}, v...)...)
+					p.Eval(ctx, latestFillScript, []string{s.redisKey(fs[i].k)}, fs[i].cell.RefKey, v, ttl.Milliseconds(), b)
 				}
 			}
 			return nil

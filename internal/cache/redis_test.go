@@ -348,3 +348,35 @@ func TestRedisDownAtStart(t *testing.T) {
 		time.Sleep(20 * time.Millisecond) // waits for B to resubscribe
 	}
 }
+
+// Processes with different MaxStaleness share the Redis tier: each serves
+// an entry only while it is younger than its own bound, whoever filled it
+// (an entry carries its filler's bound, so its age is that less its TTL).
+// Real time: Redis's TTLs run on its clock.
+func TestMixedStalenessBounds(t *testing.T) {
+	const short = 300 * time.Millisecond
+	r := newCluster(t, 16, dbtest.Redis(t))
+	back := openSQLite(t, 16)
+	long := newCache(t, back, cache.Options{Redis: r, MaxStaleness: time.Hour})
+	brief := newCache(t, back, cache.Options{Redis: r, MaxStaleness: short})
+	put(t, back, "r", "c", 1, `{}`)
+	put(t, back, "r", "d", 1, `{}`)
+	if got := latestRef(t, long, "r", "c"); got != 1 { // fills Redis for an hour
+		t.Fatalf("Latest = %d; want 1", got)
+	}
+	latestRef(t, long, "r", "d")
+	start := time.Now()
+	latestRef(t, brief, "r", "c") // copies the entry into its own tier
+	put(t, back, "r", "c", 2, `{}`)
+	put(t, back, "r", "d", 2, `{}`)
+	time.Sleep(short - time.Since(start) + 50*time.Millisecond)
+	if got := latestRef(t, brief, "r", "c"); got != 2 {
+		t.Errorf("Latest %v after the entry was copied from Redis, with a bound of %v = %d; want 2", time.Since(start), short, got)
+	}
+	if got := latestRef(t, brief, "r", "d"); got != 2 {
+		t.Errorf("Latest %v after another process filled Redis, with a bound of %v = %d; want 2", time.Since(start), short, got)
+	}
+	if got := latestRef(t, long, "r", "d"); got != 1 {
+		t.Errorf("the long-bound process's Latest = %d; want 1, still cached", got)
+	}
+}

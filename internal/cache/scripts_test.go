@@ -2,6 +2,7 @@ package cache
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -38,18 +39,23 @@ func TestLatestScripts(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		_, v, _ = cutBound(v)
 		c, err := decodeCell(key{kind: kindLatest, row: `x "ref_key":99999999999999999999`, col: "c"}, v)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return c.RefKey
 	}
-	fill := func(ref int64, ttl time.Duration) {
+	// fillBy fills as a process whose bound is bound would, with ttl
+	// left of it.
+	fillBy := func(bound time.Duration, ref int64, ttl time.Duration) {
 		t.Helper()
-		if err := rc.Eval(ctx, latestFillScript, []string{k}, ref, value(ref), ttl.Milliseconds()).Err(); err != nil {
+		v := fmt.Sprintf("%d|%s", bound.Milliseconds(), value(ref))
+		if err := rc.Eval(ctx, latestFillScript, []string{k}, ref, v, ttl.Milliseconds(), bound.Milliseconds()).Err(); err != nil {
 			t.Fatal(err)
 		}
 	}
+	fill := func(ref int64, ttl time.Duration) { t.Helper(); fillBy(time.Hour, ref, ttl) }
 	push := func(ref int64) {
 		t.Helper()
 		if err := rc.Eval(ctx, latestPushScript, []string{k}, ref, value(ref)).Err(); err != nil {
@@ -101,8 +107,64 @@ func TestLatestScripts(t *testing.T) {
 	if err != nil || len(vals) != 6 {
 		t.Fatalf("latestGetScript = %v, %v", vals, err)
 	}
-	if vals[0] != value(cellar.MaxRefKey) || vals[1].(int64) < 59*60*1000 || vals[2] != nil || vals[3] != int64(-2) || vals[4] != value(3) || vals[5] != int64(-1) {
+	if vals[0] != "3600000|"+value(cellar.MaxRefKey) || vals[1].(int64) < 59*60*1000 || vals[2] != nil || vals[3] != int64(-2) || vals[4] != value(3) || vals[5] != int64(-1) {
 		t.Errorf("latestGetScript = %v", vals)
+	}
+}
+
+// Latest entries filled by processes with different bounds (max
+// staleness): the fresher read wins whatever its TTL, and a push keeps
+// the entry's bound with its TTL, so that a reader can tell its age.
+func TestLatestScriptsMixedBounds(t *testing.T) {
+	srv := dbtest.Redis(t)
+	rc := goredis.NewClient(&goredis.Options{Addr: srv.Addr()})
+	t.Cleanup(func() { rc.Close() })
+	ctx := context.Background()
+	const k = "latest-mixed"
+	c := cellar.Cell{Key: cellar.Key{RowKey: "r", Column: "c", RefKey: 7}, Body: []byte(`{}`)}
+	v, err := encodeCell(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fill := func(bound, ttl time.Duration) {
+		t.Helper()
+		bv := fmt.Sprintf("%d|%s", bound.Milliseconds(), v)
+		if err := rc.Eval(ctx, latestFillScript, []string{k}, c.RefKey, bv, ttl.Milliseconds(), bound.Milliseconds()).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stored := func() (time.Duration, time.Duration) {
+		t.Helper()
+		got, err := rc.Get(ctx, k).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _, ok := cutBound(got)
+		if !ok {
+			t.Fatalf("stored %q: no bound", got)
+		}
+		return time.Duration(b), rc.PTTL(ctx, k).Val()
+	}
+	fill(time.Hour, 50*time.Minute) // read 10 minutes ago by a 1 h process
+	fill(time.Second, time.Second)  // read now by a 1 s process: fresher
+	if b, ttl := stored(); b != time.Second || ttl > time.Second {
+		t.Errorf("after a fresher fill with a shorter bound: bound %v, TTL %v; want 1s, at most 1s", b, ttl)
+	}
+	fill(time.Hour, time.Hour-10*time.Second) // read 10 s ago: older
+	if b, _ := stored(); b != time.Second {
+		t.Errorf("after an older fill with a longer bound: bound %v; want the fresher 1s entry kept", b)
+	}
+	fill(time.Hour, time.Hour) // read now by a 1 h process
+	c.RefKey = 8
+	nv, err := encodeCell(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rc.Eval(ctx, latestPushScript, []string{k}, c.RefKey, nv).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if b, ttl := stored(); b != time.Hour || ttl < 59*time.Minute {
+		t.Errorf("after a push: bound %v, TTL %v; want the entry's own 1h and about an hour", b, ttl)
 	}
 }
 
