@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -213,18 +214,25 @@ func loadConfig(path string) (*Config, error) {
 			return nil, fmt.Errorf("config %s: %w", path, err)
 		}
 	}
+	// The embedded node first, so that CELLAR_NODE_LOCAL_DSN applies to it.
+	cfg.addEmbeddedNode()
 	if err := applyEnv(cfg, os.LookupEnv); err != nil {
 		return nil, err
 	}
 	return cfg, cfg.complete()
 }
 
-// complete fills in what follows from the rest (the embedded node, the
-// metadata node, a one-node map) and validates the result.
-func (c *Config) complete() error {
+// addEmbeddedNode adds the embedded SQLite node if no node is configured.
+func (c *Config) addEmbeddedNode() {
 	if len(c.Nodes) == 0 {
 		c.Nodes = []NodeConfig{{Name: "local", Driver: "sqlite", DSN: "local.db"}}
 	}
+}
+
+// complete fills in what follows from the rest (the embedded node, the
+// metadata node, a one-node map) and validates the result.
+func (c *Config) complete() error {
+	c.addEmbeddedNode()
 	if c.Metadata == "" {
 		c.Metadata = c.Nodes[0].Name
 	}
@@ -254,7 +262,18 @@ func (c *Config) validate() error {
 			return fmt.Errorf("config: %s must be positive", d.name)
 		}
 	}
+	if c.Listen == "" {
+		return fmt.Errorf("config: listen must be an address (host:port)")
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.LogLevel)); err != nil {
+		return fmt.Errorf("config: log_level must be debug, info, warn or error (or one with an offset, such as info+2), not %q", c.LogLevel)
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		return fmt.Errorf("config: log_format must be text or json, not %q", c.LogFormat)
+	}
 	names := map[string]bool{}
+	envs := map[string]string{} // environment form -> node name
 	for _, n := range c.Nodes {
 		if !nodeNameRE.MatchString(n.Name) {
 			return fmt.Errorf("config: node name %q must match %s", n.Name, nodeNameRE)
@@ -263,6 +282,10 @@ func (c *Config) validate() error {
 			return fmt.Errorf("config: node %q is listed twice", n.Name)
 		}
 		names[n.Name] = true
+		if other, ok := envs[envName(n.Name)]; ok {
+			return fmt.Errorf("config: node names %q and %q share the environment variable CELLAR_NODE_%s_DSN; rename one", other, n.Name, envName(n.Name))
+		}
+		envs[envName(n.Name)] = n.Name
 		switch n.Driver {
 		case "sqlite", "postgres", "mysql":
 		default:

@@ -145,3 +145,51 @@ func TestIsLoopback(t *testing.T) {
 		}
 	}
 }
+
+// CELLAR_NODE_<NAME>_DSN applies to every node, the embedded default
+// node local included.
+func TestEnvDSNOfEmbeddedNode(t *testing.T) {
+	t.Setenv("CELLAR_NODE_LOCAL_DSN", "other.db")
+	cfg, err := loadConfig("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Nodes[0].Name != "local" || cfg.Nodes[0].DSN != "other.db" {
+		t.Errorf("default node = %+v; want CELLAR_NODE_LOCAL_DSN=other.db applied", cfg.Nodes[0])
+	}
+}
+
+// Node names that differ only in case or in '-' against '_' would share
+// one CELLAR_NODE_<NAME>_DSN, and a DSN meant for one would repoint both:
+// refused.
+func TestNodeNamesSharingAnEnvVariable(t *testing.T) {
+	p := writeConfig(t, `
+shards: 8
+metadata: db-1
+nodes:
+  - {name: db-1, driver: postgres, dsn: "postgres://one"}
+  - {name: db_1, driver: postgres, dsn: "postgres://two"}
+shard_map:
+  - {node: db-1, shards: 0-3}
+  - {node: db_1, shards: 4-7}
+`)
+	_, err := loadConfig(p)
+	if err == nil || !strings.Contains(err.Error(), "CELLAR_NODE_DB_1_DSN") {
+		t.Errorf("nodes db-1 and db_1: %v; want them refused, naming CELLAR_NODE_DB_1_DSN", err)
+	}
+}
+
+// log_level and log_format are refused when misspelt, like every other
+// enumerated setting, rather than replaced by the defaults.
+func TestLogSettingsValidated(t *testing.T) {
+	for _, y := range []string{"log_format: jsno", "log_level: verbose", "log_format: JSON"} {
+		if _, err := loadConfig(writeConfig(t, y)); err == nil {
+			t.Errorf("config %q loaded; want it refused", y)
+		}
+	}
+	for _, y := range []string{"log_format: json", "log_level: debug", "log_level: WARN", "log_level: info+2"} {
+		if _, err := loadConfig(writeConfig(t, y)); err != nil {
+			t.Errorf("config %q: %v", y, err)
+		}
+	}
+}

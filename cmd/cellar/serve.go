@@ -49,14 +49,22 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "cellar: %v\n", err)
 		return 2
 	}
-	if *listen != "" {
-		cfg.Listen = *listen
-	}
-	if *dataDir != "" {
-		cfg.DataDir = *dataDir
-	}
-	if *allow {
-		cfg.AllowUnauthenticated = true
+	// A flag given overrides the file and the environment, whatever its
+	// value (--allow-unauthenticated=false included); one not given leaves
+	// them.
+	fs.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "listen":
+			cfg.Listen = *listen
+		case "data-dir":
+			cfg.DataDir = *dataDir
+		case "allow-unauthenticated":
+			cfg.AllowUnauthenticated = *allow
+		}
+	})
+	if err := cfg.validate(); err != nil {
+		fmt.Fprintf(stderr, "cellar: %v\n", err)
+		return 2
 	}
 	log := newLogger(cfg, stderr)
 	if err := serve(ctx, cfg, *configPath == "", log, nil); err != nil {
@@ -353,7 +361,7 @@ func refreshMap(ctx context.Context, meta *sqlstore.Store, store *shard.Store, e
 }
 
 func newLogger(cfg *Config, w io.Writer) *slog.Logger {
-	var level slog.Level
+	var level slog.Level // validate refused what does not parse
 	if err := level.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
 		level = slog.LevelInfo
 	}

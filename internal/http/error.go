@@ -155,18 +155,20 @@ func (s *server) authorize(r *http.Request, scope string) error {
 		return cellar.Errorf(cellar.EUNAUTHENTICATED, "missing bearer token: send Authorization: Bearer <token>")
 	}
 	h := sha256.Sum256([]byte(secret))
-	var found *token
 	// Compare with every token, whatever matches, so that timing does not
-	// tell which one did.
+	// tell which one did. A secret configured more than once has the
+	// scopes of all its entries.
+	known, allowed := false, false
 	for i := range s.tokens {
 		if subtle.ConstantTimeCompare(h[:], s.tokens[i].hash[:]) == 1 {
-			found = &s.tokens[i]
+			known = true
+			allowed = allowed || s.tokens[i].scopes[scope] || s.tokens[i].scopes[ScopeAdmin]
 		}
 	}
-	if found == nil {
+	if !known {
 		return cellar.Errorf(cellar.EUNAUTHENTICATED, "unknown bearer token")
 	}
-	if !found.scopes[scope] && !found.scopes[ScopeAdmin] {
+	if !allowed {
 		return cellar.Errorf(cellar.EPERMISSION, "token lacks the %q scope", scope)
 	}
 	return nil

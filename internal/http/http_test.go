@@ -733,6 +733,19 @@ func TestAuth(t *testing.T) {
 	}
 }
 
+// A secret configured in more than one entry (one per scope, or two
+// token_env variables holding the same value) has the scopes of all of
+// them.
+func TestSameSecretTwice(t *testing.T) {
+	c := newServer(t, openStore(t), Options{Tokens: []Token{
+		{Secret: "s", Scopes: []string{"read"}},
+		{Secret: "s", Scopes: []string{"write"}},
+	}})
+	c.token = "s"
+	c.do("PUT", cellPath("r", "c", 1), `{}`).want(t, 201, "")
+	c.do("GET", cellPath("r", "c", 1), "").want(t, 200, "")
+}
+
 func TestPrepareTokens(t *testing.T) {
 	got := prepareTokens([]Token{
 		{Secret: "", Scopes: []string{"admin"}},

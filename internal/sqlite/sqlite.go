@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"modernc.org/sqlite"
@@ -101,6 +102,11 @@ type Options struct {
 	CheckpointEvery time.Duration
 }
 
+// uriPath escapes a file path for a SQLite URI filename, where '?' and
+// '#' would end the path and '%' starts an escape: a data directory such
+// as /srv/a#1 must not open /srv/a.
+var uriPath = strings.NewReplacer("%", "%25", "?", "%3F", "#", "%23")
+
 // Open opens (creating if opts.Create is set) the SQLite node at path.
 func Open(ctx context.Context, path string, opts Options) (*sqlstore.Store, error) {
 	if opts.Create {
@@ -118,14 +124,14 @@ func Open(ctx context.Context, path string, opts Options) (*sqlstore.Store, erro
 		q.Add("_pragma", p)
 	}
 	q.Set("_txlock", "immediate")
-	dsn := "file:" + path + "?" + q.Encode()
+	dsn := "file:" + uriPath.Replace(path) + "?" + q.Encode()
 	if opts.CheckpointEvery == 0 {
 		opts.CheckpointEvery = DefaultCheckpointEvery
 	}
 	wdsn := dsn
 	if opts.CheckpointEvery > 0 {
 		q.Add("_pragma", fmt.Sprintf("wal_autocheckpoint(%d)", backstopPages))
-		wdsn = "file:" + path + "?" + q.Encode()
+		wdsn = "file:" + uriPath.Replace(path) + "?" + q.Encode()
 	}
 	wdb, err := sql.Open("sqlite", wdsn)
 	if err != nil {
@@ -144,6 +150,13 @@ func Open(ctx context.Context, path string, opts Options) (*sqlstore.Store, erro
 	}
 	db.SetMaxOpenConns(opts.MaxReaders)
 	db.SetMaxIdleConns(opts.MaxReaders)
+	for _, pool := range []*sql.DB{wdb, db} {
+		if err := settle(ctx, pool); err != nil {
+			db.Close()
+			wdb.Close()
+			return nil, fmt.Errorf("sqlite node %s: connect: %w", opts.Name, err)
+		}
+	}
 	opts.GroupCommit = !opts.NoGroupCommit
 	if opts.CheckpointEvery > 0 {
 		opts.Background = checkpointer(db, opts.CheckpointEvery)
@@ -155,4 +168,24 @@ func Open(ctx context.Context, path string, opts Options) (*sqlstore.Store, erro
 		return nil, err
 	}
 	return s, nil
+}
+
+// settle opens pool's first connection, retrying while SQLite answers
+// busy: several processes (or several opens in one) may meet on a new
+// file, and switching it to WAL, which a new connection's pragmas do,
+// needs a lock that SQLite refuses at once rather than wait where waiting
+// could deadlock. Once the file is in WAL mode the pragma takes no lock.
+func settle(ctx context.Context, pool *sql.DB) error {
+	deadline := time.Now().Add(10 * time.Second)
+	for wait := time.Millisecond; ; wait = min(2*wait, 100*time.Millisecond) {
+		err := pool.PingContext(ctx)
+		if err == nil || !Dialect.Retryable(err) || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }

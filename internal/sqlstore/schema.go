@@ -110,22 +110,28 @@ func (s *Store) ReadDatastore(ctx context.Context) (Datastore, error) {
 }
 
 // CreateDatastore writes the datastore record if there is none. Returns
-// ErrConflict if one exists with a different shard count.
+// ErrConflict if one exists with a different shard count. Several
+// processes may run it at once on a new node (`cellar init`, or embedded
+// servers on their first start): a loser of the insert reads the winner's
+// record and compares.
 func (s *Store) CreateDatastore(ctx context.Context, ds Datastore) error {
 	have, err := s.ReadDatastore(ctx)
-	if err == nil {
-		if have.ShardCount != ds.ShardCount {
-			return cellar.Errorf(cellar.ECONFLICT, "datastore exists with %d shards, not %d; the shard count cannot change", have.ShardCount, ds.ShardCount)
+	if errors.Is(err, cellar.ErrNotFound) {
+		_, err = s.db.ExecContext(ctx, s.d.Rebind("INSERT INTO datastore (id, shard_count, created_at) VALUES (1, ?, ?)"),
+			ds.ShardCount, s.now().UnixMilli())
+		if err == nil {
+			return nil
 		}
-		return nil
+		if !s.d.UniqueViolation(err) {
+			return s.wrap(err, "create datastore record")
+		}
+		have, err = s.ReadDatastore(ctx)
 	}
-	if !errors.Is(err, cellar.ErrNotFound) {
+	if err != nil {
 		return err
 	}
-	_, err = s.db.ExecContext(ctx, s.d.Rebind("INSERT INTO datastore (id, shard_count, created_at) VALUES (1, ?, ?)"),
-		ds.ShardCount, s.now().UnixMilli())
-	if err != nil {
-		return s.wrap(err, "create datastore record")
+	if have.ShardCount != ds.ShardCount {
+		return cellar.Errorf(cellar.ECONFLICT, "datastore exists with %d shards, not %d; the shard count cannot change", have.ShardCount, ds.ShardCount)
 	}
 	return nil
 }
