@@ -274,6 +274,10 @@ func serve(ctx context.Context, cfg *Config, embedded bool, log *slog.Logger, re
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
+		// Requests still running past the drain: close their connections,
+		// which ends their contexts, so that they stop before the stores
+		// and buffers they use are closed below.
+		srv.Close()
 		return fmt.Errorf("drain: %w", err)
 	}
 	log.Info("stopped")
