@@ -180,7 +180,12 @@ func (s *server) handleIndexDelete(w http.ResponseWriter, r *http.Request) error
 	if err != nil {
 		return err
 	}
-	if _, err := readRequest(w, r, s.opts.MaxBodyBytes); err != nil {
+	// Refuse a malformed body before deleting anything, as rebuild does.
+	raw, err := readRequest(w, r, s.opts.MaxBodyBytes)
+	if err != nil {
+		return err
+	}
+	if err := decodeEmpty(raw); err != nil {
 		return err
 	}
 	if err := s.opts.Indexes.Delete(r.Context(), name); err != nil {
@@ -284,7 +289,11 @@ func decodeIndexQuery(raw []byte) (index.Query, error) {
 				return err
 			})
 		case "order":
-			q.Order, err = d.string("order")
+			// An empty name is no field; the default order is asked for
+			// by leaving order out.
+			if q.Order, err = d.string("order"); err == nil && q.Order == "" {
+				err = cellar.Errorf(cellar.EINVALID, "order must name a field; leave it out for the index's order")
+			}
 		case "desc":
 			var v json.RawMessage
 			if v, err = d.raw(); err == nil {

@@ -147,6 +147,7 @@ func TestIndexesHTTPInvalid(t *testing.T) {
 		`{"where": {"city": "paris"}, "limit": 1.5}`,
 		`{"where": {"city": "paris"}, "desc": 1}`,
 		`{"where": {"city": "paris"}, "order": "nope"}`,
+		`{"where": {"city": "paris"}, "order": ""}`, // not a field (once taken for the default order)
 		`{"where": {"city": "paris"}, "fields": ["nope"]}`,
 		`{"where": {"city": "paris"}, "cursor": 7}`,
 		`{"where": {"city": "paris"}, "cursor": "garbage"}`,
@@ -164,6 +165,15 @@ func TestIndexesHTTPInvalid(t *testing.T) {
 	// for a cell fails as unavailable within the wait.
 	r := decode[wireCell](t, c.do("PUT", cellPath("u1", "profile", 1), `{"city": "paris"}`).want(t, 201, ""))
 	c.do("POST", "/v1/indexes/ix/query", fmt.Sprintf(`{"where": {"city": "paris"}, "wait_for": [{"shard": %d, "added_id": %d}], "wait_ms": 50}`, r.Shard, r.AddedID)).want(t, 503, "unavailable")
+
+	// DELETE, the destructive route, refuses a body other than empty or
+	// {} before it deletes anything (it once ignored its body).
+	for _, body := range []string{`{"keep": tru`, `{"keep": true}`, `[]`, `{} x`} {
+		c.do("DELETE", "/v1/indexes/ix", body).want(t, 400, "invalid_argument")
+	}
+	c.do("GET", "/v1/indexes/ix", "").want(t, 200, "")
+	c.do("DELETE", "/v1/indexes/ix", "{}").want(t, 200, "")
+	c.do("GET", "/v1/indexes/ix", "").want(t, 404, "not_found")
 }
 
 // FuzzIndexQuery sends arbitrary query documents to an index and checks

@@ -248,9 +248,11 @@ type Manager struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // the refresh loop and every worker
 
-	mu       sync.Mutex         // protects started, recs, running and progress
+	mu       sync.Mutex         // protects started, recs, changes, changed, running and progress
 	started  bool               // Start was called: reconcile may start workers
 	recs     map[string]record  // the last known records, by index name
+	changes  uint64             // counts the writes to recs other than tend's
+	changed  map[string]uint64  // the count at each name's last such write
 	running  map[string]*worker // by trigger name
 	progress chan struct{}      // closed and replaced when a local ack moves an offset
 }
@@ -272,7 +274,7 @@ func New(opts Options) (*Manager, error) {
 	m := &Manager{cells: opts.Cells, entries: opts.Entries, records: opts.Records, triggers: opts.Triggers, count: opts.ShardCount,
 		consumer: opts.Consumer, workers: opts.Workers, refresh: opts.Refresh, retire: opts.RetireAfter, skew: opts.ClockSkew,
 		log: opts.Logger, now: opts.Now,
-		recs: map[string]record{}, running: map[string]*worker{}, progress: make(chan struct{})}
+		recs: map[string]record{}, changed: map[string]uint64{}, running: map[string]*worker{}, progress: make(chan struct{})}
 	if m.consumer == "" {
 		m.consumer = defaultConsumer()
 	}
@@ -486,8 +488,10 @@ func (m *Manager) updateLive(ctx context.Context, name string, f func(rec *recor
 	return rec, nil
 }
 
-// Delete deletes index name: it stops serving at once, and its entries are
-// dropped RetireAfter later. Returns ErrNotFound for an unknown index.
+// Delete deletes index name: it stops serving at once in this process, and
+// within a refresh in the others (they trust their cached records); its
+// entries are dropped RetireAfter later. Returns ErrNotFound for an unknown
+// index.
 func (m *Manager) Delete(ctx context.Context, name string) error {
 	now := m.now().UTC()
 	_, err := m.updateLive(ctx, name, func(rec *record) error {
@@ -512,10 +516,44 @@ func (m *Manager) remember(name string, rec record) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.recs[name] = rec
+	m.changes++
+	m.changed[name] = m.changes
+}
+
+// forget drops index name, whose record is gone, from the cache.
+func (m *Manager) forget(name string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.recs, name)
+	m.changes++
+	m.changed[name] = m.changes
+}
+
+// refreshCache replaces the cached records with fresh, read when the
+// change count was since, but keeps what was cached for the names
+// written since: a Define, Delete or update in this process may have
+// stored a newer record after fresh was read. m.mu must be held.
+func (m *Manager) refreshCache(fresh map[string]record, since uint64) {
+	recs := maps.Clone(fresh)
+	for name, at := range m.changed {
+		if at <= since {
+			delete(m.changed, name)
+			continue
+		}
+		if rec, ok := m.recs[name]; ok {
+			recs[name] = rec
+		} else {
+			delete(recs, name)
+		}
+	}
+	m.recs = recs
 }
 
 // load returns the record of a live index: the cached one, or the metadata
-// node's if this process has not seen the index yet.
+// node's if this process knows of no live index of that name, which may
+// have been created (or re-created after a delete) through another
+// process since the last refresh. A cached live record is trusted: another
+// process's delete is seen within a refresh.
 func (m *Manager) load(ctx context.Context, name string) (record, error) {
 	if err := ValidateName(name); err != nil {
 		return record{}, err
@@ -523,11 +561,8 @@ func (m *Manager) load(ctx context.Context, name string) (record, error) {
 	m.mu.Lock()
 	rec, ok := m.recs[name]
 	m.mu.Unlock()
-	if !ok {
+	if !ok || rec.Deleted {
 		return m.loadStored(ctx, name)
-	}
-	if rec.Deleted {
-		return record{}, cellar.Errorf(cellar.ENOTFOUND, "no index named %s", name)
 	}
 	return rec, nil
 }
@@ -574,6 +609,9 @@ func (m *Manager) defineTrigger(ctx context.Context, name string, gen int64, col
 func (m *Manager) tend(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, max(m.refresh*5, 10*time.Second))
 	defer cancel()
+	m.mu.Lock()
+	since := m.changes
+	m.mu.Unlock()
 	raws, err := m.records.IndexRecords(ctx)
 	if err != nil {
 		if ctx.Err() == nil {
@@ -591,7 +629,7 @@ func (m *Manager) tend(ctx context.Context) {
 		fresh[r.Name] = rec
 	}
 	m.mu.Lock()
-	m.recs = maps.Clone(fresh) // fresh is read below, outside the lock
+	m.refreshCache(fresh, since) // fresh is read below, outside the lock
 	m.mu.Unlock()
 	m.reconcile()
 	for name, rec := range fresh {
@@ -734,9 +772,7 @@ func (m *Manager) update(ctx context.Context, name string, f func(r *record) boo
 	}
 	out.CreatedAt, out.UpdatedAt = raw.CreatedAt, raw.UpdatedAt
 	if raw.Def == nil {
-		m.mu.Lock()
-		delete(m.recs, name)
-		m.mu.Unlock()
+		m.forget(name)
 		return nil
 	}
 	m.remember(name, out)

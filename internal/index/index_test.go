@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -273,4 +274,167 @@ func rawEntries(tb testing.TB, e *env, name string, gen int64, city string) int 
 		tb.Fatal(err)
 	}
 	return len(es)
+}
+
+// TestIntLiteralsExact guards the reading of int fields written with a
+// fraction or an exponent: they are read exactly, not through float64,
+// which rounded 9007199254740993.0 to ...992, took 1.0000000000000000001
+// for 1 and refused int64's maximum written as 9223372036854775807.0.
+func TestIntLiteralsExact(t *testing.T) {
+	e := newEnv(t, backends[0], envOpts{})
+	e.define("nums", index.Definition{Column: "c", Fields: []index.Field{
+		{Name: "tag", Type: index.TypeString}, {Name: "n", Type: index.TypeInt}}})
+	e.put("a", "c", 1, json.RawMessage(`{"tag":"t","n":9007199254740993.0}`))
+	e.put("b", "c", 1, json.RawMessage(`{"tag":"t","n":1.0000000000000000001}`))
+	e.put("c", "c", 1, json.RawMessage(`{"tag":"t","n":9223372036854775807.0}`))
+	e.synced("nums", index.Query{Where: []index.Cond{eq("tag", "t")}})
+	for _, c := range []struct {
+		n    string
+		want []string
+	}{
+		{"9007199254740992", []string{}},
+		{"9007199254740993", []string{"a"}},
+		{"9.007199254740993e15", []string{"a"}},
+		{"1", []string{}}, // b holds a non-integer: a missing value
+		{"null", []string{"b"}},
+		{"9223372036854775807.0", []string{"c"}},
+		{"9223372036854775807", []string{"c"}},
+	} {
+		res, err := e.manager.Query(bg(), "nums", index.Query{Where: []index.Cond{eq("tag", "t"), {Field: "n", Eq: json.RawMessage(c.n)}}})
+		if err != nil {
+			t.Errorf("n = %s: %v", c.n, err)
+			continue
+		}
+		if got := rows(res); !slices.Equal(got, c.want) {
+			t.Errorf("n = %s returned %v; want %v", c.n, got, c.want)
+		}
+	}
+}
+
+// TestStringBoundOfLongestStoredLength guards a strict bound whose key is
+// exactly cellar.MaxIndexKeyBytes long: a longer value starting with it is
+// stored cut to exactly that key, so the scan must keep keys equal to the
+// bound (and the re-check decide) although the bound itself is not cut.
+func TestStringBoundOfLongestStoredLength(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		e := newEnv(t, b, envOpts{})
+		e.define("names", index.Definition{Column: "c", Fields: []index.Field{
+			{Name: "tag", Type: index.TypeString}, {Name: "name", Type: index.TypeString}}})
+		a := strings.Repeat("a", cellar.MaxIndexKeyBytes-1) // its key is MaxIndexKeyBytes long
+		// Rows sharing a cut key are ordered by row key: name them in
+		// their values' order.
+		e.put("r1", "c", 1, map[string]any{"tag": "t", "name": a})
+		e.put("r2", "c", 1, map[string]any{"tag": "t", "name": a + "b"})
+		e.synced("names", index.Query{Where: []index.Cond{eq("tag", "t")}})
+		for _, c := range []struct {
+			what string
+			cond index.Cond
+			want []string
+		}{
+			{"> a", index.Cond{Field: "name", Gt: raw(a)}, []string{"r2"}},
+			{">= a", index.Cond{Field: "name", Gte: raw(a)}, []string{"r1", "r2"}},
+			{"< a", index.Cond{Field: "name", Lt: raw(a)}, []string{}},
+			{"<= a", index.Cond{Field: "name", Lte: raw(a)}, []string{"r1"}},
+			{"< a+b", index.Cond{Field: "name", Lt: raw(a + "b")}, []string{"r1"}},
+			{"= a", eq("name", a), []string{"r1"}},
+		} {
+			for _, desc := range []bool{false, true} {
+				res := e.query("names", index.Query{Where: []index.Cond{eq("tag", "t"), c.cond}, Desc: desc})
+				want := slices.Clone(c.want)
+				if desc {
+					slices.Reverse(want)
+				}
+				if got := rows(res); !slices.Equal(got, want) {
+					t.Errorf("name %s (a: 511 a's), desc %v = %v; want %v", c.what, desc, got, want)
+				}
+			}
+		}
+	})
+}
+
+// TestStaleEntryAtSamePosition guards paging past a row's stale entries
+// that share the position (order field's key, row key) of its fresh one,
+// as a crash between steps 4 and 5 of maintenance leaves them: a scan
+// round or page ending on one of them must not skip the row, which used
+// to happen when only the fresh entry itself could confirm it.
+func TestStaleEntryAtSamePosition(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		e := newEnv(t, b, envOpts{})
+		ix := e.define("ix", usersByCity)
+		e.put("u0", "profile", 1, user("paris", 29, 1))
+		e.put("u1", "profile", 1, user("paris", 30, 9))
+		e.put("u2", "profile", 1, user("paris", 31, 1))
+		e.synced("ix", index.Query{Where: []index.Cond{eq("city", "paris")}})
+		locs, err := e.cells.IndexRow(bg(), "ix", ix.Generation, "u1")
+		if err != nil || len(locs) != 1 {
+			t.Fatalf("IndexRow(u1) = %v, %v", locs, err)
+		}
+		// Leftovers of u1: same city and age, other scores, on both sides
+		// of the fresh entry's score.
+		for i := 0; i < 8; i++ {
+			stale := locs[0]
+			stale.Keys[2] = []byte{0x01, byte(0x40 + i*0x20), 0, 0, 0, 0, 0, 0, 0}
+			if err := e.cells.PutIndexEntry(bg(), cellar.IndexEntry{Index: "ix", Gen: ix.Generation, Loc: stale, RowKey: "u1", RefKey: 1}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, limit := range []int{1, 2, 100} {
+			for _, desc := range []bool{false, true} {
+				q := index.Query{Where: []index.Cond{eq("city", "paris")}, Order: "age", Desc: desc, Limit: limit}
+				var got []string
+				for page := 0; page < 20; page++ {
+					res := e.query("ix", q)
+					got = append(got, rows(res)...)
+					if res.Cursor == "" {
+						break
+					}
+					q.Cursor = res.Cursor
+				}
+				want := []string{"u0", "u1", "u2"}
+				if desc {
+					slices.Reverse(want)
+				}
+				if !slices.Equal(got, want) {
+					t.Errorf("order age desc %v, limit %d, paged: %v; want %v", desc, limit, got, want)
+				}
+			}
+		}
+	})
+}
+
+// TestCursorOnlyIfMore guards that a page carries a cursor only when
+// entries may follow it: a full page holding the last match has none,
+// even when stale entries come after it in the same scan.
+func TestCursorOnlyIfMore(t *testing.T) {
+	e := newEnv(t, backends[0], envOpts{})
+	ix := e.define("ix", usersByCity)
+	e.put("u1", "profile", 1, user("paris", 30, 1))
+	e.put("u2", "profile", 1, user("paris", 31, 1))
+	paris := []index.Cond{eq("city", "paris")}
+	res := e.synced("ix", index.Query{Where: paris, Limit: 2})
+	if got := rows(res); !slices.Equal(got, []string{"u1", "u2"}) || res.Cursor != "" {
+		t.Errorf("limit 2 over 2 rows = %v, cursor %q; want both, no cursor", got, res.Cursor)
+	}
+	res = e.query("ix", index.Query{Where: paris, Limit: 1})
+	if got := rows(res); !slices.Equal(got, []string{"u1"}) || res.Cursor == "" {
+		t.Fatalf("limit 1 over 2 rows = %v, cursor %q; want u1 and a cursor", got, res.Cursor)
+	}
+	res = e.query("ix", index.Query{Where: paris, Limit: 1, Cursor: res.Cursor})
+	if got := rows(res); !slices.Equal(got, []string{"u2"}) || res.Cursor != "" {
+		t.Errorf("second page = %v, cursor %q; want u2, no cursor", got, res.Cursor)
+	}
+	// A stale entry after the last match is re-checked with the page.
+	locs, err := e.cells.IndexRow(bg(), "ix", ix.Generation, "u2")
+	if err != nil || len(locs) != 1 {
+		t.Fatalf("IndexRow(u2) = %v, %v", locs, err)
+	}
+	stale := locs[0]
+	stale.Keys[1] = append([]byte{0x01}, 0x80, 0, 0, 0, 0, 0, 0, 99) // age 99
+	if err := e.cells.PutIndexEntry(bg(), cellar.IndexEntry{Index: "ix", Gen: ix.Generation, Loc: stale, RowKey: "ghost", RefKey: 1}); err != nil {
+		t.Fatal(err)
+	}
+	res = e.query("ix", index.Query{Where: paris, Limit: 2})
+	if got := rows(res); !slices.Equal(got, []string{"u1", "u2"}) || res.Cursor != "" {
+		t.Errorf("limit 2 over 2 rows and a stale entry = %v, cursor %q; want both, no cursor", got, res.Cursor)
+	}
 }

@@ -1,15 +1,18 @@
 package index_test
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/cellar-db/cellar"
 	"github.com/cellar-db/cellar/internal/index"
+	"github.com/cellar-db/cellar/internal/sqlstore"
 )
 
 // TestBackfill defines an index over cells written before it and checks
@@ -148,6 +151,116 @@ func TestDefineAndDelete(t *testing.T) {
 			t.Errorf("re-created index (generation %d): %+v", ix.Generation, res.Entries)
 		}
 	})
+}
+
+// TestDeleteSeenByOtherServer guards what another server (a Manager over
+// the same nodes, with the default refresh) promises about a delete and a
+// re-create made through the first: it stops answering the deleted index
+// within its refresh, and once it has, answers the re-created one at once
+// (it used to refuse it, from its cache, until the next refresh).
+func TestDeleteSeenByOtherServer(t *testing.T) {
+	e := newEnv(t, backends[0], envOpts{})
+	e.define("ix", usersByCity)
+	e.put("u1", "profile", 1, user("paris", 30, 1))
+	e.synced("ix", index.Query{Where: []index.Cond{eq("city", "paris")}})
+
+	other, err := index.New(index.Options{Cells: e.cells, Entries: e.cells, Records: e.meta, Triggers: e.engine, ShardCount: testShards, Workers: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other.Start()
+	t.Cleanup(func() { other.Close() })
+	paris := index.Query{Where: []index.Cond{eq("city", "paris")}}
+	if _, err := other.Query(bg(), "ix", paris); err != nil {
+		t.Fatalf("query on the other server: %v", err)
+	}
+
+	if err := e.manager.Delete(bg(), "ix"); err != nil {
+		t.Fatal(err)
+	}
+	deleted := time.Now()
+	waitUntil(t, "the other server to stop answering the deleted index", func() bool {
+		_, err := other.Query(bg(), "ix", paris)
+		return errors.Is(err, cellar.ErrNotFound)
+	})
+	if d := time.Since(deleted); d > 3*index.DefaultRefresh {
+		t.Errorf("the other server answered the deleted index for %s; want within its refresh (%s)", d, index.DefaultRefresh)
+	}
+	// Re-created at once with another shard field: the other server
+	// answers it before its next refresh.
+	e.define("ix", index.Definition{Column: "profile", Fields: []index.Field{{Name: "name", Type: index.TypeString}}})
+	if _, err := other.Query(bg(), "ix", index.Query{Where: []index.Cond{eq("name", "paris-30")}}); err != nil {
+		t.Errorf("query of the re-created index (shard field name) on the other server: %v", err)
+	}
+}
+
+// TestRefreshKeepsNewerRecord guards the cache against a refresh that
+// read the records before a Delete made in the same process and stored
+// them after it: the refresh used to bring the deleted index back to life
+// until the next one.
+func TestRefreshKeepsNewerRecord(t *testing.T) {
+	e := newEnv(t, backends[0], envOpts{noStart: true})
+	recs := &gatedRecords{Store: e.meta}
+	m, err := index.New(index.Options{Cells: e.cells, Entries: e.cells, Records: recs, Triggers: e.engine, ShardCount: testShards,
+		Workers: 1, Refresh: 5 * time.Millisecond, RetireAfter: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	if _, _, err := m.Define(bg(), "ix", usersByCity); err != nil {
+		t.Fatal(err)
+	}
+	paris := index.Query{Where: []index.Cond{eq("city", "paris")}}
+	m.Start()
+	// Once ready, a refresh has nothing to write back for ix.
+	waitUntil(t, "ix to be ready", func() bool {
+		ix, err := m.Index(bg(), "ix")
+		return err == nil && ix.State == "ready"
+	})
+	gate := recs.hold()
+	<-gate.read // a refresh has read the records: ix is live
+	if err := m.Delete(bg(), "ix"); err != nil {
+		t.Fatal(err)
+	}
+	next := recs.hold()
+	close(gate.release)
+	<-next.read // the refresh that read them is over
+	_, err = m.Query(bg(), "ix", paris)
+	close(next.release)
+	if !errors.Is(err, cellar.ErrNotFound) {
+		t.Errorf("query after Delete and a refresh that began before it: %v; want not found", err)
+	}
+}
+
+// gatedRecords holds the next IndexRecords call, once armed by hold,
+// after its read: read is closed when it has read, and it returns when
+// release is closed.
+type gatedRecords struct {
+	*sqlstore.Store
+	mu   sync.Mutex
+	gate *recordsGate
+}
+
+type recordsGate struct{ read, release chan struct{} }
+
+func (g *gatedRecords) hold() *recordsGate {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.gate = &recordsGate{read: make(chan struct{}), release: make(chan struct{})}
+	return g.gate
+}
+
+func (g *gatedRecords) IndexRecords(ctx context.Context) ([]sqlstore.IndexRecord, error) {
+	recs, err := g.Store.IndexRecords(ctx)
+	g.mu.Lock()
+	gate := g.gate
+	g.gate = nil
+	g.mu.Unlock()
+	if gate != nil {
+		close(gate.read)
+		<-gate.release
+	}
+	return recs, err
 }
 
 // TestInvalid checks that bad definitions and queries are refused with

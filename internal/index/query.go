@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"slices"
 	"time"
 
 	"github.com/cellar-db/cellar"
@@ -63,7 +64,9 @@ type Entry struct {
 	Fields map[string]json.RawMessage `json:"fields"`
 }
 
-// Result is a page of matches. Cursor is empty when there are no more.
+// Result is a page of matches. Cursor is empty when no more entries
+// match (every entry after the page was read and re-checked); with one,
+// the next page may still be empty.
 type Result struct {
 	Entries []Entry
 	Cursor  string
@@ -220,10 +223,13 @@ func (p *plan) addCond(pos int, f Field, c Cond) error {
 		if err != nil {
 			return nil, nil, err
 		}
-		cut, wasCut := truncKey(k)
-		// A cut key bounds the stored (cut) keys only weakly: keep the
-		// candidates equal to it, and let the re-check decide.
-		return &cellar.IndexBound{Key: k, Inclusive: inclusive}, &cellar.IndexBound{Key: cut, Inclusive: inclusive || wasCut}, nil
+		cut, _ := truncKey(k)
+		// A key of the longest stored length bounds the stored keys only
+		// weakly: a longer value that starts with it (or with the cut
+		// key) is stored as exactly that key. Keep the candidates equal to
+		// it, and let the re-check decide.
+		weak := len(k) >= cellar.MaxIndexKeyBytes
+		return &cellar.IndexBound{Key: k, Inclusive: inclusive}, &cellar.IndexBound{Key: cut, Inclusive: inclusive || weak}, nil
 	}
 	var err error
 	fc, sc := &p.conds[pos], &p.scan.Conds[pos]
@@ -287,12 +293,33 @@ func (p *plan) decodeCursor(s string) (*cellar.IndexPosition, error) {
 	return &c.IndexPosition, nil
 }
 
-func (p *plan) position(e cellar.IndexEntry) cellar.IndexPosition {
-	pos := cellar.IndexPosition{RowKey: e.RowKey}
+// position is the place in the plan's order of an entry of rowKey at loc:
+// the keys of the order fields, then the row key. With an order on one
+// field, a row's entries that differ only in other fields share it.
+func (p *plan) position(loc cellar.IndexLoc, rowKey string) cellar.IndexPosition {
+	pos := cellar.IndexPosition{RowKey: rowKey}
 	for _, i := range p.scan.Order {
-		pos.Keys = append(pos.Keys, e.Loc.Keys[i])
+		pos.Keys = append(pos.Keys, loc.Keys[i])
 	}
 	return pos
+}
+
+func samePosition(a, b cellar.IndexPosition) bool {
+	return a.RowKey == b.RowKey && slices.EqualFunc(a.Keys, b.Keys, bytes.Equal)
+}
+
+// samePlace reports whether a row's entries at a and b have the same
+// position in the plan's order (and shard).
+func (p *plan) samePlace(a, b cellar.IndexLoc) bool {
+	if a.Shard != b.Shard {
+		return false
+	}
+	for _, i := range p.scan.Order {
+		if !bytes.Equal(a.Keys[i], b.Keys[i]) {
+			return false
+		}
+	}
+	return true
 }
 
 // Query returns the entries of index name that q selects, re-checked
@@ -320,10 +347,13 @@ func (m *Manager) Query(ctx context.Context, name string, q Query) (Result, erro
 }
 
 // runQuery reads candidate entries page by page and keeps those that the
-// rows' latest cells confirm.
+// rows' latest cells confirm. A page that fills up carries a cursor only
+// if a further candidate exists: one confirmed among the candidates
+// already read, or unread ones after them.
 func (m *Manager) runQuery(ctx context.Context, def Definition, p *plan) (Result, error) {
 	res := Result{Entries: []Entry{}}
 	after := p.scan.After
+	var last *cellar.IndexPosition // of the last entry returned
 	for round := 0; round < maxRounds; round++ {
 		need := p.limit - len(res.Entries)
 		scan := p.scan
@@ -345,33 +375,61 @@ func (m *Manager) runQuery(ctx context.Context, def Definition, p *plan) (Result
 			if r.Err != nil && !errors.Is(r.Err, cellar.ErrNotFound) {
 				return Result{Entries: []Entry{}}, r.Err
 			}
-			if r.Cell == nil {
-				continue // stale: the row is gone from the column (cannot happen: cells are immutable)
+			out, ok := p.confirm(def, e, r.Cell, m.count)
+			if !ok {
+				continue
 			}
-			vals := extract(r.Cell.Body, def.Fields)
-			ks := keysOf(vals, def.Fields)
-			loc, ok := locOf(ks, def.Fields, m.count)
-			if !ok || !sameLoc(loc, e.Loc) || !p.match(ks) {
-				continue // stale, or a cut key that does not really match
+			pos := p.position(e.Loc, e.RowKey)
+			if last != nil && samePosition(*last, pos) {
+				continue // another entry of the row just returned, at the same place
 			}
-			out := Entry{RowKey: e.RowKey, RefKey: r.Cell.RefKey, Fields: make(map[string]json.RawMessage, len(p.proj))}
-			for _, pos := range p.proj {
-				out.Fields[def.Fields[pos].Name] = vals[pos]
-			}
-			res.Entries = append(res.Entries, out)
 			if len(res.Entries) == p.limit {
-				res.Cursor = p.encodeCursor(p.position(e))
+				res.Cursor = p.encodeCursor(*last) // the page is full, and more follow
 				return res, nil
 			}
+			res.Entries = append(res.Entries, out)
+			last = &pos
 		}
-		last := p.position(cands[len(cands)-1])
-		after = &last
-		if len(cands) < scan.Limit {
+		exhausted := len(cands) < scan.Limit
+		if len(res.Entries) == p.limit {
+			if !exhausted {
+				res.Cursor = p.encodeCursor(*last)
+			}
+			return res, nil
+		}
+		end := p.position(cands[len(cands)-1].Loc, cands[len(cands)-1].RowKey)
+		after = &end
+		if exhausted {
 			return res, nil
 		}
 	}
 	res.Cursor = p.encodeCursor(*after)
 	return res, nil
+}
+
+// confirm re-checks candidate e against the row's latest cell (nil if the
+// row has none) and returns the entry to return for it. It confirms e if
+// the cell satisfies the conditions and puts the row at e's position in
+// the order, not only at e itself: a stale entry of the row and its fresh
+// one can share a position (they differ in a field outside the order),
+// and the engine orders them either way, so a scan round or a page that
+// ends on the stale one must have returned the row already. The caller
+// returns a row once per position.
+func (p *plan) confirm(def Definition, e cellar.IndexEntry, cell *cellar.Cell, shardCount int) (Entry, bool) {
+	if cell == nil {
+		return Entry{}, false // the row is gone from the column (cannot happen: cells are immutable)
+	}
+	vals := extract(cell.Body, def.Fields)
+	ks := keysOf(vals, def.Fields)
+	loc, ok := locOf(ks, def.Fields, shardCount)
+	if !ok || !p.samePlace(loc, e.Loc) || !p.match(ks) {
+		return Entry{}, false // stale, or a cut key that does not really match
+	}
+	out := Entry{RowKey: e.RowKey, RefKey: cell.RefKey, Fields: make(map[string]json.RawMessage, len(p.proj))}
+	for _, pos := range p.proj {
+		out.Fields[def.Fields[pos].Name] = vals[pos]
+	}
+	return out, true
 }
 
 // waitFor waits until the index generation that serves queries has

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"math"
+	"math/big"
 	"regexp"
 	"strconv"
 	"strings"
@@ -138,22 +139,37 @@ func appendInt(b []byte, n int64) []byte {
 }
 
 // parseInt reads a JSON number that is an integer in int64's range,
-// however it is written (3, 3.0, 3e0).
+// however it is written (3, 3.0, 3e0). Literals with a fraction or an
+// exponent are read exactly (float64 would round 9007199254740993.0 to
+// ...992, and 1.0000000000000000001 to 1).
 func parseInt(raw json.RawMessage) (int64, bool) {
 	if !isNumber(raw) {
 		return 0, false
 	}
-	if n, err := strconv.ParseInt(string(raw), 10, 64); err == nil {
+	s := string(raw)
+	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
 		return n, true
 	}
-	f, err := strconv.ParseFloat(string(raw), 64)
-	// float64 holds every integer up to 2^53 exactly; beyond, a literal
-	// with a fraction or exponent that ParseInt refused is only accepted
-	// when it is exactly representable and in range.
-	if err != nil || f != math.Trunc(f) || f < -(1<<63) || f >= 1<<63 {
+	if mant, exp, ok := strings.Cut(strings.ToLower(s), "e"); ok && !smallExponent(exp, len(s)) {
+		// big.Rat would spend time and memory on 10^exp; the value is
+		// then either 0 or not an integer in range.
+		return 0, strings.Trim(mant, "-0.") == ""
+	}
+	var r big.Rat
+	if _, ok := r.SetString(s); !ok || !r.IsInt() || !r.Num().IsInt64() {
 		return 0, false
 	}
-	return int64(f), true
+	return r.Num().Int64(), true
+}
+
+// smallExponent reports whether the exponent exp of a number literal n
+// bytes long could make it a non-zero integer in int64's range. Its
+// digits, read as an integer m with f of them after the point (f < n), give
+// m × 10^(exp-f): exp >= n+19 makes a non-zero one at least 10^19, and
+// exp < -n makes it less than 1 in magnitude.
+func smallExponent(exp string, n int) bool {
+	e, err := strconv.Atoi(exp)
+	return err == nil && e >= -n && e < n+19
 }
 
 // parseFloat reads a JSON number; literals beyond float64's range are
