@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"strings"
 	"time"
+	"unicode"
 
 	"go.yaml.in/yaml/v3"
 
@@ -114,6 +115,10 @@ type CountersConfig struct {
 	// Redis batch) may be held open for more under concurrency (default
 	// 1ms; 0 turns it off). See counter.Options.CommitDelay.
 	CommitDelay time.Duration `yaml:"commit_delay"`
+	// RedisPrefix begins the Redis buffer's keys (default cellar; keys
+	// are PREFIX:ctr:...): one per datastore sharing the Redis nodes, as
+	// cache.redis_prefix.
+	RedisPrefix string `yaml:"redis_prefix"`
 }
 
 // CacheConfig configures the object cache.
@@ -192,7 +197,7 @@ func defaultConfig() *Config {
 		MaxBodyBytes:    cellar.DefaultMaxBodyBytes,
 		LogLevel:        "info",
 		LogFormat:       "text",
-		Counters:        CountersConfig{Mode: "journal", Journal: "counters.journal", FlushInterval: time.Second, CommitDelay: counter.DefaultCommitDelay},
+		Counters:        CountersConfig{Mode: "journal", Journal: "counters.journal", FlushInterval: time.Second, CommitDelay: counter.DefaultCommitDelay, RedisPrefix: counter.DefaultRedisPrefix},
 		Cache:           CacheConfig{MaxStaleness: time.Second, MaxBytes: 64 << 20},
 	}
 }
@@ -424,10 +429,13 @@ func (c *Config) validateRedis() error {
 	for _, d := range []struct {
 		name string
 		v    time.Duration
-	}{{"cache.max_staleness", c.Cache.MaxStaleness}, {"cache.redis_timeout", c.Cache.RedisTimeout}, {"cache.redis_cell_ttl", c.Cache.RedisCellTTL}, {"cache.redis_retry", c.Cache.RedisRetry}} {
+	}{{"cache.max_staleness", c.Cache.MaxStaleness}, {"cache.redis_timeout", c.Cache.RedisTimeout}, {"cache.redis_cell_ttl", c.Cache.RedisCellTTL}, {"cache.redis_retry", c.Cache.RedisRetry}, {"redis.timeout", c.Redis.Timeout}} {
 		if d.v < 0 {
 			return fmt.Errorf("config: %s must not be negative", d.name)
 		}
+	}
+	if p := c.Counters.RedisPrefix; p == "" || strings.ContainsFunc(p, unicode.IsControl) || strings.ContainsAny(p, " {}") {
+		return fmt.Errorf("config: counters.redis_prefix %q must be non-empty, with no spaces, braces or control characters", p)
 	}
 	if (c.Counters.Mode == "redis" || c.Cache.Redis) && len(c.Redis.Nodes) == 0 {
 		return fmt.Errorf("config: counters.mode redis and cache.redis need redis.nodes")
@@ -443,13 +451,20 @@ func (c *Config) validateRedis() error {
 // redisConfig returns the cluster configuration of the redis section.
 func (c *Config) redisConfig() (redis.Config, error) {
 	rc := redis.Config{Shards: c.Shards, Timeout: c.Redis.Timeout}
+	seen := map[string]bool{}
 	for _, n := range c.Redis.Nodes {
 		if n.Name == "" || n.Addr == "" {
 			return rc, fmt.Errorf("config: every redis node needs a name and an addr")
 		}
+		if seen[n.Name] {
+			return rc, fmt.Errorf("config: redis node %q is listed twice", n.Name)
+		}
+		seen[n.Name] = true
 		node := redis.Node{Name: n.Name, Addr: n.Addr, DB: n.DB}
 		if n.PasswordEnv != "" {
-			node.Password = os.Getenv(n.PasswordEnv)
+			if node.Password = os.Getenv(n.PasswordEnv); node.Password == "" {
+				return rc, fmt.Errorf("config: redis node %s: password_env %s is unset or empty", n.Name, n.PasswordEnv)
+			}
 		}
 		rc.Nodes = append(rc.Nodes, node)
 	}

@@ -193,3 +193,26 @@ func TestLogSettingsValidated(t *testing.T) {
 		}
 	}
 }
+
+// Mistakes in the redis section are refused when the config loads, as the
+// same mistakes are elsewhere: a node listed twice, a negative timeout, a
+// password_env naming an unset variable, a counters.redis_prefix that
+// cannot begin keys.
+func TestRedisConfigValidated(t *testing.T) {
+	for _, tt := range []struct{ yaml, want string }{
+		{"redis: {nodes: [{name: r1, addr: '127.0.0.1:1'}, {name: r1, addr: '127.0.0.1:2'}], map: [{node: r1, shards: 0-4095}]}", "twice"},
+		{"redis: {timeout: -1s, nodes: [{name: r1, addr: '127.0.0.1:1'}]}", "redis.timeout"},
+		{"redis: {nodes: [{name: r1, addr: '127.0.0.1:1', password_env: CELLAR_TEST_UNSET_PASSWORD}]}", "CELLAR_TEST_UNSET_PASSWORD"},
+		{"counters: {redis_prefix: ''}", "counters.redis_prefix"},
+		{"counters: {redis_prefix: 'a b'}", "counters.redis_prefix"},
+	} {
+		_, err := loadConfig(writeConfig(t, tt.yaml))
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("config %q: %v; want it refused, naming %q", tt.yaml, err, tt.want)
+		}
+	}
+	cfg, err := loadConfig(writeConfig(t, "counters: {redis_prefix: ds2}"))
+	if err != nil || cfg.Counters.RedisPrefix != "ds2" {
+		t.Errorf("counters.redis_prefix ds2: %+v, %v", cfg.Counters, err)
+	}
+}

@@ -293,7 +293,7 @@ type counterStore interface {
 // openCounters opens the counter buffer the config asks for, in front of
 // the nodes.
 func openCounters(ctx context.Context, cfg *Config, nodes cellar.CounterNode, cluster *redis.Cluster, log *slog.Logger) (counterStore, error) {
-	opts := counter.Options{FlushInterval: cfg.Counters.FlushInterval, CommitDelay: cfg.Counters.CommitDelay, Logger: log}
+	opts := counter.Options{FlushInterval: cfg.Counters.FlushInterval, CommitDelay: cfg.Counters.CommitDelay, RedisPrefix: cfg.Counters.RedisPrefix, Logger: log}
 	if opts.CommitDelay == 0 {
 		opts.CommitDelay = -1 // off, as configured
 	}

@@ -41,6 +41,7 @@ const (
 	DefaultLease         = time.Minute
 	DefaultMaxGroup      = 1024
 	DefaultCommitDelay   = time.Millisecond
+	DefaultRedisPrefix   = "cellar"
 )
 
 // Options configure a buffer.
@@ -72,6 +73,11 @@ type Options struct {
 	// of one there is no wait. 0 means DefaultCommitDelay; a negative
 	// value turns it off.
 	CommitDelay time.Duration
+	// RedisPrefix (Redis mode) begins every Redis key of the buffer, as
+	// RedisPrefix + ":ctr:" (default DefaultRedisPrefix). Datastores that
+	// share Redis nodes need one each: a flush takes every delta buffered
+	// under its prefix on a node.
+	RedisPrefix string
 	// Clock drives the flush interval and leases (default the system
 	// clock).
 	Clock Clock
@@ -102,6 +108,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.CommitDelay == 0 {
 		o.CommitDelay = DefaultCommitDelay
+	}
+	if o.RedisPrefix == "" {
+		o.RedisPrefix = DefaultRedisPrefix
 	}
 	if o.Clock == nil {
 		o.Clock = systemClock{}

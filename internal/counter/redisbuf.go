@@ -37,6 +37,7 @@ type RedisBuffer struct {
 	opts    Options
 	log     *slog.Logger
 	owner   string // this process, in flush records
+	keys    keyspace
 	stats   stats
 
 	batchers map[string]*batcher // by node; fixed after OpenRedis
@@ -77,6 +78,7 @@ func OpenRedis(ctx context.Context, cluster *redis.Cluster, node cellar.CounterN
 		opts:    opts,
 		log:     opts.Logger,
 		owner:   newFlushID("p-"),
+		keys:    newKeyspace(opts.RedisPrefix),
 		stuck:   make(map[string]string),
 	}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
@@ -154,8 +156,8 @@ func (b *RedisBuffer) batchLoop(bt *batcher) {
 // before it are dropped, and told so: nothing they were not told about is
 // sent.
 func (b *RedisBuffer) runBatch(bt *batcher, calls []*incrCall) {
-	args := make([]any, 1, 1+5*len(calls))
-	args[0] = genSeed()
+	args := make([]any, 2, 2+5*len(calls))
+	args[0], args[1] = genSeed(), string(b.keys)
 	live := calls[:0:0]
 	for _, c := range calls {
 		if err := c.ctx.Err(); err != nil {
@@ -169,7 +171,7 @@ func (b *RedisBuffer) runBatch(bt *batcher, calls []*incrCall) {
 	if len(live) == 0 {
 		return
 	}
-	res, err := incrScript.Run(b.ctx, bt.cl, []string{pendingKey, scratchKey}, args...).Slice()
+	res, err := incrScript.Run(b.ctx, bt.cl, []string{b.keys.pending(), b.keys.scratch()}, args...).Slice()
 	if err == nil && len(res) != len(live) {
 		err = fmt.Errorf("increment script returned %d answers for %d increments", len(res), len(live))
 	}
@@ -201,8 +203,6 @@ func answer(v any) ([]string, error) {
 	}
 	return out, nil
 }
-
-func flushRecordKey(id string) string { return keyPrefix + "flush:" + id }
 
 // genSeed is a random starting gen (52 bits, so that Lua, were it ever to
 // parse it, would keep it exact).
@@ -268,6 +268,13 @@ func nodeError(name string, err error) error {
 				return cellar.Unavailable(err, "redis node %s is unavailable", name)
 			}
 		}
+		// Refusals of the connection's setup: the node is as unusable as
+		// one that is down, until its config (password, db) is mended.
+		for _, setup := range []string{"NOAUTH", "WRONGPASS", "NOPERM", "ERR DB index", "ERR invalid password", "ERR AUTH"} {
+			if strings.HasPrefix(msg, setup) {
+				return cellar.Unavailable(err, "redis node %s refuses cellar's connection: check its db and password in the config", name)
+			}
+		}
 		return cellar.Internal(err, "redis node %s", name)
 	}
 	var nerr net.Error
@@ -305,7 +312,7 @@ func (b *RedisBuffer) BatchCounters(ctx context.Context, keys []string) []cellar
 		name, cl := b.cluster.Node(s)
 		bt := byNode[name]
 		if bt == nil {
-			bt = &batch{cl: cl}
+			bt = &batch{cl: cl, args: []any{string(b.keys)}}
 			byNode[name] = bt
 		}
 		bt.idx = append(bt.idx, i)
@@ -318,7 +325,7 @@ func (b *RedisBuffer) BatchCounters(ctx context.Context, keys []string) []cellar
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			vals, err := readScript.Run(ctx, bt.cl, []string{scratchKey}, bt.args...).StringSlice()
+			vals, err := readScript.Run(ctx, bt.cl, []string{b.keys.scratch()}, bt.args...).StringSlice()
 			if err == nil && len(vals) != len(bt.idx) {
 				err = fmt.Errorf("read script returned %d values for %d keys", len(vals), len(bt.idx))
 			}
@@ -405,7 +412,7 @@ func (b *RedisBuffer) flushNode(ctx context.Context, name string, cl *goredis.Cl
 		}
 	}
 	now := b.opts.Clock.Now().UnixMilli()
-	expired, err := cl.ZRangeArgs(ctx, goredis.ZRangeArgs{Key: flushesKey, Start: "-inf", Stop: now, ByScore: true, Count: 100}).Result()
+	expired, err := cl.ZRangeArgs(ctx, goredis.ZRangeArgs{Key: b.keys.flushes(), Start: "-inf", Stop: now, ByScore: true, Count: 100}).Result()
 	if err != nil {
 		return "", nodeError(name, err)
 	}
@@ -416,7 +423,7 @@ func (b *RedisBuffer) flushNode(ctx context.Context, name string, cl *goredis.Cl
 	}
 	id := newFlushID("r-")
 	deadline := b.opts.Clock.Now().Add(b.opts.Lease).UnixMilli()
-	shards, err := beginScript.Run(ctx, cl, []string{pendingKey, flushesKey, flushRecordKey(id)}, id, deadline, b.owner).StringSlice()
+	shards, err := beginScript.Run(ctx, cl, []string{b.keys.pending(), b.keys.flushes(), b.keys.flushRecord(id)}, id, deadline, b.owner, string(b.keys)).StringSlice()
 	if err != nil {
 		// It may have begun nonetheless: resume it next round (if it did
 		// not, there is nothing to claim).
@@ -436,7 +443,7 @@ func (b *RedisBuffer) flushNode(ctx context.Context, name string, cl *goredis.Cl
 // owner, is left alone.
 func (b *RedisBuffer) resume(ctx context.Context, name string, cl *goredis.Client, id string) error {
 	now := b.opts.Clock.Now()
-	shards, err := claimScript.Run(ctx, cl, []string{flushesKey, flushRecordKey(id)},
+	shards, err := claimScript.Run(ctx, cl, []string{b.keys.flushes(), b.keys.flushRecord(id)},
 		id, now.UnixMilli(), now.Add(b.opts.Lease).UnixMilli(), b.owner).Text()
 	if errors.Is(err, goredis.Nil) {
 		return nil
@@ -450,10 +457,10 @@ func (b *RedisBuffer) resume(ctx context.Context, name string, cl *goredis.Clien
 // run applies flush id of shards to the storage node and finishes it.
 func (b *RedisBuffer) run(ctx context.Context, name string, cl *goredis.Client, id string, shards []string) error {
 	pipe := cl.Pipeline()
-	meta := pipe.HGetAll(ctx, flushRecordKey(id))
+	meta := pipe.HGetAll(ctx, b.keys.flushRecord(id))
 	parts := make([]*goredis.MapStringStringCmd, len(shards))
 	for i, s := range shards {
-		parts[i] = pipe.HGetAll(ctx, keyPrefix+"{"+s+"}:flush:"+id)
+		parts[i] = pipe.HGetAll(ctx, b.keys.shardFlush(s, id))
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return nodeError(name, err)
@@ -483,7 +490,7 @@ func (b *RedisBuffer) run(ctx context.Context, name string, cl *goredis.Client, 
 			fields = append(fields, "rej:"+k, d)
 			b.log.Error("counter delta set aside: it would overflow the counter", "key", k, "delta", d, "durable", durable[k], "flush", id)
 		}
-		if err := cl.HSet(ctx, flushRecordKey(id), fields...).Err(); err != nil {
+		if err := cl.HSet(ctx, b.keys.flushRecord(id), fields...).Err(); err != nil {
 			return nodeError(name, err)
 		}
 		b.stats.rejected.Add(int64(len(bad)))
@@ -492,7 +499,7 @@ func (b *RedisBuffer) run(ctx context.Context, name string, cl *goredis.Client, 
 	if err != nil {
 		return err
 	}
-	if err := finishScript.Run(ctx, cl, []string{flushesKey, flushRecordKey(id), rejectedKey}, id, genSeed()).Err(); err != nil {
+	if err := finishScript.Run(ctx, cl, []string{b.keys.flushes(), b.keys.flushRecord(id), b.keys.rejected()}, id, genSeed(), string(b.keys)).Err(); err != nil {
 		return fmt.Errorf("flush %s is applied but not finished: %w", id, nodeError(name, err))
 	}
 	b.stats.flushed(n)

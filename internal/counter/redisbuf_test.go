@@ -292,7 +292,7 @@ func TestRedisOverflow(t *testing.T) {
 		t.Errorf("Stats = %+v; want 1 rejected delta", st)
 	}
 	_, cl := c.Node(0)
-	rej, err := cl.LRange(context.Background(), rejectedKey, 0, -1).Result()
+	rej, err := cl.LRange(context.Background(), newKeyspace(DefaultRedisPrefix).rejected(), 0, -1).Result()
 	if err != nil || len(rej) != 1 {
 		t.Errorf("rejected list = %q, %v; want one entry", rej, err)
 	}
@@ -388,7 +388,7 @@ func TestRedisDeadOwner(t *testing.T) {
 		t.Errorf("node saw %d duplicate flushes; want 1 (the dead owner's, finished by the other)", dup)
 	}
 	_, cl := c.Node(0)
-	if n, err := cl.ZCard(context.Background(), flushesKey).Result(); err != nil || n != 0 {
+	if n, err := cl.ZCard(context.Background(), newKeyspace(DefaultRedisPrefix).flushes()).Result(); err != nil || n != 0 {
 		t.Errorf("%d flushes still recorded (%v); want 0", n, err)
 	}
 }
@@ -506,7 +506,9 @@ func TestRedisIncrBatchAsIfAlone(t *testing.T) {
 	ctx := context.Background()
 	const maxS = "9223372036854775807"
 	// shardKey is a per-shard key of the layout in scripts.go.
-	shardKey := func(shard int, name string) string { return fmt.Sprintf("%s{%d}:%s", keyPrefix, shard, name) }
+	shardKey := func(shard int, name string) string {
+		return fmt.Sprintf("%s{%d}:%s", newKeyspace(DefaultRedisPrefix), shard, name)
+	}
 	setup := func() {
 		t.Helper()
 		for _, c := range [][]any{
@@ -548,7 +550,7 @@ func TestRedisIncrBatchAsIfAlone(t *testing.T) {
 		{"q", "1", "4", "50", "9"},
 	}
 	args := func(its [][5]string) []any {
-		a := []any{"9"} // the gen seed
+		a := []any{"9", string(newKeyspace(DefaultRedisPrefix))} // the gen seed, P
 		for _, it := range its {
 			for _, v := range it {
 				a = append(a, v)
@@ -559,7 +561,7 @@ func TestRedisIncrBatchAsIfAlone(t *testing.T) {
 	state := func() map[string]any {
 		t.Helper()
 		st := map[string]any{}
-		keys, err := cl.Keys(ctx, keyPrefix+"*").Result()
+		keys, err := cl.Keys(ctx, string(newKeyspace(DefaultRedisPrefix))+"*").Result()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -578,7 +580,7 @@ func TestRedisIncrBatchAsIfAlone(t *testing.T) {
 	}
 	run := func(its [][5]string) []any {
 		t.Helper()
-		res, err := incrScript.Run(ctx, cl, []string{pendingKey, scratchKey}, args(its)...).Slice()
+		res, err := incrScript.Run(ctx, cl, []string{newKeyspace(DefaultRedisPrefix).pending(), newKeyspace(DefaultRedisPrefix).scratch()}, args(its)...).Slice()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -632,4 +634,70 @@ func TestRedisRefusingWrites(t *testing.T) {
 	wantCounter(t, b, "k", 1)
 	incr(t, b, "k", 1, 2)
 	incr(t, b, "new", 1, 1)
+}
+
+// Datastores sharing a Redis node keep their counters apart by prefix: a
+// flush by one takes only its own deltas, and reads see only its own.
+// Before the prefix existed, datastore Y's flush applied X's increments
+// to Y's storage node.
+func TestRedisPrefixSeparatesDatastores(t *testing.T) {
+	srv := dbtest.Redis(t)
+	nodeX, nodeY := countertest.New(), countertest.New()
+	optsX, optsY := testOptions(newFakeClock()), testOptions(newFakeClock())
+	optsY.RedisPrefix = "datastore-y"
+	bx := openRedisBuffer(t, openCluster(t, srv), nodeX, optsX)
+	by := openRedisBuffer(t, openCluster(t, srv), nodeY, optsY)
+	ctx := context.Background()
+	incr(t, bx, "views", 5, 5)
+	incr(t, by, "views", 2, 2)
+	if err := by.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := nodeY.Value("views"); got != 2 {
+		t.Errorf("Y's node holds views=%d after Y's flush; want Y's own 2", got)
+	}
+	if err := bx.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := nodeX.Value("views"); got != 5 {
+		t.Errorf("X's node holds views=%d; want the 5 acknowledged in X", got)
+	}
+	if v, err := by.Counter(ctx, "views"); err != nil || v != 2 {
+		t.Errorf("Y reads views = %d, %v; want 2", v, err)
+	}
+	cl := goredis.NewClient(&goredis.Options{Addr: srv.Addr()})
+	defer cl.Close()
+	for _, pattern := range []string{"cellar:ctr:*", "datastore-y:ctr:*"} {
+		if keys, err := cl.Keys(ctx, pattern).Result(); err != nil || len(keys) == 0 {
+			t.Errorf("keys %s: %v, %v; want some (the default prefix is cellar, as before)", pattern, keys, err)
+		}
+	}
+}
+
+// A Redis node that refuses the connection's setup (here a db beyond the
+// server's databases; a wrong password is refused the same way, with
+// WRONGPASS) is as unusable as one that is down: its counters fail
+// unavailable (503), not internal.
+func TestRedisNodeRefusingSetup(t *testing.T) {
+	srv := dbtest.Redis(t)
+	for _, node := range []redis.Node{
+		{Name: "redis-1", Addr: srv.Addr(), DB: 99},
+	} {
+		c, err := redis.Open(redis.Config{Shards: testShards, Timeout: 500 * time.Millisecond, Nodes: []redis.Node{node},
+			Map: []cellar.Assignment{{Node: "redis-1", ShardRange: cellar.ShardRange{First: 0, Last: testShards - 1}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := openRedisBuffer(t, c, countertest.New(), testOptions(newFakeClock()))
+		_, err = b.Incr(context.Background(), "k", 1)
+		if code := cellar.ErrorCode(err); code != cellar.EUNAVAILABLE {
+			t.Errorf("db %d, password %q: Incr = %v (%s); want unavailable", node.DB, node.Password, err, code)
+		}
+		_, err = b.Counter(context.Background(), "k")
+		if code := cellar.ErrorCode(err); code != cellar.EUNAVAILABLE {
+			t.Errorf("db %d, password %q: Counter = %v (%s); want unavailable", node.DB, node.Password, err, code)
+		}
+		b.Close()
+		c.Close()
+	}
 }

@@ -2,23 +2,23 @@ package counter
 
 import goredis "github.com/redis/go-redis/v9"
 
-// The Redis layout (docs/COUNTERS.md). Per logical shard s, on the node
-// that holds s:
+// The Redis layout (docs/COUNTERS.md). P is Options.RedisPrefix + ":ctr:"
+// ("cellar:ctr:" by default). Per logical shard s, on the node that holds s:
 //
-//	cellar:ctr:{s}:durable      hash key -> the node's durable value, for keys in use
-//	cellar:ctr:{s}:deltas       hash key -> increments not yet in a flush
-//	cellar:ctr:{s}:flush:<id>   hash key -> delta, the deltas of flush <id>
-//	cellar:ctr:{s}:flushing     set of the flush IDs holding deltas of s
-//	cellar:ctr:{s}:gen          bumped whenever a flush of s finishes
+//	P{s}:durable      hash key -> the node's durable value, for keys in use
+//	P{s}:deltas       hash key -> increments not yet in a flush
+//	P{s}:flush:<id>   hash key -> delta, the deltas of flush <id>
+//	P{s}:flushing     set of the flush IDs holding deltas of s
+//	P{s}:gen          bumped whenever a flush of s finishes
 //
 // Per node:
 //
-//	cellar:ctr:pending          set of shards with a deltas hash
-//	cellar:ctr:flushes          sorted set: flush ID -> lease deadline (Unix ms)
-//	cellar:ctr:flush:<id>       hash: shards (comma-separated), owner,
-//	                            rej:<key> -> delta for deltas set aside
-//	cellar:ctr:rejected         list of deltas set aside (JSON)
-//	cellar:ctr:scratch          scratch space for exact 64-bit sums
+//	Ppending          set of shards with a deltas hash
+//	Pflushes          sorted set: flush ID -> lease deadline (Unix ms)
+//	Pflush:<id>       hash: shards (comma-separated), owner,
+//	                  rej:<key> -> delta for deltas set aside
+//	Prejected         list of deltas set aside (JSON)
+//	Pscratch          scratch space for exact 64-bit sums
 //
 // Invariant: a key has a durable entry whenever a flush in progress holds
 // a delta of it. So a key without one has nothing in flight, and a value
@@ -30,17 +30,25 @@ import goredis "github.com/redis/go-redis/v9"
 // made with HINCRBY on the scratch hash, which is exact and refuses to
 // overflow.
 //
-// The scripts reach keys built from the shard number besides their KEYS;
-// that is fine on the standalone servers cellar uses (each named node is
-// one server, not a Redis Cluster).
+// The scripts reach keys built from P and the shard number besides their
+// KEYS (P comes as an argument); that is fine on the standalone servers
+// cellar uses (each named node is one server, not a Redis Cluster).
 
-const (
-	keyPrefix   = "cellar:ctr:"
-	pendingKey  = keyPrefix + "pending"
-	flushesKey  = keyPrefix + "flushes"
-	rejectedKey = keyPrefix + "rejected"
-	scratchKey  = keyPrefix + "scratch"
-)
+// keyspace names the buffer's Redis keys under its prefix.
+type keyspace string
+
+func newKeyspace(redisPrefix string) keyspace { return keyspace(redisPrefix + ":ctr:") }
+
+func (k keyspace) pending() string  { return string(k) + "pending" }
+func (k keyspace) flushes() string  { return string(k) + "flushes" }
+func (k keyspace) rejected() string { return string(k) + "rejected" }
+func (k keyspace) scratch() string  { return string(k) + "scratch" }
+
+// flushRecord is flush id's record.
+func (k keyspace) flushRecord(id string) string { return string(k) + "flush:" + id }
+
+// shardFlush is flush id's deltas of shard s.
+func (k keyspace) shardFlush(s, id string) string { return string(k) + "{" + s + "}:flush:" + id }
 
 // luaTotal defines total(vals, scratch): the exact sum of the decimal
 // strings in vals (false entries, for missing fields, count as nothing) as
@@ -89,14 +97,14 @@ end
 // random number, so that a restarted (emptied) server does not repeat gens
 // a caller may have seen.
 //
-// KEYS: pending, scratch. ARGV: seed, then per item key, by, shard,
+// KEYS: pending, scratch. ARGV: seed, P, then per item key, by, shard,
 // loaded (or ""), gen. Answers one {"ok", value}, {"overflow"} or {"load",
 // gen} per item.
 var incrScript = goredis.NewScript(luaTotal + `
 local out = {}
-for i = 2, #ARGV, 5 do
+for i = 3, #ARGV, 5 do
   local key, by, shard = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local p = 'cellar:ctr:{' .. shard .. '}:'
+  local p = ARGV[2] .. '{' .. shard .. '}:'
   local durable, deltas = p .. 'durable', p .. 'deltas'
   local d = redis.call('HGET', durable, key)
   local loaded = false
@@ -158,11 +166,11 @@ return out
 // for a key without a durable entry (nothing of it is buffered here: the
 // node's value is the answer), "!" if the sum is out of range.
 //
-// KEYS: scratch.
+// KEYS: scratch. ARGV: P, then the pairs.
 var readScript = goredis.NewScript(luaTotal + `
 local out = {}
-for i = 1, #ARGV, 2 do
-  local p = 'cellar:ctr:{' .. ARGV[i] .. '}:'
+for i = 2, #ARGV, 2 do
+  local p = ARGV[1] .. '{' .. ARGV[i] .. '}:'
   local k = ARGV[i + 1]
   local d = redis.call('HGET', p .. 'durable', k)
   if not d then
@@ -185,11 +193,11 @@ return out
 // It records the flush with owner ARGV[3] and lease deadline ARGV[2], and
 // returns the shards taken.
 //
-// KEYS: pending, flushes, the flush's record.
+// KEYS: pending, flushes, the flush's record. ARGV: id, deadline, owner, P.
 var beginScript = goredis.NewScript(`
 local taken = {}
 for _, s in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  local p = 'cellar:ctr:{' .. s .. '}:'
+  local p = ARGV[4] .. '{' .. s .. '}:'
   if redis.call('EXISTS', p .. 'deltas') == 1 then
     redis.call('RENAME', p .. 'deltas', p .. 'flush:' .. ARGV[1])
     redis.call('SADD', p .. 'flushing', ARGV[1])
@@ -235,7 +243,7 @@ return m[1]
 // record are deleted. gen is bumped for each of its shards (seeded with
 // ARGV[2] if the server lost it). Finishing a finished flush does nothing.
 //
-// KEYS: flushes, the flush's record, rejected.
+// KEYS: flushes, the flush's record, rejected. ARGV: id, seed, P.
 var finishScript = goredis.NewScript(`
 local id = ARGV[1]
 local shards = redis.call('HGET', KEYS[2], 'shards')
@@ -251,7 +259,7 @@ for i = 1, #meta, 2 do
   end
 end
 for s in string.gmatch(shards, '[^,]+') do
-  local p = 'cellar:ctr:{' .. s .. '}:'
+  local p = ARGV[3] .. '{' .. s .. '}:'
   local fk = p .. 'flush:' .. id
   redis.call('SREM', p .. 'flushing', id)
   local others = redis.call('SMEMBERS', p .. 'flushing')
