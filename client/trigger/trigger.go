@@ -141,7 +141,7 @@ func (w *worker) loop(ctx context.Context) error {
 func (w *worker) batch(ctx context.Context, cl client.TriggerClaim) error {
 	lease := *cl.Lease
 	renewAt := time.Now().Add(time.Until(lease.ExpiresAt) / 2)
-	var done int64 // added_id of the last cell handled and not acked
+	var done, acked int64 // added_ids of the last cell handled, and acked
 	for _, cell := range cl.Cells {
 		if ctx.Err() != nil {
 			break
@@ -156,14 +156,17 @@ func (w *worker) batch(ctx context.Context, cl client.TriggerClaim) error {
 			return w.settled(ctx, lease, nerr)
 		}
 		done = cell.AddedID
-		if !cl.Replay && time.Now().After(renewAt) {
+		if time.Now().After(renewAt) {
 			if err := w.c.AckTrigger(ctx, w.name, lease.Token, lease.Shard, done); err != nil {
 				return w.settled(ctx, lease, err)
 			}
+			acked = done
 			renewAt = time.Now().Add(time.Until(lease.ExpiresAt) / 2)
 		}
 	}
-	if done == 0 {
+	if done == acked {
+		// Nothing handled since the last ack. (Acking a replayed cell
+		// again is refused once a reset put it above the offset.)
 		return nil
 	}
 	err := w.c.AckTrigger(context.WithoutCancel(ctx), w.name, lease.Token, lease.Shard, done)

@@ -130,7 +130,7 @@ func (r *runner) triggersStatus(args []string) error {
 		}
 		retry := "-"
 		if s.RetryAddedID != 0 {
-			retry = fmt.Sprintf("cell %d, %d attempts: %s", s.RetryAddedID, s.Attempts, s.LastError)
+			retry = fmt.Sprintf("cell %d, %d attempts: %s", s.RetryAddedID, s.Attempts, quoteField(s.LastError))
 		}
 		fmt.Fprintf(tw, "%d\t%d\t%d\t%d\t%.3f\t%s\t%d\t%s\n", s.Shard, s.Offset, s.Head, s.LagCells, s.LagSeconds, owner, s.Parked, retry)
 	}

@@ -73,3 +73,37 @@ func TestCLITriggers(t *testing.T) {
 	contains(run(1, "status", "nope"), "not_found")
 	contains(run(2, "frobnicate"), "unknown action")
 }
+
+// TestCLITriggersStatusQuotesLastError guards that `triggers status`
+// quotes a retry's last error, as it quotes owners: an error with a
+// newline must not make table rows of its own.
+func TestCLITriggersStatusQuotesLastError(t *testing.T) {
+	s, e := newTriggerCLIServer(t)
+	ctx := context.Background()
+	if _, _, err := e.Define(ctx, "mail", trigger.Definition{Columns: []string{"a"}}); err != nil {
+		t.Fatal(err)
+	}
+	cell, _, err := s.store.Put(ctx, cellar.NewCell{Key: cellar.Key{RowKey: "r", Column: "a", RefKey: 1}, Body: []byte(`{}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := e.Claim(ctx, "mail", "w", 10, 0)
+	if err != nil || c.Lease == nil {
+		t.Fatalf("Claim = %+v, %v", c, err)
+	}
+	if _, err := e.Nack(ctx, "mail", c.Lease.Token, cell.Shard, cell.AddedID, "smtp down\n99 0 0 0 0.000 evil 0 -"); err != nil {
+		t.Fatal(err)
+	}
+	stdout, stderr, code := runCLI(t, ctx, "", "triggers", "status", "--addr", s.addr, "mail")
+	if code != 0 {
+		t.Fatalf("status: exit %d: %s", code, stderr)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(stdout), "\n") {
+		if strings.HasPrefix(line, "99 ") {
+			t.Fatalf("a retry's last_error made a row of its own in the status table:\n%s", stdout)
+		}
+	}
+	if !strings.Contains(stdout, `"smtp down\n99 0 0 0 0.000 evil 0 -"`) {
+		t.Fatalf("status lacks the quoted error:\n%s", stdout)
+	}
+}

@@ -49,16 +49,25 @@ func triggerName(r *http.Request) (string, error) {
 	return name, trigger.ValidateName(name)
 }
 
+// consumedTriggerName is triggerName for the routes that define or
+// consume a trigger: cellar's own triggers (index maintenance) are
+// consumed inside cellar, and an outside consumer's claims and acks would
+// take their cells from it.
+func consumedTriggerName(r *http.Request) (string, error) {
+	name, err := triggerName(r)
+	if err == nil && strings.HasPrefix(name, "_") {
+		err = cellar.Errorf(cellar.EINVALID, "trigger names starting with _ are reserved for cellar's own triggers (such as index maintenance)")
+	}
+	return name, err
+}
+
 // handleTriggerDefine serves PUT /v1/triggers/{name} with {"columns",
 // "start", "max_attempts", "park_threshold"}: 201 when created, 200 when
 // updated.
 func (s *server) handleTriggerDefine(w http.ResponseWriter, r *http.Request) error {
-	name, err := triggerName(r)
+	name, err := consumedTriggerName(r)
 	if err != nil {
 		return err
-	}
-	if strings.HasPrefix(name, "_") {
-		return cellar.Errorf(cellar.EINVALID, "trigger names starting with _ are reserved for cellar's own triggers (such as index maintenance)")
 	}
 	raw, err := readRequest(w, r, s.opts.MaxBodyBytes)
 	if err != nil {
@@ -150,7 +159,7 @@ type leaseJSON struct {
 // {"consumer", "max_cells", "wait_ms"}. The wait is cut short to answer
 // within the request deadline.
 func (s *server) handleTriggerClaim(w http.ResponseWriter, r *http.Request) error {
-	name, err := triggerName(r)
+	name, err := consumedTriggerName(r)
 	if err != nil {
 		return err
 	}
@@ -234,7 +243,7 @@ func (s *server) handleTriggerNack(w http.ResponseWriter, r *http.Request) error
 }
 
 func (s *server) ackRequest(w http.ResponseWriter, r *http.Request, nack bool) (string, ackReq, error) {
-	name, err := triggerName(r)
+	name, err := consumedTriggerName(r)
 	if err != nil {
 		return "", ackReq{}, err
 	}
@@ -408,7 +417,9 @@ func decodeTriggerDef(raw []byte) (trigger.Definition, error) {
 			n, err = d.int("max_attempts", 1, 1000)
 			def.MaxAttempts = int(n)
 		case "park_threshold":
-			n, err = d.int("park_threshold", 0, 1<<31-1)
+			// 0 would read as "pause at the first parked cell", but the
+			// engine takes it for the default: refuse it.
+			n, err = d.int("park_threshold", 1, 1<<31-1)
 			def.ParkThreshold = int(n)
 		default:
 			return unknownMember("request", name)

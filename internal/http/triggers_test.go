@@ -130,6 +130,8 @@ func TestTriggersHTTPErrors(t *testing.T) {
 		{"PUT", "/v1/triggers/t", `{"columns": ["a"], "start": "now"}`, 400, cellar.EINVALID},
 		{"PUT", "/v1/triggers/t", `{"columns": ["a"], "max_attempts": 1.5}`, 400, cellar.EINVALID},
 		{"PUT", "/v1/triggers/t", `{"columns": ["a"]} x`, 400, cellar.EINVALID},
+		// park_threshold 0 is refused, not taken for the default 100.
+		{"PUT", "/v1/triggers/t", `{"columns": ["a"], "park_threshold": 0}`, 400, cellar.EINVALID},
 		{"POST", "/v1/triggers/t/claim", `{}`, 400, cellar.EINVALID},
 		{"POST", "/v1/triggers/t/claim", `{"consumer": "c", "max_cells": 0}`, 400, cellar.EINVALID},
 		{"POST", "/v1/triggers/t/claim", `{"consumer": "c", "wait_ms": -1}`, 400, cellar.EINVALID},
@@ -139,6 +141,11 @@ func TestTriggersHTTPErrors(t *testing.T) {
 		{"POST", "/v1/triggers/t/ack", `{"token": 1, "shard": 0, "added_id": 1, "error": "x"}`, 400, cellar.EINVALID},
 		{"POST", "/v1/triggers/t/ack", `{"token": 0, "shard": 1000, "added_id": 1}`, 400, cellar.EINVALID},
 		{"POST", "/v1/triggers/t/ack", `{"token": 5, "shard": 1, "added_id": 1}`, 409, cellar.ECONFLICT},
+		// An unknown trigger is 404 for an ack and a nack too, not a stale
+		// lease or a cell not delivered.
+		{"POST", "/v1/triggers/nope/ack", `{"token": 5, "shard": 1, "added_id": 1}`, 404, cellar.ENOTFOUND},
+		{"POST", "/v1/triggers/nope/ack", `{"token": 0, "shard": 1, "added_id": 1}`, 404, cellar.ENOTFOUND},
+		{"POST", "/v1/triggers/nope/nack", `{"token": 5, "shard": 1, "added_id": 1}`, 404, cellar.ENOTFOUND},
 		{"GET", "/v1/triggers/nope", ``, 404, cellar.ENOTFOUND},
 		{"GET", "/v1/triggers/t/parked?after=zz", ``, 400, cellar.EINVALID},
 		{"GET", "/v1/triggers/t/parked?limit=0", ``, 400, cellar.EINVALID},
@@ -226,4 +233,22 @@ func FuzzTriggerRequests(f *testing.F) {
 			t.Fatalf("%s %s %q: status %d without an error code: %s", method, path, body, r.status, r.body)
 		}
 	})
+}
+
+// TestTriggersHTTPReservedNames guards cellar's own triggers (index
+// maintenance, names starting with _): their status and parked cells can
+// be read, but no outside consumer may claim, ack or nack their cells,
+// which would take them from the index.
+func TestTriggersHTTPReservedNames(t *testing.T) {
+	c, st := newTriggerServer(t, Options{})
+	def := sqlstore.TriggerDef{Name: "_index.x.1", Columns: []string{"a"}, Start: trigger.StartEarliest, MaxAttempts: 5, ParkThreshold: 100}
+	if _, err := st.PutTrigger(t.Context(), def, nil); err != nil {
+		t.Fatal(err)
+	}
+	c.do("PUT", "/v1/cells/r/a/1", `{}`).want(t, 201, "")
+	c.do("GET", "/v1/triggers/_index.x.1", ``).want(t, 200, "")
+	c.do("GET", "/v1/triggers/_index.x.1/parked", ``).want(t, 200, "")
+	c.do("POST", "/v1/triggers/_index.x.1/claim", `{"consumer": "outsider"}`).want(t, 400, cellar.EINVALID)
+	c.do("POST", "/v1/triggers/_index.x.1/ack", `{"token": 1, "shard": 0, "added_id": 1}`).want(t, 400, cellar.EINVALID)
+	c.do("POST", "/v1/triggers/_index.x.1/nack", `{"token": 1, "shard": 0, "added_id": 1}`).want(t, 400, cellar.EINVALID)
 }

@@ -71,14 +71,16 @@ type ParkedCell struct {
 	Replay int `json:"replay"`
 }
 
-// ShardEffects are changes made in the same transaction as a shard's row.
+// ShardEffects are changes made in the same transaction as a shard's row,
+// in the order of the fields.
 type ShardEffects struct {
 	// Park stores this cell as parked.
 	Park *ParkedCell
 	// AckReplayed deletes the shard's replayed cells held by a consumer
 	// with added_id up to it.
 	AckReplayed int64
-	// Repark parks a replayed cell again, with its new attempts and error.
+	// Repark parks a replayed cell held by a consumer again, with its new
+	// attempts and error.
 	Repark *ParkedCell
 	// RequeueReplays makes the shard's replayed cells held by a consumer
 	// (whose lease ended) ready to replay again.
@@ -295,8 +297,22 @@ func (s *Store) TriggerShards(ctx context.Context, name string) ([]TriggerShard,
 // Times in the returned row have the millisecond precision they are
 // stored with.
 func (s *Store) UpdateTriggerShard(ctx context.Context, name string, shard int, f func(ts *TriggerShard) (ShardEffects, error)) (TriggerShard, error) {
-	out, _, err := s.updateTriggerShard(ctx, name, shard, f)
+	out, _, err := s.updateTriggerShard(ctx, name, shard, false, withoutHeld(f))
 	return out, err
+}
+
+// UpdateTriggerShardHeld is UpdateTriggerShard for a change that depends
+// on the shard's replayed cells held by a consumer (replay = 2): f also
+// gets their added_ids in order, read in the transaction after the row's
+// lock. They are held under the shard's current lease: a new lease takes
+// them back (ShardEffects.RequeueReplays). It always runs the transaction;
+// seen is as for UpdateTriggerShardFrom.
+func (s *Store) UpdateTriggerShardHeld(ctx context.Context, name string, shard int, f func(ts *TriggerShard, held []int64) (ShardEffects, error)) (out, seen TriggerShard, err error) {
+	return s.updateTriggerShard(ctx, name, shard, true, f)
+}
+
+func withoutHeld(f func(ts *TriggerShard) (ShardEffects, error)) func(ts *TriggerShard, held []int64) (ShardEffects, error) {
+	return func(ts *TriggerShard, _ []int64) (ShardEffects, error) { return f(ts) }
 }
 
 // UpdateTriggerShardFrom is UpdateTriggerShard for a caller that keeps a
@@ -329,7 +345,7 @@ func (s *Store) UpdateTriggerShardFrom(ctx context.Context, name string, shard i
 		// A failed statement falls through to the transaction, which
 		// retries what can be retried and reports the rest.
 	}
-	return s.updateTriggerShard(ctx, name, shard, f)
+	return s.updateTriggerShard(ctx, name, shard, false, withoutHeld(f))
 }
 
 // casTriggerShard writes next over a trigger's shard row if the row still
@@ -356,9 +372,10 @@ func normalizeTriggerShard(ts *TriggerShard) {
 	ts.ExpiresAt, ts.RetryAt = unixMilli(milli(ts.ExpiresAt)), unixMilli(milli(ts.RetryAt))
 }
 
-// updateTriggerShard is UpdateTriggerShard; seen is also set when f
-// refuses, as UpdateTriggerShardFrom documents.
-func (s *Store) updateTriggerShard(ctx context.Context, name string, shard int, f func(ts *TriggerShard) (ShardEffects, error)) (out, seen TriggerShard, ferr error) {
+// updateTriggerShard is UpdateTriggerShard, and UpdateTriggerShardHeld if
+// withHeld is set; seen is also set when f refuses, as
+// UpdateTriggerShardFrom documents.
+func (s *Store) updateTriggerShard(ctx context.Context, name string, shard int, withHeld bool, f func(ts *TriggerShard, held []int64) (ShardEffects, error)) (out, seen TriggerShard, ferr error) {
 	seen.Shard = -1
 	if err := s.ready(ctx); err != nil {
 		return out, seen, err
@@ -377,8 +394,14 @@ func (s *Store) updateTriggerShard(ctx context.Context, name string, shard int, 
 		if err != nil {
 			return fmt.Errorf("lock shard %d: %w", shard, err)
 		}
+		var held []int64
+		if withHeld {
+			if held, err = s.heldReplays(ctx, tx, name, shard); err != nil {
+				return err
+			}
+		}
 		locked := ts
-		fx, err := f(&ts)
+		fx, err := f(&ts, held)
 		if err != nil {
 			seen, ferr = locked, err
 			return err
@@ -410,7 +433,7 @@ func (s *Store) updateTriggerShard(ctx context.Context, name string, shard int, 
 			}
 		}
 		if p := fx.Repark; p != nil {
-			if _, err := tx.ExecContext(ctx, s.d.Rebind("UPDATE trigger_parked SET replay = 0, attempts = ?, last_error = ?, parked_at = ? WHERE trigger_name = ? AND shard = ? AND added_id = ?"),
+			if _, err := tx.ExecContext(ctx, s.d.Rebind("UPDATE trigger_parked SET replay = 0, attempts = ?, last_error = ?, parked_at = ? WHERE trigger_name = ? AND shard = ? AND added_id = ? AND replay = 2"),
 				p.Attempts, p.LastError, s.now().UnixMilli(), name, shard, p.AddedID); err != nil {
 				return fmt.Errorf("park replayed cell: %w", err)
 			}
@@ -431,6 +454,28 @@ func (s *Store) updateTriggerShard(ctx context.Context, name string, shard int, 
 		return out, TriggerShard{Shard: -1}, s.wrap(err, "update shard %d of trigger %s", shard, name)
 	}
 	return out, seen, nil
+}
+
+// heldReplays returns the added_ids of a shard's replayed cells held by a
+// consumer, in order.
+func (s *Store) heldReplays(ctx context.Context, tx *sql.Tx, name string, shard int) ([]int64, error) {
+	rows, err := tx.QueryContext(ctx, s.d.Rebind("SELECT added_id FROM trigger_parked WHERE trigger_name = ? AND shard = ? AND replay = 2 ORDER BY added_id"), name, shard)
+	if err != nil {
+		return nil, fmt.Errorf("read held replays of shard %d: %w", shard, err)
+	}
+	defer rows.Close()
+	var held []int64
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			return nil, fmt.Errorf("read held replays of shard %d: %w", shard, err)
+		}
+		held = append(held, id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read held replays of shard %d: %w", shard, err)
+	}
+	return held, nil
 }
 
 // inTxRetryCreate runs f as inTx does, and again if it failed on a unique
@@ -640,14 +685,20 @@ func (s *Store) ReplayShards(ctx context.Context, name string) ([]int, error) {
 
 // TakeReplay returns up to limit cells of a trigger's shard that are
 // ready to replay, in added_id order, and marks them as held by a
-// consumer. The caller holds the shard's lease.
-func (s *Store) TakeReplay(ctx context.Context, name string, shard, limit int) ([]ParkedCell, error) {
-	out := []ParkedCell{}
+// consumer. The caller holds the shard's lease. held is how many of the
+// shard's replayed cells were held already (out in a batch under the
+// lease).
+func (s *Store) TakeReplay(ctx context.Context, name string, shard, limit int) (out []ParkedCell, held int, err error) {
+	out = []ParkedCell{}
 	if err := s.ready(ctx); err != nil {
-		return out, err
+		return out, 0, err
 	}
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
+	err = s.inTx(ctx, func(tx *sql.Tx) error {
 		out = out[:0]
+		err := tx.QueryRowContext(ctx, s.d.Rebind("SELECT COUNT(*) FROM trigger_parked WHERE trigger_name = ? AND shard = ? AND replay = 2"), name, shard).Scan(&held)
+		if err != nil {
+			return err
+		}
 		rows, err := tx.QueryContext(ctx, s.d.Rebind("SELECT "+parkedColumns+" FROM trigger_parked WHERE trigger_name = ? AND shard = ? AND replay = 1 ORDER BY added_id LIMIT ?"+s.d.ForUpdate),
 			name, shard, limit)
 		if err != nil {
@@ -673,9 +724,9 @@ func (s *Store) TakeReplay(ctx context.Context, name string, shard, limit int) (
 		return err
 	})
 	if err != nil {
-		return out, s.wrap(err, "take replays of trigger %s shard %d", name, shard)
+		return out, 0, s.wrap(err, "take replays of trigger %s shard %d", name, shard)
 	}
-	return out, nil
+	return out, held, nil
 }
 
 // ShardHeads returns the last added_id of every shard that has a sequence

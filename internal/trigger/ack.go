@@ -2,6 +2,8 @@ package trigger
 
 import (
 	"context"
+	"errors"
+	"slices"
 	"time"
 
 	"github.com/cellar-db/cellar"
@@ -20,54 +22,111 @@ func checkToken(name string, ts *sqlstore.TriggerShard, token int64) error {
 
 // Ack records that every delivered cell of shard up to addedID was
 // handled: the shard's offset moves to addedID, and the lease is renewed.
-// For a replay (addedID at or below the offset) it removes the replayed
-// cells up to addedID from the parked ones.
+// For a replay batch it removes the lease's replayed cells up to addedID
+// from the parked ones (they may be above the offset, after a reset), and
+// renews the lease. Acking again an addedID at or below the offset does
+// nothing.
 //
-// Returns ECONFLICT if token is not the shard's current lease (it expired
-// and another consumer took the shard, or the trigger was reset): the ack
-// then changes nothing. Returns EINVALID if addedID was not delivered under
-// the lease.
+// Returns ENOTFOUND for an unknown trigger. Returns ECONFLICT if token is
+// not the shard's current lease (it expired and another consumer took the
+// shard, or the trigger was reset): the ack then changes nothing. Returns
+// EINVALID if addedID was not delivered under the lease.
 func (e *Engine) Ack(ctx context.Context, name string, token int64, shard int, addedID int64) error {
 	if err := e.checkArgs(name, shard, addedID); err != nil {
 		return err
 	}
-	var acked int64
-	var replayed bool
 	tc := e.cached(name)
-	_, err := e.update(ctx, name, tc, shard, nil, func(ts *sqlstore.TriggerShard) (sqlstore.ShardEffects, error) {
-		acked, replayed = 0, false
-		if err := checkToken(name, ts, token); err != nil {
-			return sqlstore.ShardEffects{}, err
-		}
-		if addedID <= ts.Acked {
-			replayed = true
-			return sqlstore.ShardEffects{AckReplayed: addedID}, nil
-		}
-		if addedID > ts.Delivered {
-			return sqlstore.ShardEffects{}, cellar.Errorf(cellar.EINVALID, "cell %d of shard %d was not delivered under this lease (up to %d was)", addedID, shard, ts.Delivered)
-		}
-		acked = addedID - ts.Acked
-		ts.Acked = addedID
-		if ts.RetryAddedID != 0 && ts.RetryAddedID <= addedID {
-			ts.RetryAddedID, ts.Attempts, ts.LastError, ts.RetryAt = 0, 0, "", time.Time{}
-		}
-		if ts.Owner != "" {
-			ts.ExpiresAt = e.now().Add(e.ttl)
-		}
-		return sqlstore.ShardEffects{}, nil
-	})
-	if err == nil && replayed && tc != nil {
-		// More replayed cells of the shard may be waiting: a claim takes
-		// at most its max_cells of them.
+	if _, err := e.definition(ctx, name, tc); err != nil {
+		return err
+	}
+	var out ackOutcome
+	err := errReplays
+	if have := tc.row(shard); have.Token == token && isPlainAck(&have, addedID) {
+		// The common ack, of a batch of new cells: one statement, without
+		// reading the shard's replays.
+		_, err = e.update(ctx, name, tc, shard, &have, func(ts *sqlstore.TriggerShard) (sqlstore.ShardEffects, error) {
+			return e.ackRow(name, ts, nil, false, token, addedID, &out)
+		})
+	}
+	if errors.Is(err, errReplays) {
+		_, err = e.updateHeld(ctx, name, tc, shard, func(ts *sqlstore.TriggerShard, held []int64) (sqlstore.ShardEffects, error) {
+			return e.ackRow(name, ts, held, true, token, addedID, &out)
+		})
+	}
+	if errors.Is(err, errSkip) {
+		return nil // at or below the offset: nothing to do
+	}
+	if err == nil && out.replayDone && tc != nil {
+		// The lease's replayed cells are all handled; more of the shard's
+		// may be waiting (a claim takes at most its max_cells of them).
 		tc.mu.Lock()
 		tc.replay[shard], tc.replayOut[shard] = true, 0
 		tc.recheck(shard, e.now())
 		tc.mu.Unlock()
 	}
-	if err == nil && e.obs != nil && acked > 0 {
-		e.obs.TriggerAcked(name, int(acked))
+	if err == nil && e.obs != nil && out.acked > 0 {
+		e.obs.TriggerAcked(name, int(out.acked))
 	}
 	return err
+}
+
+// errReplays makes an ack whose cell is not in the lease's batch of new
+// cells read the shard's replayed cells to decide.
+var errReplays = errors.New("ack needs the shard's replays")
+
+// ackOutcome is what an accepted ack did.
+type ackOutcome struct {
+	acked      int64 // how far the offset moved
+	replayDone bool  // it removed the last of the lease's replayed cells
+}
+
+// isPlainAck reports whether an ack of addedID is of the lease's batch of
+// new cells: after the offset, and delivered.
+func isPlainAck(ts *sqlstore.TriggerShard, addedID int64) bool {
+	return ts.Acked < addedID && addedID <= ts.Delivered
+}
+
+// ackRow applies an ack to a shard's row in f's transaction. held are the
+// replayed cells the lease holds, if readHeld; without them, an ack that is
+// not plain returns errReplays. An ack at or below the offset that removes
+// no replayed cell returns errSkip: there is nothing to write.
+func (e *Engine) ackRow(name string, ts *sqlstore.TriggerShard, held []int64, readHeld bool, token, addedID int64, out *ackOutcome) (sqlstore.ShardEffects, error) {
+	*out = ackOutcome{}
+	if err := checkToken(name, ts, token); err != nil {
+		return sqlstore.ShardEffects{}, err
+	}
+	switch {
+	case isPlainAck(ts, addedID):
+		out.acked = addedID - ts.Acked
+		ts.Acked = addedID
+		if ts.RetryAddedID != 0 && ts.RetryAddedID <= addedID {
+			ts.RetryAddedID, ts.Attempts, ts.LastError, ts.RetryAt = 0, 0, "", time.Time{}
+		}
+		e.renew(ts)
+		return sqlstore.ShardEffects{}, nil
+	case !readHeld:
+		return sqlstore.ShardEffects{}, errReplays
+	case len(held) > 0 && held[0] <= addedID && addedID <= max(ts.Acked, held[len(held)-1]):
+		// The replay batch is the lease's held cells, wherever they are
+		// relative to the offset.
+		out.replayDone = addedID >= held[len(held)-1]
+		e.renew(ts)
+		return sqlstore.ShardEffects{AckReplayed: addedID}, nil
+	case addedID <= ts.Acked:
+		return sqlstore.ShardEffects{}, errSkip
+	}
+	return sqlstore.ShardEffects{}, notDelivered(ts, addedID)
+}
+
+// renew extends the lease of a row that has one.
+func (e *Engine) renew(ts *sqlstore.TriggerShard) {
+	if ts.Owner != "" {
+		ts.ExpiresAt = e.now().Add(e.ttl)
+	}
+}
+
+func notDelivered(ts *sqlstore.TriggerShard, addedID int64) error {
+	return cellar.Errorf(cellar.EINVALID, "cell %d of shard %d was not delivered under this lease (up to %d was)", addedID, ts.Shard, ts.Delivered)
 }
 
 // NackResult says what became of a failed cell.
@@ -80,18 +139,34 @@ type NackResult struct {
 	RetryAt time.Time
 }
 
+// nackKind is what a nack did.
+type nackKind int
+
+const (
+	nackNone     nackKind = iota // nothing: the cell was at or below the offset
+	nackRetry                    // the cell waits for its retry
+	nackParked                   // the cell used up its attempts
+	nackReparked                 // a replayed cell was parked again
+)
+
 // Nack records that the handler failed on cell addedID of shard with
-// message errMsg. The cells delivered before it in the lease's batch count
+// message errMsg (NUL bytes and invalid UTF-8 replaced, cut to
+// maxErrorBytes). The cells delivered before it in the lease's batch count
 // as handled (consumers handle a shard in order), so the offset moves to
 // just before it. The cell is delivered again after a backoff, and the
 // shard waits for it (order within a shard holds); after the trigger's
 // max_attempts it is parked and the shard moves on. The lease ends either
 // way.
 //
-// A nack of a replayed cell parks it again at once.
+// A nack of a replayed cell parks it again at once; the replayed cells
+// before it in the batch are removed from the parked ones (handled), those
+// after it are replayed to the next lease, and the lease ends.
 //
-// Returns ECONFLICT for a stale token and EINVALID if addedID was not
-// delivered under the lease, as Ack does.
+// A nack of a cell at or below the offset that is not a replayed cell of
+// the lease (acked already, or parked by an earlier nack whose answer was
+// lost) does nothing and answers not parked. Returns ENOTFOUND for an
+// unknown trigger, ECONFLICT for a stale token and EINVALID if addedID was
+// not delivered under the lease, as Ack does.
 func (e *Engine) Nack(ctx context.Context, name string, token int64, shard int, addedID int64, errMsg string) (NackResult, error) {
 	var res NackResult
 	if err := e.checkArgs(name, shard, addedID); err != nil {
@@ -102,9 +177,7 @@ func (e *Engine) Nack(ctx context.Context, name string, token int64, shard int, 
 	if err != nil {
 		return res, err
 	}
-	if len(errMsg) > maxErrorBytes {
-		errMsg = errMsg[:maxErrorBytes]
-	}
+	errMsg = cleanError(errMsg)
 	// The cell's key, for the parked record.
 	page, err := e.cells.Scan(ctx, shard, addedID-1, 1, "")
 	if err != nil {
@@ -114,45 +187,40 @@ func (e *Engine) Nack(ctx context.Context, name string, token int64, shard int, 
 		return res, cellar.Errorf(cellar.EINVALID, "shard %d has no cell %d", shard, addedID)
 	}
 	key := page.Cells[0].Key
-	var replayed bool
-	_, err = e.update(ctx, name, tc, shard, nil, func(ts *sqlstore.TriggerShard) (sqlstore.ShardEffects, error) {
-		res, replayed = NackResult{}, false
+	// A cell of another column in the batch's range was not delivered.
+	ours := slices.Contains(def.Columns, key.Column)
+	var kind nackKind
+	// A nack is rare: it always reads the shard's replays.
+	_, err = e.updateHeld(ctx, name, tc, shard, func(ts *sqlstore.TriggerShard, held []int64) (sqlstore.ShardEffects, error) {
+		res, kind = NackResult{}, nackNone
 		if err := checkToken(name, ts, token); err != nil {
 			return sqlstore.ShardEffects{}, err
 		}
-		if addedID <= ts.Acked {
-			res.Parked, replayed = true, true
-			return sqlstore.ShardEffects{Repark: &sqlstore.ParkedCell{AddedID: addedID, Attempts: def.MaxAttempts, LastError: errMsg}}, nil
+		switch {
+		case ours && isPlainAck(ts, addedID):
+			var fx sqlstore.ShardEffects
+			kind, fx = e.nackRow(ts, def, key, addedID, errMsg, &res)
+			return fx, nil
+		case slices.Contains(held, addedID):
+			kind, res.Parked, res.Attempts = nackReparked, true, def.MaxAttempts
+			ts.Owner, ts.ExpiresAt = "", time.Time{}
+			return sqlstore.ShardEffects{
+				AckReplayed:    addedID - 1,
+				Repark:         &sqlstore.ParkedCell{AddedID: addedID, Attempts: def.MaxAttempts, LastError: errMsg},
+				RequeueReplays: true,
+			}, nil
+		case addedID <= ts.Acked:
+			return sqlstore.ShardEffects{}, errSkip
 		}
-		if addedID > ts.Delivered {
-			return sqlstore.ShardEffects{}, cellar.Errorf(cellar.EINVALID, "cell %d of shard %d was not delivered under this lease (up to %d was)", addedID, shard, ts.Delivered)
-		}
-		var fx sqlstore.ShardEffects
-		ts.Acked = addedID - 1
-		if ts.RetryAddedID == addedID {
-			ts.Attempts++
-		} else {
-			ts.RetryAddedID, ts.Attempts = addedID, 1
-		}
-		ts.LastError = errMsg
-		res.Attempts = ts.Attempts
-		if ts.Attempts >= def.MaxAttempts {
-			fx.Park = &sqlstore.ParkedCell{Shard: shard, AddedID: addedID, Key: key, Attempts: ts.Attempts, LastError: errMsg}
-			ts.Acked = addedID
-			ts.RetryAddedID, ts.Attempts, ts.LastError, ts.RetryAt = 0, 0, "", time.Time{}
-			res.Parked = true
-		} else {
-			ts.RetryAt = e.now().Add(e.back(ts.Attempts))
-			res.RetryAt = ts.RetryAt
-		}
-		ts.Delivered = ts.Acked
-		ts.Owner, ts.ExpiresAt = "", time.Time{}
-		return fx, nil
+		return sqlstore.ShardEffects{}, notDelivered(ts, addedID)
 	})
-	if err == nil && res.Parked && tc != nil {
+	if errors.Is(err, errSkip) {
+		return NackResult{}, nil
+	}
+	if err == nil && (kind == nackParked || kind == nackReparked) && tc != nil {
 		tc.mu.Lock()
-		tc.parked++ // a cell parked, or a replayed one parked again
-		if replayed {
+		tc.parked++
+		if kind == nackReparked {
 			// The rest of the replayed batch: a claim looks again.
 			tc.replay[shard], tc.replayOut[shard] = true, 0
 			tc.recheck(shard, e.now())
@@ -160,6 +228,34 @@ func (e *Engine) Nack(ctx context.Context, name string, token int64, shard int, 
 		tc.mu.Unlock()
 	}
 	return res, err
+}
+
+// nackRow applies a nack of a cell of the lease's batch of new cells to a
+// shard's row: a retry, or the cell parked at its last attempt. The lease
+// ends.
+func (e *Engine) nackRow(ts *sqlstore.TriggerShard, def sqlstore.TriggerDef, key cellar.Key, addedID int64, errMsg string, res *NackResult) (nackKind, sqlstore.ShardEffects) {
+	var fx sqlstore.ShardEffects
+	kind := nackRetry
+	ts.Acked = addedID - 1
+	if ts.RetryAddedID == addedID {
+		ts.Attempts++
+	} else {
+		ts.RetryAddedID, ts.Attempts = addedID, 1
+	}
+	ts.LastError = errMsg
+	res.Attempts = ts.Attempts
+	if ts.Attempts >= def.MaxAttempts {
+		fx.Park = &sqlstore.ParkedCell{Shard: ts.Shard, AddedID: addedID, Key: key, Attempts: ts.Attempts, LastError: errMsg}
+		ts.Acked = addedID
+		ts.RetryAddedID, ts.Attempts, ts.LastError, ts.RetryAt = 0, 0, "", time.Time{}
+		res.Parked, kind = true, nackParked
+	} else {
+		ts.RetryAt = e.now().Add(e.back(ts.Attempts))
+		res.RetryAt = ts.RetryAt
+	}
+	ts.Delivered = ts.Acked
+	ts.Owner, ts.ExpiresAt = "", time.Time{}
+	return kind, fx
 }
 
 // definition returns trigger name's definition from this engine's copy if

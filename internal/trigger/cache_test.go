@@ -1,6 +1,8 @@
 package trigger_test
 
 import (
+	"errors"
+	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
@@ -247,4 +249,37 @@ func TestInternalTriggerLoops(t *testing.T) {
 			t.Errorf("shard %d: handled %v; want %v", s, got[s], w)
 		}
 	}
+}
+
+// TestDeletedTriggerEndsClaims guards that a trigger deleted on the
+// metadata node (as an index's maintenance trigger is) is not served on
+// from the engine's copy: the refresh that finds it gone drops the copy,
+// and claims and acks answer not found instead of delivering its cells.
+func TestDeletedTriggerEndsClaims(t *testing.T) {
+	e := newEnv(t, backends[0], backends[0].dsn(t), filepath.Join(t.TempDir(), "n2.db"), func(o *trigger.Options) { o.StateRefresh = 10 * time.Millisecond })
+	e.define("t", trigger.Definition{Columns: []string{"a"}})
+	e.put(rowIn(sh(1), 0), "a")
+	c := e.claim("t", "c", 10)
+	if c.Lease == nil {
+		t.Fatalf("claim = %+v", c)
+	}
+	if err := e.meta.DeleteTrigger(bg(), "t"); err != nil {
+		t.Fatal(err)
+	}
+	e.put(rowIn(sh(2), 0), "a")
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got, err := e.engine.Claim(bg(), "t", "c", 10, 20*time.Millisecond)
+		if errors.Is(err, cellar.ErrNotFound) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("claims of the deleted trigger go on: last %+v", got)
+		}
+	}
+	err := e.engine.Ack(bg(), "t", c.Lease.Token, c.Lease.Shard, c.Cells[0].AddedID)
+	wantCode(t, "ack of the deleted trigger", err, cellar.ErrNotFound)
 }

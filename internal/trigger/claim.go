@@ -268,6 +268,17 @@ func (e *Engine) attempt(ctx context.Context, tc *triggerState, def sqlstore.Tri
 	var err error
 	if replay {
 		c, err = e.claimReplay(ctx, tc, def, r, consumer, maxCells)
+		if err == nil && c.Lease == nil {
+			// The replays may have turned out done: then the shard's new
+			// cells are for this claim, not for the next.
+			tc.mu.Lock()
+			r = tc.rows[s]
+			next := !tc.replay[s] && tc.inWork(s, e.now())
+			tc.mu.Unlock()
+			if next {
+				c, err = e.claimShard(ctx, tc, def, r, e.heads[s].Load(), consumer, maxCells)
+			}
+		}
 	} else {
 		c, err = e.claimShard(ctx, tc, def, r, e.heads[s].Load(), consumer, maxCells)
 	}
@@ -310,6 +321,24 @@ func (e *Engine) update(ctx context.Context, name string, tc *triggerState, shar
 	return out, err
 }
 
+// updateHeld is update for a change that depends on the shard's replayed
+// cells held under its lease (sqlstore.UpdateTriggerShardHeld).
+func (e *Engine) updateHeld(ctx context.Context, name string, tc *triggerState, shard int, f func(ts *sqlstore.TriggerShard, held []int64) (sqlstore.ShardEffects, error)) (sqlstore.TriggerShard, error) {
+	if tc == nil {
+		out, _, err := e.state.UpdateTriggerShardHeld(ctx, name, shard, f)
+		return out, err
+	}
+	tc.updating[shard].Lock()
+	defer tc.updating[shard].Unlock()
+	out, seen, err := e.state.UpdateTriggerShardHeld(ctx, name, shard, f)
+	if seen.Shard >= 0 {
+		tc.mu.Lock()
+		tc.setRow(seen, e.now())
+		tc.mu.Unlock()
+	}
+	return out, err
+}
+
 // lease takes or renews the lease on a shard for consumer in f's
 // transaction; check runs first and may refuse with errSkip.
 func (e *Engine) lease(ts *sqlstore.TriggerShard, consumer string) error {
@@ -324,6 +353,9 @@ func (e *Engine) lease(ts *sqlstore.TriggerShard, consumer string) error {
 	default:
 		ts.Token++
 		ts.Owner = consumer
+		// A new lease has delivered nothing yet: what the dead one
+		// delivered beyond the offset is not acked under it.
+		ts.Delivered = ts.Acked
 	}
 	if ts.RetryAt.After(now) {
 		return errSkip
@@ -453,7 +485,7 @@ func (e *Engine) claimReplay(ctx context.Context, tc *triggerState, def sqlstore
 	if err != nil {
 		return none, err
 	}
-	parked, err := e.state.TakeReplay(ctx, def.Name, shard, maxCells)
+	parked, held, err := e.state.TakeReplay(ctx, def.Name, shard, maxCells)
 	if err != nil {
 		return none, err
 	}
@@ -467,15 +499,16 @@ func (e *Engine) claimReplay(ctx context.Context, tc *triggerState, def sqlstore
 	}
 	if len(cells) == 0 {
 		tc.mu.Lock()
-		if fresh {
-			// The new lease took back every replay held before: there
-			// are none left (until a load or an ack finds more).
-			tc.replay[shard] = false
-		} else {
+		if held > 0 {
 			// The replays are out in a batch of this consumer's, under
 			// this lease: the shard is busy until they are acked or the
 			// lease ends.
 			tc.replayOut[shard] = ts.Token
+		} else {
+			// None are ready or out (a new lease took back those held
+			// before it): there are none left, until a load or an ack
+			// finds more.
+			tc.replay[shard] = false
 		}
 		tc.recheck(shard, e.now())
 		tc.mu.Unlock()

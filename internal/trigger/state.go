@@ -2,10 +2,12 @@ package trigger
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"sync"
 	"time"
 
+	"github.com/cellar-db/cellar"
 	"github.com/cellar-db/cellar/internal/sqlstore"
 )
 
@@ -310,7 +312,12 @@ func (e *Engine) ensureLoaded(ctx context.Context, tc *triggerState) error {
 		e.background(func(ctx context.Context) {
 			if tc.loading.TryLock() {
 				defer tc.loading.Unlock()
-				_ = e.load(ctx, tc) // the copy in use stays; the next refresh tries again
+				// On a failure the copy in use stays and the next refresh
+				// tries again; but a deleted trigger must not be served on
+				// from it: the next claim loads, and finds it gone.
+				if err := e.load(ctx, tc); errors.Is(err, cellar.ErrNotFound) {
+					tc.invalidate()
+				}
 			}
 		})
 	}

@@ -19,9 +19,11 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/cellar-db/cellar"
@@ -57,6 +59,7 @@ type State interface {
 	TriggerShards(ctx context.Context, name string) ([]sqlstore.TriggerShard, error)
 	UpdateTriggerShard(ctx context.Context, name string, shard int, f func(ts *sqlstore.TriggerShard) (sqlstore.ShardEffects, error)) (sqlstore.TriggerShard, error)
 	UpdateTriggerShardFrom(ctx context.Context, name string, shard int, have sqlstore.TriggerShard, f func(ts *sqlstore.TriggerShard) (sqlstore.ShardEffects, error)) (out, seen sqlstore.TriggerShard, err error)
+	UpdateTriggerShardHeld(ctx context.Context, name string, shard int, f func(ts *sqlstore.TriggerShard, held []int64) (sqlstore.ShardEffects, error)) (out, seen sqlstore.TriggerShard, err error)
 	ResetTrigger(ctx context.Context, name string) error
 	SeeConsumer(ctx context.Context, name, consumer string, now, liveSince time.Time) (int, error)
 	LiveConsumers(ctx context.Context, name string, liveSince time.Time) (int, error)
@@ -64,7 +67,7 @@ type State interface {
 	ParkedCounts(ctx context.Context, name string) (map[int]int, error)
 	ReplayParked(ctx context.Context, name string) (int64, error)
 	ReplayShards(ctx context.Context, name string) ([]int, error)
-	TakeReplay(ctx context.Context, name string, shard, limit int) ([]sqlstore.ParkedCell, error)
+	TakeReplay(ctx context.Context, name string, shard, limit int) (taken []sqlstore.ParkedCell, held int, err error)
 }
 
 var _ State = (*sqlstore.Store)(nil)
@@ -310,11 +313,30 @@ func ValidateName(name string) error {
 	return nil
 }
 
+// validateConsumer refuses a consumer name that is not 1 to 255 bytes of
+// UTF-8 without control characters: PostgreSQL cannot store a NUL in
+// TEXT, and the others would break the lines that print names.
 func validateConsumer(c string) error {
-	if c == "" || len(c) > 255 || !utf8.ValidString(c) {
-		return cellar.Errorf(cellar.EINVALID, "consumer must be 1 to 255 bytes of UTF-8")
+	if c == "" || len(c) > 255 || !utf8.ValidString(c) || strings.ContainsFunc(c, unicode.IsControl) {
+		return cellar.Errorf(cellar.EINVALID, "consumer must be 1 to 255 bytes of UTF-8 without control characters")
 	}
 	return nil
+}
+
+// cleanError makes a nack's error text storable on every metadata node:
+// NUL bytes (which PostgreSQL's TEXT refuses) and invalid UTF-8 become
+// U+FFFD, and the text is cut to maxErrorBytes on a character boundary.
+func cleanError(msg string) string {
+	msg = strings.ToValidUTF8(msg, "\uFFFD")
+	msg = strings.ReplaceAll(msg, "\x00", "\uFFFD")
+	if len(msg) <= maxErrorBytes {
+		return msg
+	}
+	cut := maxErrorBytes
+	for cut > 0 && !utf8.RuneStart(msg[cut]) {
+		cut--
+	}
+	return msg[:cut]
 }
 
 func trunc(s string, n int) string {
