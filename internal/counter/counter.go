@@ -25,8 +25,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math"
 	"math/bits"
+	"slices"
 	"sort"
 	"sync/atomic"
 	"time"
@@ -255,13 +257,18 @@ func nonZero(deltas map[string]int64) (map[string]int64, []string) {
 // for a reason that may pass. It returns how many keys were applied.
 func applyFlush(ctx context.Context, node cellar.CounterNode, id string, deltas map[string]int64, timeout time.Duration,
 	reject func(ctx context.Context, bad map[string]int64, durable map[string]int64) error) (int, error) {
+	// The node gets the zero deltas too (it skips them), so that every
+	// node holding a key of the flush records its ID: should the same
+	// deltas come back from a Redis restored from older data, with some
+	// but not all of their increments, they are known there.
+	send := maps.Clone(deltas)
 	deltas, keys := nonZero(deltas)
 	for {
-		if len(deltas) == 0 {
+		if len(send) == 0 {
 			return 0, nil
 		}
 		actx, cancel := context.WithTimeout(ctx, timeout)
-		err := node.ApplyCounterDeltas(actx, id, deltas)
+		err := node.ApplyCounterDeltas(actx, id, send)
 		cancel()
 		if err == nil {
 			return len(deltas), nil
@@ -287,16 +294,11 @@ func applyFlush(ctx context.Context, node cellar.CounterNode, id string, deltas 
 		if err := reject(ctx, bad, cur); err != nil {
 			return 0, fmt.Errorf("apply flush %s: set aside %d overflowing deltas: %w", id, len(bad), err)
 		}
-		next := make(map[string]int64, len(deltas))
-		keys = keys[:0]
-		for k, d := range deltas {
-			if _, ok := bad[k]; !ok {
-				next[k] = d
-				keys = append(keys, k)
-			}
+		for k := range bad {
+			delete(send, k)
+			delete(deltas, k)
 		}
-		sort.Strings(keys)
-		deltas = next
+		keys = slices.DeleteFunc(keys, func(k string) bool { _, ok := bad[k]; return ok })
 	}
 }
 

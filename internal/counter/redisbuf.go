@@ -156,8 +156,8 @@ func (b *RedisBuffer) batchLoop(bt *batcher) {
 // before it are dropped, and told so: nothing they were not told about is
 // sent.
 func (b *RedisBuffer) runBatch(bt *batcher, calls []*incrCall) {
-	args := make([]any, 2, 2+5*len(calls))
-	args[0], args[1] = genSeed(), string(b.keys)
+	args := make([]any, 3, 3+5*len(calls))
+	args[0], args[1], args[2] = genSeed(), string(b.keys), newFlushID("r-")
 	live := calls[:0:0]
 	for _, c := range calls {
 		if err := c.ctx.Err(); err != nil {
@@ -421,14 +421,17 @@ func (b *RedisBuffer) flushNode(ctx context.Context, name string, cl *goredis.Cl
 			return id, err
 		}
 	}
-	id := newFlushID("r-")
 	deadline := b.opts.Clock.Now().Add(b.opts.Lease).UnixMilli()
-	shards, err := beginScript.Run(ctx, cl, []string{b.keys.pending(), b.keys.flushes(), b.keys.flushRecord(id)}, id, deadline, b.owner, string(b.keys)).StringSlice()
-	if err != nil {
-		// It may have begun nonetheless: resume it next round (if it did
-		// not, there is nothing to claim).
-		return id, nodeError(name, err)
+	res, err := beginScript.Run(ctx, cl, []string{b.keys.pending(), b.keys.flushes()}, newFlushID("r-"), deadline, b.owner, string(b.keys)).StringSlice()
+	if err == nil && len(res) == 0 {
+		err = fmt.Errorf("begin script returned no flush ID")
 	}
+	if err != nil {
+		// It may have begun nonetheless, under an ID this process did not
+		// learn: the flush is then finished once its lease runs out.
+		return "", nodeError(name, err)
+	}
+	id, shards := res[0], res[1:]
 	if len(shards) == 0 {
 		return "", nil
 	}

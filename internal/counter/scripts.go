@@ -19,6 +19,9 @@ import goredis "github.com/redis/go-redis/v9"
 //	                  rej:<key> -> delta for deltas set aside
 //	Prejected         list of deltas set aside (JSON)
 //	Pscratch          scratch space for exact 64-bit sums
+//	Pepoch            the name of the deltas buffered now: the ID of the
+//	                  flush that will take them
+//	Prunid            the run_id of the server that last took increments
 //
 // Invariant: a key has a durable entry whenever a flush in progress holds
 // a delta of it. So a key without one has nothing in flight, and a value
@@ -88,6 +91,44 @@ local function total(vals, scratch)
 end
 `
 
+// luaSeal defines seal(P, fresh, owner, deadline): it starts a flush of
+// every pending shard's deltas in one atomic step (RENAME of each deltas
+// hash to the flush's hash), so an increment lands either in this flush or
+// in a later one, never in both or neither. The flush's ID is the epoch's,
+// the name the deltas have carried since the flush before (derived from
+// fresh if there is none yet); the epoch becomes fresh. The flush is recorded with owner
+// and lease deadline. Returns the ID and the shards taken (none: no flush,
+// and the epoch stays).
+//
+// Naming a flush after its epoch is what makes a Redis that comes back
+// with older data harmless (docs/COUNTERS.md): deltas that a flush had
+// taken and applied reappear under the epoch they had, so the flush that
+// takes them again has the same ID, and the storage node, which records
+// the IDs it applied, does not apply them twice.
+const luaSeal = `
+local function seal(P, fresh, owner, deadline)
+  -- Without an epoch yet (a new or emptied server), the deltas get a name
+  -- of their own, distinct from the next epoch's.
+  local id = redis.call('GET', P .. 'epoch') or ('x' .. fresh)
+  local taken = {}
+  for _, s in ipairs(redis.call('SMEMBERS', P .. 'pending')) do
+    local p = P .. '{' .. s .. '}:'
+    if redis.call('EXISTS', p .. 'deltas') == 1 then
+      redis.call('RENAME', p .. 'deltas', p .. 'flush:' .. id)
+      redis.call('SADD', p .. 'flushing', id)
+      taken[#taken + 1] = s
+    end
+  end
+  redis.call('DEL', P .. 'pending')
+  if #taken > 0 then
+    redis.call('HSET', P .. 'flush:' .. id, 'shards', table.concat(taken, ','), 'owner', owner)
+    redis.call('ZADD', P .. 'flushes', deadline, id)
+    redis.call('SET', P .. 'epoch', fresh)
+  end
+  return id, taken
+end
+`
+
 // incrScript runs a batch of increments, in order, each as if alone: it
 // adds by to counter key of shard if the result stays in range. A key
 // without a durable entry needs one first: the item's answer is {"load",
@@ -97,12 +138,29 @@ end
 // random number, so that a restarted (emptied) server does not repeat gens
 // a caller may have seen.
 //
-// KEYS: pending, scratch. ARGV: seed, P, then per item key, by, shard,
-// loaded (or ""), gen. Answers one {"ok", value}, {"overflow"} or {"load",
+// First, if the server is not the one that took the last increments (its
+// run_id differs: a restart, a restore, a failover), it seals the deltas
+// that came back with the data (luaSeal, with ARGV[3] as the next epoch)
+// into a flush that any process may run at once, before this batch adds
+// to them: should they come from an epoch a flush already applied, that
+// flush's ID now names them, and they are not applied twice, while this
+// batch's increments go to the new epoch. INFO costs the script about
+// 10 µs; it runs once a batch.
+//
+// KEYS: pending, scratch. ARGV: seed, P, a fresh epoch, then per item key,
+// by, shard, loaded (or ""), gen. Answers one {"ok", value}, {"overflow"} or {"load",
 // gen} per item.
-var incrScript = goredis.NewScript(luaTotal + `
+var incrScript = goredis.NewScript(luaTotal + luaSeal + `
+local rid = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
+if rid and redis.call('GET', ARGV[2] .. 'runid') ~= rid then
+  seal(ARGV[2], ARGV[3], '', 0)
+  redis.call('SET', ARGV[2] .. 'runid', rid)
+end
+-- The deltas are named before any is written, so that a snapshot holding
+-- them holds their name.
+redis.call('SET', ARGV[2] .. 'epoch', ARGV[3], 'NX')
 local out = {}
-for i = 3, #ARGV, 5 do
+for i = 4, #ARGV, 5 do
   local key, by, shard = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local p = ARGV[2] .. '{' .. shard .. '}:'
   local durable, deltas = p .. 'durable', p .. 'deltas'
@@ -187,28 +245,15 @@ end
 return out
 `)
 
-// beginScript starts flush ARGV[1]: it renames the deltas hash of every
-// pending shard to the flush's hash, in one atomic step, so an increment
-// lands either in this flush or in the next one, never in both or neither.
-// It records the flush with owner ARGV[3] and lease deadline ARGV[2], and
-// returns the shards taken.
+// beginScript starts a flush of the deltas buffered now (luaSeal), owned
+// by ARGV[3] until ARGV[2], and returns its ID followed by the shards
+// taken (the ID alone: nothing to flush).
 //
-// KEYS: pending, flushes, the flush's record. ARGV: id, deadline, owner, P.
-var beginScript = goredis.NewScript(`
-local taken = {}
-for _, s in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  local p = ARGV[4] .. '{' .. s .. '}:'
-  if redis.call('EXISTS', p .. 'deltas') == 1 then
-    redis.call('RENAME', p .. 'deltas', p .. 'flush:' .. ARGV[1])
-    redis.call('SADD', p .. 'flushing', ARGV[1])
-    taken[#taken + 1] = s
-  end
-end
-redis.call('DEL', KEYS[1])
-if #taken > 0 then
-  redis.call('HSET', KEYS[3], 'shards', table.concat(taken, ','), 'owner', ARGV[3])
-  redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
-end
+// KEYS: pending, flushes (reached through P too). ARGV: a fresh epoch,
+// deadline, owner, P.
+var beginScript = goredis.NewScript(luaSeal + `
+local id, taken = seal(ARGV[4], ARGV[1], ARGV[3], ARGV[2])
+table.insert(taken, 1, id)
 return taken
 `)
 

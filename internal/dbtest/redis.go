@@ -17,10 +17,12 @@ import (
 // part of the test setup.
 const RedisEnv = "CELLAR_TEST_REDIS_ADDR" // e.g. 127.0.0.1:6379
 
-// RedisServer is a redis-server process that keeps nothing on disk.
+// RedisServer is a redis-server process that keeps nothing on disk, or,
+// started by RedisWithSnapshots, only what SAVE writes.
 type RedisServer struct {
 	tb   testing.TB
 	addr string
+	dir  string // where SAVE writes and a start loads the snapshot; "" for none
 
 	mu  sync.Mutex // protects cmd
 	cmd *exec.Cmd  // nil once killed
@@ -31,6 +33,20 @@ type RedisServer struct {
 // CELLAR_TEST_STRICT) unless CELLAR_TEST_REDIS_ADDR is set and redis-server
 // is installed.
 func Redis(tb testing.TB) *RedisServer {
+	tb.Helper()
+	return startRedis(tb, "")
+}
+
+// RedisWithSnapshots is Redis for a server that writes an RDB snapshot
+// when told (the SAVE command; never by itself) and loads it when it
+// starts again after Kill, as a server restored from a backup, or
+// restarted from its last snapshot, would.
+func RedisWithSnapshots(tb testing.TB) *RedisServer {
+	tb.Helper()
+	return startRedis(tb, tb.TempDir())
+}
+
+func startRedis(tb testing.TB, dir string) *RedisServer {
 	tb.Helper()
 	Need(tb, RedisEnv)
 	if _, err := exec.LookPath("redis-server"); err != nil {
@@ -45,7 +61,7 @@ func Redis(tb testing.TB) *RedisServer {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	s := &RedisServer{tb: tb, addr: addr}
+	s := &RedisServer{tb: tb, addr: addr, dir: dir}
 	s.Start()
 	tb.Cleanup(s.Kill)
 	return s
@@ -57,8 +73,8 @@ func Strict() bool { return os.Getenv(StrictEnv) != "" }
 // Addr returns the server's host:port.
 func (s *RedisServer) Addr() string { return s.addr }
 
-// Start starts the server (again, empty, after Kill) on its port and waits
-// until it accepts connections.
+// Start starts the server (again after Kill: empty, or with the last
+// snapshot SAVE wrote) on its port and waits until it answers.
 func (s *RedisServer) Start() {
 	s.tb.Helper()
 	s.mu.Lock()
@@ -67,8 +83,12 @@ func (s *RedisServer) Start() {
 		return
 	}
 	_, port, _ := net.SplitHostPort(s.addr)
-	cmd := exec.Command("redis-server", "--port", port, "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning")
+	args := []string{"--port", port, "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning"}
+	if s.dir != "" {
+		args = append(args, "--dir", s.dir, "--dbfilename", "dump.rdb")
+	}
+	cmd := exec.Command("redis-server", args...)
 	if err := cmd.Start(); err != nil {
 		s.tb.Fatalf("start redis-server: %v", err)
 	}

@@ -43,8 +43,8 @@ var _ cellar.CounterNode = (*Store)(nil)
 // ApplyCounterDeltas implements cellar.CounterNode. flushID must be 1 to
 // 255 bytes. Keys are added in sorted order, so that concurrent flushes
 // lock counters in one order and cannot deadlock on them; zero deltas are
-// skipped. A flushID applied less than FlushRetention ago is not applied
-// again. Returns EINVALID, naming the key, if a counter would overflow
+// skipped, but a flush of only zero deltas is still recorded. A flushID
+// applied less than FlushRetention ago is not applied again. Returns EINVALID, naming the key, if a counter would overflow
 // int64; nothing is applied then.
 func (s *Store) ApplyCounterDeltas(ctx context.Context, flushID string, deltas map[string]int64) error {
 	if flushID == "" || len(flushID) > maxFlushIDBytes {
@@ -59,7 +59,7 @@ func (s *Store) ApplyCounterDeltas(ctx context.Context, flushID string, deltas m
 			keys = append(keys, k)
 		}
 	}
-	if len(keys) == 0 {
+	if len(deltas) == 0 {
 		return nil
 	}
 	slices.Sort(keys)

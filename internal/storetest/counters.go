@@ -101,6 +101,12 @@ func testCountersReplay(t *testing.T, open CounterOpener) {
 	apply(t, s, "flush-2", d)
 	apply(t, s, "FLUSH-1", d) // ids are compared exactly
 	wantCounters(t, s, map[string]int64{"a": 3, "b": 30})
+	// A flush of only zero deltas changes nothing and is recorded too: the
+	// same ID with other deltas (a Redis that came back with part of its
+	// increments) is the same flush.
+	apply(t, s, "flush-zero", map[string]int64{"a": 0})
+	apply(t, s, "flush-zero", map[string]int64{"a": 1})
+	wantCounters(t, s, map[string]int64{"a": 3, "b": 30})
 }
 
 // testCountersOverflow checks that a flush that would take a counter out

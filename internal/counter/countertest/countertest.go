@@ -76,7 +76,11 @@ func (n *Node) ApplyCounterDeltas(ctx context.Context, flushID string, deltas ma
 		}
 		n.flushIDs[flushID] = true
 		n.flushes++
-		n.statements += len(deltas)
+		for _, d := range deltas {
+			if d != 0 {
+				n.statements++
+			}
+		}
 	}
 	if n.fault != nil {
 		return n.fault("apply", true)
