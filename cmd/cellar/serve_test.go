@@ -471,32 +471,14 @@ func startServerAddr(tb testing.TB, cfg *Config) string {
 func TestServeFlagsOverrideFile(t *testing.T) {
 	dir := t.TempDir()
 	p := writeConfig(t, "listen: 0.0.0.0:0\nallow_unauthenticated: true\ndata_dir: "+dir+"\n")
-	var stderr lockedWriter
+	var stderr cliNotifyBuffer // safe for the server's goroutines
 	code := runServe(context.Background(), []string{"--config", p, "--allow-unauthenticated=false"}, &stderr)
 	if code == 0 || !strings.Contains(stderr.String(), "without auth") {
 		t.Errorf("serve --allow-unauthenticated=false on 0.0.0.0 without tokens: exit %d, stderr:\n%s\nwant the refusal to listen without auth", code, stderr.String())
 	}
-	stderr = lockedWriter{}
-	code = runServe(context.Background(), []string{"--config", p, "--listen", ""}, &stderr)
-	if code != 2 || !strings.Contains(stderr.String(), "listen must be") {
-		t.Errorf("serve --listen \"\": exit %d, stderr:\n%s\nwant 2 and a message about listen", code, stderr.String())
+	var stderr2 cliNotifyBuffer
+	code = runServe(context.Background(), []string{"--config", p, "--listen", ""}, &stderr2)
+	if code != 2 || !strings.Contains(stderr2.String(), "listen must be") {
+		t.Errorf("serve --listen \"\": exit %d, stderr:\n%s\nwant 2 and a message about listen", code, stderr2.String())
 	}
-}
-
-// lockedWriter is an io.Writer safe for a server's goroutines.
-type lockedWriter struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (w *lockedWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.Write(p)
-}
-
-func (w *lockedWriter) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.String()
 }
