@@ -140,7 +140,10 @@ func (w *worker) loop(ctx context.Context) error {
 // and ends the batch.
 func (w *worker) batch(ctx context.Context, cl client.TriggerClaim) error {
 	lease := *cl.Lease
-	renewAt := time.Now().Add(time.Until(lease.ExpiresAt) / 2)
+	// An ack renews the lease for as long as the claim gave, which the ack
+	// does not say: renew every half of that.
+	half := time.Until(lease.ExpiresAt) / 2
+	renewAt := time.Now().Add(half)
 	var done, acked int64 // added_ids of the last cell handled, and acked
 	for _, cell := range cl.Cells {
 		if ctx.Err() != nil {
@@ -161,7 +164,7 @@ func (w *worker) batch(ctx context.Context, cl client.TriggerClaim) error {
 				return w.settled(ctx, lease, err)
 			}
 			acked = done
-			renewAt = time.Now().Add(time.Until(lease.ExpiresAt) / 2)
+			renewAt = time.Now().Add(half)
 		}
 	}
 	if done == acked {

@@ -85,7 +85,21 @@ type ShardEffects struct {
 	// RequeueReplays makes the shard's replayed cells held by a consumer
 	// (whose lease ended) ready to replay again.
 	RequeueReplays bool
+	// Columns, if set, are the trigger's columns the change was decided
+	// with (moving the offset over cells of other columns): the change is
+	// refused with ErrColumnsChanged, and nothing written, if the stored
+	// definition's columns differ (a copy from before a widening).
+	Columns []string
 }
+
+// none reports whether fx asks for nothing beyond the row's write.
+func (fx ShardEffects) none() bool {
+	return fx.Park == nil && fx.AckReplayed == 0 && fx.Repark == nil && !fx.RequeueReplays && fx.Columns == nil
+}
+
+// ErrColumnsChanged refuses a change decided with columns that are no
+// longer the trigger's (ShardEffects.Columns).
+var ErrColumnsChanged = errors.New("the trigger's columns changed")
 
 func unixMilli(ms int64) time.Time {
 	if ms == 0 {
@@ -336,7 +350,7 @@ func (s *Store) UpdateTriggerShardFrom(ctx context.Context, name string, shard i
 	}
 	next := have
 	next.Shard = shard
-	if fx, ferr := f(&next); ferr == nil && fx == (ShardEffects{}) {
+	if fx, ferr := f(&next); ferr == nil && fx.none() {
 		normalizeTriggerShard(&next)
 		ok, err := s.casTriggerShard(ctx, name, shard, have, next)
 		if err == nil && ok {
@@ -402,6 +416,9 @@ func (s *Store) updateTriggerShard(ctx context.Context, name string, shard int, 
 		}
 		locked := ts
 		fx, err := f(&ts, held)
+		if err == nil && fx.Columns != nil {
+			err = s.checkColumns(ctx, tx, name, fx.Columns)
+		}
 		if err != nil {
 			seen, ferr = locked, err
 			return err
@@ -454,6 +471,29 @@ func (s *Store) updateTriggerShard(ctx context.Context, name string, shard int, 
 		return out, TriggerShard{Shard: -1}, s.wrap(err, "update shard %d of trigger %s", shard, name)
 	}
 	return out, seen, nil
+}
+
+// checkColumns returns ErrColumnsChanged unless trigger name's stored
+// columns are cols (in any order).
+func (s *Store) checkColumns(ctx context.Context, tx *sql.Tx, name string, cols []string) error {
+	var raw []byte
+	if err := tx.QueryRowContext(ctx, s.d.Rebind("SELECT def FROM triggers WHERE trigger_name = ?"), name).Scan(&raw); err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			return ErrColumnsChanged
+		}
+		return fmt.Errorf("read trigger %s: %w", name, err)
+	}
+	var def TriggerDef
+	if err := json.Unmarshal(raw, &def); err != nil {
+		return fmt.Errorf("trigger %s: %w", name, err)
+	}
+	have, want := slices.Clone(def.Columns), slices.Clone(cols)
+	slices.Sort(have)
+	slices.Sort(want)
+	if !slices.Equal(have, want) {
+		return ErrColumnsChanged
+	}
+	return nil
 }
 
 // heldReplays returns the added_ids of a shard's replayed cells held by a

@@ -106,9 +106,11 @@ func (e *Engine) ackRow(name string, ts *sqlstore.TriggerShard, held []int64, re
 		return sqlstore.ShardEffects{}, nil
 	case !readHeld:
 		return sqlstore.ShardEffects{}, errReplays
-	case len(held) > 0 && held[0] <= addedID && addedID <= max(ts.Acked, held[len(held)-1]):
+	case slices.Contains(held, addedID):
 		// The replay batch is the lease's held cells, wherever they are
-		// relative to the offset.
+		// relative to the offset; an ack names one of them (another
+		// added_id at or below the offset, such as a repeated ack of an
+		// earlier batch, is not of this batch).
 		out.replayDone = addedID >= held[len(held)-1]
 		e.renew(ts)
 		return sqlstore.ShardEffects{AckReplayed: addedID}, nil

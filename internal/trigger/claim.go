@@ -380,15 +380,7 @@ func (e *Engine) claimShard(ctx context.Context, tc *triggerState, def sqlstore.
 	}
 	if len(cells) == 0 {
 		if scanned > r.Acked {
-			_, err := e.update(ctx, def.Name, tc, r.Shard, &r, func(ts *sqlstore.TriggerShard) (sqlstore.ShardEffects, error) {
-				if ts.Acked != r.Acked {
-					return sqlstore.ShardEffects{}, errSkip
-				}
-				ts.Acked = scanned
-				ts.Delivered = max(ts.Delivered, scanned)
-				return sqlstore.ShardEffects{}, nil
-			})
-			if err != nil && !errors.Is(err, errSkip) {
+			if err := e.passOver(ctx, def, tc, r, scanned); err != nil {
 				return none, err
 			}
 		}
@@ -398,11 +390,15 @@ func (e *Engine) claimShard(ctx context.Context, tc *triggerState, def sqlstore.
 		if ts.Acked != r.Acked {
 			return sqlstore.ShardEffects{}, errSkip
 		}
+		token := ts.Token
 		if err := e.lease(ts, consumer); err != nil {
 			return sqlstore.ShardEffects{}, err
 		}
 		ts.Delivered = cells[len(cells)-1].AddedID
-		return sqlstore.ShardEffects{}, nil
+		// A new lease takes back the replays its predecessor held, as in
+		// claimReplay: this server's copy may not know of them, and left
+		// held under the new token they would count as its batch.
+		return sqlstore.ShardEffects{RequeueReplays: ts.Token != token}, nil
 	})
 	if errors.Is(err, errSkip) {
 		return none, nil
@@ -470,13 +466,18 @@ func (e *Engine) claimReplay(ctx context.Context, tc *triggerState, def sqlstore
 	var none Claim
 	var fresh bool
 	shard := r.Shard
-	ts, err := e.update(ctx, def.Name, tc, r.Shard, &r, func(ts *sqlstore.TriggerShard) (sqlstore.ShardEffects, error) {
+	ts, err := e.updateHeld(ctx, def.Name, tc, r.Shard, func(ts *sqlstore.TriggerShard, held []int64) (sqlstore.ShardEffects, error) {
 		token := ts.Token
 		if err := e.lease(ts, consumer); err != nil {
 			return sqlstore.ShardEffects{}, err
 		}
 		// A new lease takes over the replays its predecessor held.
 		fresh = ts.Token != token
+		if !fresh && len(held) > 0 {
+			// The consumer's lease has a replay batch out (through this
+			// server or another): never two batches of a shard at once.
+			return sqlstore.ShardEffects{}, errSkip
+		}
 		return sqlstore.ShardEffects{RequeueReplays: fresh}, nil
 	})
 	if errors.Is(err, errSkip) {

@@ -2,6 +2,7 @@ package trigger
 
 import (
 	"context"
+	"errors"
 	"sort"
 	"sync"
 	"time"
@@ -183,7 +184,7 @@ func (e *Engine) measureLagSeconds(ctx context.Context, def sqlstore.TriggerDef,
 					if !ok {
 						r.Shard = ss.Shard
 					}
-					e.passOver(ctx, def.Name, tc, r, covered)
+					_ = e.passOver(ctx, def, tc, r, covered) // a failure is left to the next round
 				}
 			}
 		}()
@@ -192,16 +193,27 @@ func (e *Engine) measureLagSeconds(ctx context.Context, def sqlstore.TriggerDef,
 }
 
 // passOver moves the offset of shard r.Shard to covered, over cells that
-// are not of the trigger's columns, if the offset is still r.Acked.
-func (e *Engine) passOver(ctx context.Context, name string, tc *triggerState, r sqlstore.TriggerShard, covered int64) {
-	_, _ = e.update(ctx, name, tc, r.Shard, &r, func(ts *sqlstore.TriggerShard) (sqlstore.ShardEffects, error) {
+// are not of def's columns, if the offset is still r.Acked and the stored
+// definition has those columns still: a copy from before the trigger was
+// widened must not pass over cells of a column it now has (the copy is
+// then dropped, to be loaded again).
+func (e *Engine) passOver(ctx context.Context, def sqlstore.TriggerDef, tc *triggerState, r sqlstore.TriggerShard, covered int64) error {
+	_, err := e.update(ctx, def.Name, tc, r.Shard, &r, func(ts *sqlstore.TriggerShard) (sqlstore.ShardEffects, error) {
 		if ts.Acked != r.Acked {
 			return sqlstore.ShardEffects{}, errSkip
 		}
 		ts.Acked = covered
 		ts.Delivered = max(ts.Delivered, covered)
-		return sqlstore.ShardEffects{}, nil
+		return sqlstore.ShardEffects{Columns: def.Columns}, nil
 	})
+	switch {
+	case errors.Is(err, sqlstore.ErrColumnsChanged):
+		tc.invalidate()
+		return nil
+	case errors.Is(err, errSkip):
+		return nil
+	}
+	return err
 }
 
 func ptr[T any](v T) *T { return &v }
