@@ -306,7 +306,7 @@ func openCounters(ctx context.Context, cfg *Config, nodes cellar.CounterNode, cl
 	}
 	j, err := counter.OpenJournal(ctx, cfg.journalPath(), nodes, opts)
 	if err != nil {
-		return nil, fmt.Errorf("open counter journal %s: %w", cfg.journalPath(), err)
+		return nil, err // it names the journal
 	}
 	return j, nil
 }

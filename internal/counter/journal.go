@@ -148,11 +148,16 @@ func OpenJournal(ctx context.Context, path string, node cellar.CounterNode, opts
 	db.SetMaxIdleConns(1)
 	db.SetConnMaxIdleTime(0)
 	db.SetConnMaxLifetime(0)
-	if _, err := db.ExecContext(ctx, journalSchema); err != nil {
+	// The schema, then a write whatever the schema needed: in EXCLUSIVE
+	// locking mode the first write takes the file's lock and keeps it, so
+	// a second process is refused here, at its start, rather than both
+	// failing busy on their increments later. (A journal that exists needs
+	// no schema, and a read alone takes no such lock.)
+	if _, err := db.ExecContext(ctx, journalSchema+";\nPRAGMA user_version = 1"); err != nil {
 		db.Close()
 		var serr *sqlite.Error
 		if errors.As(err, &serr) && serr.Code()&0xff == sqlite3.SQLITE_BUSY {
-			return nil, fmt.Errorf("open counter journal %s: it is locked: another process has it open", path)
+			return nil, fmt.Errorf("open counter journal %s: it is locked: another process has it open (one process per journal; several servers share counters in Redis mode, docs/COUNTERS.md)", path)
 		}
 		return nil, fmt.Errorf("open counter journal %s: %w", path, err)
 	}

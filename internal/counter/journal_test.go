@@ -389,6 +389,31 @@ func TestJournalLocked(t *testing.T) {
 	}
 }
 
+// A journal that already exists is locked as soon as it is opened, before
+// any increment: a second process (a second `cellar serve` on the same
+// data directory) is refused at its start. Before, it opened such a
+// journal, and both processes' increments then failed busy.
+func TestJournalLockedWhenReopened(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "counters.journal")
+	first, err := OpenJournal(context.Background(), path, countertest.New(), testOptions(newFakeClock()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	first.Close()
+	openJournal(t, dir, countertest.New(), testOptions(newFakeClock())) // the journal exists: no schema to write
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	j2, err := OpenJournal(ctx, path, countertest.New(), testOptions(newFakeClock()))
+	if err == nil {
+		j2.Close()
+		t.Fatal("a second OpenJournal of a reopened journal succeeded")
+	}
+	if !strings.Contains(err.Error(), "another process has it open") {
+		t.Errorf("second OpenJournal: %v; want it to say the journal is open elsewhere", err)
+	}
+}
+
 func TestSum(t *testing.T) {
 	tests := []struct {
 		in   []int64
