@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -216,7 +217,9 @@ func loadConfig(path string) (*Config, error) {
 		dec.KnownFields(true)
 		// An empty file means all defaults.
 		if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
-			return nil, fmt.Errorf("config %s: %w", path, err)
+			// yaml names the Go types it decodes into ("field listn not
+			// found in type main.Config"): a user knows keys, not types.
+			return nil, fmt.Errorf("config %s: %s", path, goTypes.ReplaceAllString(err.Error(), ""))
 		}
 	}
 	// The embedded node first, so that CELLAR_NODE_LOCAL_DSN applies to it.
@@ -246,6 +249,9 @@ func (c *Config) complete() error {
 	}
 	return c.validate()
 }
+
+// goTypes matches the Go type names in yaml's decoding errors.
+var goTypes = regexp.MustCompile(` (in|into) (type )?[\w.*\[\]]+\.[A-Z]\w*`)
 
 var nodeNameRE = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_-]{0,62}$`)
 
@@ -314,6 +320,9 @@ func (c *Config) validate() error {
 	}
 	for i, t := range c.Auth.Tokens {
 		if t.secret() == "" {
+			if t.TokenEnv != "" {
+				return fmt.Errorf("config: auth token %d: its variable %s (token_env) is unset or empty", i+1, t.TokenEnv)
+			}
 			return fmt.Errorf("config: auth token %d is empty (token or token_env)", i+1)
 		}
 		if len(t.Scopes) == 0 {
@@ -364,7 +373,11 @@ func applyEnv(c *Config, lookup func(string) (string, bool)) error {
 		c.DataDir = v
 	}
 	if v, ok := lookup("CELLAR_ALLOW_UNAUTHENTICATED"); ok {
-		c.AllowUnauthenticated = v == "1" || v == "true"
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return fmt.Errorf("config: CELLAR_ALLOW_UNAUTHENTICATED must be true or false (1, 0, t, f, TRUE, FALSE...), not %q", v)
+		}
+		c.AllowUnauthenticated = b
 	}
 	if v, ok := lookup("CELLAR_LOG_LEVEL"); ok {
 		c.LogLevel = v

@@ -216,3 +216,29 @@ func TestRedisConfigValidated(t *testing.T) {
 		t.Errorf("counters.redis_prefix ds2: %+v, %v", cfg.Counters, err)
 	}
 }
+
+// Config errors speak of keys and variables, not Go types: an unknown key
+// names the key only, an unset token_env names its variable, and
+// CELLAR_ALLOW_UNAUTHENTICATED takes what strconv.ParseBool does and
+// refuses the rest rather than reading it as false.
+func TestConfigErrorsNameKeysAndVariables(t *testing.T) {
+	_, err := loadConfig(writeConfig(t, "listn: 127.0.0.1:1"))
+	if err == nil || !strings.Contains(err.Error(), "field listn not found") || strings.Contains(err.Error(), "main.") {
+		t.Errorf("unknown key: %v; want it named, without Go types", err)
+	}
+	_, err = loadConfig(writeConfig(t, "auth: {tokens: [{token_env: CELLAR_TEST_UNSET_TOKEN, scopes: [read]}]}"))
+	if err == nil || !strings.Contains(err.Error(), "CELLAR_TEST_UNSET_TOKEN") {
+		t.Errorf("unset token_env: %v; want the variable named", err)
+	}
+	for v, want := range map[string]bool{"TRUE": true, "1": true, "false": false, "f": false} {
+		cfg := defaultConfig()
+		err := applyEnv(cfg, func(k string) (string, bool) { return v, k == "CELLAR_ALLOW_UNAUTHENTICATED" })
+		if err != nil || cfg.AllowUnauthenticated != want {
+			t.Errorf("CELLAR_ALLOW_UNAUTHENTICATED=%s: %v, %v; want %v", v, cfg.AllowUnauthenticated, err, want)
+		}
+	}
+	cfg := defaultConfig()
+	if err := applyEnv(cfg, func(k string) (string, bool) { return "yes", k == "CELLAR_ALLOW_UNAUTHENTICATED" }); err == nil {
+		t.Errorf("CELLAR_ALLOW_UNAUTHENTICATED=yes accepted (as %v); want it refused", cfg.AllowUnauthenticated)
+	}
+}

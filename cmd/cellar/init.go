@@ -23,7 +23,7 @@ func runInit(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return parseExit(err)
 	}
 	cfg, err := loadConfig(*configPath)
 	if err != nil {
@@ -79,4 +79,13 @@ func initDatastore(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		log.Info("datastore exists; its stored shard map is authoritative", "map_version", have.Version)
 	}
 	return nil
+}
+
+// parseExit is the exit status of a subcommand whose flags did not parse:
+// 0 when help was asked for (-h), as for the other subcommands, else 2.
+func parseExit(err error) int {
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	return 2
 }

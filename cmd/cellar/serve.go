@@ -42,7 +42,7 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) int {
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return parseExit(err)
 	}
 	cfg, err := loadConfig(*configPath)
 	if err != nil {

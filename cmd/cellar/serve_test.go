@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -480,5 +481,20 @@ func TestServeFlagsOverrideFile(t *testing.T) {
 	code = runServe(context.Background(), []string{"--config", p, "--listen", ""}, &stderr2)
 	if code != 2 || !strings.Contains(stderr2.String(), "listen must be") {
 		t.Errorf("serve --listen \"\": exit %d, stderr:\n%s\nwant 2 and a message about listen", code, stderr2.String())
+	}
+}
+
+// -h of serve, init and bench exits 0 like every other subcommand's; a
+// flag that does not parse exits 2.
+func TestSubcommandHelpExitsZero(t *testing.T) {
+	for _, args := range [][]string{{"serve", "-h"}, {"init", "-h"}, {"bench", "-h"}} {
+		var out, errb bytes.Buffer
+		if code := run(context.Background(), args, strings.NewReader(""), &out, &errb); code != 0 || !strings.Contains(errb.String(), "usage: cellar "+args[0]) {
+			t.Errorf("cellar %s: exit %d, stderr:\n%s", strings.Join(args, " "), code, errb.String())
+		}
+	}
+	var out, errb bytes.Buffer
+	if code := run(context.Background(), []string{"serve", "--bogus"}, strings.NewReader(""), &out, &errb); code != 2 {
+		t.Errorf("cellar serve --bogus: exit %d; want 2", code)
 	}
 }
