@@ -141,6 +141,10 @@ type NackResult struct {
 	RetryAt time.Time
 }
 
+// errRepeated refuses to write a nack that repeats the one that ended
+// the lease; the nack answers as that one did.
+var errRepeated = errors.New("repeated nack")
+
 // nackKind is what a nack did.
 type nackKind int
 
@@ -166,7 +170,9 @@ const (
 //
 // A nack of a cell at or below the offset that is not a replayed cell of
 // the lease (acked already, or parked by an earlier nack whose answer was
-// lost) does nothing and answers not parked. Returns ENOTFOUND for an
+// lost) does nothing and answers not parked; the nack that set the
+// pending retry, repeated under its token, does nothing and answers that
+// retry. Returns ENOTFOUND for an
 // unknown trigger, ECONFLICT for a stale token and EINVALID if addedID was
 // not delivered under the lease, as Ack does.
 func (e *Engine) Nack(ctx context.Context, name string, token int64, shard int, addedID int64, errMsg string) (NackResult, error) {
@@ -213,11 +219,19 @@ func (e *Engine) Nack(ctx context.Context, name string, token int64, shard int, 
 			}, nil
 		case addedID <= ts.Acked:
 			return sqlstore.ShardEffects{}, errSkip
+		case ts.RetryAddedID == addedID && ts.Owner == "":
+			// The nack that ended this lease, again (its answer was lost):
+			// the cell waits for its retry; say so, change nothing.
+			res = NackResult{Attempts: ts.Attempts, RetryAt: ts.RetryAt}
+			return sqlstore.ShardEffects{}, errRepeated
 		}
 		return sqlstore.ShardEffects{}, notDelivered(ts, addedID)
 	})
-	if errors.Is(err, errSkip) {
+	switch {
+	case errors.Is(err, errSkip):
 		return NackResult{}, nil
+	case errors.Is(err, errRepeated):
+		return res, nil
 	}
 	if err == nil && (kind == nackParked || kind == nackReparked) && tc != nil {
 		tc.mu.Lock()

@@ -195,6 +195,25 @@ func TestRetriedNack(t *testing.T) {
 	}
 }
 
+// A nack repeated after the one that set its cell's retry (its answer was
+// lost) answers that retry and changes nothing: before, it was refused as
+// "not delivered under this lease".
+func TestRetriedNackOfRetryingCell(t *testing.T) {
+	e := newQuietEnv(t, backends[0])
+	cell := e.put(rowIn(sh(5), 0), "a")
+	e.define("t", trigger.Definition{Columns: []string{"a"}, MaxAttempts: 3})
+	c := e.claim("t", "c", 10)
+	first, err := e.engine.Nack(bg(), "t", c.Lease.Token, sh(5), cell.AddedID, "boom")
+	if err != nil || first.Parked || first.Attempts != 1 {
+		t.Fatalf("nack = %+v, %v; want a retry at attempt 1", first, err)
+	}
+	again, err := e.engine.Nack(bg(), "t", c.Lease.Token, sh(5), cell.AddedID, "boom")
+	// (Times come back from the store at its millisecond precision.)
+	if err != nil || again.Parked || again.Attempts != 1 || !again.RetryAt.Equal(first.RetryAt.Truncate(time.Millisecond)) {
+		t.Fatalf("repeated nack = %+v, %v; want the same retry %+v", again, err, first)
+	}
+}
+
 // TestNackOfAckedCell guards that a nack of a cell the consumer acked
 // already does nothing and answers not parked.
 func TestNackOfAckedCell(t *testing.T) {
