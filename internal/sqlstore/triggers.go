@@ -164,6 +164,9 @@ func (s *Store) PutTrigger(ctx context.Context, def TriggerDef, start map[int]in
 			return fmt.Errorf("decode trigger: %w", err)
 		}
 		def.CreatedAt, def.UpdatedAt = old.CreatedAt, now.UTC().Truncate(time.Millisecond)
+		// start chose the offsets at creation; an update keeps them, so it
+		// keeps the start that says where they came from.
+		def.Start = old.Start
 		raw, err := json.Marshal(def)
 		if err != nil {
 			return err

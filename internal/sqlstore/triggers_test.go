@@ -57,13 +57,14 @@ func TestTriggerState(t *testing.T) {
 		if created, err := s.PutTrigger(ctx, def, map[int]int64{3: 7}); err != nil || !created {
 			t.Fatalf("PutTrigger = %v, %v", created, err)
 		}
-		def.MaxAttempts = 4
+		def.MaxAttempts, def.Start = 4, "earliest"
 		if created, err := s.PutTrigger(ctx, def, map[int]int64{3: 99}); err != nil || created {
 			t.Fatalf("PutTrigger update = %v, %v", created, err)
 		}
 		got, err := s.Trigger(ctx, "t")
-		if err != nil || got.MaxAttempts != 4 || got.CreatedAt.IsZero() {
-			t.Fatalf("Trigger = %+v, %v", got, err)
+		// An update keeps the start the offsets came from.
+		if err != nil || got.MaxAttempts != 4 || got.Start != "latest" || got.CreatedAt.IsZero() {
+			t.Fatalf("Trigger = %+v, %v; want max_attempts 4, start latest kept", got, err)
 		}
 		if _, err := s.Trigger(ctx, "nope"); !errors.Is(err, cellar.ErrNotFound) {
 			t.Fatalf("Trigger(nope) = %v; want not found", err)
