@@ -221,7 +221,7 @@ func sum(vs ...int64) (int64, bool) {
 }
 
 func overflowError(key string, by int64) error {
-	return cellar.Errorf(cellar.EINVALID, "counter %q: adding %d would overflow the range of a 64-bit integer (%d..%d)",
+	return cellar.Errorf(cellar.EINVALID, "counter %q: adding %d would overflow the range of a 64-bit integer (%d..%d): its value would, or the increments buffered since the last flush would (those are cleared by the next flush, within its interval)",
 		truncate(key, 80), by, int64(math.MinInt64), int64(math.MaxInt64))
 }
 
