@@ -573,6 +573,9 @@ func (m *Manager) loadStored(ctx context.Context, name string) (record, error) {
 	if err := ValidateName(name); err != nil {
 		return record{}, err
 	}
+	m.mu.Lock()
+	since := m.changes
+	m.mu.Unlock()
 	raw, err := m.records.IndexRecord(ctx, name)
 	if err != nil {
 		return record{}, err
@@ -581,11 +584,28 @@ func (m *Manager) loadStored(ctx context.Context, name string) (record, error) {
 	if err != nil {
 		return record{}, err
 	}
-	m.remember(name, rec)
-	if rec.Deleted {
+	rec, ok := m.rememberRead(name, rec, since)
+	if !ok || rec.Deleted {
 		return record{}, cellar.Errorf(cellar.ENOTFOUND, "no index named %s", name)
 	}
 	return rec, nil
+}
+
+// rememberRead caches rec, read from the metadata node when the change
+// count was since, and returns it; unless this process wrote the name
+// since then (a Delete, say, while the read was on its way): that record
+// is newer, and is the one returned (ok false if the name was dropped).
+func (m *Manager) rememberRead(name string, rec record, since uint64) (record, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.changed[name] > since {
+		cur, ok := m.recs[name]
+		return cur, ok
+	}
+	m.recs[name] = rec
+	m.changes++
+	m.changed[name] = m.changes
+	return rec, true
 }
 
 // defineTrigger creates (or confirms) the internal trigger of a

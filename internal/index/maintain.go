@@ -45,6 +45,16 @@ func (m *Manager) loop(ctx context.Context, name string, gen int64, def Definiti
 			if ctx.Err() != nil {
 				return
 			}
+			if errors.Is(err, cellar.ErrNotFound) && m.stillServes(ctx, name, gen) {
+				// The trigger is gone while its generation lives: another
+				// server's Define of the same new index, racing this one,
+				// cleared it as left behind. Define it again; maintenance
+				// is idempotent, and starts over from the first cell.
+				if err := m.defineTrigger(ctx, name, gen, def.Column); err == nil {
+					m.log.Warn("index trigger was missing; defined it again", "index", name, "generation", gen)
+					continue
+				}
+			}
 			m.log.Warn("index claim failed", "index", name, "generation", gen, "err", err)
 			if !sleep(ctx, m.refresh) {
 				return
@@ -156,4 +166,11 @@ func containsLoc(locs []cellar.IndexLoc, l cellar.IndexLoc) bool {
 		}
 	}
 	return false
+}
+
+// stillServes reports whether the metadata node has generation gen of
+// index name live: serving or being built.
+func (m *Manager) stillServes(ctx context.Context, name string, gen int64) bool {
+	rec, err := m.loadStored(ctx, name)
+	return err == nil && (rec.Active == gen || rec.Building == gen)
 }

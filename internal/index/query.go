@@ -337,11 +337,19 @@ func (m *Manager) Query(ctx context.Context, name string, q Query) (Result, erro
 		return res, err
 	}
 	if len(q.WaitFor) > 0 {
-		gen, err := m.waitFor(ctx, name, rec.Active, rec.Column, q.WaitFor, q.Wait)
+		now, err := m.waitFor(ctx, name, rec.Active, rec.Column, q.WaitFor, q.Wait)
 		if err != nil {
 			return res, err
 		}
-		p.scan.Gen = gen
+		if !now.Definition.equal(rec.Definition) {
+			// Deleted and defined again while the query waited: its
+			// entries are laid out by the new definition.
+			if p, err = planQuery(name, now.Active, now.Definition, q, m.count); err != nil {
+				return res, err
+			}
+		}
+		rec = now
+		p.scan.Gen = now.Active
 	}
 	return m.runQuery(ctx, rec.Definition, p)
 }
@@ -433,19 +441,21 @@ func (p *plan) confirm(def Definition, e cellar.IndexEntry, cell *cellar.Cell, s
 }
 
 // waitFor waits until the index generation that serves queries has
-// acknowledged every cell in pos, and returns that generation. A rebuild
+// acknowledged every cell in pos, and returns the record it serves from
+// then (rec.Active is that generation; its definition may be another, if
+// the index was deleted and defined again meanwhile). A rebuild
 // switching over meanwhile makes it wait for the new generation.
-func (m *Manager) waitFor(ctx context.Context, name string, gen int64, column string, pos []CellPos, wait time.Duration) (int64, error) {
+func (m *Manager) waitFor(ctx context.Context, name string, gen int64, column string, pos []CellPos, wait time.Duration) (record, error) {
 	if len(pos) > MaxWaitFor {
-		return 0, cellar.Errorf(cellar.EINVALID, "wait_for names %d cells; the limit is %d", len(pos), MaxWaitFor)
+		return record{}, cellar.Errorf(cellar.EINVALID, "wait_for names %d cells; the limit is %d", len(pos), MaxWaitFor)
 	}
 	for _, c := range pos {
 		if c.Shard < 0 || c.Shard >= m.count || c.AddedID < 1 {
-			return 0, cellar.Errorf(cellar.EINVALID, "wait_for: shard %d added_id %d is out of range (shards 0..%d, added_id from 1)", c.Shard, c.AddedID, m.count-1)
+			return record{}, cellar.Errorf(cellar.EINVALID, "wait_for: shard %d added_id %d is out of range (shards 0..%d, added_id from 1)", c.Shard, c.AddedID, m.count-1)
 		}
 	}
 	if wait <= 0 || wait > MaxWait {
-		return 0, cellar.Errorf(cellar.EINVALID, "wait must be 1 ms..%s", MaxWait)
+		return record{}, cellar.Errorf(cellar.EINVALID, "wait must be 1 ms..%s", MaxWait)
 	}
 	deadline := time.NewTimer(wait)
 	defer deadline.Stop()
@@ -456,16 +466,17 @@ func (m *Manager) waitFor(ctx context.Context, name string, gen int64, column st
 		// trigger may be gone): wait for the serving one.
 		rec, err := m.load(ctx, name)
 		if err != nil {
-			return 0, err
+			return record{}, err
 		}
 		if rec.Active != gen {
 			gen, pending = rec.Active, append([]CellPos{}, pos...)
 		}
+		column = rec.Column
 		next := pending[:0]
 		for _, c := range pending {
 			off, err := m.records.TriggerOffset(ctx, triggerName(name, gen), c.Shard)
 			if err != nil {
-				return 0, err
+				return record{}, err
 			}
 			if off >= c.AddedID {
 				continue
@@ -477,7 +488,7 @@ func (m *Manager) waitFor(ctx context.Context, name string, gen int64, column st
 			// them all.
 			res, err := m.cells.Scan(ctx, c.Shard, off, 1, column)
 			if err != nil {
-				return 0, err
+				return record{}, err
 			}
 			if len(res.Cells) > 0 && res.Cells[0].AddedID <= c.AddedID {
 				next = append(next, c)
@@ -485,7 +496,7 @@ func (m *Manager) waitFor(ctx context.Context, name string, gen int64, column st
 		}
 		pending = next
 		if len(pending) == 0 {
-			return gen, nil
+			return rec, nil
 		}
 		// Local acks wake the wait at once; other processes' are seen by
 		// polling.
@@ -493,10 +504,10 @@ func (m *Manager) waitFor(ctx context.Context, name string, gen int64, column st
 		select {
 		case <-ctx.Done():
 			poll.Stop()
-			return 0, cellar.Unavailable(ctx.Err(), "index %s: waiting for shard %d added_id %d", name, pending[0].Shard, pending[0].AddedID)
+			return record{}, cellar.Unavailable(ctx.Err(), "index %s: waiting for shard %d added_id %d", name, pending[0].Shard, pending[0].AddedID)
 		case <-deadline.C:
 			poll.Stop()
-			return 0, cellar.Errorf(cellar.EUNAVAILABLE, "index %s has not caught up with shard %d added_id %d within %s; retry", name, pending[0].Shard, pending[0].AddedID, wait)
+			return record{}, cellar.Errorf(cellar.EUNAVAILABLE, "index %s has not caught up with shard %d added_id %d within %s; retry", name, pending[0].Shard, pending[0].AddedID, wait)
 		case <-woken:
 		case <-poll.C:
 		}
