@@ -251,7 +251,7 @@ func (c *Config) complete() error {
 }
 
 // goTypes matches the Go type names in yaml's decoding errors.
-var goTypes = regexp.MustCompile(` (in|into) (type )?[\w.*\[\]]+\.[A-Z]\w*`)
+var goTypes = regexp.MustCompile(` (in type|into) (\[\])?main\.\w+`)
 
 var nodeNameRE = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_-]{0,62}$`)
 
@@ -364,8 +364,13 @@ func (c *Config) initialMap() (*cellar.ShardMap, error) {
 	return m, nil
 }
 
-// applyEnv applies CELLAR_* environment overrides.
-func applyEnv(c *Config, lookup func(string) (string, bool)) error {
+// applyEnv applies CELLAR_* environment overrides. A variable set but
+// empty (as compose files and templated units leave them) counts as unset.
+func applyEnv(c *Config, env func(string) (string, bool)) error {
+	lookup := func(name string) (string, bool) {
+		v, ok := env(name)
+		return v, ok && v != ""
+	}
 	if v, ok := lookup("CELLAR_LISTEN"); ok {
 		c.Listen = v
 	}

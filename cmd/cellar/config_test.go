@@ -242,3 +242,20 @@ func TestConfigErrorsNameKeysAndVariables(t *testing.T) {
 		t.Errorf("CELLAR_ALLOW_UNAUTHENTICATED=yes accepted (as %v); want it refused", cfg.AllowUnauthenticated)
 	}
 }
+
+// A CELLAR_* variable set but empty (as compose files and templated units
+// leave them) counts as unset: the defaults hold, and the config loads.
+func TestEmptyEnvOverrides(t *testing.T) {
+	for _, name := range []string{"CELLAR_LOG_LEVEL", "CELLAR_ALLOW_UNAUTHENTICATED"} {
+		t.Run(name, func(t *testing.T) {
+			t.Setenv(name, "")
+			cfg, err := loadConfig("")
+			if err != nil {
+				t.Fatalf("%s set empty: %v; want the default", name, err)
+			}
+			if cfg.LogLevel != "info" || cfg.AllowUnauthenticated {
+				t.Errorf("%s set empty: log_level %q, allow_unauthenticated %v; want info, false", name, cfg.LogLevel, cfg.AllowUnauthenticated)
+			}
+		})
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"math"
 	"strconv"
 	"strings"
 	"sync"
@@ -71,14 +72,19 @@ return out
 // value, milliseconds to live, the filler's bound in milliseconds) unless
 // Redis has a newer one, or the same one read no earlier (its age, its
 // filler's bound less its PTTL, is no greater; an entry without a bound
-// counts as this filler's).
+// counts as this filler's, unless its PTTL is longer than that bound: then
+// its age is unknown, and it is replaced).
 var latestFillScript = refOlder + `
 local old = redis.call('GET', KEYS[1])
 if old and not older(old, ARGV[1]) then
   local r = string.match(old, '"ref_key":(%d+)')
-  local b = tonumber(bound(old) or ARGV[4])
+  local left = redis.call('PTTL', KEYS[1])
   local mine = tonumber(ARGV[4]) - tonumber(ARGV[3])
-  if r ~= ARGV[1] or b - redis.call('PTTL', KEYS[1]) <= mine then
+  local b = bound(old)
+  -- An entry without a bound (from a version before bounds) whose TTL
+  -- outlives this filler's bound is of unknown age: replace it.
+  local unknown = not b and left > tonumber(ARGV[4])
+  if r ~= ARGV[1] or (not unknown and tonumber(b or ARGV[4]) - left <= mine) then
     return 0
   end
 end
@@ -438,6 +444,10 @@ func (s *shared) lookup(ctx context.Context, ps []pending, hit func(pending, *en
 						left = min(left, s.bound-age)
 					}
 					str = rest
+				} else if left > s.bound {
+					// Without a bound (from a version before bounds) and
+					// outliving this one's: of unknown age.
+					continue
 				}
 				answers[i] = s.decode(ps[i].k, str, sent+left)
 			}
@@ -464,14 +474,15 @@ func (s *shared) lookup(ctx context.Context, ps []pending, hit func(pending, *en
 // nanoseconds) and the cell's JSON; ok is false for a value without one.
 func cutBound(v string) (bound int64, rest string, ok bool) {
 	b, rest, ok := strings.Cut(v, "|")
-	if !ok || b == "" || len(b) > 12 || strings.Trim(b, "0123456789") != "" {
+	if !ok || b == "" || len(b) > 19 || strings.Trim(b, "0123456789") != "" {
 		return 0, v, false
 	}
 	ms, err := strconv.ParseInt(b, 10, 64)
 	if err != nil {
 		return 0, v, false
 	}
-	return ms * int64(time.Millisecond), rest, true
+	// A bound beyond what nanoseconds hold (about 292 years) is as long.
+	return int64(min(time.Duration(ms), math.MaxInt64/time.Millisecond) * time.Millisecond), rest, true
 }
 
 // decode returns the answer stored in Redis under k, or nil (counting an

@@ -380,3 +380,71 @@ func TestMixedStalenessBounds(t *testing.T) {
 		t.Errorf("the long-bound process's Latest = %d; want 1, still cached", got)
 	}
 }
+
+// A latest entry filled with a MaxStaleness of 10^12 ms or more (13
+// digits; 300000h here) is served like any other: before, its bound was
+// refused as too long, and every read of it was a decode error and a miss.
+func TestHugeBoundLatestEntry(t *testing.T) {
+	r := newCluster(t, 16, dbtest.Redis(t))
+	for i, bound := range []time.Duration{time.Hour, 300000 * time.Hour} {
+		back := openSQLite(t, 16)
+		// Each bound its own prefix: the two runs do not share entries.
+		prefix := fmt.Sprintf("huge%d-%d", i, time.Now().UnixNano())
+		obs := newCounts()
+		filler := newCache(t, back, cache.Options{Redis: r, MaxStaleness: bound, RedisPrefix: prefix, MaxBytes: -1})
+		reader := newCache(t, back, cache.Options{Redis: r, MaxStaleness: bound, RedisPrefix: prefix, MaxBytes: -1, Observer: obs})
+		put(t, back, "r", "c", 1, `{}`)
+		if got := latestRef(t, filler, "r", "c"); got != 1 { // fills Redis
+			t.Fatalf("Latest = %d; want 1", got)
+		}
+		// Written behind the caches' back: only a Redis hit still says 1.
+		put(t, back, "r", "c", 2, `{}`)
+		got := latestRef(t, reader, "r", "c")
+		hits, _ := obs.take(cache.TierRedis)
+		if got != 1 || hits != 1 || obs.errors(cache.TierRedis, "decode") != 0 {
+			t.Errorf("max_staleness %v: another process's Latest = %d, %d Redis hits, %d decode errors; want 1 from the entry its filler stored, 1 hit, 0 errors",
+				bound, got, hits, obs.errors(cache.TierRedis, "decode"))
+		}
+	}
+}
+
+// During a rollout, a process of the version before bounds with a longer
+// max_staleness (1h here) fills latest entries without a bound ("{...}"
+// with a PX of up to 1h). A process with a 300ms bound does not serve such
+// an entry whose TTL outlives its bound (its age is unknown): before, it
+// served it for the whole TTL, and a write acknowledged 400ms earlier was
+// not seen.
+func TestUnboundEntryPastReadersBound(t *testing.T) {
+	const short = 300 * time.Millisecond
+	srv := dbtest.Redis(t)
+	r := newCluster(t, 16, srv)
+	back := openSQLite(t, 16)
+	prefix := fmt.Sprintf("old-%d", time.Now().UnixNano())
+	key := fmt.Sprintf("%s:latest:%d:c:r", prefix, r.Shard("r"))
+	// The value as the previous version stored it: this version's, less
+	// the "MS|" bound.
+	filler := newCache(t, back, cache.Options{Redis: r, MaxStaleness: time.Hour, RedisPrefix: prefix, MaxBytes: -1})
+	put(t, back, "r", "c", 1, `{}`)
+	if got := latestRef(t, filler, "r", "c"); got != 1 {
+		t.Fatalf("Latest = %d; want 1", got)
+	}
+	_, cl := r.Node(r.Shard("r"))
+	v, err := cl.Get(ctx(t), key).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, old, ok := strings.Cut(v, "|")
+	if !ok {
+		t.Fatalf("stored %q: no bound", v)
+	}
+	if err := cl.Set(ctx(t), key, old, time.Hour).Err(); err != nil { // an old filler, 1h bound
+		t.Fatal(err)
+	}
+	start := time.Now()
+	put(t, back, "r", "c", 2, `{}`) // acknowledged now
+	brief := newCache(t, back, cache.Options{Redis: r, MaxStaleness: short, RedisPrefix: prefix, MaxBytes: -1})
+	time.Sleep(short + 100*time.Millisecond)
+	if got := latestRef(t, brief, "r", "c"); got != 2 {
+		t.Errorf("Latest %v after a write, in a process with a bound of %v, from an entry filled by the previous version = %d; want 2", time.Since(start), short, got)
+	}
+}

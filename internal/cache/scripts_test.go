@@ -145,8 +145,8 @@ func TestLatestScriptsMixedBounds(t *testing.T) {
 		}
 		return time.Duration(b), rc.PTTL(ctx, k).Val()
 	}
-	fill(time.Hour, 50*time.Minute) // read 10 minutes ago by a 1 h process
-	fill(time.Second, time.Second)  // read now by a 1 s process: fresher
+	fill(time.Hour, 50*time.Minute)         // read 10 minutes ago by a 1 h process
+	fill(time.Second, 900*time.Millisecond) // read 100 ms ago by a 1 s process: fresher
 	if b, ttl := stored(); b != time.Second || ttl > time.Second {
 		t.Errorf("after a fresher fill with a shorter bound: bound %v, TTL %v; want 1s, at most 1s", b, ttl)
 	}
@@ -165,6 +165,16 @@ func TestLatestScriptsMixedBounds(t *testing.T) {
 	}
 	if b, ttl := stored(); b != time.Hour || ttl < 59*time.Minute {
 		t.Errorf("after a push: bound %v, TTL %v; want the entry's own 1h and about an hour", b, ttl)
+	}
+	c.RefKey = 7
+	// An entry without a bound (an older version's) whose TTL outlives the
+	// filler's bound is of unknown age: a fill replaces it.
+	if err := rc.Set(ctx, k, v, time.Hour).Err(); err != nil {
+		t.Fatal(err)
+	}
+	fill(time.Second, time.Second) // ref 7 again: the same cell
+	if b, ttl := stored(); b != time.Second || ttl > time.Second {
+		t.Errorf("after a fill over an unbound 1h entry: bound %v, TTL %v; want 1s, at most 1s", b, ttl)
 	}
 }
 

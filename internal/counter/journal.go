@@ -17,6 +17,7 @@ import (
 	sqlite3 "modernc.org/sqlite/lib"
 
 	"github.com/cellar-db/cellar"
+	cellarsqlite "github.com/cellar-db/cellar/internal/sqlite"
 )
 
 // Journal is the counter buffer of a single cellar process. Every
@@ -140,7 +141,7 @@ func OpenJournal(ctx context.Context, path string, node cellar.CounterNode, opts
 		q.Add("_pragma", p)
 	}
 	q.Set("_txlock", "immediate")
-	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	db, err := sql.Open("sqlite", cellarsqlite.FileURI(path, q))
 	if err != nil {
 		return nil, fmt.Errorf("open counter journal %s: %w", path, err)
 	}

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"math"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -514,5 +515,31 @@ func TestJournalReplayReadDuringFlush(t *testing.T) {
 				t.Errorf("node value %d; want %d", v, want)
 			}
 		})
+	}
+}
+
+// A journal whose path holds '#' (or '?', '%') is opened at that path:
+// before, SQLite cut it at the '#', and the journals of data directories
+// a#1 and a#2 were one file, a.
+func TestJournalPathWithURICharacters(t *testing.T) {
+	base := t.TempDir()
+	p1 := filepath.Join(base, "a#1", "counters.journal")
+	p2 := filepath.Join(base, "a#2", "counters.journal")
+	j1, err := OpenJournal(context.Background(), p1, countertest.New(), testOptions(newFakeClock()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j1.Close()
+	if _, err := os.Stat(p1); err != nil {
+		t.Errorf("journal of data_dir a#1 not at %s: %v", p1, err)
+	}
+	if _, err := os.Stat(filepath.Join(base, "a")); err == nil {
+		t.Errorf("a file %s was created (the journal path cut at '#')", filepath.Join(base, "a"))
+	}
+	j2, err := OpenJournal(context.Background(), p2, countertest.New(), testOptions(newFakeClock()))
+	if err != nil {
+		t.Errorf("journal of another data_dir, a#2: %v; want it opened", err)
+	} else {
+		j2.Close()
 	}
 }

@@ -128,14 +128,14 @@ func TestRedisRestoredInPlaceKeepingRunID(t *testing.T) {
 	b := openRedisBuffer(t, openCluster(t, m1), node, testOptions(newFakeClock()))
 
 	host, port := splitAddr(t, m1.Addr())
-	if err := cb.SlaveOf(ctx, host, port).Err(); err != nil {
+	if err := cb.ReplicaOf(ctx, host, port).Err(); err != nil {
 		t.Fatal(err)
 	}
 	waitLink(t, cb)
 	incr(t, b, "k", 5, 5)   // epoch E1 holds k:5, runid = m1's
 	waitCaughtUp(t, c1, cb) // WAIT would not do: it counts this client's writes
 	// The backup is taken: it holds E1 with k:5.
-	if err := cb.SlaveOf(ctx, "NO", "ONE").Err(); err != nil {
+	if err := cb.ReplicaOf(ctx, "NO", "ONE").Err(); err != nil {
 		t.Fatal(err)
 	}
 	flushTwice(t, b) // E1 applied: node 5
@@ -144,11 +144,11 @@ func TestRedisRestoredInPlaceKeepingRunID(t *testing.T) {
 	}
 	// Restore m1 from the backup, in place.
 	bhost, bport := splitAddr(t, backup.Addr())
-	if err := c1.SlaveOf(ctx, bhost, bport).Err(); err != nil {
+	if err := c1.ReplicaOf(ctx, bhost, bport).Err(); err != nil {
 		t.Fatal(err)
 	}
 	waitLink(t, c1)
-	if err := c1.SlaveOf(ctx, "NO", "ONE").Err(); err != nil {
+	if err := c1.ReplicaOf(ctx, "NO", "ONE").Err(); err != nil {
 		t.Fatal(err)
 	}
 	if d, err := c1.HGet(ctx, "cellar:ctr:{"+shardOf(b, "k")+"}:deltas", "k").Result(); err != nil || d != "5" {

@@ -337,7 +337,7 @@ func (m *Manager) Query(ctx context.Context, name string, q Query) (Result, erro
 		return res, err
 	}
 	if len(q.WaitFor) > 0 {
-		now, err := m.waitFor(ctx, name, rec.Active, rec.Column, q.WaitFor, q.Wait)
+		now, err := m.waitFor(ctx, name, rec.Active, q.WaitFor, q.Wait)
 		if err != nil {
 			return res, err
 		}
@@ -445,7 +445,7 @@ func (p *plan) confirm(def Definition, e cellar.IndexEntry, cell *cellar.Cell, s
 // then (rec.Active is that generation; its definition may be another, if
 // the index was deleted and defined again meanwhile). A rebuild
 // switching over meanwhile makes it wait for the new generation.
-func (m *Manager) waitFor(ctx context.Context, name string, gen int64, column string, pos []CellPos, wait time.Duration) (record, error) {
+func (m *Manager) waitFor(ctx context.Context, name string, gen int64, pos []CellPos, wait time.Duration) (record, error) {
 	if len(pos) > MaxWaitFor {
 		return record{}, cellar.Errorf(cellar.EINVALID, "wait_for names %d cells; the limit is %d", len(pos), MaxWaitFor)
 	}
@@ -471,7 +471,7 @@ func (m *Manager) waitFor(ctx context.Context, name string, gen int64, column st
 		if rec.Active != gen {
 			gen, pending = rec.Active, append([]CellPos{}, pos...)
 		}
-		column = rec.Column
+		column := rec.Column
 		next := pending[:0]
 		for _, c := range pending {
 			off, err := m.records.TriggerOffset(ctx, triggerName(name, gen), c.Shard)

@@ -8,6 +8,7 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/go-sql-driver/mysql"
 
@@ -126,8 +127,13 @@ func Open(ctx context.Context, dsn string, opts Options) (*sqlstore.Store, error
 	// sql_mode: keep whatever else it says and add STRICT_ALL_TABLES.
 	// The driver sends each parameter as SET name = value, raw.
 	mode := "@@SESSION.sql_mode"
-	if v, ok := cfg.Params["sql_mode"]; ok {
-		mode = v
+	for k, v := range cfg.Params {
+		if strings.EqualFold(k, "sql_mode") {
+			// MySQL takes a bare word after SET sql_mode =, but not in an
+			// expression: quote what is not quoted already.
+			mode = sqlString(v)
+			delete(cfg.Params, k)
+		}
 	}
 	if cfg.Params == nil {
 		cfg.Params = make(map[string]string)
@@ -149,4 +155,13 @@ func Open(ctx context.Context, dsn string, opts Options) (*sqlstore.Store, error
 		return nil, err
 	}
 	return s, nil
+}
+
+// sqlString returns a DSN's sql_mode value as a SQL string literal: as
+// written if it is one already ('...' or "..."), else quoted.
+func sqlString(v string) string {
+	if len(v) >= 2 && (v[0] == '\'' || v[0] == '"') && v[len(v)-1] == v[0] {
+		return v
+	}
+	return "'" + strings.ReplaceAll(strings.ReplaceAll(v, `\`, `\\`), "'", "''") + "'"
 }

@@ -107,6 +107,13 @@ type Options struct {
 // as /srv/a#1 must not open /srv/a.
 var uriPath = strings.NewReplacer("%", "%25", "?", "%3F", "#", "%23")
 
+// FileURI is the DSN of the SQLite file at path with the driver
+// parameters q, its path escaped for SQLite's URI filenames (every SQLite
+// file cellar opens goes through it: nodes, the counter journal).
+func FileURI(path string, q url.Values) string {
+	return "file:" + uriPath.Replace(path) + "?" + q.Encode()
+}
+
 // Open opens (creating if opts.Create is set) the SQLite node at path.
 func Open(ctx context.Context, path string, opts Options) (*sqlstore.Store, error) {
 	if opts.Create {
@@ -124,14 +131,14 @@ func Open(ctx context.Context, path string, opts Options) (*sqlstore.Store, erro
 		q.Add("_pragma", p)
 	}
 	q.Set("_txlock", "immediate")
-	dsn := "file:" + uriPath.Replace(path) + "?" + q.Encode()
+	dsn := FileURI(path, q)
 	if opts.CheckpointEvery == 0 {
 		opts.CheckpointEvery = DefaultCheckpointEvery
 	}
 	wdsn := dsn
 	if opts.CheckpointEvery > 0 {
 		q.Add("_pragma", fmt.Sprintf("wal_autocheckpoint(%d)", backstopPages))
-		wdsn = "file:" + uriPath.Replace(path) + "?" + q.Encode()
+		wdsn = FileURI(path, q)
 	}
 	wdb, err := sql.Open("sqlite", wdsn)
 	if err != nil {
