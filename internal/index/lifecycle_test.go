@@ -243,6 +243,24 @@ type gatedRecords struct {
 
 type recordsGate struct{ read, release chan struct{} }
 
+// takeGate takes the gate armed in *slot (under mu), leaving none.
+func takeGate(mu *sync.Mutex, slot **recordsGate) *recordsGate {
+	mu.Lock()
+	defer mu.Unlock()
+	g := *slot
+	*slot = nil
+	return g
+}
+
+// pass signals that the held call has read, and waits for its release;
+// a nil gate holds nothing.
+func (g *recordsGate) pass() {
+	if g != nil {
+		close(g.read)
+		<-g.release
+	}
+}
+
 func (g *gatedRecords) hold() *recordsGate {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -252,14 +270,7 @@ func (g *gatedRecords) hold() *recordsGate {
 
 func (g *gatedRecords) IndexRecords(ctx context.Context) ([]sqlstore.IndexRecord, error) {
 	recs, err := g.Store.IndexRecords(ctx)
-	g.mu.Lock()
-	gate := g.gate
-	g.gate = nil
-	g.mu.Unlock()
-	if gate != nil {
-		close(gate.read)
-		<-gate.release
-	}
+	takeGate(&g.mu, &g.gate).pass()
 	return recs, err
 }
 

@@ -35,14 +35,7 @@ func (z *holdingRecords) holdRecord() *recordsGate {
 
 func (z *holdingRecords) IndexRecord(ctx context.Context, name string) (sqlstore.IndexRecord, error) {
 	rec, err := z.Store.IndexRecord(ctx, name)
-	z.mu.Lock()
-	g := z.recordGate
-	z.recordGate = nil
-	z.mu.Unlock()
-	if g != nil {
-		close(g.read)
-		<-g.release
-	}
+	takeGate(&z.mu, &z.recordGate).pass()
 	return rec, err
 }
 
