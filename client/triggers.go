@@ -249,6 +249,19 @@ func (c *Client) ReplayParked(ctx context.Context, name string) (int64, error) {
 	return resp.Replayed, err
 }
 
+// DeleteTrigger removes trigger name with all of its state (offsets,
+// leases, parked cells). It needs a token with the admin scope; an
+// unknown trigger is ErrNotFound.
+func (c *Client) DeleteTrigger(ctx context.Context, name string) error {
+	path, err := triggerPath(name)
+	if err != nil {
+		return err
+	}
+	var resp struct{}
+	_, err = c.do(ctx, http.MethodDelete, path, nil, []byte("{}"), &resp)
+	return err
+}
+
 // ResetTrigger sets every offset of trigger name back to the start (every
 // cell is delivered again) and ends every lease. It needs the admin scope.
 func (c *Client) ResetTrigger(ctx context.Context, name string) error {

@@ -1,7 +1,7 @@
 package main
 
 // The triggers subcommand: cellar triggers list|status|parked|replay|reset|
-// define, each action parsed like a client command of its own.
+// define|delete, each action parsed like a client command of its own.
 
 import (
 	"fmt"
@@ -15,7 +15,7 @@ import (
 func init() {
 	clientCommands = append(clientCommands, clientCommand{
 		name:     "triggers",
-		synopsis: "list|status|parked|replay|reset|define [NAME] ...",
+		synopsis: "list|status|parked|replay|reset|define|delete [NAME] ...",
 		summary:  "inspect and manage triggers",
 		run:      (*runner).triggers,
 	})
@@ -65,6 +65,13 @@ var triggerActions = []clientCommand{
 		summary:  "create a trigger or update its definition",
 		help:     "--start matters only when the trigger is created.",
 		run:      (*runner).triggersDefine,
+	},
+	{
+		name:     "triggers delete",
+		synopsis: "NAME --yes",
+		summary:  "delete a trigger with its offsets, leases and parked cells",
+		help:     "Needs a token with the admin scope. An index's own triggers go with the index.",
+		run:      (*runner).triggersDelete,
 	},
 }
 
@@ -188,6 +195,28 @@ func (r *runner) triggersReplay(args []string) error {
 		}{n})
 	}
 	r.stdout.printf("replayed=%d\n", n)
+	return nil
+}
+
+func (r *runner) triggersDelete(args []string) error {
+	fs := r.flags()
+	yes := fs.Bool("yes", false, "confirm: the trigger's offsets and parked cells are dropped")
+	pos, err := r.parse(fs, args, 1, 1)
+	if err != nil {
+		return err
+	}
+	if !*yes {
+		return usagef("delete drops trigger %s with its offsets and parked cells; pass --yes to confirm", pos[0])
+	}
+	if err := r.client.DeleteTrigger(r.ctx, pos[0]); err != nil {
+		return err
+	}
+	if r.json {
+		return r.printJSON(struct {
+			Deleted bool `json:"deleted"`
+		}{true})
+	}
+	r.stdout.printf("deleted=true\n")
 	return nil
 }
 

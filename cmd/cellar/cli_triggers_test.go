@@ -72,6 +72,13 @@ func TestCLITriggers(t *testing.T) {
 	contains(run(0, "reset", "mail", "--yes"), "reset=true")
 	contains(run(1, "status", "nope"), "not_found")
 	contains(run(2, "frobnicate"), "unknown action")
+	// Delete: confirmed, then gone with its state; the name is free again.
+	contains(run(2, "delete", "mail"), "--yes")
+	contains(run(0, "delete", "mail", "--yes"), "deleted=true")
+	contains(run(1, "status", "mail"), "not_found")
+	contains(run(1, "delete", "mail", "--yes"), "not_found")
+	contains(run(0, "define", "mail", "--columns", "a"), "created=true")
+	contains(run(0, "status", "mail"), "lag_cells=1", "parked=0")
 }
 
 // TestCLITriggersStatusQuotesLastError guards that `triggers status`

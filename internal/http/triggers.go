@@ -23,6 +23,21 @@ func (s *server) triggerRoutes() {
 	s.handle("GET /v1/triggers/{name}/parked", ScopeRead, s.handleTriggerParked)
 	s.handle("POST /v1/triggers/{name}/parked/replay", ScopeWrite, s.handleTriggerReplay)
 	s.handle("POST /v1/triggers/{name}/reset", ScopeAdmin, s.handleTriggerReset)
+	s.handle("DELETE /v1/triggers/{name}", ScopeAdmin, s.handleTriggerDelete)
+}
+
+// handleTriggerDelete serves DELETE /v1/triggers/{name}: the trigger and
+// all of its state. cellar's own triggers go with their index.
+func (s *server) handleTriggerDelete(w http.ResponseWriter, r *http.Request) error {
+	if _, err := consumedTriggerName(r); err != nil {
+		return err
+	}
+	return s.triggerAction(w, r, func(ctx context.Context, name string) (any, error) {
+		err := s.opts.Triggers.Delete(ctx, name)
+		return struct {
+			Deleted bool `json:"deleted"`
+		}{err == nil}, err
+	})
 }
 
 // claimMargin is kept from the request deadline for answering a long poll.

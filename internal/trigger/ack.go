@@ -314,6 +314,20 @@ func (e *Engine) Reset(ctx context.Context, name string) error {
 	return err
 }
 
+// Delete removes trigger name with all of its state: its offsets, leases,
+// retries, parked cells and consumers. Claims, acks and the rest answer
+// not found from then on, here at once and through other servers within
+// their state refresh; the name may be defined again, afresh. Returns
+// ErrNotFound for an unknown trigger.
+func (e *Engine) Delete(ctx context.Context, name string) error {
+	if _, err := e.Trigger(ctx, name); err != nil {
+		return err
+	}
+	err := e.state.DeleteTrigger(ctx, name)
+	e.cached(name).invalidate()
+	return err
+}
+
 // Replay marks every parked cell of trigger name for delivery again, and
 // returns how many. Replayed cells are delivered in claims of their own
 // (Claim.Replay); an ack removes them, a nack parks them again.

@@ -5,6 +5,7 @@ package trigger_test
 // not delivered, and error texts every metadata node can store.
 
 import (
+	"errors"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -355,4 +356,32 @@ func TestConsumerControlCharacters(t *testing.T) {
 			t.Fatalf("claim by a UTF-8 consumer = %+v", c)
 		}
 	})
+}
+
+// Delete drops a trigger with its state: claims and acks under a lease
+// taken before answer not found, and the name defined again starts over.
+func TestDelete(t *testing.T) {
+	e := newQuietEnv(t, backends[0])
+	cell := e.put(rowIn(sh(4), 0), "a")
+	e.define("t", trigger.Definition{Columns: []string{"a"}})
+	c := e.claim("t", "c", 10)
+	if c.Lease == nil {
+		t.Fatal("no lease")
+	}
+	if err := e.engine.Delete(bg(), "t"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.engine.Ack(bg(), "t", c.Lease.Token, sh(4), cell.AddedID); !errors.Is(err, cellar.ErrNotFound) {
+		t.Errorf("ack after Delete: %v; want not found", err)
+	}
+	if _, err := e.engine.Claim(bg(), "t", "c", 10, 0); !errors.Is(err, cellar.ErrNotFound) {
+		t.Errorf("claim after Delete: %v; want not found", err)
+	}
+	if err := e.engine.Delete(bg(), "t"); !errors.Is(err, cellar.ErrNotFound) {
+		t.Errorf("Delete again: %v; want not found", err)
+	}
+	e.define("t", trigger.Definition{Columns: []string{"a"}})
+	if got := e.claim("t", "c", 10); got.Lease == nil || !slices.Equal(ids(got.Cells), []int64{cell.AddedID}) {
+		t.Errorf("claim after defining the name again = %+v; want cell %d from the start", got, cell.AddedID)
+	}
 }

@@ -61,6 +61,7 @@ type State interface {
 	UpdateTriggerShardFrom(ctx context.Context, name string, shard int, have sqlstore.TriggerShard, f func(ts *sqlstore.TriggerShard) (sqlstore.ShardEffects, error)) (out, seen sqlstore.TriggerShard, err error)
 	UpdateTriggerShardHeld(ctx context.Context, name string, shard int, f func(ts *sqlstore.TriggerShard, held []int64) (sqlstore.ShardEffects, error)) (out, seen sqlstore.TriggerShard, err error)
 	ResetTrigger(ctx context.Context, name string) error
+	DeleteTrigger(ctx context.Context, name string) error
 	SeeConsumer(ctx context.Context, name, consumer string, now, liveSince time.Time) (int, error)
 	LiveConsumers(ctx context.Context, name string, liveSince time.Time) (int, error)
 	ParkedCells(ctx context.Context, name string, afterShard int, afterAddedID int64, limit int) ([]sqlstore.ParkedCell, error)
