@@ -5,6 +5,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"sort"
@@ -247,16 +248,25 @@ func (r *runner) indexesRebuild(args []string) error {
 }
 
 func (r *runner) indexesDelete(args []string) error {
+	return r.confirmedDelete(args, "index", "its entries", (*client.Client).DeleteIndex)
+}
+
+// confirmedDelete runs a delete action: NAME --yes, then del, printing
+// deleted=true (or {"deleted": true}). what names the thing, gone what
+// goes with it, for the refusal without --yes.
+// (del is a method expression: the client exists once the flags are
+// parsed.)
+func (r *runner) confirmedDelete(args []string, what, gone string, del func(c *client.Client, ctx context.Context, name string) error) error {
 	fs := r.flags()
-	yes := fs.Bool("yes", false, "confirm: the index and its entries go")
+	yes := fs.Bool("yes", false, "confirm: the "+what+" and "+gone+" go")
 	pos, err := r.parse(fs, args, 1, 1)
 	if err != nil {
 		return err
 	}
 	if !*yes {
-		return usagef("delete drops index %s; pass --yes to confirm", pos[0])
+		return usagef("delete drops %s %s with %s; pass --yes to confirm", what, pos[0], gone)
 	}
-	if err := r.client.DeleteIndex(r.ctx, pos[0]); err != nil {
+	if err := del(r.client, r.ctx, pos[0]); err != nil {
 		return err
 	}
 	if r.json {

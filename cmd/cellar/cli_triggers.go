@@ -199,25 +199,7 @@ func (r *runner) triggersReplay(args []string) error {
 }
 
 func (r *runner) triggersDelete(args []string) error {
-	fs := r.flags()
-	yes := fs.Bool("yes", false, "confirm: the trigger's offsets and parked cells are dropped")
-	pos, err := r.parse(fs, args, 1, 1)
-	if err != nil {
-		return err
-	}
-	if !*yes {
-		return usagef("delete drops trigger %s with its offsets and parked cells; pass --yes to confirm", pos[0])
-	}
-	if err := r.client.DeleteTrigger(r.ctx, pos[0]); err != nil {
-		return err
-	}
-	if r.json {
-		return r.printJSON(struct {
-			Deleted bool `json:"deleted"`
-		}{true})
-	}
-	r.stdout.printf("deleted=true\n")
-	return nil
+	return r.confirmedDelete(args, "trigger", "its offsets and parked cells", (*client.Client).DeleteTrigger)
 }
 
 func (r *runner) triggersReset(args []string) error {
