@@ -12,6 +12,15 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 )
 
+// saveSnapshot makes the server write its RDB snapshot, which it loads
+// when it starts again (dbtest.RedisWithSnapshots).
+func saveSnapshot(t *testing.T, cl *goredis.Client) {
+	t.Helper()
+	if err := cl.Save(context.Background()).Err(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // flushTwice runs two flush rounds: the second finishes what the first
 // resumed.
 func flushTwice(t *testing.T, b *RedisBuffer) {
@@ -42,9 +51,7 @@ func TestRedisBackWithOlderDataNothingBuffered(t *testing.T) {
 
 	incr(t, b, "k", 5, 5)
 	flushTwice(t, b) // flush E1 applied; the epoch is E2, no deltas
-	if err := cl.Save(ctx).Err(); err != nil {
-		t.Fatal(err)
-	}
+	saveSnapshot(t, cl)
 	incr(t, b, "k", 3, 8)
 	flushTwice(t, b) // flush E2 applied (node 8)
 	if got := node.Value("k"); got != 8 {
@@ -79,9 +86,7 @@ func TestRedisBackWithOlderDataPerPrefix(t *testing.T) {
 	incr(t, by, "k", 1, 1)
 	flushTwice(t, bx)
 	flushTwice(t, by)
-	if err := cl.Save(ctx).Err(); err != nil {
-		t.Fatal(err)
-	}
+	saveSnapshot(t, cl)
 	incr(t, bx, "k", 1, 2)
 	incr(t, by, "k", 1, 2)
 	flushTwice(t, bx)

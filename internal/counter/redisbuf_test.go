@@ -715,43 +715,28 @@ func TestRedisBackWithOlderData(t *testing.T) {
 	b := openRedisBuffer(t, openCluster(t, srv), node, testOptions(newFakeClock()))
 	cl := goredis.NewClient(&goredis.Options{Addr: srv.Addr()})
 	defer cl.Close()
-	ctx := context.Background()
-	flush := func() {
-		t.Helper()
-		for range 2 { // the second round finishes what the first resumed
-			if err := b.Flush(ctx); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	save := func() {
-		t.Helper()
-		if err := cl.Save(ctx).Err(); err != nil {
-			t.Fatal(err)
-		}
-	}
 
 	incr(t, b, "k", 5, 5)
-	save() // holds the 5, buffered
-	flush()
+	saveSnapshot(t, cl) // holds the 5, buffered
+	flushTwice(t, b)
 	if got := node.Value("k"); got != 5 {
 		t.Fatalf("node value after the flush = %d; want 5", got)
 	}
 	srv.Kill()
 	srv.Start() // the 5 are buffered again
 	incr(t, b, "k", 2, 7)
-	flush()
+	flushTwice(t, b)
 	if got := node.Value("k"); got != 7 {
 		t.Errorf("node value after a restart from an older snapshot = %d; want 7 (the 5 once, and the 2)", got)
 	}
 	wantCounter(t, b, "k", 7)
 
 	incr(t, b, "k", 3, 10)
-	save() // current: holds the 3, not flushed
+	saveSnapshot(t, cl) // current: holds the 3, not flushed
 	srv.Kill()
 	srv.Start()
 	incr(t, b, "k", 1, 11)
-	flush()
+	flushTwice(t, b)
 	if got := node.Value("k"); got != 11 {
 		t.Errorf("node value after a restart from a current snapshot = %d; want 11", got)
 	}
@@ -761,14 +746,14 @@ func TestRedisBackWithOlderData(t *testing.T) {
 	// epoch whose deltas came to nothing (+1 and -1: the flush has only a
 	// zero delta, and is recorded all the same).
 	incr(t, b, "z", 1, 1)
-	save() // holds z +1
+	saveSnapshot(t, cl) // holds z +1
 	incr(t, b, "z", -1, 0)
-	flush()
+	flushTwice(t, b)
 	srv.Kill()
 	srv.Start()
-	flush()
+	flushTwice(t, b)
 	incr(t, b, "k", 1, 12)
-	flush()
+	flushTwice(t, b)
 	if got, z := node.Value("k"), node.Value("z"); got != 12 || z != 0 {
 		t.Errorf("node values after a flush first = k %d, z %d; want 12 and 0", got, z)
 	}

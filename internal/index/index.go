@@ -516,8 +516,7 @@ func (m *Manager) remember(name string, rec record) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.recs[name] = rec
-	m.changes++
-	m.changed[name] = m.changes
+	m.markChanged(name)
 }
 
 // forget drops index name, whose record is gone, from the cache.
@@ -525,8 +524,23 @@ func (m *Manager) forget(name string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	delete(m.recs, name)
+	m.markChanged(name)
+}
+
+// markChanged counts a write of name's cached record other than a
+// refresh's (refreshCache and rememberRead keep such writes). m.mu must
+// be held.
+func (m *Manager) markChanged(name string) {
 	m.changes++
 	m.changed[name] = m.changes
+}
+
+// changeCount returns the count of such writes so far, to pass to
+// refreshCache or rememberRead with what is read from now on.
+func (m *Manager) changeCount() uint64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.changes
 }
 
 // refreshCache replaces the cached records with fresh, read when the
@@ -573,9 +587,7 @@ func (m *Manager) loadStored(ctx context.Context, name string) (record, error) {
 	if err := ValidateName(name); err != nil {
 		return record{}, err
 	}
-	m.mu.Lock()
-	since := m.changes
-	m.mu.Unlock()
+	since := m.changeCount()
 	raw, err := m.records.IndexRecord(ctx, name)
 	if err != nil {
 		return record{}, err
@@ -603,8 +615,7 @@ func (m *Manager) rememberRead(name string, rec record, since uint64) (record, b
 		return cur, ok
 	}
 	m.recs[name] = rec
-	m.changes++
-	m.changed[name] = m.changes
+	m.markChanged(name)
 	return rec, true
 }
 
@@ -629,9 +640,7 @@ func (m *Manager) defineTrigger(ctx context.Context, name string, gen int64, col
 func (m *Manager) tend(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, max(m.refresh*5, 10*time.Second))
 	defer cancel()
-	m.mu.Lock()
-	since := m.changes
-	m.mu.Unlock()
+	since := m.changeCount()
 	raws, err := m.records.IndexRecords(ctx)
 	if err != nil {
 		if ctx.Err() == nil {

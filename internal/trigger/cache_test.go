@@ -106,13 +106,7 @@ func TestNotifyWakesClaim(t *testing.T) {
 func TestSecondEngineStaleCopy(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
 		e := newTestEnv(t, b)
-		opts := e.opts
-		opts.StateRefresh = time.Hour
-		e2, err := trigger.New(opts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer e2.Close()
+		e2 := staleEngine(t, e)
 		var cells []cellar.Cell
 		for i := 0; i < 3; i++ {
 			cells = append(cells, e.put(rowIn(sh(5), i), "a"))
@@ -144,7 +138,7 @@ func TestSecondEngineStaleCopy(t *testing.T) {
 		if err := e.engine.Reset(bg(), "t"); err != nil {
 			t.Fatal(err)
 		}
-		err = e2.Ack(bg(), "t", held.Lease.Token, sh(5), cells[2].AddedID)
+		err := e2.Ack(bg(), "t", held.Lease.Token, sh(5), cells[2].AddedID)
 		wantCode(t, "ack through e2 after a reset through e", err, cellar.ErrConflict)
 		// The refused ack showed e2 the stored row: it delivers from the
 		// start again, in order, nothing skipped.

@@ -232,3 +232,18 @@ func ids(cells []cellar.Cell) []int64 {
 	}
 	return out
 }
+
+// staleEngine opens a second engine over e's nodes, as a second server
+// would, whose copy of the triggers' state is not refreshed during a test;
+// it is closed when tb ends.
+func staleEngine(tb testing.TB, e *env) *trigger.Engine {
+	tb.Helper()
+	opts := e.opts
+	opts.StateRefresh = time.Hour
+	e2, err := trigger.New(opts)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { e2.Close() })
+	return e2
+}

@@ -62,13 +62,7 @@ func TestNewLeaseTakesBackHeldReplays(t *testing.T) {
 		p := parkCells(t, e, "t", s, 1)[0]
 		// The second server loads the trigger now (after the park, before
 		// the replay) and does not refresh during the test.
-		opts := e.opts
-		opts.StateRefresh = time.Hour
-		e2, err := trigger.New(opts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer e2.Close()
+		e2 := staleEngine(t, e)
 		if got := claimOn(t, e2, "t", "warm", 10); got.Lease != nil {
 			t.Fatalf("e2 delivered %+v", got)
 		}
@@ -120,13 +114,7 @@ func TestOneReplayBatchPerShard(t *testing.T) {
 			t.Fatalf("Replay = %d, %v", n, err)
 		}
 		// A second server, with a fresh copy (it knows of the replay).
-		opts := e.opts
-		opts.StateRefresh = time.Hour
-		e2, err := trigger.New(opts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer e2.Close()
+		e2 := staleEngine(t, e)
 		// Loop 1 of consumer c, through the first server.
 		one := e.claim("t", "c", 1)
 		if one.Lease == nil || !one.Replay || !slices.Equal(ids(one.Cells), []int64{p[0].AddedID}) {
@@ -168,13 +156,7 @@ func TestStaleColumnsDoNotPassOver(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
 		e := newQuietEnv(t, b)
 		e.define("t", trigger.Definition{Columns: []string{"a"}})
-		opts := e.opts
-		opts.StateRefresh = time.Hour
-		e2, err := trigger.New(opts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer e2.Close()
+		e2 := staleEngine(t, e)
 		if got := claimOn(t, e2, "t", "warm", 10); got.Lease != nil {
 			t.Fatalf("e2 delivered %+v", got)
 		}
