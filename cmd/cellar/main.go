@@ -2,6 +2,7 @@
 //
 //	cellar serve     run the HTTP API (the embedded SQLite datastore by default)
 //	cellar init      create or migrate the datastore a config describes
+//	cellar version   print the version, commit and node schema versions
 //	cellar put|get|latest|row|batch-get|batch-put|scan|shards   talk to a server
 //
 // main only parses flags, reads config and wires packages together.
@@ -35,6 +36,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return runInit(ctx, rest, stdout, stderr)
 	case "bench":
 		return runBench(ctx, rest, stdout, stderr)
+	case "version", "-version", "--version":
+		return runVersion(rest, stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		usage(stdout)
 		return 0
@@ -54,6 +57,7 @@ Server:
   serve        run the HTTP API (default: embedded SQLite in ./cellar-data on 127.0.0.1:7070)
   init         create or migrate the datastore described by --config
   bench        measure cellar over HTTP against the bare database driver
+  version      print this binary's version, commit and node schema versions
 
 Client (talks to --addr, default $CELLAR_ADDR or http://127.0.0.1:7070):
 `)

@@ -487,7 +487,7 @@ func TestServeFlagsOverrideFile(t *testing.T) {
 // -h of serve, init and bench exits 0 like every other subcommand's; a
 // flag that does not parse exits 2.
 func TestSubcommandHelpExitsZero(t *testing.T) {
-	for _, args := range [][]string{{"serve", "-h"}, {"init", "-h"}, {"bench", "-h"}} {
+	for _, args := range [][]string{{"serve", "-h"}, {"init", "-h"}, {"bench", "-h"}, {"version", "-h"}} {
 		var out, errb bytes.Buffer
 		if code := run(context.Background(), args, strings.NewReader(""), &out, &errb); code != 0 || !strings.Contains(errb.String(), "usage: cellar "+args[0]) {
 			t.Errorf("cellar %s: exit %d, stderr:\n%s", strings.Join(args, " "), code, errb.String())
