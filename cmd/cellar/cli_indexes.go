@@ -9,8 +9,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/cellar-db/cellar/client"
 )
@@ -47,9 +49,11 @@ var indexActions = []clientCommand{
 	},
 	{
 		name:     "indexes query",
-		synopsis: `NAME --where '{"field": value, "other": {"gte": v}}' [--fields A,B] [--order F] [--desc] [--limit N] [--cursor C]`,
+		synopsis: `NAME --where '{"field": value, "other": {"gte": v}}' [--fields A,B] [--order F] [--desc] [--limit N] [--cursor C] [--wait-for SHARD:ADDED_ID,... [--wait D]]`,
 		summary:  "query an index",
-		help:     "Prints next=CURSOR when there are more; pass it as --cursor with the same order.",
+		help: "Prints next=CURSOR when there are more; pass it as --cursor with the same order.\n" +
+			"--wait-for reads your writes: the query first waits until the index has processed those cells\n" +
+			"(shard= and added_id= as put prints them), and fails unavailable if it has not within --wait.",
 		run:      (*runner).indexesQuery,
 	},
 	{
@@ -175,6 +179,9 @@ func (r *runner) indexesQuery(args []string) error {
 	desc := fs.Bool("desc", false, "descending order")
 	limit := fs.Int("limit", 0, "at most `N` entries (default: the server's, 100)")
 	cursor := fs.String("cursor", "", "continue at `CURSOR` (a previous page's next=)")
+	var waitFor cellPositions
+	fs.Var(&waitFor, "wait-for", "first wait until the index has processed these cells: `SHARD:ADDED_ID`[,...] as put prints them (shard=, added_id=); repeatable")
+	wait := fs.Duration("wait", 0, "how long --wait-for may wait, 1ms..60s (default: the server's, 1s)")
 	pos, err := r.parse(fs, args, 1, 1)
 	if err != nil {
 		return err
@@ -182,13 +189,19 @@ func (r *runner) indexesQuery(args []string) error {
 	if *where == "" {
 		return usagef("--where is required")
 	}
+	if *wait != 0 && (*wait < time.Millisecond || *wait > time.Minute) {
+		return usagef("--wait must be between 1ms and 60s, got %s", *wait)
+	}
+	if *wait != 0 && len(waitFor) == 0 {
+		return usagef("--wait needs --wait-for")
+	}
 	dec := json.NewDecoder(bytes.NewReader([]byte(*where)))
 	dec.UseNumber() // keep number literals as written
 	var w map[string]any
 	if err := dec.Decode(&w); err != nil || w == nil {
 		return usagef("--where must be a JSON object: %v", err)
 	}
-	q := client.IndexQuery{Where: w, Order: *order, Desc: *desc, Limit: *limit, Cursor: *cursor}
+	q := client.IndexQuery{Where: w, Order: *order, Desc: *desc, Limit: *limit, Cursor: *cursor, WaitFor: waitFor, Wait: *wait}
 	if *fields != "" {
 		q.Fields = strings.Split(*fields, ",")
 	}
@@ -275,5 +288,30 @@ func (r *runner) confirmedDelete(args []string, what, gone string, del func(c *c
 		}{true})
 	}
 	r.stdout.printf("deleted=true\n")
+	return nil
+}
+
+// cellPositions is the value of --wait-for: SHARD:ADDED_ID pairs, comma
+// separated, the flag repeatable.
+type cellPositions []client.CellPos
+
+func (p *cellPositions) String() string {
+	var parts []string
+	for _, c := range *p {
+		parts = append(parts, fmt.Sprintf("%d:%d", c.Shard, c.AddedID))
+	}
+	return strings.Join(parts, ",")
+}
+
+func (p *cellPositions) Set(v string) error {
+	for _, pair := range strings.Split(v, ",") {
+		shard, added, ok := strings.Cut(strings.TrimSpace(pair), ":")
+		s, err1 := strconv.Atoi(shard)
+		a, err2 := strconv.ParseInt(added, 10, 64)
+		if !ok || err1 != nil || err2 != nil || s < 0 || a < 1 {
+			return fmt.Errorf("%q is not SHARD:ADDED_ID (a shard of 0 or more, an added_id of 1 or more)", pair)
+		}
+		*p = append(*p, client.CellPos{Shard: s, AddedID: a})
+	}
 	return nil
 }

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -90,10 +92,12 @@ func TestCLIIndexes(t *testing.T) {
 		}
 		written = append(written, cell)
 	}
-	if _, err := c.QueryIndex(context.Background(), "by_city", client.IndexQuery{Where: map[string]any{"city": "paris"}, WaitFor: client.Written(written...), Wait: 4 * time.Second}); err != nil {
-		t.Fatal(err)
+	var waitFor []string
+	for _, w := range written {
+		waitFor = append(waitFor, fmt.Sprintf("%d:%d", w.Shard, w.AddedID))
 	}
-	out := run(0, "query", "by_city", "--where", `{"city": "paris", "age": {"gte": 20}}`)
+	out := run(0, "query", "by_city", "--where", `{"city": "paris", "age": {"gte": 20}}`,
+		"--wait-for", strings.Join(waitFor[:2], ","), "--wait-for", waitFor[2], "--wait", "4s")
 	if want := "ROW_KEY  REF_KEY  AGE  CITY\nu1       1        25   \"paris\"\nu0       1        30   \"paris\"\n"; out != want {
 		t.Errorf("query:\n%s\nwant:\n%s", out, want)
 	}
@@ -117,6 +121,10 @@ func TestCLIIndexes(t *testing.T) {
 	if out := run(0, "rebuild", "by_city"); !strings.Contains(out, "rebuilding=2") {
 		t.Errorf("rebuild: %s", out)
 	}
+	run(2, "query", "by_city", "--where", `{"city": "paris"}`, "--wait-for", "1")
+	run(2, "query", "by_city", "--where", `{"city": "paris"}`, "--wait-for", "1:0")
+	run(2, "query", "by_city", "--where", `{"city": "paris"}`, "--wait", "2s")
+	run(2, "query", "by_city", "--where", `{"city": "paris"}`, "--wait-for", "1:1", "--wait", "2m")
 	run(2, "delete", "by_city")
 	run(2, "query", "by_city")
 	run(2, "query", "by_city", "--where", "[1]")
@@ -127,5 +135,34 @@ func TestCLIIndexes(t *testing.T) {
 	run(0, "delete", "by_city", "--yes")
 	if _, err := c.IndexStatus(context.Background(), "by_city"); !errors.Is(err, cellar.ErrNotFound) {
 		t.Errorf("after delete: %v", err)
+	}
+}
+
+// indexes query sends --wait-for and --wait as the API's wait_for and
+// wait_ms (a server that records the request stands in: whether a real
+// index has caught up is a race the test could not pin).
+func TestCLIIndexesQueryWaitFor(t *testing.T) {
+	var got []byte
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got, _ = io.ReadAll(r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"entries": [], "cursor": null}`)
+	}))
+	defer srv.Close()
+	_, stderr, code := runCLI(t, context.Background(), "", "indexes", "query", "by_city", "--addr", srv.URL,
+		"--where", `{"city": "paris"}`, "--wait-for", "3:7, 0:1", "--wait-for", "4095:9000000000", "--wait", "2500ms")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	var req struct {
+		WaitFor []client.CellPos `json:"wait_for"`
+		WaitMS  int64            `json:"wait_ms"`
+	}
+	if err := json.Unmarshal(got, &req); err != nil {
+		t.Fatalf("request %s: %v", got, err)
+	}
+	want := []client.CellPos{{Shard: 3, AddedID: 7}, {Shard: 0, AddedID: 1}, {Shard: 4095, AddedID: 9000000000}}
+	if fmt.Sprint(req.WaitFor) != fmt.Sprint(want) || req.WaitMS != 2500 {
+		t.Errorf("request %s: want wait_for %v and wait_ms 2500", got, want)
 	}
 }
