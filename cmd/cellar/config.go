@@ -455,6 +455,9 @@ func (c *Config) validateRedis() error {
 	if p := c.Counters.RedisPrefix; p == "" || strings.ContainsFunc(p, unicode.IsControl) || strings.ContainsAny(p, " {}") {
 		return fmt.Errorf("config: counters.redis_prefix %q must be non-empty, with no spaces, braces or control characters", p)
 	}
+	if c.Cache.Enabled && c.Cache.MaxBytes < 0 && !c.Cache.Redis {
+		return fmt.Errorf("config: cache.enabled with cache.max_bytes %d (the in-process tier off) and cache.redis false leaves the cache no tier: set max_bytes to 0 or more (0: 64 MiB), turn on cache.redis, or turn the cache off", c.Cache.MaxBytes)
+	}
 	if (c.Counters.Mode == "redis" || c.Cache.Redis) && len(c.Redis.Nodes) == 0 {
 		return fmt.Errorf("config: counters.mode redis and cache.redis need redis.nodes")
 	}

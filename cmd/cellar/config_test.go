@@ -99,6 +99,7 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"counters: {commit_delay: 2s}", "counters.commit_delay"},
 		{"cache: {redis_timeout: -1s}", "cache.redis_timeout must not be negative"},
 		{"cache: {disabled: false}", "disabled"},
+		{"cache: {enabled: true, max_bytes: -1}", "leaves the cache no tier"},
 		{"bogus_key: 1", "bogus_key"},
 		{"auth: {tokens: [{token: x, scopes: [root]}]}", "scope"},
 		{"nodes: [{name: a, driver: postgres, dsn: x, checkpoint_every: 10ms}]\nmetadata: a", "sqlite nodes only"},
@@ -124,6 +125,12 @@ func TestLoadConfigErrors(t *testing.T) {
 	}{{"", 64 << 20}, {"max_body_bytes: 134217728", 128 << 20}, {"max_body_bytes: 1000", 64 << 20}} {
 		if cfg, err := loadConfig(writeConfig(t, tt.yaml)); err != nil || cfg.requestBytes() != tt.want {
 			t.Errorf("config %q: max_request_bytes %v, %v; want %d", tt.yaml, cfg, err, tt.want)
+		}
+	}
+	for _, ok := range []string{"cache: {enabled: false, max_bytes: -1}", "cache: {enabled: true, max_bytes: 0}",
+		"cache: {enabled: true, max_bytes: -1, redis: true}\nredis: {nodes: [{name: r1, addr: '127.0.0.1:1'}]}"} {
+		if _, err := loadConfig(writeConfig(t, ok)); err != nil {
+			t.Errorf("config %q: %v; want it loaded", ok, err)
 		}
 	}
 	if cfg, err := loadConfig(writeConfig(t, "counters: {commit_delay: 0s}")); err != nil || cfg.Counters.CommitDelay != 0 {
