@@ -137,8 +137,9 @@ func (c *Client) Row(ctx context.Context, rowKey string, columns []string) ([]ce
 	return resp.Cells, nil
 }
 
-// BatchGet implements cellar.Store. If the request as a whole fails, every
-// result carries its error. A key that is not valid UTF-8 cannot be written
+// BatchGet implements cellar.Store. It sends the keys in requests of at
+// most cellar.MaxBatchKeys, the server's limit, one after another; if a
+// request as a whole fails, each of its keys' results carries its error. A key that is not valid UTF-8 cannot be written
 // in the JSON request, so its result is an EINVALID error and the other
 // keys are still sent; every other check is the server's.
 func (c *Client) BatchGet(ctx context.Context, keys []cellar.LookupKey) []cellar.GetResult {
@@ -153,14 +154,22 @@ func (c *Client) BatchGet(ctx context.Context, keys []cellar.LookupKey) []cellar
 		send = append(send, k)
 		idx = append(idx, i)
 	}
-	if len(send) == 0 {
-		return res
+	for start := 0; start < len(send); start += cellar.MaxBatchKeys {
+		end := min(start+cellar.MaxBatchKeys, len(send))
+		c.batchGet(ctx, send[start:end], idx[start:end], res)
 	}
+	return res
+}
+
+// batchGet sends one batchGet request for send, at most MaxBatchKeys keys,
+// and sets res[idx[j]] to the result of send[j].
+func (c *Client) batchGet(ctx context.Context, send []cellar.LookupKey, idx []int, res []cellar.GetResult) {
 	req, err := encode(struct {
 		Keys []cellar.LookupKey `json:"keys"`
 	}{send})
 	if err != nil {
-		return failGets(res, idx, cellar.Internal(err, "encode batch get request"))
+		failGets(res, idx, cellar.Internal(err, "encode batch get request"))
+		return
 	}
 	var resp struct {
 		Results []struct {
@@ -169,10 +178,12 @@ func (c *Client) BatchGet(ctx context.Context, keys []cellar.LookupKey) []cellar
 		} `json:"results"`
 	}
 	if _, err := c.do(ctx, http.MethodPost, "/v1/cells:batchGet", nil, req, &resp); err != nil {
-		return failGets(res, idx, err)
+		failGets(res, idx, err)
+		return
 	}
 	if len(resp.Results) != len(send) {
-		return failGets(res, idx, cellar.Errorf(cellar.EINTERNAL, "server returned %d results for %d keys", len(resp.Results), len(send)))
+		failGets(res, idx, cellar.Errorf(cellar.EINTERNAL, "server returned %d results for %d keys", len(resp.Results), len(send)))
+		return
 	}
 	for j, r := range resp.Results {
 		i := idx[j]
@@ -185,11 +196,12 @@ func (c *Client) BatchGet(ctx context.Context, keys []cellar.LookupKey) []cellar
 			res[i].Err = cellar.Errorf(cellar.EINTERNAL, "server returned an empty result")
 		}
 	}
-	return res
 }
 
-// BatchPut implements cellar.Store. If the request as a whole fails, every
-// result carries its error. A cell whose key is not valid UTF-8 or whose
+// BatchPut implements cellar.Store. It sends the cells in requests of at
+// most cellar.MaxBatchKeys, the server's limit, one after another (keep
+// each thousand's bodies under the server's max_request_bytes); if a
+// request as a whole fails, each of its cells' results carries its error. A cell whose key is not valid UTF-8 or whose
 // body is not JSON cannot be embedded in the JSON request, so its result is
 // an EINVALID error and the other cells are still sent; every other check
 // is the server's.
@@ -209,12 +221,20 @@ func (c *Client) BatchPut(ctx context.Context, cells []cellar.NewCell) []cellar.
 		send = append(send, nc)
 		idx = append(idx, i)
 	}
-	if len(send) == 0 {
-		return res
+	for start := 0; start < len(send); start += cellar.MaxBatchKeys {
+		end := min(start+cellar.MaxBatchKeys, len(send))
+		c.batchPut(ctx, send[start:end], idx[start:end], res)
 	}
+	return res
+}
+
+// batchPut sends one batchPut request for send, at most MaxBatchKeys
+// cells, and sets res[idx[j]] to the result of send[j].
+func (c *Client) batchPut(ctx context.Context, send []cellar.NewCell, idx []int, res []cellar.PutResult) {
 	req, err := encodeBatchPut(send)
 	if err != nil {
-		return failPuts(res, idx, cellar.Internal(err, "encode batch put request"))
+		failPuts(res, idx, cellar.Internal(err, "encode batch put request"))
+		return
 	}
 	var resp struct {
 		Results []struct {
@@ -224,10 +244,12 @@ func (c *Client) BatchPut(ctx context.Context, cells []cellar.NewCell) []cellar.
 		} `json:"results"`
 	}
 	if _, err := c.do(ctx, http.MethodPost, "/v1/cells:batchPut", nil, req, &resp); err != nil {
-		return failPuts(res, idx, err)
+		failPuts(res, idx, err)
+		return
 	}
 	if len(resp.Results) != len(send) {
-		return failPuts(res, idx, cellar.Errorf(cellar.EINTERNAL, "server returned %d results for %d cells", len(resp.Results), len(send)))
+		failPuts(res, idx, cellar.Errorf(cellar.EINTERNAL, "server returned %d results for %d cells", len(resp.Results), len(send)))
+		return
 	}
 	for j, r := range resp.Results {
 		i := idx[j]
@@ -238,7 +260,6 @@ func (c *Client) BatchPut(ctx context.Context, cells []cellar.NewCell) []cellar.
 		res[i].Cell = r.Cell
 		res[i].Created = r.Created
 	}
-	return res
 }
 
 // Scan implements cellar.Store.

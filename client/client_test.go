@@ -441,13 +441,14 @@ func TestBatchGet(t *testing.T) {
 	}
 
 	// A request the server refuses as a whole fails every key.
-	many := make([]cellar.LookupKey, cellar.MaxBatchKeys+1)
+	small, _, _ := newServer(t, cellarhttp.Options{MaxRequestBytes: 512})
+	many := make([]cellar.LookupKey, 100)
 	for i := range many {
 		many[i] = cellar.LookupKey{RowKey: "z", Column: "y", RefKey: ref(3)}
 	}
-	for i, r := range c.BatchGet(ctx, many) {
-		if !errors.Is(r.Err, cellar.ErrInvalid) {
-			t.Fatalf("oversized BatchGet: result %d = %v; want invalid", i, r.Err)
+	for i, r := range small.BatchGet(ctx, many) {
+		if !errors.Is(r.Err, cellar.ErrTooLarge) {
+			t.Fatalf("oversized BatchGet: result %d = %v; want too large", i, r.Err)
 		}
 	}
 }
@@ -846,5 +847,43 @@ func TestConcurrent(t *testing.T) {
 	}
 	if cells != 20 {
 		t.Errorf("after 20 concurrent puts the store holds %d cells", cells)
+	}
+}
+
+// Batches larger than the server's limit of cellar.MaxBatchKeys are sent
+// in several requests, as the store's own BatchGet and BatchPut take any
+// number; results stay in order, client-side refusals in place.
+func TestBatchesBeyondTheRequestLimit(t *testing.T) {
+	c, _, _ := newServer(t, cellarhttp.Options{})
+	ctx := context.Background()
+	n := 2*cellar.MaxBatchKeys + 7
+	cells := make([]cellar.NewCell, n)
+	keys := make([]cellar.LookupKey, n)
+	for i := range cells {
+		cells[i] = newCell(fmt.Sprintf("r%05d", i), "c", 1, fmt.Sprintf(`{"i":%d}`, i))
+		keys[i] = cellar.LookupKey{RowKey: cells[i].RowKey, Column: "c"}
+	}
+	cells[1500].Body = json.RawMessage(`{"i":`) // refused by the client, the rest sent
+	for i, r := range c.BatchPut(ctx, cells) {
+		if i == 1500 {
+			if !errors.Is(r.Err, cellar.ErrInvalid) {
+				t.Errorf("put %d: %v; want invalid", i, r.Err)
+			}
+			continue
+		}
+		if r.Err != nil || !r.Created || r.Cell.RowKey != cells[i].RowKey {
+			t.Fatalf("put %d: %+v", i, r)
+		}
+	}
+	for i, r := range c.BatchGet(ctx, keys) {
+		if i == 1500 {
+			if !errors.Is(r.Err, cellar.ErrNotFound) {
+				t.Errorf("get %d: %v; want not found", i, r.Err)
+			}
+			continue
+		}
+		if r.Err != nil || r.Cell == nil || string(r.Cell.Body) != fmt.Sprintf(`{"i":%d}`, i) {
+			t.Fatalf("get %d: %+v", i, r)
+		}
 	}
 }

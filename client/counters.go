@@ -59,8 +59,9 @@ func (c *Client) Counter(ctx context.Context, key string) (int64, error) {
 	return resp.Value, nil
 }
 
-// BatchCounters implements cellar.CounterStore. If the request as a whole
-// fails, every result carries its error. A key that is not valid UTF-8
+// BatchCounters implements cellar.CounterStore. It sends the keys in
+// requests of at most cellar.MaxBatchKeys, the server's limit; if a request
+// as a whole fails, each of its keys' results carries its error. A key that is not valid UTF-8
 // cannot be written in the JSON request, so its result is an EINVALID
 // error and the other keys are still sent; every other check is the
 // server's.
@@ -77,20 +78,27 @@ func (c *Client) BatchCounters(ctx context.Context, keys []string) []cellar.Coun
 		send = append(send, k)
 		idx = append(idx, i)
 	}
-	if len(send) == 0 {
-		return res
+	for start := 0; start < len(send); start += cellar.MaxBatchKeys {
+		end := min(start+cellar.MaxBatchKeys, len(send))
+		c.batchCounters(ctx, send[start:end], idx[start:end], res)
 	}
-	fail := func(err error) []cellar.CounterResult {
+	return res
+}
+
+// batchCounters sends one batchGet request for send, at most MaxBatchKeys
+// keys, and sets res[idx[j]] to the result of send[j].
+func (c *Client) batchCounters(ctx context.Context, send []string, idx []int, res []cellar.CounterResult) {
+	fail := func(err error) {
 		for _, i := range idx {
 			res[i].Err = err
 		}
-		return res
 	}
 	req, err := encode(struct {
 		Keys []string `json:"keys"`
 	}{send})
 	if err != nil {
-		return fail(cellar.Internal(err, "encode batch counter request"))
+		fail(cellar.Internal(err, "encode batch counter request"))
+		return
 	}
 	var resp struct {
 		Results []struct {
@@ -99,10 +107,12 @@ func (c *Client) BatchCounters(ctx context.Context, keys []string) []cellar.Coun
 		} `json:"results"`
 	}
 	if _, err := c.do(ctx, http.MethodPost, "/v1/counters:batchGet", nil, req, &resp); err != nil {
-		return fail(err)
+		fail(err)
+		return
 	}
 	if len(resp.Results) != len(send) {
-		return fail(cellar.Errorf(cellar.EINTERNAL, "server returned %d results for %d keys", len(resp.Results), len(send)))
+		fail(cellar.Errorf(cellar.EINTERNAL, "server returned %d results for %d keys", len(resp.Results), len(send)))
+		return
 	}
 	for j, r := range resp.Results {
 		i := idx[j]
@@ -115,5 +125,4 @@ func (c *Client) BatchCounters(ctx context.Context, keys []string) []cellar.Coun
 			res[i].Err = cellar.Errorf(cellar.EINTERNAL, "server returned an empty result")
 		}
 	}
-	return res
 }

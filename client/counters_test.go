@@ -2,6 +2,7 @@ package client_test
 
 import (
 	"context"
+	"fmt"
 	"errors"
 	"math"
 	"net/http"
@@ -100,9 +101,9 @@ func TestCounters(t *testing.T) {
 	for i := range many {
 		many[i] = "k"
 	}
-	for _, r := range cs.BatchCounters(ctx, many) {
-		if !errors.Is(r.Err, cellar.ErrInvalid) {
-			t.Fatalf("BatchCounters of %d keys: %+v; want invalid", len(many), r)
+	for _, r := range cs.BatchCounters(ctx, many) { // sent in two requests
+		if r.Err != nil || r.Key != "k" {
+			t.Fatalf("BatchCounters of %d keys: %+v; want k's value", len(many), r)
 		}
 	}
 }
@@ -152,6 +153,31 @@ func TestCountersServerDown(t *testing.T) {
 	for _, r := range c.BatchCounters(ctx, []string{"a", "b"}) {
 		if !errors.Is(r.Err, cellar.ErrUnavailable) {
 			t.Errorf("BatchCounters on a closed server: %+v; want unavailable", r)
+		}
+	}
+}
+
+// A batch read of more counters than one request may name is sent in
+// several requests.
+func TestBatchCountersBeyondTheRequestLimit(t *testing.T) {
+	c, _ := newCounterServer(t, nil)
+	ctx := context.Background()
+	keys := make([]string, cellar.MaxBatchKeys+3)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("k%d", i)
+	}
+	last := keys[len(keys)-1]
+	if _, err := c.Incr(ctx, last, 5); err != nil {
+		t.Fatal(err)
+	}
+	res := c.BatchCounters(ctx, keys)
+	for i, r := range res {
+		want := int64(0)
+		if r.Key == last {
+			want = 5
+		}
+		if r.Err != nil || r.Key != keys[i] || r.Value != want {
+			t.Fatalf("result %d: %+v; want %s = %d", i, r, keys[i], want)
 		}
 	}
 }
