@@ -2,8 +2,8 @@ package client_test
 
 import (
 	"context"
-	"fmt"
 	"errors"
+	"fmt"
 	"math"
 	"net/http"
 	"net/http/httptest"

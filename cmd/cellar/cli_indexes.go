@@ -54,7 +54,7 @@ var indexActions = []clientCommand{
 		help: "Prints next=CURSOR when there are more; pass it as --cursor with the same order.\n" +
 			"--wait-for reads your writes: the query first waits until the index has processed those cells\n" +
 			"(shard= and added_id= as put prints them), and fails unavailable if it has not within --wait.",
-		run:      (*runner).indexesQuery,
+		run: (*runner).indexesQuery,
 	},
 	{
 		name:     "indexes rebuild",
