@@ -1,6 +1,9 @@
 package cellar
 
-import "context"
+import (
+	"context"
+	"fmt"
+)
 
 // CounterStore is a set of int64 counters addressed by key. Counter keys
 // follow the row key rules (ValidateRowKey) and are sharded like row keys,
@@ -34,9 +37,46 @@ type CounterNode interface {
 	// the same transaction: applying a flushID that a node has already
 	// applied changes nothing on that node, so a retried flush is never
 	// applied twice. If any counter on a node would overflow int64, nothing
-	// is applied on that node and the error (EINVALID) names the key.
+	// is applied on that node and the error (EINVALID) names the key and
+	// wraps a *CounterOverflowError (one per refusing node, when several
+	// nodes' errors are combined).
 	ApplyCounterDeltas(ctx context.Context, flushID string, deltas map[string]int64) error
 
 	// Counters returns the durable values of keys; 0 for absent keys.
 	Counters(ctx context.Context, keys []string) (map[string]int64, error)
+}
+
+// CounterOverflowError is the cause of a flush a node refused because
+// adding Delta to counter Key would overflow int64. It tells the buffers
+// which key to set aside: the other nodes of the flush may have applied
+// their part, so the durable values read afterwards cannot tell.
+type CounterOverflowError struct {
+	Key   string
+	Delta int64
+}
+
+func (e *CounterOverflowError) Error() string {
+	return fmt.Sprintf("counter %q would overflow int64 adding %d", e.Key, e.Delta)
+}
+
+// CounterOverflows returns the keys of every *CounterOverflowError in
+// err's tree.
+func CounterOverflows(err error) []string {
+	var keys []string
+	var walk func(error)
+	walk = func(err error) {
+		switch e := err.(type) {
+		case nil:
+		case *CounterOverflowError:
+			keys = append(keys, e.Key)
+		case interface{ Unwrap() []error }:
+			for _, c := range e.Unwrap() {
+				walk(c)
+			}
+		case interface{ Unwrap() error }:
+			walk(e.Unwrap())
+		}
+	}
+	walk(err)
+	return keys
 }

@@ -247,14 +247,17 @@ func nonZero(deltas map[string]int64) (map[string]int64, []string) {
 }
 
 // applyFlush applies deltas as flush id, with the node's own overflow
-// check settled: if the node refuses the flush as invalid, applyFlush reads
-// the durable values, and sets aside every key whose delta would overflow
-// (calling reject, which must make that durable before it returns, so that
-// a replay of the flush leaves those keys out too) and applies the rest
-// under the same id. A node that refuses for another reason, or without a
-// key that overflows, keeps the flush pending: it is retried at the next
-// interval, so one bad key cannot wedge the buffer, and no delta is dropped
-// for a reason that may pass. It returns how many keys were applied.
+// check settled: if the node refuses the flush because keys would overflow
+// (the error's cellar.CounterOverflows), applyFlush reads their durable
+// values, sets them aside (calling reject, which must make that durable
+// before it returns, so that a replay of the flush leaves those keys out
+// too) and applies the rest under the same id; the nodes that applied their
+// part the first time skip it. The refusing node names the keys, because
+// the values read afterwards cannot tell: on the nodes that applied, they
+// already hold the delta. A node that refuses for another reason keeps the
+// flush pending: it is retried at the next interval, so one bad key cannot
+// wedge the buffer, and no delta is dropped for a reason that may pass. It
+// returns how many keys were applied.
 func applyFlush(ctx context.Context, node cellar.CounterNode, id string, deltas map[string]int64, timeout time.Duration,
 	reject func(ctx context.Context, bad map[string]int64, durable map[string]int64) error) (int, error) {
 	// The node gets the zero deltas too (it skips them), so that every
@@ -262,7 +265,7 @@ func applyFlush(ctx context.Context, node cellar.CounterNode, id string, deltas 
 	// deltas come back from a Redis restored from older data, with some
 	// but not all of their increments, they are known there.
 	send := maps.Clone(deltas)
-	deltas, keys := nonZero(deltas)
+	deltas, _ = nonZero(deltas)
 	for {
 		if len(send) == 0 {
 			return 0, nil
@@ -276,20 +279,20 @@ func applyFlush(ctx context.Context, node cellar.CounterNode, id string, deltas 
 		if !errors.Is(err, cellar.ErrInvalid) {
 			return 0, fmt.Errorf("apply flush %s of %d keys: %w", id, len(deltas), err)
 		}
-		rctx, cancel := context.WithTimeout(ctx, timeout)
-		cur, cerr := node.Counters(rctx, keys)
-		cancel()
-		if cerr != nil {
-			return 0, fmt.Errorf("apply flush %s: node refused it (%v); reading the counters to find the overflow: %w", id, err, cerr)
-		}
 		bad := make(map[string]int64)
-		for k, d := range deltas {
-			if _, ok := add(cur[k], d); !ok {
+		for _, k := range cellar.CounterOverflows(err) {
+			if d, ok := deltas[k]; ok {
 				bad[k] = d
 			}
 		}
 		if len(bad) == 0 {
-			return 0, fmt.Errorf("apply flush %s: node refused it, and no delta overflows: %w", id, err)
+			return 0, fmt.Errorf("apply flush %s: node refused it, naming no delta of the flush that overflows: %w", id, err)
+		}
+		rctx, cancel := context.WithTimeout(ctx, timeout)
+		cur, cerr := node.Counters(rctx, slices.Collect(maps.Keys(bad)))
+		cancel()
+		if cerr != nil {
+			return 0, fmt.Errorf("apply flush %s: node refused it (%v); reading the overflowing counters: %w", id, err, cerr)
 		}
 		if err := reject(ctx, bad, cur); err != nil {
 			return 0, fmt.Errorf("apply flush %s: set aside %d overflowing deltas: %w", id, len(bad), err)
@@ -298,7 +301,6 @@ func applyFlush(ctx context.Context, node cellar.CounterNode, id string, deltas 
 			delete(send, k)
 			delete(deltas, k)
 		}
-		keys = slices.DeleteFunc(keys, func(k string) bool { _, ok := bad[k]; return ok })
 	}
 }
 
@@ -330,4 +332,19 @@ func validateKeys(keys []string) []error {
 		errs[i] = cellar.ValidateRowKey(k)
 	}
 	return errs
+}
+
+// nodeResults sets res[i] for each i in idx from a node read of keys[i]:
+// its value if vals holds it, else the read's error if there was one (a
+// failed node's keys are missing from vals, and the others are answered),
+// else 0, a counter never incremented.
+func nodeResults(res []cellar.CounterResult, idx []int, keys []string, vals map[string]int64, err error) {
+	for _, i := range idx {
+		v, ok := vals[keys[i]]
+		if !ok && err != nil {
+			res[i].Err = err
+			continue
+		}
+		res[i].Value = v
+	}
 }

@@ -3,6 +3,7 @@ package counter
 import (
 	"context"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"net/url"
 	"path/filepath"
@@ -358,6 +359,105 @@ func TestSQLNodeStoppedDuringFlush(t *testing.T) {
 			}
 			t.Logf("%d of 8 flushes failed as the node went away; %d increments of idle counters failed reading the node; stats %+v",
 				failed, reloadFailures.Load(), b.Stats())
+		})
+	}
+}
+
+// With one node down, a batch read fails only that node's keys, in both
+// buffer modes: the keys on the other nodes are answered, whether read
+// from their node (durable, or never incremented) or buffered; and in the
+// journal, keys replayed after a restart load their durable value from the
+// nodes that answer.
+func TestBatchCountersOneNodeDown(t *testing.T) {
+	u, err := url.Parse(dbtest.Postgres(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mode := range bufferModes(t) {
+		t.Run(mode.name, func(t *testing.T) {
+			p := dbtest.NewProxy(t, u.Host)
+			pu := *u
+			pu.Host = p.Addr()
+			lite, pg, my := openSQLite(t), openPostgres(t, pu.String()), openMySQL(t)
+			s := newShardStore(t, lite, pg, my, 300*time.Millisecond)
+			kl, kp, km, kNew := nodeKey("lite", "down-l"), nodeKey("pg", "down-p"), nodeKey("my", "down-m"), nodeKey("my", "down-new")
+			ctx := context.Background()
+			if err := s.ApplyCounterDeltas(ctx, newFlushID("t-"), map[string]int64{kl: 1, kp: 2, km: 3}); err != nil {
+				t.Fatal(err)
+			}
+			b := mode.open(t, s, testOptions(newFakeClock()))
+			incr(t, b, km, 10, 13) // buffered
+			p.Stop()
+			res := b.BatchCounters(ctx, []string{kl, kp, km, kNew})
+			for i, want := range []int64{1, -1, 13, 0} {
+				if want < 0 {
+					wantCode(t, "the key on the down node", res[i].Err, cellar.EUNAVAILABLE)
+				} else if res[i].Err != nil || res[i].Value != want {
+					t.Errorf("%s with pg down: %d, %v; want %d", res[i].Key, res[i].Value, res[i].Err, want)
+				}
+			}
+		})
+	}
+	t.Run("journal replayed", func(t *testing.T) {
+		p := dbtest.NewProxy(t, u.Host)
+		pu := *u
+		pu.Host = p.Addr()
+		lite, pg, my := openSQLite(t), openPostgres(t, pu.String()), openMySQL(t)
+		s := newShardStore(t, lite, pg, my, 300*time.Millisecond)
+		kl, kp := nodeKey("lite", "replay-l"), nodeKey("pg", "replay-p")
+		ctx := context.Background()
+		if err := s.ApplyCounterDeltas(ctx, newFlushID("t-"), map[string]int64{kl: 1, kp: 2}); err != nil {
+			t.Fatal(err)
+		}
+		dir := t.TempDir()
+		j := openJournal(t, dir, s, testOptions(newFakeClock()))
+		incr(t, j, kl, 5, 6)
+		incr(t, j, kp, 5, 7)
+		j.crash()
+		p.Stop()
+		j = openJournal(t, dir, s, testOptions(newFakeClock())) // durable values unknown: loaded on read
+		res := j.BatchCounters(ctx, []string{kl, kp})
+		if res[0].Err != nil || res[0].Value != 6 {
+			t.Errorf("replayed %s with pg down: %d, %v; want 6", kl, res[0].Value, res[0].Err)
+		}
+		wantCode(t, "the replayed key on the down node", res[1].Err, cellar.EUNAVAILABLE)
+	})
+}
+
+// A flush that some nodes refuse for overflow while another applies its
+// part sets aside only the refused keys, in both buffer modes: the applied
+// node's large delta is neither set aside (its value read afterwards
+// already holds it, and judged again it would seem to overflow) nor
+// applied twice.
+func TestOverflowOnSomeNodesSetsAsideOnlyTheirKeys(t *testing.T) {
+	for _, mode := range bufferModes(t) {
+		t.Run(mode.name, func(t *testing.T) {
+			lite, pg, my := openSQLite(t), openPostgres(t, dbtest.Postgres(t)), openMySQL(t)
+			s := newShardStore(t, lite, pg, my, 2*time.Second)
+			kl, kp, km := nodeKey("lite", "of-l"), nodeKey("pg", "of-p"), nodeKey("my", "of-m")
+			ctx := context.Background()
+			b := mode.open(t, s, testOptions(newFakeClock()))
+			big := int64(math.MaxInt64/2 + 1)
+			incr(t, b, kl, big, big)
+			incr(t, b, kp, 1, 1)
+			incr(t, b, km, 1, 1)
+			// Other writers take kp and km to the top behind the buffer's back.
+			if err := s.ApplyCounterDeltas(ctx, newFlushID("other-"), map[string]int64{kp: math.MaxInt64, km: math.MaxInt64}); err != nil {
+				t.Fatal(err)
+			}
+			if err := b.Flush(ctx); err != nil {
+				t.Fatalf("Flush: %v", err)
+			}
+			if err := b.Flush(ctx); err != nil {
+				t.Fatalf("second Flush: %v", err)
+			}
+			if got := b.Stats().Rejected; got != 2 {
+				t.Errorf("Stats.Rejected = %d; want 2 (%s and %s)", got, kp, km)
+			}
+			vals, err := s.Counters(ctx, []string{kl, kp, km})
+			if err != nil || vals[kl] != big || vals[kp] != math.MaxInt64 || vals[km] != math.MaxInt64 {
+				t.Errorf("durable values %v, %v; want %s = %d once, %s and %s at MaxInt64", vals, err, kl, big, kp, km)
+			}
 		})
 	}
 }

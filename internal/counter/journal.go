@@ -398,8 +398,10 @@ func (j *Journal) load(ctx context.Context, keys []string) error {
 		if len(need) == 0 {
 			return nil
 		}
+		// A node that fails leaves its keys out of vals; the keys of the
+		// nodes that answered are loaded all the same.
 		vals, err := j.node.Counters(ctx, need)
-		if err != nil {
+		if err != nil && len(vals) == 0 {
 			return fmt.Errorf("read durable counters: %w", err)
 		}
 		j.mu.Lock()
@@ -415,9 +417,16 @@ func (j *Journal) load(ctx context.Context, keys []string) error {
 					again = true
 					continue
 				}
-				j.durable[k] = vals[k]
+				v, ok := vals[k]
+				if !ok && err != nil {
+					continue
+				}
+				j.durable[k] = v
 			}
 			j.mu.Unlock()
+			if err != nil {
+				return fmt.Errorf("read durable counters: %w", err)
+			}
 			if !again {
 				return nil
 			}
@@ -488,9 +497,7 @@ func (j *Journal) BatchCounters(ctx context.Context, keys []string) []cellar.Cou
 				ks[n] = keys[i]
 			}
 			vals, err := j.node.Counters(ctx, ks)
-			for _, i := range fromNode {
-				res[i].Value, res[i].Err = vals[keys[i]], err
-			}
+			nodeResults(res, fromNode, keys, vals, err)
 		}
 		todo = todo[:0]
 		if len(load) > 0 {
@@ -499,9 +506,17 @@ func (j *Journal) BatchCounters(ctx context.Context, keys []string) []cellar.Cou
 				ks[n] = keys[i]
 			}
 			if err := j.load(ctx, ks); err != nil {
+				// The keys of nodes that answered were loaded: they go
+				// round again; those of a failed node carry its error.
+				j.mu.Lock()
 				for _, i := range load {
-					res[i].Err = err
+					if _, ok := j.durable[keys[i]]; ok {
+						todo = append(todo, i)
+					} else {
+						res[i].Err = err
+					}
 				}
+				j.mu.Unlock()
 				continue
 			}
 			todo = append(todo, load...)

@@ -357,9 +357,7 @@ func (b *RedisBuffer) BatchCounters(ctx context.Context, keys []string) []cellar
 			ks[n] = keys[i]
 		}
 		vals, err := b.node.Counters(ctx, ks)
-		for _, i := range fromNode {
-			res[i].Value, res[i].Err = vals[keys[i]], err
-		}
+		nodeResults(res, fromNode, keys, vals, err)
 	}
 	return res
 }

@@ -43,9 +43,11 @@ func (s *Store) ApplyCounterDeltas(ctx context.Context, flushID string, deltas m
 }
 
 // Counters implements cellar.CounterNode, reading each node's keys with
-// one call, all nodes in parallel. If some nodes fail, the map still holds
-// the values of the keys on the others, and the error is combined as
-// ApplyCounterDeltas combines it; the keys of failed nodes are missing.
+// one call, all nodes in parallel. The map holds every key of the nodes
+// that answered (0 for a counter never incremented). If some nodes fail,
+// the error is combined as ApplyCounterDeltas combines it, and the keys of
+// the failed nodes are missing from the map: a key is in it exactly when
+// its value is known.
 func (s *Store) Counters(ctx context.Context, keys []string) (map[string]int64, error) {
 	parts := make(map[*Node][]string)
 	for _, k := range keys {
@@ -64,8 +66,8 @@ func (s *Store) Counters(ctx context.Context, keys []string) (map[string]int64, 
 		}
 		mu.Lock()
 		defer mu.Unlock()
-		for k, v := range vals {
-			out[k] = v
+		for _, k := range part {
+			out[k] = vals[k]
 		}
 		return nil
 	})

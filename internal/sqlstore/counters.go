@@ -82,8 +82,9 @@ func (s *Store) ApplyCounterDeltas(ctx context.Context, flushID string, deltas m
 		for _, k := range keys {
 			if _, err := tx.ExecContext(ctx, add, []byte(k), deltas[k]); err != nil {
 				if s.d.OutOfRange(err) {
-					return cellar.Errorf(cellar.EINVALID, "counter %q would overflow int64 adding %d; flush %s applied nothing on node %s",
-						k, deltas[k], flushID, s.name)
+					return &cellar.Error{Code: cellar.EINVALID,
+						Message: fmt.Sprintf("counter %q would overflow int64 adding %d; flush %s applied nothing on node %s", k, deltas[k], flushID, s.name),
+						Err:     &cellar.CounterOverflowError{Key: k, Delta: deltas[k]}}
 				}
 				return fmt.Errorf("add to counter: %w", err)
 			}

@@ -6,6 +6,7 @@ package countertest
 
 import (
 	"context"
+	"fmt"
 	"sort"
 	"sync"
 
@@ -68,7 +69,8 @@ func (n *Node) ApplyCounterDeltas(ctx context.Context, flushID string, deltas ma
 			}
 			v, d := n.values[k], deltas[k]
 			if s := v + d; (d > 0 && s < v) || (d < 0 && s > v) {
-				return cellar.Errorf(cellar.EINVALID, "counter %q would overflow", k)
+				return &cellar.Error{Code: cellar.EINVALID, Message: fmt.Sprintf("counter %q would overflow", k),
+					Err: &cellar.CounterOverflowError{Key: k, Delta: d}}
 			}
 		}
 		for _, k := range keys {
