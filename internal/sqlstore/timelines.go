@@ -252,8 +252,25 @@ func (s *Store) TimelineCount(ctx context.Context, key string) (int64, error) {
 	return min(t.stored, t.cap), nil
 }
 
+// capTrimStep is how many rows one transaction of SetTimelineCap deletes
+// at most: lowering the cap of a full timeline of 1,000,000 members in one
+// statement took MariaDB past the default node_timeout of 2 s, and was
+// rolled back every time it was retried (2026-12-03 review). A tenth of
+// that took 1.8-1.9 s there; a step of 8192 takes a small share of it.
+var capTrimStep int64 = 8192
+
+// afterCapTrimStep, if set (by tests), runs after each committed step of
+// SetTimelineCap that left more to delete.
+var afterCapTrimStep func()
+
 // SetTimelineCap implements cellar.TimelineStore, creating the timeline
-// if it does not exist. Lowering the cap deletes the members beyond it.
+// if it does not exist. Lowering the cap deletes the members beyond it,
+// lowest first, in steps of at most capTrimStep rows, one transaction
+// each; the cap is set with the last step. Between steps the timeline
+// keeps its old cap and has fewer members, the lowest gone, as if they had
+// been removed: if ctx ends midway, the members deleted so far (all of
+// which the new cap drops) stay deleted, the cap is unchanged, and calling
+// again goes on from there.
 func (s *Store) SetTimelineCap(ctx context.Context, key string, cap int) error {
 	if err := cellar.ValidateKey("timeline key", key); err != nil {
 		return err
@@ -264,24 +281,38 @@ func (s *Store) SetTimelineCap(ctx context.Context, key string, cap int) error {
 	if err := s.ready(ctx); err != nil {
 		return err
 	}
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
-		t, err := s.lockTimeline(ctx, tx, key, true)
+	for done := false; !done; {
+		err := s.inTx(ctx, func(tx *sql.Tx) error {
+			done = false
+			t, err := s.lockTimeline(ctx, tx, key, true)
+			if err != nil {
+				return err
+			}
+			// Raising the cap would revive dead rows, so they go first;
+			// lowering it deletes the members beyond it.
+			keep := min(t.cap, int64(cap))
+			if t.stored-keep > capTrimStep {
+				if err := s.trim(ctx, tx, key, &t, t.stored-capTrimStep); err != nil {
+					return err
+				}
+				return s.setStored(ctx, tx, key, t)
+			}
+			if err := s.trim(ctx, tx, key, &t, keep); err != nil {
+				return err
+			}
+			t.cap = int64(cap)
+			if _, err := tx.ExecContext(ctx, s.d.Rebind("UPDATE timelines SET cap = ?, stored = ? WHERE timeline_key = ?"), t.cap, t.stored, []byte(key)); err != nil {
+				return fmt.Errorf("set cap: %w", err)
+			}
+			done = true
+			return nil
+		})
 		if err != nil {
-			return err
+			return s.wrap(err, "set timeline cap")
 		}
-		// Raising the cap would revive dead rows, so they go first;
-		// lowering it deletes the members beyond it now.
-		if err := s.trim(ctx, tx, key, &t, min(t.cap, int64(cap))); err != nil {
-			return err
+		if !done && afterCapTrimStep != nil {
+			afterCapTrimStep()
 		}
-		t.cap = int64(cap)
-		if _, err := tx.ExecContext(ctx, s.d.Rebind("UPDATE timelines SET cap = ?, stored = ? WHERE timeline_key = ?"), t.cap, t.stored, []byte(key)); err != nil {
-			return fmt.Errorf("set cap: %w", err)
-		}
-		return nil
-	})
-	if err != nil {
-		return s.wrap(err, "set timeline cap")
 	}
 	return nil
 }

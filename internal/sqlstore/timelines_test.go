@@ -174,3 +174,66 @@ func benchRange(b *testing.B, s *sqlstore.Store, key string, offset int, desc bo
 	b.ReportMetric(pct(0.50), "p50-µs")
 	b.ReportMetric(pct(0.99), "p99-µs")
 }
+
+// TestLowerCapInSteps lowers the cap of a timeline in steps of at most 16
+// deleted rows, one transaction each, on every backend: a call cut short
+// keeps the steps it committed (the lowest members gone, the old cap),
+// and the next call finishes from there.
+func TestLowerCapInSteps(t *testing.T) {
+	opts := func(name string) sqlstore.Options { return sqlstore.Options{Name: name, ShardCount: 16, Create: true} }
+	for _, be := range []struct {
+		name string
+		open func() (*sqlstore.Store, error)
+	}{
+		{"sqlite", func() (*sqlstore.Store, error) {
+			return sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "n.db"), sqlite.Options{Options: opts("lite")})
+		}},
+		{"postgres", func() (*sqlstore.Store, error) {
+			return postgres.Open(context.Background(), dbtest.Postgres(t), postgres.Options{Options: opts("pg")})
+		}},
+		{"mysql", func() (*sqlstore.Store, error) {
+			return mysql.Open(context.Background(), dbtest.MySQL(t), mysql.Options{Options: opts("my")})
+		}},
+	} {
+		t.Run(be.name, func(t *testing.T) {
+			s, err := be.open()
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { s.Close() })
+			ctx := context.Background()
+			for i := 0; i < 100; i++ {
+				if err := s.TimelineAdd(ctx, "tl", fmt.Sprintf("m%03d", i), float64(i)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			steps := 0
+			cut, cancel := context.WithCancel(ctx)
+			defer cancel()
+			stop := 2 // the step after which the first call is cut short
+			defer sqlstore.SetCapTrimStep(16, func() {
+				if steps++; steps == stop {
+					cancel()
+				}
+			})()
+			if err := s.SetTimelineCap(cut, "tl", 10); err == nil {
+				t.Fatalf("SetTimelineCap cut short after %d steps: no error", steps)
+			}
+			items, count, err := s.TimelineRange(ctx, "tl", 0, 1000, false)
+			if err != nil || count != 68 || len(items) != 68 || items[0].Member != "m032" {
+				t.Fatalf("after 2 steps: count %d, %d items from %v, %v; want 68 from m032 (the lowest 32 deleted)", count, len(items), items[:min(1, len(items))], err)
+			}
+			steps, stop = 0, -1
+			if err := s.SetTimelineCap(ctx, "tl", 10); err != nil {
+				t.Fatal(err)
+			}
+			if steps != 3 {
+				t.Errorf("%d steps from 68 rows to 10 by 16; want 3 and a last one setting the cap", steps)
+			}
+			items, count, err = s.TimelineRange(ctx, "tl", 0, 1000, false)
+			if err != nil || count != 10 || len(items) != 10 || items[0].Member != "m090" || items[9].Member != "m099" {
+				t.Errorf("after the cap is lowered: count %d, items %v, %v; want m090..m099", count, items, err)
+			}
+		})
+	}
+}
