@@ -42,3 +42,22 @@ type TimelineStore interface {
 	// SetTimelineCap sets the cap of timeline key (1..1,000,000).
 	SetTimelineCap(ctx context.Context, key string, cap int) error
 }
+
+// ScoreUnderflows reports whether the number literal s (JSON or Go
+// syntax) is not zero as written, for a digit other than 0 comes before
+// its exponent, yet is too small for a float64 and reads as 0 (1e-400).
+// Such scores are refused like those too large.
+func ScoreUnderflows(s string, f float64) bool {
+	if f != 0 {
+		return false
+	}
+	for _, c := range s {
+		switch {
+		case c == 'e' || c == 'E':
+			return false
+		case c >= '1' && c <= '9':
+			return true
+		}
+	}
+	return false
+}

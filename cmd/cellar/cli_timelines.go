@@ -70,8 +70,8 @@ func (r *runner) timelineAdd(args []string) error {
 		return err
 	}
 	score, err := strconv.ParseFloat(pos[2], 64)
-	if err != nil || math.IsNaN(score) || math.IsInf(score, 0) {
-		return usagef("SCORE %q is not a finite number", pos[2])
+	if err != nil || math.IsNaN(score) || math.IsInf(score, 0) || cellar.ScoreUnderflows(pos[2], score) {
+		return usagef("SCORE %q is not a finite number within the range of a 64-bit float", pos[2])
 	}
 	if score == 0 {
 		score = 0 // as the server stores -0

@@ -95,6 +95,7 @@ func TestCLITimelineUsage(t *testing.T) {
 		{[]string{"add", "k", "m"}, "too few arguments", "usage: cellar timeline add [flags] KEY MEMBER SCORE"},
 		{[]string{"add", "k", "m", "x"}, `SCORE "x" is not a finite number`, "usage: cellar timeline add [flags]"},
 		{[]string{"add", "k", "m", "NaN"}, `SCORE "NaN" is not a finite number`, "usage: cellar timeline add [flags]"},
+		{[]string{"add", "k", "m", "1e-400"}, `SCORE "1e-400" is not a finite number within the range`, "usage: cellar timeline add [flags]"},
 		{[]string{"add", "k", "m", "1e400"}, `SCORE "1e400" is not a finite number`, "usage: cellar timeline add [flags]"},
 		{[]string{"add", "k", "m", "-5"}, "flag provided but not defined: -5", "usage: cellar timeline add [flags]"},
 		{[]string{"rm", "k"}, "too few arguments", "usage: cellar timeline rm [flags] KEY MEMBER"},

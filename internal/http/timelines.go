@@ -193,15 +193,16 @@ func decodeTimelineCap(raw []byte) (int, error) {
 	return int(cap), nil
 }
 
-// number reads a JSON number at path as a float64; null, strings and
-// numbers too large for a float64 (1e400) are refused.
+// number reads a JSON number at path as a float64; null, strings, and
+// numbers too large (1e400) or too small (1e-400, which would be read as
+// 0) for a float64 are refused.
 func (d *docDecoder) number(path string) (float64, error) {
 	v, err := d.raw()
 	if err != nil {
 		return 0, err
 	}
 	var f float64
-	if !isNumber(v) || json.Unmarshal(v, &f) != nil {
+	if !isNumber(v) || json.Unmarshal(v, &f) != nil || cellar.ScoreUnderflows(string(v), f) {
 		return 0, cellar.Errorf(cellar.EINVALID, "%s must be a number within the range of a 64-bit float", path)
 	}
 	return f, nil

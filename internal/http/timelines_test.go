@@ -128,6 +128,10 @@ func TestTimelineInvalid(t *testing.T) {
 	st := openStore(t)
 	c := newServer(t, st, Options{Timelines: st, MaxBodyBytes: 1000})
 	c.do("POST", membersPath("k"), `{"member":"keep","score":1}`).want(t, 200, "")
+	// Zero as written, and the smallest float64, are scores.
+	for _, score := range []string{"0e-400", "-0.000", "5e-324"} {
+		c.do("POST", membersPath("z"), `{"member":"m`+score+`","score":`+score+`}`).want(t, 200, "")
+	}
 	long := strings.Repeat("x", 256)
 	tests := []struct {
 		name, method, path, body string
@@ -142,6 +146,8 @@ func TestTimelineInvalid(t *testing.T) {
 		{"score string", "POST", membersPath("k"), `{"member":"m","score":"1"}`, 400, cellar.EINVALID},
 		{"score null", "POST", membersPath("k"), `{"member":"m","score":null}`, 400, cellar.EINVALID},
 		{"score too large", "POST", membersPath("k"), `{"member":"m","score":1e400}`, 400, cellar.EINVALID},
+		{"score too small", "POST", membersPath("k"), `{"member":"m","score":1e-400}`, 400, cellar.EINVALID},
+		{"score too small, negative", "POST", membersPath("k"), `{"member":"m","score":-0.0001e-330}`, 400, cellar.EINVALID},
 		{"score bool", "POST", membersPath("k"), `{"member":"m","score":true}`, 400, cellar.EINVALID},
 		{"member number", "POST", membersPath("k"), `{"member":1,"score":1}`, 400, cellar.EINVALID},
 		{"member null", "POST", membersPath("k"), `{"member":null,"score":1}`, 400, cellar.EINVALID},
