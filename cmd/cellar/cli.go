@@ -755,10 +755,12 @@ func keyString(row, col string, ref *int64) string {
 	return s
 }
 
+// parseRef reads a REF argument as the API's paths read ref_key: digits
+// only (no sign), 0 to 2^63-1.
 func parseRef(s string) (int64, error) {
 	ref, err := strconv.ParseInt(s, 10, 64)
-	if err != nil {
-		return 0, usagef("REF %q is not a 64-bit integer", s)
+	if err != nil || !isDigits(s) {
+		return 0, usagef("REF %q is not an integer from 0 to 9223372036854775807", s)
 	}
 	return ref, nil
 }

@@ -226,8 +226,10 @@ func TestCLIUsageErrors(t *testing.T) {
 	}{
 		{[]string{"get", "r", "c"}, "", "too few arguments"},
 		{[]string{"get", "r", "c", "1", "2"}, "", "too many arguments"},
-		{[]string{"get", "r", "c", "one"}, "", `REF "one" is not a 64-bit integer`},
-		{[]string{"get", "r", "c", "99999999999999999999"}, "", "is not a 64-bit integer"},
+		{[]string{"get", "r", "c", "one"}, "", `REF "one" is not an integer from 0 to 9223372036854775807`},
+		{[]string{"get", "r", "c", "99999999999999999999"}, "", "is not an integer from 0"},
+		{[]string{"put", "r", "c", "+2", "{}"}, "", `REF "+2" is not an integer from 0`},
+		{[]string{"get", "r", "c", "--", "-1"}, "", `REF "-1" is not an integer from 0`},
 		{[]string{"put", "r", "c"}, "", "too few arguments"},
 		{[]string{"latest", "r", "c", "--nope"}, "", "flag provided but not defined: -nope"},
 		{[]string{"latest", "r", "c", "--timeout", "0s"}, "", "--timeout must be positive"},
