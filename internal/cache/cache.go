@@ -75,8 +75,9 @@ type Options struct {
 	// datastore (default DefaultRedisPrefix).
 	RedisPrefix string
 	// RedisTimeout bounds each round trip to Redis (default
-	// DefaultRedisTimeout). The Redis clients must honour context
-	// deadlines (go-redis: ContextTimeoutEnabled) for it to hold.
+	// DefaultRedisTimeout); a round trip also gets at most half of what
+	// remains of the caller's deadline. The Redis clients must honour
+	// context deadlines (go-redis: ContextTimeoutEnabled) for it to hold.
 	RedisTimeout time.Duration
 	// RedisCellTTL is how long Redis keeps a cell fetched by its full key
 	// (default DefaultRedisCellTTL); such cells never change, so this only
@@ -217,8 +218,10 @@ func (s *Store) read(ctx context.Context, ps []pending, res []cellar.GetResult, 
 				res[p.i] = result(e)
 				continue
 			}
-			if ok && e.floors != nil && !e.expired(now) {
-				p.floors = e.floors
+			if m := e.marker(now); m != nil {
+				// Also from an expired answer: the marker it kept
+				// outlives it.
+				p.floors = m.floors
 			}
 			rest = append(rest, p)
 		}
@@ -228,9 +231,7 @@ func (s *Store) read(ctx context.Context, ps []pending, res []cellar.GetResult, 
 	if s.shared != nil && len(ps) > 0 {
 		ps = s.shared.lookup(ctx, ps, func(p pending, a *entry) {
 			res[p.i] = result(a)
-			if s.local != nil {
-				s.local.fill(p.k, a)
-			}
+			s.fillLocal(p.k, a)
 		})
 	}
 	if len(ps) == 0 {
@@ -262,8 +263,8 @@ func (s *Store) read(ctx context.Context, ps []pending, res []cellar.GetResult, 
 		case errors.Is(r.Err, cellar.ErrNotFound):
 			a = &entry{err: r.Err, expires: asOf + s.ttl}
 		}
-		if a != nil && s.local != nil {
-			s.local.fill(lookupKey(k), a)
+		if a != nil {
+			s.fillLocal(lookupKey(k), a)
 		}
 	}
 	for _, p := range ps {
@@ -276,6 +277,19 @@ func (s *Store) read(ctx context.Context, ps []pending, res []cellar.GetResult, 
 	}
 	if s.shared != nil && len(found) > 0 {
 		s.shared.fill(ctx, found, asOf+s.ttl)
+	}
+}
+
+// fillLocal stores the answer a, read from Redis or storage, under k in
+// the in-process tier. A latest cell also reaches the row's entry, so that
+// Row(row) does not then serve an older row than the cell just served.
+func (s *Store) fillLocal(k key, a *entry) {
+	if s.local == nil {
+		return
+	}
+	s.local.fill(k, a)
+	if k.kind == kindLatest && len(a.cells) > 0 {
+		s.local.seen(a.cells[0])
 	}
 }
 

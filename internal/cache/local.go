@@ -63,6 +63,11 @@ func (k key) lookup() cellar.LookupKey {
 // write this process made or heard of), so that a read that began before
 // that write cannot store its stale answer over it, and an older answer
 // from Redis is not served.
+//
+// An answer may keep a marker that outlives it (kept): a write pushed into
+// an answer read before it expires with that answer, but a read that began
+// before the write can still arrive, unexpired, after that; the marker
+// stands in the entry until no such read can be served.
 type entry struct {
 	cells  []cellar.Cell
 	err    error
@@ -70,6 +75,7 @@ type entry struct {
 	// expires is when the entry stops being served, in Unix nanoseconds by
 	// the store's clock; 0 means never (a found cell by full key).
 	expires int64
+	kept    *entry // an answer's marker, nil if none
 }
 
 // answers reports whether e is an answer that may be served at now.
@@ -78,6 +84,35 @@ func (e *entry) answers(now int64) bool {
 }
 
 func (e *entry) expired(now int64) bool { return e.expires != 0 && now >= e.expires }
+
+// live returns what of e (nil if absent) stands at now: e until it
+// expires, then the marker it kept until that expires, then nil.
+func (e *entry) live(now int64) *entry {
+	for e != nil && e.expired(now) {
+		e = e.kept
+	}
+	return e
+}
+
+// marker returns the marker that stands in e at now, or nil: e itself, or
+// the one its answer keeps.
+func (e *entry) marker(now int64) *entry {
+	if e = e.live(now); e != nil && e.floors == nil {
+		e = e.kept.live(now)
+	}
+	return e
+}
+
+// keeping returns the answer a, keeping the marker m (nil if none) if m
+// outlives it.
+func keeping(a, m *entry) *entry {
+	if m == nil || a.expires == 0 || a.expires >= m.expires {
+		return a
+	}
+	k := *a
+	k.kept = m
+	return &k
+}
 
 // satisfies reports whether the answer a holds, for every column in
 // floors, a cell with at least that ref_key.
@@ -109,17 +144,29 @@ func (e *entry) has(col string, ref int64) bool {
 // Answers only move forward: the latest cell of a column never goes back
 // to a lower ref_key, so of two answers the one with the higher ref_key
 // (for rows: per column) is the newer, and an answer that contradicts a
-// marker is stale.
+// marker, or the marker an answer keeps, is stale. The merged answer keeps
+// old's marker.
 func mergeAnswer(kd kind, old *entry, now int64, a *entry) *entry {
-	if old == nil || old.expired(now) {
+	old = old.live(now)
+	if old == nil {
 		return a
 	}
-	if old.floors != nil {
-		if a.satisfies(old.floors) {
-			return a
-		}
+	m := old.marker(now)
+	if m != nil && !a.satisfies(m.floors) {
 		return nil
 	}
+	if old.floors != nil {
+		return keeping(a, m)
+	}
+	if n := newerAnswer(kd, old, a); n != nil {
+		return keeping(n, m)
+	}
+	return nil
+}
+
+// newerAnswer merges the answer a into the answer old, both unexpired, and
+// returns what to store, or nil to keep old.
+func newerAnswer(kd kind, old, a *entry) *entry {
 	switch kd {
 	case kindCell:
 		if len(old.cells) > 0 {
@@ -160,14 +207,19 @@ func mergeAnswer(kd kind, old *entry, now int64, a *entry) *entry {
 
 // mergeCreated merges the knowledge that this process just created c
 // (with its body) into old, and returns what to store, or nil to keep old.
+// It serves as well for a latest cell just read, which exists as surely.
 //
 // An answer read at t holds every write acknowledged before t; adding c to
-// it keeps that true, so the merged answer keeps old's expiry. Without an
+// it keeps that true, so the merged answer keeps old's expiry. It also
+// keeps a marker of c for ttl: a read that began before the write may
+// arrive after old expired, and must not be stored over c. Without an
 // answer, the process cannot know that c is the latest (another process
-// may have written a higher ref_key), so it stores a marker.
+// may have written a higher ref_key), so it stores only the marker.
 func mergeCreated(kd kind, old *entry, now int64, c cellar.Cell, ttl int64) *entry {
-	if old == nil || old.expired(now) || old.floors != nil {
-		return markerWith(old, now, c.Column, c.RefKey, ttl)
+	m := markerWith(old.marker(now), now, c.Column, c.RefKey, ttl)
+	old = old.live(now)
+	if old == nil || old.floors != nil {
+		return m
 	}
 	switch kd {
 	case kindCell:
@@ -176,15 +228,17 @@ func mergeCreated(kd kind, old *entry, now int64, c cellar.Cell, ttl int64) *ent
 		}
 		return &entry{cells: []cellar.Cell{c}}
 	case kindLatest:
+		// old holds as much as c: an answer that contradicts c also
+		// contradicts old (or the write whose marker old keeps).
 		if len(old.cells) > 0 && old.cells[0].RefKey >= c.RefKey {
 			return nil
 		}
-		return &entry{cells: []cellar.Cell{c}, expires: old.expires}
+		return keeping(&entry{cells: []cellar.Cell{c}, expires: old.expires}, m)
 	default: // kindRow
 		if old.has(c.Column, c.RefKey) {
 			return nil
 		}
-		return &entry{cells: withCell(old.cells, c), expires: old.expires}
+		return keeping(&entry{cells: withCell(old.cells, c), expires: old.expires}, m)
 	}
 }
 
@@ -192,17 +246,16 @@ func mergeCreated(kd kind, old *entry, now int64, c cellar.Cell, ttl int64) *ent
 // an answer that lacks it becomes a marker. Without an entry, a marker is
 // stored only if create is set.
 func mergeExists(old *entry, now int64, col string, ref int64, ttl int64, create bool) *entry {
-	switch {
-	case old == nil || old.expired(now):
+	switch l := old.live(now); {
+	case l == nil:
 		if !create {
 			return nil
 		}
-	case old.floors == nil && old.has(col, ref):
+	case l.floors == nil && l.has(col, ref):
 		return nil
-	case old.floors == nil:
-		old = nil // a stale answer: replace it
 	}
-	return markerWith(old, now, col, ref, ttl)
+	// A stale answer is replaced by the marker, raised from the one it kept.
+	return markerWith(old.marker(now), now, col, ref, ttl)
 }
 
 // markerWith returns old's marker (or a new one) raised to (col, ref). A
@@ -259,6 +312,11 @@ func weigh(k key, e *entry) uint32 {
 	}
 	for col := range e.floors {
 		n += floorOverhead + len(col)
+	}
+	if e.kept != nil {
+		for col := range e.kept.floors {
+			n += floorOverhead + len(col)
+		}
 	}
 	if e.err != nil {
 		// A not-found's message repeats the key; the entry holds its own.
@@ -323,6 +381,28 @@ func (l *local) created(c cellar.Cell) {
 	}
 }
 
+// seen records that c, a latest cell just read from storage or Redis,
+// exists: a cached row gets it in its column, as it would a created cell,
+// so that a whole row served later does not go back behind c. Nothing is
+// stored for a row that is not cached (latest reads need not cost memory
+// for rows).
+func (l *local) seen(c cellar.Cell) {
+	k := rowKey(c.RowKey)
+	if _, ok := l.c.GetEntryQuietly(k); !ok {
+		return
+	}
+	now := l.now()
+	l.c.Compute(k, func(old *entry, found bool) (*entry, otter.ComputeOp) {
+		if !found {
+			old = nil
+		}
+		if m := mergeCreated(kindRow, old, now, c, l.ttl); m != nil {
+			return m, otter.WriteOp
+		}
+		return old, otter.CancelOp
+	})
+}
+
 // exists records that the cell k exists. With create unset, it only
 // changes entries that are there: other processes' writes (heard of over
 // pub/sub) need not cost memory here.
@@ -348,7 +428,7 @@ func (l *local) close() { l.c.StopAllGoroutines() }
 
 // expiry tells otter when entries expire: at their own deadline, so that
 // an answer's age counts from when it was read, wherever it was stored
-// since.
+// since, or when the marker an answer keeps does.
 type expiry struct{ now func() int64 }
 
 // never is "no expiry": long, but far from overflowing otter's arithmetic.
@@ -358,7 +438,11 @@ func (x expiry) left(e *entry) time.Duration {
 	if e.expires == 0 {
 		return never
 	}
-	return time.Duration(max(e.expires-x.now(), 1))
+	until := e.expires
+	if e.kept != nil {
+		until = max(until, e.kept.expires)
+	}
+	return time.Duration(max(until-x.now(), 1))
 }
 
 func (x expiry) ExpireAfterCreate(e otter.Entry[key, *entry]) time.Duration { return x.left(e.Value) }

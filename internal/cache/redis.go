@@ -3,6 +3,7 @@ package cache
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math"
@@ -345,13 +346,26 @@ func (s *shared) group(n int, rowKey func(int) string) []*batch {
 	return batches
 }
 
+// errTimedOut is the cause of a Redis round trip cut short by each.
+var errTimedOut = errors.New("redis cache: round trip timed out")
+
 // each runs f for every batch, in parallel, each under the Redis timeout,
 // and reports failures.
+//
+// A round trip gets at most half of what remains of the caller's deadline,
+// so that a hung node leaves the read time for storage; and the node fails
+// whenever that cut-off fires, even if the caller's context has ended
+// since, so that it is left alone. Only a caller that gave up first (its
+// context ended before the cut-off) fails no node.
 func (s *shared) each(ctx context.Context, op string, batches []*batch, f func(ctx context.Context, b *batch) error) {
+	timeout := s.timeout
+	if d, ok := ctx.Deadline(); ok {
+		timeout = min(timeout, time.Until(d)/2)
+	}
 	run := func(b *batch) {
-		cctx, cancel := context.WithTimeout(ctx, s.timeout)
+		cctx, cancel := context.WithTimeoutCause(ctx, timeout, errTimedOut)
 		defer cancel()
-		if err := f(cctx, b); err != nil && ctx.Err() == nil {
+		if err := f(cctx, b); err != nil && (ctx.Err() == nil || context.Cause(cctx) == errTimedOut) {
 			s.fail(b.node, op, err)
 		}
 	}
