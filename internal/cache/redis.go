@@ -353,19 +353,32 @@ var errTimedOut = errors.New("redis cache: round trip timed out")
 // and reports failures.
 //
 // A round trip gets at most half of what remains of the caller's deadline,
-// so that a hung node leaves the read time for storage; and the node fails
-// whenever that cut-off fires, even if the caller's context has ended
-// since, so that it is left alone. Only a caller that gave up first (its
-// context ended before the cut-off) fails no node.
+// so that a hung node leaves the read time for storage. A cut-off of at
+// least half the Redis timeout that fires fails the node, even if the
+// caller's context has ended since, so that it is left alone; a shorter
+// one says more about the caller's budget than about the node (a healthy
+// node a few milliseconds away would fail for everyone), so the call only
+// goes without Redis. Other errors fail the node unless the caller gave up
+// first.
 func (s *shared) each(ctx context.Context, op string, batches []*batch, f func(ctx context.Context, b *batch) error) {
 	timeout := s.timeout
 	if d, ok := ctx.Deadline(); ok {
 		timeout = min(timeout, time.Until(d)/2)
 	}
+	telling := timeout >= s.timeout/2
 	run := func(b *batch) {
 		cctx, cancel := context.WithTimeoutCause(ctx, timeout, errTimedOut)
 		defer cancel()
-		if err := f(cctx, b); err != nil && (ctx.Err() == nil || context.Cause(cctx) == errTimedOut) {
+		err := f(cctx, b)
+		if err == nil {
+			return
+		}
+		// The client's socket deadline, taken from cctx, may fire a
+		// moment before cctx's own timer: past the deadline, it was the
+		// cut-off.
+		dl, _ := cctx.Deadline()
+		cut := context.Cause(cctx) == errTimedOut || !time.Now().Before(dl)
+		if cut && telling || !cut && ctx.Err() == nil {
 			s.fail(b.node, op, err)
 		}
 	}

@@ -111,8 +111,9 @@ func TestRowForwardAfterLatestRead(t *testing.T) {
 }
 
 // A hung Redis does not fail reads whose deadline is under RedisTimeout:
-// a round trip gets at most half of what the caller has left, and the
-// node is then left alone.
+// a round trip gets at most half of what the caller has left. Such short
+// cut-offs do not fail the node (TestShortDeadlineKeepsHealthyRedis); the
+// first read with time to spare does, and the node is then left alone.
 func TestHungRedisShortDeadline(t *testing.T) {
 	srv := dbtest.Redis(t)
 	proxy := dbtest.NewProxy(t, srv.Addr())
@@ -135,8 +136,19 @@ func TestHungRedisShortDeadline(t *testing.T) {
 			t.Errorf("read %d with Redis hung and a 200ms deadline = ref %d, %v after %v; want ref 1", i, c.RefKey, err, time.Since(start))
 		}
 	}
+	if n := obs.errors(cache.TierRedis, "get"); n != 0 {
+		t.Errorf("get errors after short cut-offs = %d; want 0", n)
+	}
+	// A read with time to spare fails the node at the full timeout; the
+	// next is then not sent to it.
+	for _, row := range []string{"r8", "r9"} {
+		put(t, back, row, "c", 1, `{}`)
+		if c, err := s.Latest(context.Background(), row, "c"); err != nil || c.RefKey != 1 {
+			t.Errorf("read of %s with time to spare = ref %d, %v; want ref 1", row, c.RefKey, err)
+		}
+	}
 	if n := obs.errors(cache.TierRedis, "get"); n != 1 {
-		t.Errorf("get errors = %d; want 1: the node is left alone after the first", n)
+		t.Errorf("get errors = %d; want 1: the full timeout fails the node, which is then left alone", n)
 	}
 }
 
