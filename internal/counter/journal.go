@@ -424,13 +424,13 @@ func (j *Journal) load(ctx context.Context, keys []string) error {
 				j.durable[k] = v
 			}
 			j.mu.Unlock()
+			if again {
+				continue // a failed node's keys are read, and fail, again
+			}
 			if err != nil {
 				return fmt.Errorf("read durable counters: %w", err)
 			}
-			if !again {
-				return nil
-			}
-			continue
+			return nil
 		}
 		j.mu.Unlock()
 	}
