@@ -1,6 +1,9 @@
 package cellar
 
-import "context"
+import (
+	"context"
+	"strings"
+)
 
 // DefaultTimelineCap is how many members a timeline keeps unless its cap
 // is set otherwise.
@@ -43,21 +46,22 @@ type TimelineStore interface {
 	SetTimelineCap(ctx context.Context, key string, cap int) error
 }
 
-// ScoreUnderflows reports whether the number literal s (JSON or Go
-// syntax) is not zero as written, for a digit other than 0 comes before
-// its exponent, yet is too small for a float64 and reads as 0 (1e-400).
-// Such scores are refused like those too large.
+// ScoreUnderflows reports whether the number literal s (JSON, or Go
+// syntax as strconv.ParseFloat reads it, hex floats included) is not zero
+// as written, for a digit other than 0 comes before its exponent, yet is
+// too small for a float64 and reads as f = 0 (1e-400, 0x1p-2000). Such
+// scores are refused like those too large.
 func ScoreUnderflows(s string, f float64) bool {
 	if f != 0 {
 		return false
 	}
-	for _, c := range s {
-		switch {
-		case c == 'e' || c == 'E':
-			return false
-		case c >= '1' && c <= '9':
-			return true
-		}
+	s = strings.TrimLeft(s, "+-")
+	digits, exponent := "123456789", "eE"
+	if len(s) > 1 && s[0] == '0' && (s[1] == 'x' || s[1] == 'X') {
+		s, digits, exponent = s[2:], "123456789abcdefABCDEF", "pP"
 	}
-	return false
+	if i := strings.IndexAny(s, exponent); i >= 0 {
+		s = s[:i]
+	}
+	return strings.ContainsAny(s, digits)
 }
