@@ -28,8 +28,22 @@ func TestTriggerMetrics(t *testing.T) {
 			t.Errorf("%s = %v; want %v", tt.name, got, tt.want)
 		}
 	}
+	// A trigger gone takes its series with it, and only its own.
+	m.TriggerLag("push", 1, 1)
+	m.TriggerAcked("push", 1)
+	m.TriggerGone("mail")
+	for _, tt := range []struct {
+		name string
+		c    prometheus.Collector
+		want int
+	}{{"cells", m.triggerCells, 1}, {"lag cells", m.triggerLagCells, 1}, {"lag seconds", m.triggerLagSecs, 1}} {
+		if got := testutil.CollectAndCount(tt.c); got != tt.want {
+			t.Errorf("%s series after mail is gone: %d; want %d (push's)", tt.name, got, tt.want)
+		}
+	}
 	var none *Metrics
 	none.TriggerDelivered("mail", 1)
 	none.TriggerAcked("mail", 1)
 	none.TriggerLag("mail", 1, 1)
+	none.TriggerGone("mail")
 }

@@ -325,6 +325,9 @@ func (e *Engine) Delete(ctx context.Context, name string) error {
 	}
 	err := e.state.DeleteTrigger(ctx, name)
 	e.cached(name).invalidate()
+	if err == nil && e.obs != nil {
+		e.obs.TriggerGone(name)
+	}
 	return err
 }
 

@@ -87,6 +87,10 @@ type Observer interface {
 	TriggerAcked(trigger string, cells int)
 	// TriggerLag is told of each lag measurement (Status).
 	TriggerLag(trigger string, cells int64, seconds float64)
+	// TriggerGone is told of a trigger that no longer exists: deleted
+	// here, or found gone by the lag monitor (deleted by another process,
+	// or an index's old generation).
+	TriggerGone(trigger string)
 }
 
 // Options configure an Engine.
@@ -149,8 +153,9 @@ type Engine struct {
 	obs       Observer
 	lagEvery  time.Duration
 
-	stop context.CancelFunc // stops the lag monitor; nil until Start
-	done sync.WaitGroup     // the lag monitor
+	stop     context.CancelFunc // stops the lag monitor; nil until Start
+	done     sync.WaitGroup     // the lag monitor
+	measured map[string]bool    // the triggers of the lag monitor's last round; its own
 
 	bgCtx    context.Context // cancelled by Close
 	bgCancel context.CancelFunc
@@ -257,9 +262,17 @@ func (e *Engine) measureLag(ctx context.Context) {
 	if err != nil {
 		return
 	}
+	now := make(map[string]bool, len(ts))
 	for _, t := range ts {
+		now[t.Name] = true
 		_, _ = e.status(ctx, t.Name, true)
 	}
+	for name := range e.measured {
+		if !now[name] {
+			e.obs.TriggerGone(name)
+		}
+	}
+	e.measured = now
 }
 
 // Close stops the lag monitor and the background reads, and waits for

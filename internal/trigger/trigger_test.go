@@ -446,6 +446,15 @@ type observer struct {
 	mu                 sync.Mutex // protects the fields below
 	delivered, acked   int
 	lagCells, lagCalls int64
+	gone               []string
+}
+
+func (o *observer) TriggerGone(name string) { o.mu.Lock(); o.gone = append(o.gone, name); o.mu.Unlock() }
+
+func (o *observer) goneNow() []string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return slices.Clone(o.gone)
 }
 
 func (o *observer) TriggerDelivered(_ string, n int) { o.mu.Lock(); o.delivered += n; o.mu.Unlock() }
@@ -491,8 +500,39 @@ func TestObserver(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	// A trigger deleted here is gone from the reports at once; one deleted
+	// by another process, at the monitor's next round.
+	e.define("other", trigger.Definition{Columns: []string{"a"}})
+	obs.mu.Lock()
+	base := obs.lagCalls
+	obs.mu.Unlock()
+	waitFor(t, "a lag round that sees other", func() bool {
+		obs.mu.Lock()
+		defer obs.mu.Unlock()
+		return obs.lagCalls > base+2
+	})
+	if err := e.engine.Delete(bg(), "t"); err != nil {
+		t.Fatal(err)
+	}
+	if g := obs.goneNow(); !slices.Equal(g, []string{"t"}) {
+		t.Errorf("gone after Delete(t) = %q; want [t]", g)
+	}
+	if err := e.meta.DeleteTrigger(bg(), "other"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "other reported gone", func() bool { return slices.Contains(obs.goneNow(), "other") })
 	if err := e.engine.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// waitFor polls cond for up to 10 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
 	}
 }
 
