@@ -337,11 +337,14 @@ func (c *Config) validate() error {
 	return nil
 }
 
+// secret is the token's secret, trimmed of surrounding white space as the
+// server trims a presented bearer token: a variable filled from a secret
+// file usually ends in a newline, which no request can send.
 func (t TokenConfig) secret() string {
 	if t.TokenEnv != "" {
-		return os.Getenv(t.TokenEnv)
+		return strings.TrimSpace(os.Getenv(t.TokenEnv))
 	}
-	return t.Token
+	return strings.TrimSpace(t.Token)
 }
 
 // initialMap returns the configured shard map as version 1.
