@@ -9,6 +9,7 @@ package shard
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"sync"
@@ -157,6 +158,7 @@ func (s *Store) nodeOfShard(sh int) (*Node, error) {
 // call runs f against n under the node deadline and reports it.
 func (s *Store) call(ctx context.Context, n *Node, op string, f func(ctx context.Context) error) error {
 	start := time.Now()
+	caller := ctx
 	// A caller's deadline that comes first makes a node deadline moot:
 	// it could not fire before, so the timer and context it costs are
 	// spared.
@@ -171,7 +173,9 @@ func (s *Store) call(ctx context.Context, n *Node, op string, f func(ctx context
 		// should see the node as unavailable, not cellar as broken.
 		err = cellar.Unavailable(err, "node %s did not answer within %s", n.Name, s.timeout)
 	}
-	if s.observe != nil {
+	// A call its caller abandoned (a client that hung up) says nothing of
+	// the node: it is not counted, lest client churn look like node errors.
+	if s.observe != nil && !(err != nil && errors.Is(caller.Err(), context.Canceled)) {
 		s.observe(n.Name, op, time.Since(start), err)
 	}
 	return err

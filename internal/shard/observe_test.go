@@ -1,0 +1,52 @@
+package shard_test
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/cellar-db/cellar"
+	"github.com/cellar-db/cellar/internal/metrics"
+	"github.com/cellar-db/cellar/internal/shard"
+	"github.com/cellar-db/cellar/internal/sqlite"
+	"github.com/cellar-db/cellar/internal/sqlstore"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// A call whose caller went away (its context cancelled: the HTTP server
+// cancels it when the connection closes) is not counted as an error of
+// the healthy node it was reading from, so client churn does not look
+// like node errors in cellar_storage_errors_total.
+func TestClientCancelIsNotANodeError(t *testing.T) {
+	const shards = 4
+	lite, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "n.db"),
+		sqlite.Options{Options: sqlstore.Options{Name: "lite", ShardCount: shards, Create: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lite.Close() })
+	reg := prometheus.NewRegistry()
+	m := metrics.New(reg, reg)
+	s, err := shard.New(&cellar.ShardMap{Version: 1, ShardCount: shards, Assignments: []cellar.Assignment{
+		{Node: "lite", ShardRange: cellar.ShardRange{First: 0, Last: shards - 1}},
+	}}, []*shard.Node{{Name: "lite", Driver: "sqlite", Store: lite}}, shard.Options{NodeTimeout: time.Hour, Observe: m.ObserveStorage})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // the client hung up
+	_, err = s.Latest(ctx, "r", "c")
+	t.Logf("Latest with a cancelled context: %v", err)
+	if n := testutil.CollectAndCount(reg, "cellar_storage_errors_total"); n != 0 {
+		mfs, _ := reg.Gather()
+		for _, mf := range mfs {
+			if mf.GetName() == "cellar_storage_errors_total" {
+				for _, mt := range mf.GetMetric() {
+					t.Errorf("after only a client cancel, node error series %v = %v; want none (the node is healthy)", mt.GetLabel(), mt.GetCounter().GetValue())
+				}
+			}
+		}
+	}
+}
