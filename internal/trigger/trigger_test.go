@@ -449,7 +449,11 @@ type observer struct {
 	gone               []string
 }
 
-func (o *observer) TriggerGone(name string) { o.mu.Lock(); o.gone = append(o.gone, name); o.mu.Unlock() }
+func (o *observer) TriggerGone(name string) {
+	o.mu.Lock()
+	o.gone = append(o.gone, name)
+	o.mu.Unlock()
+}
 
 func (o *observer) goneNow() []string {
 	o.mu.Lock()
