@@ -34,7 +34,11 @@ type Trigger struct {
 type TriggerLease struct {
 	Shard     int       `json:"shard"`
 	Token     int64     `json:"token"`
-	ExpiresAt time.Time `json:"expires_at"`
+	ExpiresAt time.Time `json:"expires_at"` // by the server's clock
+	// LeaseMS is how long the lease lasts from its grant, and from each
+	// ack, in milliseconds: time renewals by it on the local clock (0 from
+	// servers older than this field).
+	LeaseMS int64 `json:"lease_ms"`
 }
 
 // TriggerClaim is the answer to a claim: a lease and its cells in

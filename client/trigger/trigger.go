@@ -9,14 +9,16 @@
 //
 // A handler may see a cell more than once (after a crash, or when a lease
 // ran out before its batch was acknowledged), so it should be idempotent.
-// A handler error retries the cell after a backoff; the server parks it
+// A handler error (or panic) retries the cell after a backoff; the server parks it
 // after the trigger's max_attempts and the shard moves on.
 package trigger
 
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -68,24 +70,24 @@ func Run(ctx context.Context, c *client.Client, name, consumer string, handler H
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	w := &worker{c: c, name: name, consumer: consumer, handler: handler, opts: opts}
 	var wg sync.WaitGroup
+	var once sync.Once
+	var failed error // the first error a loop could not mend
 	for i := 0; i < opts.Concurrency; i++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			if err := w.loop(ctx); err != nil {
-				cancel(err)
+				once.Do(func() { failed = err })
+				cancel()
 			}
 		}()
 	}
 	wg.Wait()
-	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
-		return err
-	}
-	return nil
+	return failed
 }
 
 type worker struct {
@@ -140,31 +142,70 @@ func (w *worker) loop(ctx context.Context) error {
 // and ends the batch.
 func (w *worker) batch(ctx context.Context, cl client.TriggerClaim) error {
 	lease := *cl.Lease
-	// An ack renews the lease for as long as the claim gave, which the ack
-	// does not say: renew every half of that.
-	half := time.Until(lease.ExpiresAt) / 2
+	// Each ack renews the lease for lease_ms: renew every half of that,
+	// timed on this clock (the server's expires_at is on its own; servers
+	// older than lease_ms leave only that).
+	ttl := time.Duration(lease.LeaseMS) * time.Millisecond
+	if ttl <= 0 {
+		ttl = time.Until(lease.ExpiresAt)
+	}
+	half := ttl / 2
 	renewAt := time.Now().Add(half)
+	// The lease's end on this clock, renewed with each ack: an ack or
+	// nack sent after Run was told to stop waits for an answer no longer
+	// than the lease lasts, after which it is moot.
+	expires := time.Now().Add(ttl)
+	settle := func() (context.Context, context.CancelFunc) {
+		return context.WithDeadline(context.WithoutCancel(ctx), expires)
+	}
+	// Acks and nacks can be repeated (a repeated one answers as the first
+	// did): one that met an unreachable server is sent again, until the
+	// lease ends.
+	retry := func(ctx context.Context, send func(ctx context.Context) error) error {
+		for wait := 50 * time.Millisecond; ; wait = min(2*wait, time.Second) {
+			err := send(ctx)
+			if cellar.ErrorCode(err) != cellar.EUNAVAILABLE || ctx.Err() != nil {
+				return err
+			}
+			t := time.NewTimer(wait)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return err
+			case <-t.C:
+			}
+		}
+	}
 	var done, acked int64 // added_ids of the last cell handled, and acked
 	for _, cell := range cl.Cells {
 		if ctx.Err() != nil {
 			break
 		}
-		if err := w.handler(ctx, cell); err != nil {
+		if err := w.handle(ctx, cell); err != nil {
 			msg := err.Error()
 			// Stopping is not the cell's fault: acknowledge what was done.
 			if ctx.Err() != nil {
 				break
 			}
-			_, nerr := w.c.NackTrigger(context.WithoutCancel(ctx), w.name, lease.Token, lease.Shard, cell.AddedID, msg)
+			sctx, cancel := settle()
+			nerr := retry(sctx, func(ctx context.Context) error {
+				_, err := w.c.NackTrigger(ctx, w.name, lease.Token, lease.Shard, cell.AddedID, msg)
+				return err
+			})
+			cancel()
 			return w.settled(ctx, lease, nerr)
 		}
 		done = cell.AddedID
 		if time.Now().After(renewAt) {
-			if err := w.c.AckTrigger(ctx, w.name, lease.Token, lease.Shard, done); err != nil {
+			sent := time.Now()
+			sctx, cancel := settle()
+			err := retry(sctx, func(ctx context.Context) error { return w.c.AckTrigger(ctx, w.name, lease.Token, lease.Shard, done) })
+			cancel()
+			if err != nil {
 				return w.settled(ctx, lease, err)
 			}
 			acked = done
-			renewAt = time.Now().Add(half)
+			renewAt, expires = sent.Add(half), sent.Add(ttl)
 		}
 	}
 	if done == acked {
@@ -172,8 +213,23 @@ func (w *worker) batch(ctx context.Context, cl client.TriggerClaim) error {
 		// again is refused once a reset put it above the offset.)
 		return nil
 	}
-	err := w.c.AckTrigger(context.WithoutCancel(ctx), w.name, lease.Token, lease.Shard, done)
+	sctx, cancel := settle()
+	defer cancel()
+	err := retry(sctx, func(ctx context.Context) error { return w.c.AckTrigger(ctx, w.name, lease.Token, lease.Shard, done) })
 	return w.settled(ctx, lease, err)
+}
+
+// handle runs the handler on cell; a panic fails the attempt like an
+// error (and is nacked, so that a cell that always panics is parked after
+// max_attempts instead of killing every consumer that claims it).
+func (w *worker) handle(ctx context.Context, cell cellar.Cell) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("handler panicked: %v", p)
+			w.opts.Logger.ErrorContext(ctx, "trigger handler panicked", "trigger", w.name, "shard", cell.Shard, "added_id", cell.AddedID, "panic", p, "stack", string(debug.Stack()))
+		}
+	}()
+	return w.handler(ctx, cell)
 }
 
 // settled handles the outcome of an ack or nack: a stale lease or an

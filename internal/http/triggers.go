@@ -168,6 +168,7 @@ type leaseJSON struct {
 	Shard     int    `json:"shard"`
 	Token     int64  `json:"token"`
 	ExpiresAt string `json:"expires_at"`
+	LeaseMS   int64  `json:"lease_ms"`
 }
 
 // handleTriggerClaim serves POST /v1/triggers/{name}/claim with
@@ -200,7 +201,7 @@ func (s *server) handleTriggerClaim(w http.ResponseWriter, r *http.Request) erro
 	}
 	var lease *leaseJSON
 	if c.Lease != nil {
-		lease = &leaseJSON{Shard: c.Lease.Shard, Token: c.Lease.Token, ExpiresAt: cellar.FormatTime(c.Lease.ExpiresAt)}
+		lease = &leaseJSON{Shard: c.Lease.Shard, Token: c.Lease.Token, ExpiresAt: cellar.FormatTime(c.Lease.ExpiresAt), LeaseMS: c.Lease.TTL.Milliseconds()}
 	}
 	s.writeJSON(w, r, http.StatusOK, struct {
 		Lease  *leaseJSON    `json:"lease"`

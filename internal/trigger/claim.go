@@ -19,6 +19,10 @@ type Lease struct {
 	Shard     int       `json:"shard"`
 	Token     int64     `json:"token"`
 	ExpiresAt time.Time `json:"expires_at"`
+	// TTL is how long the lease lasts from its grant, as each ack renews
+	// it: consumers time renewals by it on their own clock, which need not
+	// agree with the server's ExpiresAt.
+	TTL time.Duration `json:"-"`
 }
 
 // Claim is what Engine.Claim returns.
@@ -406,7 +410,7 @@ func (e *Engine) claimShard(ctx context.Context, tc *triggerState, def sqlstore.
 	if err != nil {
 		return none, err
 	}
-	return Claim{Lease: &Lease{Shard: r.Shard, Token: ts.Token, ExpiresAt: ts.ExpiresAt}, Cells: cells}, nil
+	return Claim{Lease: &Lease{Shard: r.Shard, Token: ts.Token, ExpiresAt: ts.ExpiresAt, TTL: e.ttl}, Cells: cells}, nil
 }
 
 // scanBudget bounds the pages one read goes through looking for cells of
@@ -521,5 +525,5 @@ func (e *Engine) claimReplay(ctx context.Context, tc *triggerState, def sqlstore
 	tc.mu.Lock()
 	tc.replayOut[shard] = ts.Token
 	tc.mu.Unlock()
-	return Claim{Lease: &Lease{Shard: shard, Token: ts.Token, ExpiresAt: ts.ExpiresAt}, Cells: cells, Replay: true}, nil
+	return Claim{Lease: &Lease{Shard: shard, Token: ts.Token, ExpiresAt: ts.ExpiresAt, TTL: e.ttl}, Cells: cells, Replay: true}, nil
 }
