@@ -319,6 +319,9 @@ func (c *Config) validate() error {
 		return err
 	}
 	for i, t := range c.Auth.Tokens {
+		if t.Token != "" && t.TokenEnv != "" {
+			return fmt.Errorf("config: auth token %d has both token and token_env: give one", i+1)
+		}
 		if t.secret() == "" {
 			if t.TokenEnv != "" {
 				return fmt.Errorf("config: auth token %d: its variable %s (token_env) is unset or empty", i+1, t.TokenEnv)

@@ -102,6 +102,7 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"cache: {enabled: true, max_bytes: -1}", "leaves the cache no tier"},
 		{"bogus_key: 1", "bogus_key"},
 		{"auth: {tokens: [{token: x, scopes: [root]}]}", "scope"},
+		{"auth: {tokens: [{token: x, token_env: HOME, scopes: [read]}]}", "both token and token_env"},
 		{"nodes: [{name: a, driver: postgres, dsn: x, checkpoint_every: 10ms}]\nmetadata: a", "sqlite nodes only"},
 		{"nodes: [{name: a, driver: sqlite, dsn: a, checkpoint_every: -1}]\nmetadata: a", "into time.Duration"},
 		{"auth: {tokens: [{token_env: CELLAR_TEST_UNSET_TOKEN, scopes: [read]}]}", "empty"},
