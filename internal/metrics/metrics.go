@@ -50,9 +50,10 @@ type requestMetrics struct {
 
 type storageLabels struct{ node, op string }
 
-// durationBuckets span a local SQLite read (well under a millisecond) to a
-// request that hits a multi-second timeout.
-var durationBuckets = prometheus.ExponentialBuckets(0.00025, 2, 16) // 250µs .. ~8s
+// durationBuckets span a local SQLite read (well under a millisecond) to
+// the longest waits a request may ask for: a trigger claim's long poll and
+// an index query's wait_for, up to 60 s each.
+var durationBuckets = prometheus.ExponentialBuckets(0.00025, 2, 19) // 250µs .. ~65s
 
 // New registers cellar's metrics with reg and serves gatherer from Handler.
 // If reg is nil, New uses a registry of its own (and as the gatherer, too,

@@ -105,3 +105,12 @@ func TestNil(t *testing.T) {
 		t.Errorf("nil Metrics handler status = %d; want 404", rec.Code)
 	}
 }
+
+// The duration buckets reach past the longest wait a request may ask for
+// (trigger claims and index wait_for, 60 s), so that long polls are not all
+// lumped in +Inf.
+func TestDurationBucketsCoverLongWaits(t *testing.T) {
+	if top := durationBuckets[len(durationBuckets)-1]; top < 60 {
+		t.Errorf("largest duration bucket %gs; want at least 60s", top)
+	}
+}
