@@ -345,3 +345,31 @@ func TestRunHandlerPanic(t *testing.T) {
 		t.Fatalf("consumer process: %v, parked %d (want it alive and the cell parked after max_attempts 1); output:\n%s", err, st2.Totals.Parked, first)
 	}
 }
+
+// While the server refuses claims (503), each loop's pause between claims
+// doubles from RetryDelay up to 8 times it: a server that is down is not
+// hammered by every consumer at once.
+func TestRunClaimBackoff(t *testing.T) {
+	var claims atomic.Int32
+	rt := roundTripFunc(func(r *http.Request, next http.RoundTripper) (*http.Response, error) {
+		if strings.HasSuffix(r.URL.Path, "/claim") {
+			claims.Add(1)
+			return &http.Response{StatusCode: http.StatusServiceUnavailable, Status: "503 Service Unavailable",
+				Header: http.Header{}, Body: http.NoBody, Request: r}, nil
+		}
+		return next.RoundTrip(r)
+	})
+	c := triggerServer(t, time.Second, nil, rt)
+	putOneShard(t, c, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if err := trigger.Run(ctx, c, "t", "p", func(context.Context, cellar.Cell) error { return nil },
+		trigger.Options{Concurrency: 1, RetryDelay: 20 * time.Millisecond, Logger: quiet}); err != nil {
+		t.Fatal(err)
+	}
+	// 20, 40, 80, then 160 ms a pause (less up to a quarter of jitter):
+	// about 9 claims in a second, against some 50 at a fixed 20 ms.
+	if n := claims.Load(); n < 2 || n > 16 {
+		t.Errorf("%d claims in 1 s while refused, RetryDelay 20ms; want 2..16 (backing off to 160ms)", n)
+	}
+}

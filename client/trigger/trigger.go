@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"runtime/debug"
 	"sync"
 	"time"
@@ -39,7 +40,8 @@ type Options struct {
 	// server cuts it to fit its request timeout).
 	Wait time.Duration
 	// RetryDelay is the pause after a claim failed, for example while the
-	// server is unreachable (default 1s).
+	// server is unreachable (default 1s); it doubles with each failure in a
+	// row, up to 8 times itself.
 	RetryDelay time.Duration
 	// Logger receives failed claims and refused acks (default
 	// slog.Default()).
@@ -109,6 +111,7 @@ func fatal(err error) bool {
 
 // loop claims and handles batches until ctx is done.
 func (w *worker) loop(ctx context.Context) error {
+	delay := w.opts.RetryDelay
 	for ctx.Err() == nil {
 		cl, err := w.c.ClaimTrigger(ctx, w.name, w.consumer, w.opts.MaxCells, w.opts.Wait)
 		if err != nil {
@@ -118,10 +121,14 @@ func (w *worker) loop(ctx context.Context) error {
 			if fatal(err) {
 				return err
 			}
-			w.opts.Logger.WarnContext(ctx, "trigger claim failed", "trigger", w.name, "err", err)
-			sleep(ctx, w.opts.RetryDelay)
+			w.opts.Logger.WarnContext(ctx, "trigger claim failed", "trigger", w.name, "err", err, "retry_in", delay)
+			// A server that is down is not hammered by every consumer
+			// loop at once: the pause doubles, with some jitter.
+			sleep(ctx, delay-time.Duration(rand.Int64N(int64(delay)/4+1)))
+			delay = min(2*delay, 8*w.opts.RetryDelay)
 			continue
 		}
+		delay = w.opts.RetryDelay
 		if cl.Lease == nil {
 			if cl.Paused {
 				w.opts.Logger.WarnContext(ctx, "trigger is paused: too many parked cells", "trigger", w.name)
