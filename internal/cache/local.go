@@ -394,7 +394,7 @@ func (l *local) seen(c cellar.Cell) {
 	now := l.now()
 	l.c.Compute(k, func(old *entry, found bool) (*entry, otter.ComputeOp) {
 		if !found {
-			old = nil
+			return nil, otter.CancelOp // evicted since: still nothing to store
 		}
 		if m := mergeCreated(kindRow, old, now, c, l.ttl); m != nil {
 			return m, otter.WriteOp

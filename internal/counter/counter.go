@@ -29,7 +29,6 @@ import (
 	"math"
 	"math/bits"
 	"slices"
-	"sort"
 	"sync/atomic"
 	"time"
 
@@ -232,18 +231,15 @@ func newFlushID(prefix string) string {
 	return prefix + hex.EncodeToString(b)
 }
 
-// nonZero returns the deltas that change something, and their keys sorted.
-func nonZero(deltas map[string]int64) (map[string]int64, []string) {
+// nonZero returns the deltas that change something.
+func nonZero(deltas map[string]int64) map[string]int64 {
 	out := make(map[string]int64, len(deltas))
-	keys := make([]string, 0, len(deltas))
 	for k, d := range deltas {
 		if d != 0 {
 			out[k] = d
-			keys = append(keys, k)
 		}
 	}
-	sort.Strings(keys)
-	return out, keys
+	return out
 }
 
 // applyFlush applies deltas as flush id, with the node's own overflow
@@ -265,7 +261,7 @@ func applyFlush(ctx context.Context, node cellar.CounterNode, id string, deltas 
 	// deltas come back from a Redis restored from older data, with some
 	// but not all of their increments, they are known there.
 	send := maps.Clone(deltas)
-	deltas, _ = nonZero(deltas)
+	deltas = nonZero(deltas)
 	for {
 		if len(send) == 0 {
 			return 0, nil
