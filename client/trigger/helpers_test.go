@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -95,3 +97,72 @@ func openSQLite(tb testing.TB, path string) *sqlstore.Store {
 	}
 	return st
 }
+
+// roundTripFunc is a RoundTripper running f, which may call next.
+type roundTripFunc func(r *http.Request, next http.RoundTripper) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) {
+	return f(r, http.DefaultTransport)
+}
+
+// triggerServer serves triggers with lease ttl and clock now (nil: time.Now);
+// the returned client sends through rt (nil: the default transport).
+func triggerServer(t *testing.T, ttl time.Duration, now func() time.Time, rt http.RoundTripper) *client.Client {
+	t.Helper()
+	st := openSQLite(t, filepath.Join(t.TempDir(), "n.db"))
+	t.Cleanup(func() { st.Close() })
+	s := newSharded(t, st)
+	e := s.start(t, func(o *engine.Options) {
+		o.PollInterval = 5 * time.Millisecond
+		o.LeaseTTL = ttl
+		o.Backoff = func(int) time.Duration { return 10 * time.Millisecond }
+		if now != nil {
+			o.Now = now
+		}
+	})
+	t.Cleanup(func() { e.Close() })
+	srv := httptest.NewServer(cellarhttp.NewHandler(s.cells, cellarhttp.Options{Triggers: e, Logger: slog.New(slog.DiscardHandler)}))
+	t.Cleanup(srv.Close)
+	if rt == nil {
+		rt = http.DefaultTransport
+	}
+	return client.New(srv.URL, client.WithHTTPClient(&http.Client{Transport: rt}))
+}
+
+// putOneShard defines trigger "t" on column a and writes n cells of it
+// in one shard, which it returns.
+func putOneShard(t *testing.T, c *client.Client, n int) int {
+	t.Helper()
+	ctx := context.Background()
+	if _, _, err := c.DefineTrigger(ctx, "t", client.TriggerDefinition{Columns: []string{"a"}}); err != nil {
+		t.Fatal(err)
+	}
+	target := cellar.ShardOf("k0", shards)
+	for i, put := 0, 0; put < n; i++ {
+		k := "k" + strconv.Itoa(i)
+		if cellar.ShardOf(k, shards) != target {
+			continue
+		}
+		if _, _, err := c.Put(ctx, cellar.NewCell{Key: cellar.Key{RowKey: k, Column: "a", RefKey: 1}, Body: []byte(`{}`)}); err != nil {
+			t.Fatal(err)
+		}
+		put++
+	}
+	return target
+}
+
+func shardOffset(t *testing.T, c *client.Client, shard int) int64 {
+	t.Helper()
+	st, err := c.TriggerStatus(context.Background(), "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range st.Shards {
+		if s.Shard == shard {
+			return s.Offset
+		}
+	}
+	return 0
+}
+
+var quiet = slog.New(slog.DiscardHandler)

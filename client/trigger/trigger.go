@@ -165,24 +165,6 @@ func (w *worker) batch(ctx context.Context, cl client.TriggerClaim) error {
 	settle := func() (context.Context, context.CancelFunc) {
 		return context.WithDeadline(context.WithoutCancel(ctx), expires)
 	}
-	// Acks and nacks can be repeated (a repeated one answers as the first
-	// did): one that met an unreachable server is sent again, until the
-	// lease ends.
-	retry := func(ctx context.Context, send func(ctx context.Context) error) error {
-		for wait := 50 * time.Millisecond; ; wait = min(2*wait, time.Second) {
-			err := send(ctx)
-			if cellar.ErrorCode(err) != cellar.EUNAVAILABLE || ctx.Err() != nil {
-				return err
-			}
-			t := time.NewTimer(wait)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return err
-			case <-t.C:
-			}
-		}
-	}
 	var done, acked int64 // added_ids of the last cell handled, and acked
 	for _, cell := range cl.Cells {
 		if ctx.Err() != nil {
@@ -224,6 +206,21 @@ func (w *worker) batch(ctx context.Context, cl client.TriggerClaim) error {
 	defer cancel()
 	err := retry(sctx, func(ctx context.Context) error { return w.c.AckTrigger(ctx, w.name, lease.Token, lease.Shard, done) })
 	return w.settled(ctx, lease, err)
+}
+
+// retry sends an ack or nack until it is not refused as unavailable, or
+// ctx (the lease) ends. Acks and nacks can be repeated: a repeated one
+// answers as the first did.
+func retry(ctx context.Context, send func(ctx context.Context) error) error {
+	for wait := 50 * time.Millisecond; ; wait = min(2*wait, time.Second) {
+		err := send(ctx)
+		if cellar.ErrorCode(err) != cellar.EUNAVAILABLE || ctx.Err() != nil {
+			return err
+		}
+		if sleep(ctx, wait); ctx.Err() != nil {
+			return err
+		}
+	}
 }
 
 // handle runs the handler on cell; a panic fails the attempt like an
