@@ -6,7 +6,8 @@ import (
 	"fmt"
 	"io"
 	"runtime"
-	"runtime/debug"
+
+	"github.com/cellar-db/cellar/internal/buildinfo"
 
 	"github.com/cellar-db/cellar/internal/mysql"
 	"github.com/cellar-db/cellar/internal/postgres"
@@ -28,8 +29,12 @@ type buildVersion struct {
 }
 
 func readBuildVersion() buildVersion {
-	v := buildVersion{
-		Version:  "unknown",
+	bi := buildinfo.Read()
+	return buildVersion{
+		Version:  bi.Version,
+		Commit:   bi.Revision,
+		Time:     bi.Time,
+		Modified: bi.Modified,
 		Go:       runtime.Version(),
 		Platform: runtime.GOOS + "/" + runtime.GOARCH,
 		Schema: map[string]int{
@@ -38,22 +43,6 @@ func readBuildVersion() buildVersion {
 			"mysql":    len(mysql.Dialect.Migrations),
 		},
 	}
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return v
-	}
-	v.Version = bi.Main.Version // "(devel)" for a build from a checkout
-	for _, s := range bi.Settings {
-		switch s.Key {
-		case "vcs.revision":
-			v.Commit = s.Value
-		case "vcs.time":
-			v.Time = s.Value
-		case "vcs.modified":
-			v.Modified = s.Value == "true"
-		}
-	}
-	return v
 }
 
 func runVersion(args []string, stdout, stderr io.Writer) int {

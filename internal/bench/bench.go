@@ -21,10 +21,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/cellar-db/cellar/internal/buildinfo"
 
 	"github.com/cellar-db/cellar"
 )
@@ -550,23 +551,12 @@ func targets(rep *Report) []Target {
 // The stamp comes first: a binary built earlier and run in a checkout
 // that has moved on reports what it is.
 func gitCommit() string {
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		var rev, modified string
-		for _, s := range bi.Settings {
-			switch s.Key {
-			case "vcs.revision":
-				rev = s.Value
-			case "vcs.modified":
-				modified = s.Value
-			}
+	if bi := buildinfo.Read(); len(bi.Revision) >= 7 {
+		rev := bi.Revision[:7]
+		if bi.Modified {
+			rev += " (built with uncommitted changes)"
 		}
-		if len(rev) >= 7 {
-			rev = rev[:7]
-			if modified == "true" {
-				rev += " (built with uncommitted changes)"
-			}
-			return rev
-		}
+		return rev
 	}
 	out, err := exec.Command("git", "rev-parse", "--short", "HEAD").Output()
 	if err != nil {
