@@ -73,11 +73,7 @@ func TestRedisBackWithOlderDataNothingBuffered(t *testing.T) {
 // restart).
 func TestRedisBackWithOlderDataPerPrefix(t *testing.T) {
 	srv := dbtest.RedisWithSnapshots(t)
-	nodeX, nodeY := countertest.New(), countertest.New()
-	optsX, optsY := testOptions(newFakeClock()), testOptions(newFakeClock())
-	optsY.RedisPrefix = "ds-y"
-	bx := openRedisBuffer(t, openCluster(t, srv), nodeX, optsX)
-	by := openRedisBuffer(t, openCluster(t, srv), nodeY, optsY)
+	bx, by, nodeX, nodeY := twoDatastores(t, srv, "ds-y")
 	cl := goredis.NewClient(&goredis.Options{Addr: srv.Addr()})
 	defer cl.Close()
 	ctx := context.Background()

@@ -636,17 +636,25 @@ func TestRedisRefusingWrites(t *testing.T) {
 	incr(t, b, "new", 1, 1)
 }
 
+// twoDatastores opens two Redis buffers on srv, each over its own node: X
+// with the default prefix, Y with prefixY.
+func twoDatastores(t *testing.T, srv *dbtest.RedisServer, prefixY string) (bx, by *RedisBuffer, nodeX, nodeY *countertest.Node) {
+	t.Helper()
+	nodeX, nodeY = countertest.New(), countertest.New()
+	optsX, optsY := testOptions(newFakeClock()), testOptions(newFakeClock())
+	optsY.RedisPrefix = prefixY
+	bx = openRedisBuffer(t, openCluster(t, srv), nodeX, optsX)
+	by = openRedisBuffer(t, openCluster(t, srv), nodeY, optsY)
+	return bx, by, nodeX, nodeY
+}
+
 // Datastores sharing a Redis node keep their counters apart by prefix: a
 // flush by one takes only its own deltas, and reads see only its own.
 // Before the prefix existed, datastore Y's flush applied X's increments
 // to Y's storage node.
 func TestRedisPrefixSeparatesDatastores(t *testing.T) {
 	srv := dbtest.Redis(t)
-	nodeX, nodeY := countertest.New(), countertest.New()
-	optsX, optsY := testOptions(newFakeClock()), testOptions(newFakeClock())
-	optsY.RedisPrefix = "datastore-y"
-	bx := openRedisBuffer(t, openCluster(t, srv), nodeX, optsX)
-	by := openRedisBuffer(t, openCluster(t, srv), nodeY, optsY)
+	bx, by, nodeX, nodeY := twoDatastores(t, srv, "datastore-y")
 	ctx := context.Background()
 	incr(t, bx, "views", 5, 5)
 	incr(t, by, "views", 2, 2)
