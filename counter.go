@@ -46,6 +46,28 @@ type CounterNode interface {
 	Counters(ctx context.Context, keys []string) (map[string]int64, error)
 }
 
+// PartialApplyError is the error of ApplyCounterDeltas on a CounterNode
+// over several storage nodes (the sharding layer) when some of them
+// applied their part of the flush and others failed. Every key of the
+// flush that is not in Unapplied was applied, and the flush ID recorded
+// on its node; the keys in Unapplied, those of the failed nodes (Nodes),
+// may or may not have been. Err is the combined error of the failed nodes.
+type PartialApplyError struct {
+	Unapplied []string
+	Nodes     []string
+	Err       error
+}
+
+func (e *PartialApplyError) Error() string { return e.Err.Error() }
+func (e *PartialApplyError) Unwrap() error { return e.Err }
+
+// CounterPlacer is implemented by a CounterNode over several storage
+// nodes: CounterNodeName names the storage node that holds counter key
+// (as PartialApplyError.Nodes names them).
+type CounterPlacer interface {
+	CounterNodeName(key string) string
+}
+
 // CounterOverflowError is the cause of a flush a node refused because
 // adding Delta to counter Key would overflow int64. It tells the buffers
 // which key to set aside: the other nodes of the flush may have applied

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"net/url"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -239,6 +238,14 @@ func (n *swapNode) Counters(ctx context.Context, keys []string) (map[string]int6
 	return n.get().Counters(ctx, keys)
 }
 
+// CounterNodeName implements cellar.CounterPlacer when the target does.
+func (n *swapNode) CounterNodeName(key string) string {
+	if p, ok := n.get().(cellar.CounterPlacer); ok {
+		return p.CounterNodeName(key)
+	}
+	return ""
+}
+
 // TestSQLNodeStoppedDuringFlush takes the PostgreSQL node away while
 // flushes are in flight, again and again, by stopping its proxy or by
 // hanging it (the machine stops answering, its transaction left open) and
@@ -248,19 +255,9 @@ func (n *swapNode) Counters(ctx context.Context, keys []string) (map[string]int6
 func TestSQLNodeStoppedDuringFlush(t *testing.T) {
 	for _, mode := range bufferModes(t) {
 		t.Run(mode.name, func(t *testing.T) {
-			pgDSN := dbtest.Postgres(t)
-			u, err := url.Parse(pgDSN)
-			if err != nil {
-				t.Fatal(err)
-			}
 			lite, my := openSQLite(t), openMySQL(t)
-			openVia := func() (*dbtest.Proxy, *sqlstore.Store) {
-				p := dbtest.NewProxy(t, u.Host)
-				pu := *u
-				pu.Host = p.Addr()
-				return p, openPostgres(t, pu.String())
-			}
-			proxy, pg := openVia()
+			pgDSN := dbtest.Postgres(t)
+			proxy, pg := pgVia(t, pgDSN)
 			node := &swapNode{target: newShardStore(t, lite, pg, my, 300*time.Millisecond)}
 			opts := testOptions(newFakeClock())
 			opts.FlushTimeout = time.Second
@@ -333,7 +330,7 @@ func TestSQLNodeStoppedDuringFlush(t *testing.T) {
 					t.Logf("round %d: a flush succeeded with the pg node gone (no pg key in it?)", round)
 				}
 				var newPG *sqlstore.Store
-				proxy, newPG = openVia()
+				proxy, newPG = pgVia(t, pgDSN)
 				node.set(newShardStore(t, lite, newPG, my, 300*time.Millisecond))
 				if err := b.Flush(ctx); err != nil {
 					t.Fatalf("round %d: flush with the node back: %v", round, err)
@@ -369,16 +366,10 @@ func TestSQLNodeStoppedDuringFlush(t *testing.T) {
 // journal, keys replayed after a restart load their durable value from the
 // nodes that answer.
 func TestBatchCountersOneNodeDown(t *testing.T) {
-	u, err := url.Parse(dbtest.Postgres(t))
-	if err != nil {
-		t.Fatal(err)
-	}
 	for _, mode := range bufferModes(t) {
 		t.Run(mode.name, func(t *testing.T) {
-			p := dbtest.NewProxy(t, u.Host)
-			pu := *u
-			pu.Host = p.Addr()
-			lite, pg, my := openSQLite(t), openPostgres(t, pu.String()), openMySQL(t)
+			p, pg := pgVia(t, dbtest.Postgres(t))
+			lite, my := openSQLite(t), openMySQL(t)
 			s := newShardStore(t, lite, pg, my, 300*time.Millisecond)
 			kl, kp, km, kNew := nodeKey("lite", "down-l"), nodeKey("pg", "down-p"), nodeKey("my", "down-m"), nodeKey("my", "down-new")
 			ctx := context.Background()
@@ -399,10 +390,8 @@ func TestBatchCountersOneNodeDown(t *testing.T) {
 		})
 	}
 	t.Run("journal replayed", func(t *testing.T) {
-		p := dbtest.NewProxy(t, u.Host)
-		pu := *u
-		pu.Host = p.Addr()
-		lite, pg, my := openSQLite(t), openPostgres(t, pu.String()), openMySQL(t)
+		p, pg := pgVia(t, dbtest.Postgres(t))
+		lite, my := openSQLite(t), openMySQL(t)
 		s := newShardStore(t, lite, pg, my, 300*time.Millisecond)
 		kl, kp := nodeKey("lite", "replay-l"), nodeKey("pg", "replay-p")
 		ctx := context.Background()

@@ -10,6 +10,8 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -32,6 +34,14 @@ import (
 // sequence it covers; after the node confirms it, the covered entries and
 // the intent are deleted in one transaction. On start, a leftover intent is
 // reapplied with its own ID, which the node skips if it had applied it.
+//
+// Over several storage nodes (the sharding layer), a flush that some nodes
+// applied and others did not is split: the failed nodes' deltas are
+// carried, under the flush's ID, in the journal's carried table, and the
+// rest of the flush is let go. While a node has carried deltas, the keys
+// it holds stay buffered (they are held back from newer flushes, and their
+// journal entries are kept), so that the other nodes' counters go on being
+// flushed. A carried flush is retried, with its own ID, at every round.
 //
 // Reads add the durable value, the flush in progress and the buffered
 // increments, so they are exact as long as this process is the only
@@ -64,10 +74,16 @@ type Journal struct {
 	pending  map[string]int64 // committed increments not yet in a flight, summed by key
 	reserved map[string]*reservation
 	flight   *flight
-	seq      int64         // journal sequence of the last committed increment
-	gen      uint64        // bumped whenever a flush is applied
-	applied  chan struct{} // closed, and replaced, whenever a flush is applied
-	closed   bool
+	// carried holds, by flush ID, the deltas of flushes that some nodes
+	// applied and others did not (the flights' unapplied parts); carryOf
+	// maps each of their keys to its flush. A key is in at most one of
+	// the flight and the carried flushes.
+	carried map[string]*flight
+	carryOf map[string]*flight
+	seq     int64         // journal sequence of the last committed increment
+	gen     uint64        // bumped whenever a flush is applied
+	applied chan struct{} // closed, and replaced, whenever a flush is applied
+	closed  bool
 }
 
 // reservation is what increments queued for the journal, but not yet
@@ -88,6 +104,10 @@ type flight struct {
 	persisted bool // its intent is in the journal
 	applied   bool // the node confirmed it; the journal is not truncated yet
 	keys      int  // keys applied
+	// held are the keys left out of the flight, although they had
+	// increments up to upto, because their node has carried deltas: their
+	// journal entries outlive the flight.
+	held []string
 	// recovered means it was found in the journal at start: the process
 	// that started it may have had it applied, so the durable values of
 	// its keys are unknown until it is applied again.
@@ -115,6 +135,17 @@ CREATE TABLE IF NOT EXISTS incr (
 CREATE TABLE IF NOT EXISTS flushes (
 	id TEXT PRIMARY KEY,
 	upto INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS held (
+	flush_id TEXT NOT NULL,
+	key TEXT NOT NULL,
+	PRIMARY KEY (flush_id, key)
+);
+CREATE TABLE IF NOT EXISTS carried (
+	flush_id TEXT NOT NULL,
+	key TEXT NOT NULL,
+	delta INTEGER NOT NULL,
+	PRIMARY KEY (flush_id, key)
 );
 CREATE TABLE IF NOT EXISTS rejected (
 	flush_id TEXT NOT NULL,
@@ -177,6 +208,8 @@ func OpenJournal(ctx context.Context, path string, node cellar.CounterNode, opts
 		durable:  make(map[string]int64),
 		pending:  make(map[string]int64),
 		reserved: make(map[string]*reservation),
+		carried:  make(map[string]*flight),
+		carryOf:  make(map[string]*flight),
 		applied:  make(chan struct{}),
 	}
 	if err := j.replay(ctx); err != nil {
@@ -189,6 +222,9 @@ func OpenJournal(ctx context.Context, path string, node cellar.CounterNode, opts
 	var leftover string
 	if j.flight != nil {
 		leftover = j.flight.id
+	}
+	for id := range j.carried {
+		leftover = id
 	}
 	j.ctx, j.cancel = context.WithCancel(context.Background())
 	tick, stopTick := opts.Clock.Tick(opts.FlushInterval)
@@ -204,8 +240,11 @@ func OpenJournal(ctx context.Context, path string, node cellar.CounterNode, opts
 }
 
 // replay loads the journal: the entries a leftover flush intent covers
-// become the flight (less the keys set aside as overflowing), the others
-// pending increments.
+// become the flight (less the keys set aside as overflowing and the keys
+// it held back), the others pending increments; carried deltas become
+// carried flushes. Like a leftover flight, these may have been applied on
+// their nodes, so the durable values of their keys are unknown until they
+// are applied again.
 func (j *Journal) replay(ctx context.Context) error {
 	var f *flight
 	var id string
@@ -218,23 +257,23 @@ func (j *Journal) replay(ctx context.Context) error {
 		return fmt.Errorf("read flush intent: %w", err)
 	}
 	rejected := make(map[string]bool)
+	held := make(map[string]bool)
 	if f != nil {
-		rows, err := j.db.QueryContext(ctx, "SELECT key FROM rejected WHERE flush_id = ?", f.id)
-		if err != nil {
-			return fmt.Errorf("read deltas set aside: %w", err)
-		}
-		for rows.Next() {
-			var k string
-			if err := rows.Scan(&k); err != nil {
-				rows.Close()
-				return err
+		for _, set := range []struct {
+			m    map[string]bool
+			q    string
+			what string
+		}{
+			{rejected, "SELECT key FROM rejected WHERE flush_id = ?", "deltas set aside"},
+			{held, "SELECT key FROM held WHERE flush_id = ?", "keys held back"},
+		} {
+			if err := j.readKeys(ctx, set.m, set.q, f.id); err != nil {
+				return fmt.Errorf("read %s: %w", set.what, err)
 			}
-			rejected[k] = true
 		}
-		if err := rows.Err(); err != nil {
-			return err
+		for k := range held {
+			f.held = append(f.held, k)
 		}
-		rows.Close()
 	}
 	rows, err := j.db.QueryContext(ctx, "SELECT seq, key, by FROM incr ORDER BY seq")
 	if err != nil {
@@ -248,7 +287,7 @@ func (j *Journal) replay(ctx context.Context) error {
 			return fmt.Errorf("read journal: %w", err)
 		}
 		m := j.pending
-		if f != nil && seq <= f.upto {
+		if f != nil && seq <= f.upto && !held[k] {
 			if rejected[k] {
 				continue
 			}
@@ -269,7 +308,51 @@ func (j *Journal) replay(ctx context.Context) error {
 		j.flight = f
 	}
 	j.nextSeq = j.seq
-	return nil
+	return j.replayCarried(ctx)
+}
+
+// readKeys adds to m the keys query (of one flush ID argument) returns.
+func (j *Journal) readKeys(ctx context.Context, m map[string]bool, query, id string) error {
+	rows, err := j.db.QueryContext(ctx, query, id)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var k string
+		if err := rows.Scan(&k); err != nil {
+			return err
+		}
+		m[k] = true
+	}
+	return rows.Err()
+}
+
+// replayCarried loads the carried table into carried flushes.
+func (j *Journal) replayCarried(ctx context.Context) error {
+	rows, err := j.db.QueryContext(ctx, "SELECT flush_id, key, delta FROM carried")
+	if err != nil {
+		return fmt.Errorf("read carried deltas: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id, k string
+		var d int64
+		if err := rows.Scan(&id, &k, &d); err != nil {
+			return fmt.Errorf("read carried deltas: %w", err)
+		}
+		if _, ok := j.carryOf[k]; ok || j.inFlight(k) {
+			return fmt.Errorf("counter %q has deltas in two flushes (%s and another): the journal is inconsistent", k, id)
+		}
+		c := j.carried[id]
+		if c == nil {
+			c = &flight{id: id, deltas: make(map[string]int64), persisted: true, recovered: true}
+			j.carried[id] = c
+		}
+		c.deltas[k] = d
+		j.carryOf[k] = c
+	}
+	return rows.Err()
 }
 
 // Incr implements cellar.CounterStore. It returns once the increment is
@@ -335,8 +418,12 @@ func (j *Journal) Incr(ctx context.Context, key string, by int64) (int64, error)
 
 var errClosed = cellar.Errorf(cellar.EUNAVAILABLE, "counter store is closing")
 
-// flightDelta returns the key's delta in the flight. j.mu must be held.
+// flightDelta returns the key's delta in the flight or in a carried
+// flush (it is in at most one). j.mu must be held.
 func (j *Journal) flightDelta(key string) int64 {
+	if c := j.carryOf[key]; c != nil {
+		return c.deltas[key]
+	}
 	if j.flight == nil {
 		return 0
 	}
@@ -436,9 +523,12 @@ func (j *Journal) load(ctx context.Context, keys []string) error {
 	}
 }
 
-// inFlight reports whether key has a delta in the flight. j.mu must be
-// held.
+// inFlight reports whether key has a delta in the flight or in a carried
+// flush. j.mu must be held.
 func (j *Journal) inFlight(key string) bool {
+	if _, ok := j.carryOf[key]; ok {
+		return true
+	}
 	if j.flight == nil {
 		return false
 	}
@@ -479,12 +569,7 @@ func (j *Journal) BatchCounters(ctx context.Context, keys []string) []cellar.Cou
 				res[i].Value = v
 				continue
 			}
-			_, inPending := j.pending[k]
-			inFlight := false
-			if j.flight != nil {
-				_, inFlight = j.flight.deltas[k]
-			}
-			if inPending || inFlight {
+			if _, inPending := j.pending[k]; inPending || j.inFlight(k) {
 				load = append(load, i)
 			} else {
 				fromNode = append(fromNode, i)
@@ -526,42 +611,63 @@ func (j *Journal) BatchCounters(ctx context.Context, keys []string) []cellar.Cou
 }
 
 // Flush flushes the buffered increments now (the flusher does so every
-// interval): it finishes a flush left in progress, then flushes everything
-// buffered. It returns once the node confirmed the flush, or
-// with the error that stopped it; the flush is then retried, with the same
-// ID, by the next call.
+// interval): it retries the carried flushes, finishes a flush left in
+// progress, then flushes everything buffered. It returns nil once the
+// nodes confirmed all of it, or the errors that stopped a part; each part
+// is retried, with the same ID, by the next call. A carried flush that
+// fails holds back only its nodes' keys, and a flush that some nodes
+// applied is split (see Journal), so one node that is down does not hold
+// back the others' counters.
 func (j *Journal) Flush(ctx context.Context) error {
 	j.flushMu.Lock()
 	defer j.flushMu.Unlock()
+	var errs []error
+	j.mu.Lock()
+	carried := slices.Collect(maps.Values(j.carried))
+	j.mu.Unlock()
+	slices.SortFunc(carried, func(a, b *flight) int { return strings.Compare(a.id, b.id) })
+	for _, c := range carried {
+		if err := j.flushCarried(ctx, c); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	// A flight left by an earlier failed flush (or replayed after a crash)
-	// goes first, then what is pending now: one Flush writes everything
-	// acknowledged before it began, which Close relies on.
+	// goes first, then what is pending now: one Flush that returns nil
+	// wrote everything acknowledged before it began, which Close relies on.
 	for i := 0; i < 2; i++ {
 		j.mu.Lock()
 		leftover := j.flight != nil
 		j.mu.Unlock()
-		if err := j.flush(ctx); err != nil {
-			j.stats.flushErrors.Add(1)
-			return err
+		split, err := j.flush(ctx)
+		if err != nil {
+			errs = append(errs, err)
+			if !split {
+				break
+			}
 		}
 		if !leftover {
 			break
 		}
 	}
+	if len(errs) > 0 {
+		j.stats.flushErrors.Add(1)
+		return errors.Join(errs...)
+	}
 	return nil
 }
 
-func (j *Journal) flush(ctx context.Context) error {
+// flush applies the flight, starting one with what is pending if there is
+// none. split reports that the flight was applied in part and let go, its
+// unapplied part carried (err says why it was not applied whole).
+func (j *Journal) flush(ctx context.Context) (split bool, err error) {
 	j.mu.Lock()
 	f := j.flight
 	if f == nil {
-		if len(j.pending) == 0 {
+		if f = j.takePending(); f == nil {
 			j.evictIdle()
 			j.mu.Unlock()
-			return nil
+			return false, nil
 		}
-		f = &flight{id: newFlushID("j-"), upto: j.seq, deltas: j.pending}
-		j.pending = make(map[string]int64)
 		j.flight = f
 	}
 	j.mu.Unlock()
@@ -571,8 +677,8 @@ func (j *Journal) flush(ctx context.Context) error {
 	// statement as failed after it committed. And each can be repeated.
 	local := context.WithoutCancel(ctx)
 	if !f.persisted {
-		if _, err := j.db.ExecContext(local, "INSERT OR REPLACE INTO flushes (id, upto) VALUES (?, ?)", f.id, f.upto); err != nil {
-			return fmt.Errorf("record counter flush intent %s: %w", f.id, err)
+		if err := j.recordIntent(local, f); err != nil {
+			return false, fmt.Errorf("record counter flush intent %s: %w", f.id, err)
 		}
 		f.persisted = true
 	}
@@ -584,16 +690,192 @@ func (j *Journal) flush(ctx context.Context) error {
 			return j.reject(local, f, bad, durable)
 		})
 		if err != nil {
-			return err
+			if unapplied, ok := partly(err, f, &j.mu); ok {
+				if serr := j.split(local, f, unapplied); serr != nil {
+					return false, errors.Join(err, serr)
+				}
+				return true, err
+			}
+			return false, err
 		}
 		f.applied, f.keys = true, n
 	}
 	if err := j.truncate(local, f); err != nil {
-		return err
+		return false, err
 	}
 
 	j.mu.Lock()
+	j.addDurable(f.deltas)
+	j.flight = nil
+	j.appliedLocked()
+	j.mu.Unlock()
+	j.stats.flushed(f.keys)
+	return false, nil
+}
+
+// takePending makes a flight of the pending increments, less the keys held
+// back: those of a carried flush, and those of the nodes with one. It
+// returns nil if that leaves nothing. j.mu must be held.
+func (j *Journal) takePending() *flight {
+	if len(j.pending) == 0 {
+		return nil
+	}
+	f := &flight{id: newFlushID("j-"), upto: j.seq, deltas: j.pending}
+	j.pending = make(map[string]int64)
+	if len(j.carried) == 0 {
+		return f
+	}
+	stuck := make(map[string]bool)
+	placer, _ := j.node.(cellar.CounterPlacer)
+	if placer != nil {
+		for k := range j.carryOf {
+			stuck[placer.CounterNodeName(k)] = true
+		}
+	}
 	for k, d := range f.deltas {
+		if _, ok := j.carryOf[k]; ok || (placer != nil && stuck[placer.CounterNodeName(k)]) {
+			j.pending[k] = d
+			f.held = append(f.held, k)
+			delete(f.deltas, k)
+		}
+	}
+	if len(f.deltas) == 0 {
+		return nil // all held back: the pending increments stay as they were
+	}
+	return f
+}
+
+// recordIntent records f's intent, and the keys it holds back, in one
+// transaction.
+func (j *Journal) recordIntent(ctx context.Context, f *flight) error {
+	return j.inTx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, "INSERT OR REPLACE INTO flushes (id, upto) VALUES (?, ?)", f.id, f.upto); err != nil {
+			return err
+		}
+		for _, k := range f.held {
+			if _, err := tx.ExecContext(ctx, "INSERT OR IGNORE INTO held (flush_id, key) VALUES (?, ?)", f.id, k); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// partly reports whether err says that the nodes applied part of f's
+// deltas (a *cellar.PartialApplyError naming only some of f's keys), and
+// returns f's keys it names. mu guards f.deltas.
+func partly(err error, f *flight, mu *sync.Mutex) (unapplied []string, ok bool) {
+	var pe *cellar.PartialApplyError
+	if !errors.As(err, &pe) {
+		return nil, false
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, k := range pe.Unapplied {
+		if _, in := f.deltas[k]; in {
+			unapplied = append(unapplied, k)
+		}
+	}
+	return unapplied, len(unapplied) < len(f.deltas)
+}
+
+// split lets the flight f go after the nodes applied all of it but the
+// deltas of unapplied, which it carries: in one transaction it records
+// them in the carried table and deletes the journal entries and the
+// intent as for an applied flush.
+func (j *Journal) split(ctx context.Context, f *flight, unapplied []string) error {
+	j.mu.Lock()
+	carry := make(map[string]int64, len(unapplied))
+	for _, k := range unapplied {
+		carry[k] = f.deltas[k]
+	}
+	j.mu.Unlock()
+	err := j.inTx(ctx, func(tx *sql.Tx) error {
+		for k, d := range carry {
+			if _, err := tx.ExecContext(ctx, "INSERT OR REPLACE INTO carried (flush_id, key, delta) VALUES (?, ?, ?)", f.id, k, d); err != nil {
+				return err
+			}
+		}
+		return truncateTx(ctx, tx, f)
+	})
+	if err != nil {
+		return fmt.Errorf("carry the unapplied part of counter flush %s: %w", f.id, err)
+	}
+	c := &flight{id: f.id, deltas: carry, persisted: true, recovered: f.recovered}
+	j.mu.Lock()
+	applied := make(map[string]int64, len(f.deltas)-len(carry))
+	for k, d := range f.deltas {
+		if _, ok := carry[k]; !ok {
+			applied[k] = d
+		}
+	}
+	j.addDurable(applied)
+	j.flight = nil
+	j.carried[c.id] = c
+	for k := range carry {
+		j.carryOf[k] = c
+	}
+	j.appliedLocked()
+	j.mu.Unlock()
+	j.stats.flushed(len(nonZero(applied)))
+	j.log.Warn("counter flush applied in part; the rest is carried and retried at each interval", "flush", f.id, "carried_keys", len(carry), "applied_keys", len(applied))
+	return nil
+}
+
+// flushCarried retries the carried flush c. What the nodes apply of it
+// leaves the carried table.
+func (j *Journal) flushCarried(ctx context.Context, c *flight) error {
+	local := context.WithoutCancel(ctx)
+	j.mu.Lock()
+	deltas := maps.Clone(c.deltas)
+	j.mu.Unlock()
+	n, err := applyFlush(ctx, j.node, c.id, deltas, j.opts.FlushTimeout, func(_ context.Context, bad, durable map[string]int64) error {
+		return j.reject(local, c, bad, durable)
+	})
+	// What was applied is c's deltas now (less those set aside meanwhile),
+	// but those still unapplied.
+	unapplied, ok := partly(err, c, &j.mu)
+	if err != nil && !ok {
+		return err
+	}
+	j.mu.Lock()
+	done := maps.Clone(c.deltas)
+	for _, k := range unapplied {
+		delete(done, k)
+	}
+	j.mu.Unlock()
+	if err != nil {
+		n = len(nonZero(done))
+	}
+	if derr := j.inTx(local, func(tx *sql.Tx) error {
+		for k := range done {
+			if _, err := tx.ExecContext(local, "DELETE FROM carried WHERE flush_id = ? AND key = ?", c.id, k); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); derr != nil {
+		return errors.Join(err, fmt.Errorf("drop the applied part of carried counter flush %s: %w", c.id, derr))
+	}
+	j.mu.Lock()
+	j.addDurable(done)
+	for k := range done {
+		delete(c.deltas, k)
+		delete(j.carryOf, k)
+	}
+	if len(c.deltas) == 0 {
+		delete(j.carried, c.id)
+	}
+	j.appliedLocked()
+	j.mu.Unlock()
+	j.stats.flushed(n)
+	return err
+}
+
+// addDurable adds applied deltas to the durable values held. j.mu must be
+// held.
+func (j *Journal) addDurable(deltas map[string]int64) {
+	for k, d := range deltas {
 		if v, ok := j.durable[k]; ok {
 			if v, ok = add(v, d); ok {
 				j.durable[k] = v
@@ -602,60 +884,84 @@ func (j *Journal) flush(ctx context.Context) error {
 			}
 		}
 	}
-	j.flight = nil
+}
+
+// appliedLocked tells the waiting reads that a flush was applied, and
+// drops what became idle. j.mu must be held.
+func (j *Journal) appliedLocked() {
 	j.gen++
 	close(j.applied)
 	j.applied = make(chan struct{})
 	j.evictIdle()
-	j.mu.Unlock()
-	j.stats.flushed(f.keys)
-	return nil
 }
 
-// truncate deletes the journal entries and the intent of an applied flush.
-func (j *Journal) truncate(ctx context.Context, f *flight) error {
-	tx, err := j.db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("truncate counter journal after flush %s: %w", f.id, err)
-	}
-	defer tx.Rollback()
-	if _, err := tx.ExecContext(ctx, "DELETE FROM incr WHERE seq <= ?", f.upto); err != nil {
-		return fmt.Errorf("truncate counter journal after flush %s: %w", f.id, err)
-	}
-	if _, err := tx.ExecContext(ctx, "DELETE FROM flushes WHERE id = ?", f.id); err != nil {
-		return fmt.Errorf("truncate counter journal after flush %s: %w", f.id, err)
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("truncate counter journal after flush %s: %w", f.id, err)
-	}
-	return nil
-}
-
-// reject sets aside deltas of f that would overflow their counters: it
-// records them in the journal's rejected table (so a replay of f leaves
-// them out too, and an operator can see them), and drops them from f.
-func (j *Journal) reject(ctx context.Context, f *flight, bad, durable map[string]int64) error {
+// inTx runs f in one journal transaction.
+func (j *Journal) inTx(ctx context.Context, f func(tx *sql.Tx) error) error {
 	tx, err := j.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback()
-	now := j.opts.Clock.Now().UnixMilli()
-	for k, d := range bad {
-		if _, err := tx.ExecContext(ctx, "INSERT OR IGNORE INTO rejected (flush_id, key, delta, at_ms) VALUES (?, ?, ?, ?)", f.id, k, d, now); err != nil {
-			return err
-		}
+	if err := f(tx); err != nil {
+		return err
 	}
-	if err := tx.Commit(); err != nil {
+	return tx.Commit()
+}
+
+// truncate deletes the journal entries and the intent of an applied flush.
+func (j *Journal) truncate(ctx context.Context, f *flight) error {
+	if err := j.inTx(ctx, func(tx *sql.Tx) error { return truncateTx(ctx, tx, f) }); err != nil {
+		return fmt.Errorf("truncate counter journal after flush %s: %w", f.id, err)
+	}
+	return nil
+}
+
+// truncateTx deletes, in tx, the journal entries f covers (but those of the
+// keys it held back) and its intent.
+func truncateTx(ctx context.Context, tx *sql.Tx, f *flight) error {
+	if _, err := tx.ExecContext(ctx, "DELETE FROM incr WHERE seq <= ? AND key NOT IN (SELECT key FROM held WHERE flush_id = ?)", f.upto, f.id); err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, "DELETE FROM held WHERE flush_id = ?", f.id); err != nil {
+		return err
+	}
+	_, err := tx.ExecContext(ctx, "DELETE FROM flushes WHERE id = ?", f.id)
+	return err
+}
+
+// reject sets aside deltas of f (the flight or a carried flush) that would
+// overflow their counters: it records them in the journal's rejected table
+// (so a replay of f leaves them out too, and an operator can see them),
+// and drops them from f.
+func (j *Journal) reject(ctx context.Context, f *flight, bad, durable map[string]int64) error {
+	now := j.opts.Clock.Now().UnixMilli()
+	err := j.inTx(ctx, func(tx *sql.Tx) error {
+		for k, d := range bad {
+			if _, err := tx.ExecContext(ctx, "INSERT OR IGNORE INTO rejected (flush_id, key, delta, at_ms) VALUES (?, ?, ?, ?)", f.id, k, d, now); err != nil {
+				return err
+			}
+			if _, err := tx.ExecContext(ctx, "DELETE FROM carried WHERE flush_id = ? AND key = ?", f.id, k); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
 		return err
 	}
 	j.mu.Lock()
 	for k, d := range bad {
 		delete(f.deltas, k)
+		if j.carryOf[k] == f {
+			delete(j.carryOf, k)
+		}
 		if _, ok := j.durable[k]; ok {
 			j.durable[k] = durable[k]
 		}
 		j.log.Error("counter delta set aside: it would overflow the counter", "key", k, "delta", d, "durable", durable[k], "flush", f.id)
+	}
+	if c := j.carried[f.id]; c == f && len(f.deltas) == 0 {
+		delete(j.carried, f.id)
 	}
 	j.mu.Unlock()
 	j.stats.rejected.Add(int64(len(bad)))
@@ -672,10 +978,8 @@ func (j *Journal) evictIdle() {
 		if _, ok := j.reserved[k]; ok {
 			continue
 		}
-		if j.flight != nil {
-			if _, ok := j.flight.deltas[k]; ok {
-				continue
-			}
+		if j.inFlight(k) {
+			continue
 		}
 		delete(j.durable, k)
 	}

@@ -25,6 +25,8 @@ var _ cellar.CounterNode = (*Store)(nil)
 // names each node's failure; its code is invalid_argument if any node
 // refused the flush (retrying cannot help), else unavailable if any node
 // was unavailable, else internal; errors.Is matches every node's error.
+// When some nodes applied their part and others failed, the error is a
+// *cellar.PartialApplyError naming the keys not applied.
 func (s *Store) ApplyCounterDeltas(ctx context.Context, flushID string, deltas map[string]int64) error {
 	parts := make(map[*Node]map[string]int64)
 	for k, d := range deltas {
@@ -37,9 +39,36 @@ func (s *Store) ApplyCounterDeltas(ctx context.Context, flushID string, deltas m
 		}
 		parts[n][k] = d
 	}
-	return eachNode(ctx, s, "apply_counter_deltas", parts, func(ctx context.Context, cn cellar.CounterNode, part map[string]int64) error {
+	errs := eachNodeErrs(ctx, s, "apply_counter_deltas", parts, func(ctx context.Context, cn cellar.CounterNode, part map[string]int64) error {
 		return cn.ApplyCounterDeltas(ctx, flushID, part)
 	})
+	err := joinNodeErrors("apply_counter_deltas", errs)
+	if err == nil || len(errs) == len(parts) {
+		return err
+	}
+	// Some nodes applied their part: say which keys they did not, so that
+	// a buffer can let the applied part go.
+	pe := &cellar.PartialApplyError{Err: err}
+	for n, part := range parts {
+		if _, failed := errs[n.Name]; failed {
+			pe.Nodes = append(pe.Nodes, n.Name)
+			for k := range part {
+				pe.Unapplied = append(pe.Unapplied, k)
+			}
+		}
+	}
+	slices.Sort(pe.Nodes)
+	slices.Sort(pe.Unapplied)
+	return pe
+}
+
+var _ cellar.CounterPlacer = (*Store)(nil)
+
+// CounterNodeName implements cellar.CounterPlacer: the node of key's shard
+// under the current map.
+func (s *Store) CounterNodeName(key string) string {
+	_, n := s.route(key)
+	return n.Name
 }
 
 // Counters implements cellar.CounterNode, reading each node's keys with
@@ -77,6 +106,11 @@ func (s *Store) Counters(ctx context.Context, keys []string) (map[string]int64, 
 // eachNode calls f for each node's part, all nodes in parallel, each
 // call under the node deadline, and combines the errors.
 func eachNode[P any](ctx context.Context, s *Store, op string, parts map[*Node]P, f func(ctx context.Context, cn cellar.CounterNode, part P) error) error {
+	return joinNodeErrors(op, eachNodeErrs(ctx, s, op, parts, f))
+}
+
+// eachNodeErrs is eachNode with the errors by node name, not combined.
+func eachNodeErrs[P any](ctx context.Context, s *Store, op string, parts map[*Node]P, f func(ctx context.Context, cn cellar.CounterNode, part P) error) map[string]error {
 	var mu sync.Mutex // protects errs
 	errs := make(map[string]error)
 	var wg sync.WaitGroup
@@ -99,7 +133,7 @@ func eachNode[P any](ctx context.Context, s *Store, op string, parts map[*Node]P
 		}()
 	}
 	wg.Wait()
-	return joinNodeErrors(op, errs)
+	return errs
 }
 
 // joinNodeErrors combines the errors of one operation on several nodes,
