@@ -36,7 +36,7 @@ type TriggerLease struct {
 	Token     int64     `json:"token"`
 	ExpiresAt time.Time `json:"expires_at"` // by the server's clock
 	// LeaseMS is how long the lease lasts from its grant, and from each
-	// ack, in milliseconds: time renewals by it on the local clock (0 from
+	// ack and renewal, in milliseconds: time renewals by it on the local clock (0 from
 	// servers older than this field).
 	LeaseMS int64 `json:"lease_ms"`
 }
@@ -208,6 +208,32 @@ func (c *Client) NackTrigger(ctx context.Context, name string, token int64, shar
 	}
 	_, err = c.do(ctx, http.MethodPost, path+"/nack", nil, body, &res)
 	return res, err
+}
+
+// RenewTrigger renews the lease with token on shard of trigger name for
+// its lease_ms from now, without acknowledging anything, and returns it:
+// a handler that takes long on one cell keeps its shard. Returns
+// ErrConflict if the lease is stale (it expired and another consumer took
+// the shard, the trigger was reset, or a nack ended it): the renewal
+// changed nothing, and the shard's cells will be delivered to its new
+// owner.
+func (c *Client) RenewTrigger(ctx context.Context, name string, token int64, shard int) (TriggerLease, error) {
+	var resp struct {
+		Lease TriggerLease `json:"lease"`
+	}
+	path, err := triggerPath(name)
+	if err != nil {
+		return resp.Lease, err
+	}
+	body, err := encode(struct {
+		Token int64 `json:"token"`
+		Shard int   `json:"shard"`
+	}{token, shard})
+	if err != nil {
+		return resp.Lease, cellar.Internal(err, "encode renewal")
+	}
+	_, err = c.do(ctx, http.MethodPost, path+"/renew", nil, body, &resp)
+	return resp.Lease, err
 }
 
 // ParkedCells returns up to limit parked cells of trigger name after the

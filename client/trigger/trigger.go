@@ -9,6 +9,10 @@
 //
 // A handler may see a cell more than once (after a crash, or when a lease
 // ran out before its batch was acknowledged), so it should be idempotent.
+// Run renews the lease of a batch while it is handled, so a handler may
+// take longer than the lease on one cell; when the lease is lost anyway
+// (another consumer took the shard), the handler's context is cancelled
+// with cause ErrLeaseLost.
 // A handler error (or panic) retries the cell after a backoff; the server parks it
 // after the trigger's max_attempts and the shard moves on.
 package trigger
@@ -27,7 +31,10 @@ import (
 	"github.com/cellar-db/cellar/client"
 )
 
-// Handler handles one cell. An error fails this attempt at the cell.
+// Handler handles one cell. An error fails this attempt at the cell. ctx
+// is cancelled when Run stops, and with cause ErrLeaseLost when the lease
+// of the cell's batch was lost: the handler should then stop, as the cell
+// will be delivered again.
 type Handler func(ctx context.Context, cell cellar.Cell) error
 
 // Options configure Run. Zero values take the defaults.
@@ -143,37 +150,46 @@ func (w *worker) loop(ctx context.Context) error {
 	return nil
 }
 
-// batch handles a claim's cells in order. It acknowledges progress when
-// half the lease has gone, so that a long batch keeps its lease, and at
-// the end; a failed cell is nacked (which acknowledges those before it)
-// and ends the batch.
+// batch handles a claim's cells in order. A keeper renews the lease in
+// the background while the cells are handled, so that a handler may take
+// longer than the lease on one cell; progress is acknowledged when half
+// the lease has gone (so that a crash or a lost lease delivers again less
+// of a long batch), and at the end. A failed cell is nacked (which
+// acknowledges those before it) and ends the batch. A lost lease cancels
+// the handler's context with ErrLeaseLost and ends the batch with neither
+// ack nor nack.
 func (w *worker) batch(ctx context.Context, cl client.TriggerClaim) error {
 	lease := *cl.Lease
-	// Each ack renews the lease for lease_ms: renew every half of that,
-	// timed on this clock (the server's expires_at is on its own; servers
-	// older than lease_ms leave only that).
+	// Each ack and renewal renews the lease for lease_ms: time that on
+	// this clock (the server's expires_at is on its own; servers older
+	// than lease_ms leave only that).
 	ttl := time.Duration(lease.LeaseMS) * time.Millisecond
 	if ttl <= 0 {
 		ttl = time.Until(lease.ExpiresAt)
 	}
 	half := ttl / 2
-	renewAt := time.Now().Add(half)
-	// The lease's end on this clock, renewed with each ack: an ack or
-	// nack sent after Run was told to stop waits for an answer no longer
-	// than the lease lasts, after which it is moot.
-	expires := time.Now().Add(ttl)
+	start := time.Now()
+	renewAt := start.Add(half)
+	k := w.keep(ctx, lease, ttl, start)
+	defer k.close()
+	// An ack or nack sent after Run was told to stop waits for an answer
+	// no longer than the lease lasts (on this clock), after which it is
+	// moot.
 	settle := func() (context.Context, context.CancelFunc) {
-		return context.WithDeadline(context.WithoutCancel(ctx), expires)
+		return context.WithDeadline(context.WithoutCancel(ctx), k.expiry())
 	}
 	var done, acked int64 // added_ids of the last cell handled, and acked
 	for _, cell := range cl.Cells {
-		if ctx.Err() != nil {
+		if k.ctx.Err() != nil {
 			break
 		}
-		if err := w.handle(ctx, cell); err != nil {
+		if err := w.handle(k.ctx, cell); err != nil {
 			msg := err.Error()
-			// Stopping is not the cell's fault: acknowledge what was done.
-			if ctx.Err() != nil {
+			// Stopping, or losing the lease, is not the cell's fault.
+			if k.ctx.Err() != nil {
+				break
+			}
+			if k.halt() != nil {
 				break
 			}
 			sctx, cancel := settle()
@@ -185,17 +201,26 @@ func (w *worker) batch(ctx context.Context, cl client.TriggerClaim) error {
 			return w.settled(ctx, lease, nerr)
 		}
 		done = cell.AddedID
-		if time.Now().After(renewAt) {
+		if k.ctx.Err() == nil && time.Now().After(renewAt) {
 			sent := time.Now()
 			sctx, cancel := settle()
 			err := retry(sctx, func(ctx context.Context) error { return w.c.AckTrigger(ctx, w.name, lease.Token, lease.Shard, done) })
 			cancel()
 			if err != nil {
+				k.halt()
 				return w.settled(ctx, lease, err)
 			}
 			acked = done
-			renewAt, expires = sent.Add(half), sent.Add(ttl)
+			renewAt = sent.Add(half)
+			k.renewed(sent)
 		}
+	}
+	if err := k.halt(); err != nil {
+		// Acking under the lost token would be refused; the cells since
+		// the last ack will be delivered again.
+		w.opts.Logger.WarnContext(ctx, "trigger lease was lost while its batch was handled; its cells will be delivered again",
+			"trigger", w.name, "shard", lease.Shard, "err", err)
+		return nil
 	}
 	if done == acked {
 		// Nothing handled since the last ack. (Acking a replayed cell
@@ -206,6 +231,134 @@ func (w *worker) batch(ctx context.Context, cl client.TriggerClaim) error {
 	defer cancel()
 	err := retry(sctx, func(ctx context.Context) error { return w.c.AckTrigger(ctx, w.name, lease.Token, lease.Shard, done) })
 	return w.settled(ctx, lease, err)
+}
+
+// ErrLeaseLost is the cause (context.Cause) with which a handler's
+// context is cancelled when the lease of its batch was lost: a renewal
+// was refused as stale (the lease expired and another consumer took the
+// shard, or the trigger was reset), or no renewal reached the server
+// before the lease ran out on this clock. The batch's cells will be
+// delivered again, maybe to another consumer: the handler should stop.
+var ErrLeaseLost = errors.New("trigger lease lost")
+
+// keeper renews a batch's lease every third of lease_ms, from when it is
+// started until it is halted (before the batch's last ack or nack), and
+// cancels ctx, the handlers' context, once the lease is lost. batch owns
+// it: it starts it with the batch and closes it when the batch ends.
+type keeper struct {
+	w     *worker
+	lease client.TriggerLease
+	ttl   time.Duration
+	// ctx is the handlers' context: Run's, cancelled with ErrLeaseLost
+	// when the lease is lost.
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	stop   context.CancelFunc // stops the renewals
+	done   chan struct{}      // closed when the renewals have stopped
+
+	mu      sync.Mutex // protects expires and lost
+	expires time.Time  // the lease's end on this clock, moved by each renewal and ack
+	lost    error      // why the lease was lost; nil while it is held
+}
+
+// keep starts a keeper of lease, granted for ttl at granted (on this
+// clock).
+func (w *worker) keep(ctx context.Context, lease client.TriggerLease, ttl time.Duration, granted time.Time) *keeper {
+	k := &keeper{w: w, lease: lease, ttl: ttl, expires: granted.Add(ttl), done: make(chan struct{})}
+	k.ctx, k.cancel = context.WithCancelCause(ctx)
+	rctx, stop := context.WithCancel(ctx)
+	k.stop = stop
+	if ttl/3 <= 0 {
+		close(k.done) // no lease left to renew
+		return k
+	}
+	go k.run(rctx, ttl/3)
+	return k
+}
+
+// run renews the lease every interval until ctx is done, the lease is
+// lost, or the server refuses renewals for another reason (a server older
+// than them answers not found; then only acks renew the lease). A renewal
+// that fails as unavailable is tried again at the next tick while the
+// lease lasts on this clock.
+func (k *keeper) run(ctx context.Context, every time.Duration) {
+	defer close(k.done)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		sent := time.Now()
+		end := k.expiry()
+		if !sent.Before(end) {
+			k.lose(fmt.Errorf("%w: no renewal of shard %d (token %d) reached the server within the lease (%v)", ErrLeaseLost, k.lease.Shard, k.lease.Token, k.ttl))
+			return
+		}
+		// An attempt waits no longer than a tick, nor than the lease lasts.
+		if next := sent.Add(every); next.Before(end) {
+			end = next
+		}
+		rctx, cancel := context.WithDeadline(ctx, end)
+		_, err := k.w.c.RenewTrigger(rctx, k.w.name, k.lease.Token, k.lease.Shard)
+		cancel()
+		switch {
+		case err == nil:
+			k.renewed(sent)
+		case ctx.Err() != nil:
+			return // halted
+		case errors.Is(err, cellar.ErrConflict):
+			k.lose(fmt.Errorf("%w: shard %d (token %d): %w", ErrLeaseLost, k.lease.Shard, k.lease.Token, err))
+			return
+		case cellar.ErrorCode(err) == cellar.EUNAVAILABLE:
+			k.w.opts.Logger.WarnContext(ctx, "trigger lease renewal failed; trying again", "trigger", k.w.name, "shard", k.lease.Shard, "err", err)
+		default:
+			k.w.opts.Logger.WarnContext(ctx, "trigger lease renewal refused; the lease is renewed by acks only", "trigger", k.w.name, "shard", k.lease.Shard, "err", err)
+			return
+		}
+	}
+}
+
+// renewed records a renewal (or ack) sent at sent and accepted.
+func (k *keeper) renewed(sent time.Time) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if end := sent.Add(k.ttl); end.After(k.expires) {
+		k.expires = end
+	}
+}
+
+// expiry returns the lease's end on this clock.
+func (k *keeper) expiry() time.Time {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.expires
+}
+
+// lose records that the lease was lost, and cancels the handlers.
+func (k *keeper) lose(err error) {
+	k.mu.Lock()
+	k.lost = err
+	k.mu.Unlock()
+	k.cancel(err)
+}
+
+// halt stops the renewals, waits for them, and returns why the lease was
+// lost, or nil.
+func (k *keeper) halt() error {
+	k.stop()
+	<-k.done
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.lost
+}
+
+// close halts the keeper and releases the handlers' context.
+func (k *keeper) close() {
+	k.halt()
+	k.cancel(context.Canceled)
 }
 
 // retry sends an ack or nack until it is not refused as unavailable, or

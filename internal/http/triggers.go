@@ -20,6 +20,7 @@ func (s *server) triggerRoutes() {
 	s.handle("POST /v1/triggers/{name}/claim", ScopeWrite, s.handleTriggerClaim)
 	s.handle("POST /v1/triggers/{name}/ack", ScopeWrite, s.handleTriggerAck)
 	s.handle("POST /v1/triggers/{name}/nack", ScopeWrite, s.handleTriggerNack)
+	s.handle("POST /v1/triggers/{name}/renew", ScopeWrite, s.handleTriggerRenew)
 	s.handle("GET /v1/triggers/{name}/parked", ScopeRead, s.handleTriggerParked)
 	s.handle("POST /v1/triggers/{name}/parked/replay", ScopeWrite, s.handleTriggerReplay)
 	s.handle("POST /v1/triggers/{name}/reset", ScopeAdmin, s.handleTriggerReset)
@@ -171,6 +172,10 @@ type leaseJSON struct {
 	LeaseMS   int64  `json:"lease_ms"`
 }
 
+func newLeaseJSON(l trigger.Lease) leaseJSON {
+	return leaseJSON{Shard: l.Shard, Token: l.Token, ExpiresAt: cellar.FormatTime(l.ExpiresAt), LeaseMS: l.TTL.Milliseconds()}
+}
+
 // handleTriggerClaim serves POST /v1/triggers/{name}/claim with
 // {"consumer", "max_cells", "wait_ms"}. The wait is cut short to answer
 // within the request deadline.
@@ -201,7 +206,8 @@ func (s *server) handleTriggerClaim(w http.ResponseWriter, r *http.Request) erro
 	}
 	var lease *leaseJSON
 	if c.Lease != nil {
-		lease = &leaseJSON{Shard: c.Lease.Shard, Token: c.Lease.Token, ExpiresAt: cellar.FormatTime(c.Lease.ExpiresAt), LeaseMS: c.Lease.TTL.Milliseconds()}
+		l := newLeaseJSON(*c.Lease)
+		lease = &l
 	}
 	s.writeJSON(w, r, http.StatusOK, struct {
 		Lease  *leaseJSON    `json:"lease"`
@@ -221,7 +227,7 @@ func (s *server) claimReserve() time.Duration {
 // handleTriggerAck serves POST /v1/triggers/{name}/ack with {"token",
 // "shard", "added_id"}; 409 for a stale lease.
 func (s *server) handleTriggerAck(w http.ResponseWriter, r *http.Request) error {
-	name, req, err := s.ackRequest(w, r, false)
+	name, req, err := s.ackRequest(w, r, opAck)
 	if err != nil {
 		return err
 	}
@@ -238,7 +244,7 @@ func (s *server) handleTriggerAck(w http.ResponseWriter, r *http.Request) error 
 // handleTriggerNack serves POST /v1/triggers/{name}/nack with {"token",
 // "shard", "added_id", "error"}.
 func (s *server) handleTriggerNack(w http.ResponseWriter, r *http.Request) error {
-	name, req, err := s.ackRequest(w, r, true)
+	name, req, err := s.ackRequest(w, r, opNack)
 	if err != nil {
 		return err
 	}
@@ -258,7 +264,25 @@ func (s *server) handleTriggerNack(w http.ResponseWriter, r *http.Request) error
 	return nil
 }
 
-func (s *server) ackRequest(w http.ResponseWriter, r *http.Request, nack bool) (string, ackReq, error) {
+// handleTriggerRenew serves POST /v1/triggers/{name}/renew with {"token",
+// "shard"}: the lease is renewed for lease_ms from now; 409 for a stale
+// lease.
+func (s *server) handleTriggerRenew(w http.ResponseWriter, r *http.Request) error {
+	name, req, err := s.ackRequest(w, r, opRenew)
+	if err != nil {
+		return err
+	}
+	l, err := s.opts.Triggers.Renew(r.Context(), name, req.token, req.shard)
+	if err != nil {
+		return err
+	}
+	s.writeJSON(w, r, http.StatusOK, struct {
+		Lease leaseJSON `json:"lease"`
+	}{newLeaseJSON(l)})
+	return nil
+}
+
+func (s *server) ackRequest(w http.ResponseWriter, r *http.Request, op leaseOp) (string, ackReq, error) {
 	name, err := consumedTriggerName(r)
 	if err != nil {
 		return "", ackReq{}, err
@@ -267,7 +291,7 @@ func (s *server) ackRequest(w http.ResponseWriter, r *http.Request, nack bool) (
 	if err != nil {
 		return "", ackReq{}, err
 	}
-	req, err := decodeAck(raw, nack)
+	req, err := decodeAck(raw, op)
 	return name, req, err
 }
 
@@ -499,8 +523,20 @@ type ackReq struct {
 	errMsg  string
 }
 
-// decodeAck parses {"token", "shard", "added_id"}, and "error" for a nack.
-func decodeAck(raw []byte, nack bool) (ackReq, error) {
+// leaseOp says which request made under a lease a body is for: their
+// members differ.
+type leaseOp int
+
+const (
+	opAck   leaseOp = iota // {"token", "shard", "added_id"}
+	opNack                 // and "error"
+	opRenew                // {"token", "shard"}
+)
+
+// decodeAck parses the body of an ack, a nack or a renewal (op): {"token",
+// "shard"}, and "added_id" but for a renewal, and "error" for a nack. All
+// but "error" are required.
+func decodeAck(raw []byte, op leaseOp) (ackReq, error) {
 	var req ackReq
 	d, err := newDocDecoder(raw)
 	if err != nil {
@@ -517,9 +553,9 @@ func decodeAck(raw []byte, nack bool) (ackReq, error) {
 		case name == "shard":
 			n, err = d.int("shard", 0, cellar.MaxShardCount-1)
 			req.shard = int(n)
-		case name == "added_id":
+		case name == "added_id" && op != opRenew:
 			req.addedID, err = d.int("added_id", 1, 1<<63-1)
-		case name == "error" && nack:
+		case name == "error" && op == opNack:
 			req.errMsg, err = d.string("error")
 		default:
 			return unknownMember("request", name)
@@ -529,7 +565,11 @@ func decodeAck(raw []byte, nack bool) (ackReq, error) {
 	if err != nil {
 		return req, err
 	}
-	for _, m := range []string{"token", "shard", "added_id"} {
+	required := []string{"token", "shard", "added_id"}
+	if op == opRenew {
+		required = required[:2]
+	}
+	for _, m := range required {
 		if !seen[m] {
 			return req, missingMember("request", m)
 		}

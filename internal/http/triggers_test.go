@@ -146,6 +146,9 @@ func TestTriggersHTTPErrors(t *testing.T) {
 		{"POST", "/v1/triggers/nope/ack", `{"token": 5, "shard": 1, "added_id": 1}`, 404, cellar.ENOTFOUND},
 		{"POST", "/v1/triggers/nope/ack", `{"token": 0, "shard": 1, "added_id": 1}`, 404, cellar.ENOTFOUND},
 		{"POST", "/v1/triggers/nope/nack", `{"token": 5, "shard": 1, "added_id": 1}`, 404, cellar.ENOTFOUND},
+		{"POST", "/v1/triggers/t/renew", `{"token": 1}`, 400, cellar.EINVALID},
+		{"POST", "/v1/triggers/t/renew", `{"token": 5, "shard": 1}`, 409, cellar.ECONFLICT},
+		{"POST", "/v1/triggers/nope/renew", `{"token": 5, "shard": 1}`, 404, cellar.ENOTFOUND},
 		{"GET", "/v1/triggers/nope", ``, 404, cellar.ENOTFOUND},
 		{"GET", "/v1/triggers/t/parked?after=zz", ``, 400, cellar.EINVALID},
 		{"GET", "/v1/triggers/t/parked?limit=0", ``, 400, cellar.EINVALID},
@@ -157,8 +160,8 @@ func TestTriggersHTTPErrors(t *testing.T) {
 	}
 }
 
-// TestTriggersHTTPScopes checks that claims need the write scope, status
-// the read scope, and reset the admin scope.
+// TestTriggersHTTPScopes checks that claims and renewals need the write
+// scope, status the read scope, and reset the admin scope.
 func TestTriggersHTTPScopes(t *testing.T) {
 	c, _ := newTriggerServer(t, Options{Tokens: []Token{{Secret: "r", Scopes: []string{ScopeRead}}, {Secret: "w", Scopes: []string{ScopeWrite}}}})
 	c.token = "w"
@@ -167,6 +170,9 @@ func TestTriggersHTTPScopes(t *testing.T) {
 	c.token = "r"
 	c.do("GET", "/v1/triggers/t", ``).want(t, 200, "")
 	c.do("POST", "/v1/triggers/t/claim", `{"consumer": "c"}`).want(t, 403, cellar.EPERMISSION)
+	c.do("POST", "/v1/triggers/t/renew", `{"token": 1, "shard": 0}`).want(t, 403, cellar.EPERMISSION)
+	c.token = "w"
+	c.do("POST", "/v1/triggers/t/renew", `{"token": 1, "shard": 0}`).want(t, 409, cellar.ECONFLICT)
 }
 
 // TestTriggersHTTPLongPoll checks that a claim waits for a cell and that
@@ -202,6 +208,10 @@ func FuzzTriggerRequests(f *testing.F) {
 		{"POST", "/v1/triggers/t/ack", `{"token":1,"shard":0,"added_id":1}`},
 		{"POST", "/v1/triggers/t/nack", `{"token":1,"shard":0,"added_id":1,"error":"x"}`},
 		{"POST", "/v1/triggers/t/ack", `{"token":1e3,"shard":-1,"added_id":9223372036854775808}`},
+		{"POST", "/v1/triggers/t/renew", `{"token":1,"shard":0}`},
+		{"POST", "/v1/triggers/t/renew", `{"token":0,"shard":63,"added_id":1}`},
+		{"POST", "/v1/triggers/t/renew", `{"token":-1,"shard":64}`},
+		{"POST", "/v1/triggers/t/renew", `[{"token":1,"shard":0}]`},
 		{"GET", "/v1/triggers/t/parked?after=1:2&limit=3", ""},
 		{"POST", "/v1/triggers/t/parked/replay", ""},
 		{"POST", "/v1/triggers/t/reset", "{}"},
@@ -237,7 +247,7 @@ func FuzzTriggerRequests(f *testing.F) {
 
 // TestTriggersHTTPReservedNames guards cellar's own triggers (index
 // maintenance, names starting with _): their status and parked cells can
-// be read, but no outside consumer may claim, ack or nack their cells,
+// be read, but no outside consumer may claim, ack, nack or renew their cells,
 // which would take them from the index.
 func TestTriggersHTTPReservedNames(t *testing.T) {
 	c, st := newTriggerServer(t, Options{})
@@ -251,6 +261,7 @@ func TestTriggersHTTPReservedNames(t *testing.T) {
 	c.do("POST", "/v1/triggers/_index.x.1/claim", `{"consumer": "outsider"}`).want(t, 400, cellar.EINVALID)
 	c.do("POST", "/v1/triggers/_index.x.1/ack", `{"token": 1, "shard": 0, "added_id": 1}`).want(t, 400, cellar.EINVALID)
 	c.do("POST", "/v1/triggers/_index.x.1/nack", `{"token": 1, "shard": 0, "added_id": 1}`).want(t, 400, cellar.EINVALID)
+	c.do("POST", "/v1/triggers/_index.x.1/renew", `{"token": 1, "shard": 0}`).want(t, 400, cellar.EINVALID)
 }
 
 // DELETE /v1/triggers/{name} drops a trigger with its state: a lease
@@ -291,4 +302,105 @@ func TestTriggersHTTPDelete(t *testing.T) {
 	a.do("DELETE", "/v1/triggers/t", ``).want(t, 403, cellar.EPERMISSION)
 	a.token = "a"
 	a.do("DELETE", "/v1/triggers/t", ``).want(t, 200, "")
+}
+
+// shardLease is a shard's lease as the status shows it.
+type shardLease struct {
+	Owner     string `json:"owner"`
+	Token     int64  `json:"token"`
+	ExpiresAt string `json:"expires_at"`
+}
+
+func leaseOf(tb testing.TB, c *client, name string, shard int) shardLease {
+	tb.Helper()
+	st := decode[struct {
+		Shards []struct {
+			Shard int `json:"shard"`
+			shardLease
+		} `json:"shards"`
+	}](tb, c.do("GET", "/v1/triggers/"+name, "").want(tb, 200, ""))
+	for _, s := range st.Shards {
+		if s.Shard == shard {
+			return s.shardLease
+		}
+	}
+	return shardLease{}
+}
+
+type wireLease struct {
+	Shard     int    `json:"shard"`
+	Token     int64  `json:"token"`
+	ExpiresAt string `json:"expires_at"`
+	LeaseMS   int64  `json:"lease_ms"`
+}
+
+// POST /v1/triggers/{name}/renew extends the lease for lease_ms from now
+// and answers it; a stale token (another consumer's lease, a reset) is 409
+// and bad input 400, neither changing the lease.
+func TestTriggersHTTPRenew(t *testing.T) {
+	c, _ := newTriggerServer(t, Options{})
+	c.do("PUT", "/v1/triggers/mail", `{"columns": ["a"]}`).want(t, 201, "")
+	c.do("PUT", "/v1/cells/r/a/1", `{}`).want(t, 201, "")
+	cl := decode[wireClaim](t, c.do("POST", "/v1/triggers/mail/claim", `{"consumer": "w1"}`).want(t, 200, ""))
+	if cl.Lease == nil {
+		t.Fatal("no lease")
+	}
+	shard, token := cl.Lease.Shard, cl.Lease.Token
+	renew := func(body string) response {
+		time.Sleep(5 * time.Millisecond) // so that a renewal moves expires_at
+		return c.do("POST", "/v1/triggers/mail/renew", body)
+	}
+	body := fmt.Sprintf(`{"token": %d, "shard": %d}`, token, shard)
+	got := decode[struct {
+		Lease wireLease `json:"lease"`
+	}](t, renew(body).want(t, 200, "")).Lease
+	if got.Shard != shard || got.Token != token || got.LeaseMS != trigger.DefaultLeaseTTL.Milliseconds() || got.ExpiresAt <= cl.Lease.ExpiresAt {
+		t.Fatalf("renewal = %+v; want shard %d, token %d, lease_ms %d, expiring after the claim's %s",
+			got, shard, token, trigger.DefaultLeaseTTL.Milliseconds(), cl.Lease.ExpiresAt)
+	}
+	if l := leaseOf(t, c, "mail", shard); l.Owner != "w1" || l.Token != token || l.ExpiresAt != got.ExpiresAt {
+		t.Fatalf("status after the renewal shows lease %+v; want w1's token %d until %s", l, token, got.ExpiresAt)
+	}
+
+	before := leaseOf(t, c, "mail", shard)
+	for _, tc := range []struct {
+		body   string
+		status int
+		code   string
+	}{
+		{fmt.Sprintf(`{"token": %d, "shard": %d}`, token+1, shard), 409, cellar.ECONFLICT},
+		{fmt.Sprintf(`{"token": %d, "shard": %d}`, token-1, shard), 409, cellar.ECONFLICT},
+		{fmt.Sprintf(`{"token": %d}`, token), 400, cellar.EINVALID},
+		{fmt.Sprintf(`{"shard": %d}`, shard), 400, cellar.EINVALID},
+		{fmt.Sprintf(`{"token": %d, "shard": -1}`, token), 400, cellar.EINVALID},
+		{fmt.Sprintf(`{"token": %d, "shard": %d}`, token, testShards), 400, cellar.EINVALID},
+		{fmt.Sprintf(`{"token": %d, "shard": 99999999999}`, token), 400, cellar.EINVALID},
+		{fmt.Sprintf(`{"token": -1, "shard": %d}`, shard), 400, cellar.EINVALID},
+		{fmt.Sprintf(`{"token": %d.0, "shard": %d}`, token, shard), 400, cellar.EINVALID},
+		{fmt.Sprintf(`{"token": "%d", "shard": %d}`, token, shard), 400, cellar.EINVALID},
+		{fmt.Sprintf(`{"token": %d, "shard": %d, "added_id": 1}`, token, shard), 400, cellar.EINVALID},
+		{fmt.Sprintf(`{"token": %d, "shard": %d, "error": "x"}`, token, shard), 400, cellar.EINVALID},
+		{fmt.Sprintf(`{"token": %d, "shard": %d, "shard": %d}`, token, shard, shard), 400, cellar.EINVALID},
+		{fmt.Sprintf(`{"token": %d, "shard": %d} {}`, token, shard), 400, cellar.EINVALID},
+		{fmt.Sprintf(`[{"token": %d, "shard": %d}]`, token, shard), 400, cellar.EINVALID},
+		{`null`, 400, cellar.EINVALID},
+		{`"renew"`, 400, cellar.EINVALID},
+		{``, 400, cellar.EINVALID},
+		{`{"token": 1, "shard": `, 400, cellar.EINVALID},
+	} {
+		renew(tc.body).want(t, tc.status, tc.code)
+		if l := leaseOf(t, c, "mail", shard); l != before {
+			t.Fatalf("renewal %s (%d) changed the lease from %+v to %+v", tc.body, tc.status, before, l)
+		}
+	}
+	c.do("POST", "/v1/triggers/nope/renew", body).want(t, 404, cellar.ENOTFOUND)
+	c.do("POST", "/v1/triggers/bad%20name/renew", body).want(t, 400, cellar.EINVALID)
+
+	// A reset ends the lease: its renewal is refused from then on.
+	c.do("POST", "/v1/triggers/mail/reset", "{}").want(t, 200, "")
+	reset := leaseOf(t, c, "mail", shard)
+	renew(body).want(t, 409, cellar.ECONFLICT)
+	if l := leaseOf(t, c, "mail", shard); l != reset {
+		t.Fatalf("renewal after reset changed the lease from %+v to %+v", reset, l)
+	}
 }

@@ -20,6 +20,19 @@ func checkToken(name string, ts *sqlstore.TriggerShard, token int64) error {
 	return nil
 }
 
+// checkLease is checkToken for a change that needs the lease to be on: a
+// lease that ended with a nack (or was given up) keeps its token until the
+// next one is taken, but no longer holds the shard.
+func checkLease(name string, ts *sqlstore.TriggerShard, token int64) error {
+	if err := checkToken(name, ts, token); err != nil {
+		return err
+	}
+	if ts.Owner == "" {
+		return cellar.Errorf(cellar.ECONFLICT, "stale lease: the lease of shard %d of trigger %s with token %d has ended (nacked or given up); claim again", ts.Shard, name, token)
+	}
+	return nil
+}
+
 // Ack records that every delivered cell of shard up to addedID was
 // handled: the shard's offset moves to addedID, and the lease is renewed.
 // For a replay batch it removes the lease's replayed cells up to addedID
@@ -118,6 +131,41 @@ func (e *Engine) ackRow(name string, ts *sqlstore.TriggerShard, held []int64, re
 		return sqlstore.ShardEffects{}, errSkip
 	}
 	return sqlstore.ShardEffects{}, notDelivered(ts, addedID)
+}
+
+// Renew extends the lease with token on shard of trigger name for the
+// lease TTL from now, and returns it, without acknowledging anything: a
+// consumer whose handler spends long on one cell keeps its shard. A lease
+// that expired but that nobody took is renewed too: it is still the
+// shard's current lease, as for an ack, and nothing else can have
+// happened to the shard since.
+//
+// Returns ENOTFOUND for an unknown trigger and EINVALID for a bad name or
+// shard. Returns ECONFLICT if token is not the shard's current lease (it
+// expired and another consumer took the shard, or the trigger was reset)
+// or the lease has ended (a nack ends it): the renewal then changes
+// nothing.
+func (e *Engine) Renew(ctx context.Context, name string, token int64, shard int) (Lease, error) {
+	if err := e.checkShard(name, shard); err != nil {
+		return Lease{}, err
+	}
+	tc := e.cached(name)
+	if _, err := e.definition(ctx, name, tc); err != nil {
+		return Lease{}, err
+	}
+	// Only the row changes (the replayed cells the lease holds stay held):
+	// one statement when the copy is current.
+	ts, err := e.update(ctx, name, tc, shard, nil, func(ts *sqlstore.TriggerShard) (sqlstore.ShardEffects, error) {
+		if err := checkLease(name, ts, token); err != nil {
+			return sqlstore.ShardEffects{}, err
+		}
+		e.renew(ts)
+		return sqlstore.ShardEffects{}, nil
+	})
+	if err != nil {
+		return Lease{}, err
+	}
+	return Lease{Shard: shard, Token: ts.Token, ExpiresAt: ts.ExpiresAt, TTL: e.ttl}, nil
 }
 
 // renew extends the lease of a row that has one.
@@ -290,14 +338,21 @@ func (e *Engine) definition(ctx context.Context, name string, tc *triggerState) 
 }
 
 func (e *Engine) checkArgs(name string, shard int, addedID int64) error {
+	if err := e.checkShard(name, shard); err != nil {
+		return err
+	}
+	if addedID < 1 {
+		return cellar.Errorf(cellar.EINVALID, "added_id must be at least 1")
+	}
+	return nil
+}
+
+func (e *Engine) checkShard(name string, shard int) error {
 	if err := ValidateName(name); err != nil {
 		return err
 	}
 	if shard < 0 || shard >= e.count {
 		return cellar.Errorf(cellar.EINVALID, "shard %d is out of range 0..%d", shard, e.count-1)
-	}
-	if addedID < 1 {
-		return cellar.Errorf(cellar.EINVALID, "added_id must be at least 1")
 	}
 	return nil
 }
