@@ -79,6 +79,9 @@ type env struct {
 type envOpts struct {
 	noStart     bool          // do not start the manager (no maintenance)
 	retireAfter time.Duration // default 1h: nothing is dropped
+	leaseTTL    time.Duration // the trigger engine's (default its own)
+	// entries, if set, wraps the index store the manager writes to.
+	entries func(cellar.IndexStore) cellar.IndexStore
 }
 
 func newEnv(tb testing.TB, b backend, o envOpts) *env {
@@ -99,7 +102,7 @@ func newEnv(tb testing.TB, b backend, o envOpts) *env {
 		tb.Fatal(err)
 	}
 	engine, err := trigger.New(trigger.Options{Cells: cells, State: meta, KnownHeads: trigger.NodeHeads(cells.Map, nodes, 5*time.Second), ShardCount: testShards,
-		PollInterval: 5 * time.Millisecond, Backoff: func(int) time.Duration { return 20 * time.Millisecond }})
+		PollInterval: 5 * time.Millisecond, Backoff: func(int) time.Duration { return 20 * time.Millisecond }, LeaseTTL: o.leaseTTL})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -107,7 +110,11 @@ func newEnv(tb testing.TB, b backend, o envOpts) *env {
 	if o.retireAfter == 0 {
 		o.retireAfter = time.Hour
 	}
-	mgr, err := index.New(index.Options{Cells: cells, Entries: cells, Records: meta, Triggers: engine, ShardCount: testShards,
+	var entries cellar.IndexStore = cells
+	if o.entries != nil {
+		entries = o.entries(cells)
+	}
+	mgr, err := index.New(index.Options{Cells: cells, Entries: entries, Records: meta, Triggers: engine, ShardCount: testShards,
 		Workers: 2, Refresh: 20 * time.Millisecond, RetireAfter: o.retireAfter, ClockSkew: 100 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(testWriter{tb}, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	if err != nil {

@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/cellar-db/cellar"
+	"github.com/cellar-db/cellar/internal/trigger"
 )
 
 // run maintains one index generation until ctx is done: it makes sure the
@@ -64,11 +67,17 @@ func (m *Manager) loop(ctx context.Context, name string, gen int64, def Definiti
 		if c.Lease == nil || len(c.Cells) == 0 {
 			continue
 		}
-		failed, err := m.maintainBatch(ctx, name, gen, def, c.Cells)
+		l := c.Lease
+		bctx, release := m.keepLease(ctx, tname, *l)
+		failed, err := m.maintainBatch(bctx, name, gen, def, c.Cells)
+		lost := release()
 		if ctx.Err() != nil {
 			return // unacknowledged: delivered again
 		}
-		l := c.Lease
+		if lost {
+			m.log.Warn("index lease lost while its batch was maintained; the new owner maintains it", "index", name, "generation", gen, "shard", l.Shard)
+			continue
+		}
 		if err != nil {
 			m.log.Warn("index maintenance failed; the cell will be retried", "index", name, "generation", gen,
 				"row_key", failed.RowKey, "err", err)
@@ -85,6 +94,52 @@ func (m *Manager) loop(ctx context.Context, name string, gen int64, def Definiti
 			continue
 		}
 		m.notifyProgress()
+	}
+}
+
+// keepLease renews lease every third of its TTL while its batch is
+// maintained, so that a batch slower than the lease (a slow node) keeps
+// its shard: another maintainer of the same rows at the same time could
+// write a row's entry for a cell older than the one the other wrote last.
+// It returns the batch's context, cancelled when a renewal is refused as
+// stale (the lease was lost anyway), and release, which stops the
+// renewals and reports whether the lease was lost.
+func (m *Manager) keepLease(ctx context.Context, tname string, lease trigger.Lease) (context.Context, func() (lost bool)) {
+	bctx, cancel := context.WithCancelCause(ctx)
+	every := lease.TTL / 3
+	if every <= 0 {
+		return bctx, func() bool { cancel(nil); return false }
+	}
+	stop, done := make(chan struct{}), make(chan struct{})
+	var lost atomic.Bool
+	go func() {
+		defer close(done)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-bctx.Done():
+				return
+			case <-t.C:
+			}
+			_, err := m.triggers.Renew(bctx, tname, lease.Token, lease.Shard)
+			switch {
+			case errors.Is(err, cellar.ErrConflict):
+				lost.Store(true)
+				cancel(err)
+				return
+			case err != nil && bctx.Err() == nil:
+				m.log.Warn("index lease renewal failed; trying again", "trigger", tname, "shard", lease.Shard, "err", err)
+			}
+		}
+	}()
+	return bctx, func() bool {
+		close(stop)
+		<-done
+		cancel(nil)
+		return lost.Load()
 	}
 }
 
