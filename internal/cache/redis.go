@@ -53,7 +53,8 @@ end
 `
 
 // latestGetScript returns, for each key, its value and remaining
-// milliseconds, or false and -2.
+// milliseconds, or false and -2. Lookups send it as EVALSHA of latestGet
+// (its SHA-1, computed here once), not as its text.
 var latestGetScript = `
 local out = {}
 for i, k in ipairs(KEYS) do
@@ -68,6 +69,8 @@ for i, k in ipairs(KEYS) do
 end
 return out
 `
+
+var latestGet = goredis.NewScript(latestGetScript)
 
 // latestFillScript stores a latest cell read from storage (ARGV: ref_key,
 // value, milliseconds to live, the filler's bound in milliseconds) unless
@@ -133,12 +136,19 @@ type shared struct {
 	// down holds, per node, the time until which it is left alone after a
 	// failure (Unix nanoseconds). The map is fixed in newShared.
 	down map[string]*atomic.Int64
+	// lookups combines concurrent lookups, per node (coalesce.go). The map
+	// is fixed in newShared.
+	lookups map[string]*coalescer
 
 	// The subscribers, one per node, are owned here: started in newShared,
-	// stopped (cancel, close, wait) in close.
+	// stopped (cancel, close, wait) in close. life ends in close.
+	life   context.Context
 	cancel context.CancelFunc
 	subs   []*goredis.PubSub
 	wg     sync.WaitGroup
+	// trips counts the combined round trips running (coalesce.go); close
+	// waits for them.
+	trips sync.WaitGroup
 }
 
 func newShared(opts Options, now func() int64, heard func(cellar.Key)) *shared {
@@ -155,11 +165,13 @@ func newShared(opts Options, now func() int64, heard func(cellar.Key)) *shared {
 		log:     opts.Logger,
 		heard:   heard,
 		down:    make(map[string]*atomic.Int64),
+		lookups: make(map[string]*coalescer),
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s.cancel = cancel
-	for name := range s.r.Nodes() {
+	s.life, s.cancel = ctx, cancel
+	for name, client := range s.r.Nodes() {
 		s.down[name] = new(atomic.Int64)
+		s.lookups[name] = newCoalescer(s, name, client)
 	}
 	if heard == nil {
 		return s // nothing to tell
@@ -195,6 +207,7 @@ func (s *shared) close() {
 		ps.Close() // unblocks Receive
 	}
 	s.wg.Wait()
+	s.trips.Wait()
 }
 
 // listen applies the news of writes that arrive on one node until ctx ends.
@@ -346,44 +359,15 @@ func (s *shared) group(n int, rowKey func(int) string) []*batch {
 	return batches
 }
 
-// errTimedOut is the cause of a Redis round trip cut short by each.
+// errTimedOut is the cause of a Redis round trip cut short by its timeout
+// (try's, or a combined round trip's).
 var errTimedOut = errors.New("redis cache: round trip timed out")
 
 // each runs f for every batch, in parallel, each under the Redis timeout,
-// and reports failures.
-//
-// A round trip gets at most half of what remains of the caller's deadline,
-// so that a hung node leaves the read time for storage. A cut-off of at
-// least half the Redis timeout that fires fails the node, even if the
-// caller's context has ended since, so that it is left alone; a shorter
-// one says more about the caller's budget than about the node (a healthy
-// node a few milliseconds away would fail for everyone), so the call only
-// goes without Redis. Other errors fail the node unless the caller gave up
-// first.
+// and reports failures (try).
 func (s *shared) each(ctx context.Context, op string, batches []*batch, f func(ctx context.Context, b *batch) error) {
-	timeout := s.timeout
-	if d, ok := ctx.Deadline(); ok {
-		timeout = min(timeout, time.Until(d)/2)
-	}
-	telling := timeout >= s.timeout/2
-	run := func(b *batch) {
-		cctx, cancel := context.WithTimeoutCause(ctx, timeout, errTimedOut)
-		defer cancel()
-		err := f(cctx, b)
-		if err == nil {
-			return
-		}
-		// The client's socket deadline, taken from cctx, may fire a
-		// moment before cctx's own timer: past the deadline, it was the
-		// cut-off.
-		dl, _ := cctx.Deadline()
-		cut := context.Cause(cctx) == errTimedOut || !time.Now().Before(dl)
-		if cut && telling || !cut && ctx.Err() == nil {
-			s.fail(b.node, op, err)
-		}
-	}
 	if len(batches) == 1 {
-		run(batches[0])
+		s.try(ctx, batches[0].node, op, func(ctx context.Context) error { return f(ctx, batches[0]) })
 		return
 	}
 	var wg sync.WaitGroup
@@ -391,10 +375,55 @@ func (s *shared) each(ctx context.Context, op string, batches []*batch, f func(c
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			run(b)
+			s.try(ctx, b.node, op, func(ctx context.Context) error { return f(ctx, b) })
 		}()
 	}
 	wg.Wait()
+}
+
+// try runs f, one caller's round trip to node, under the Redis timeout,
+// and fails the node if it should.
+//
+// A round trip gets at most half of what remains of the caller's deadline
+// (budget), so that a hung node leaves the read time for storage. A
+// cut-off of at least half the Redis timeout that fires fails the node,
+// even if the caller's context has ended since, so that it is left alone;
+// a shorter one says more about the caller's budget than about the node (a
+// healthy node a few milliseconds away would fail for everyone), so the
+// call only goes without Redis. Other errors fail the node unless the
+// caller gave up first.
+func (s *shared) try(ctx context.Context, node, op string, f func(ctx context.Context) error) {
+	timeout := s.budget(ctx)
+	telling := timeout >= s.timeout/2
+	cctx, cancel := context.WithTimeoutCause(ctx, timeout, errTimedOut)
+	defer cancel()
+	err := f(cctx)
+	if err == nil {
+		return
+	}
+	// The client's socket deadline, taken from cctx, may fire a moment
+	// before cctx's own timer: past the deadline, it was the cut-off.
+	dl, _ := cctx.Deadline()
+	cut := context.Cause(cctx) == errTimedOut || !time.Now().Before(dl)
+	if cut && telling || !cut && ctx.Err() == nil {
+		s.fail(node, op, err)
+	}
+}
+
+// budget is how long a caller with ctx waits for a Redis round trip: the
+// Redis timeout, or half of what remains of its deadline if that is less.
+func (s *shared) budget(ctx context.Context) time.Duration {
+	timeout := s.timeout
+	if d, ok := ctx.Deadline(); ok {
+		timeout = min(timeout, time.Until(d)/2)
+	}
+	return timeout
+}
+
+// isDown reports whether node is being left alone after a failure.
+func (s *shared) isDown(node string) bool {
+	d := s.down[node]
+	return d != nil && s.now() < d.Load()
 }
 
 // fail counts a failed operation on node and leaves the node alone for a
@@ -412,75 +441,34 @@ func (s *shared) fail(node, op string, err error) {
 	}
 }
 
-// lookup asks Redis for ps: one round trip per node, all nodes in
+// lookup asks Redis for ps: per node, one round trip of its own or a
+// share of one combined with other callers' (coalesce.go), all nodes in
 // parallel. hit is called for each answer; the rest are returned.
 func (s *shared) lookup(ctx context.Context, ps []pending, hit func(pending, *entry)) []pending {
 	batches := s.group(len(ps), func(i int) string { return ps[i].k.row })
 	answers := make([]*entry, len(ps))
-	s.each(ctx, "get", batches, func(ctx context.Context, b *batch) error {
-		var cells, latest []int
-		var cellKeys, latestKeys []string
-		for _, i := range b.idx {
-			if ps[i].k.kind == kindCell {
-				cells, cellKeys = append(cells, i), append(cellKeys, s.redisKey(ps[i].k))
-			} else {
-				latest, latestKeys = append(latest, i), append(latestKeys, s.redisKey(ps[i].k))
-			}
+	ask := func(b *batch) {
+		keys := make([]key, len(b.idx))
+		for j, i := range b.idx {
+			keys[j] = ps[i].k
 		}
-		var mget *goredis.SliceCmd
-		var lget *goredis.Cmd
-		sent := s.now()
-		_, err := b.client.Pipelined(ctx, func(p goredis.Pipeliner) error {
-			if len(cellKeys) > 0 {
-				mget = p.MGet(ctx, cellKeys...)
-			}
-			if len(latestKeys) > 0 {
-				lget = p.Eval(ctx, latestGetScript, latestKeys)
-			}
-			return nil
-		})
-		if err != nil {
-			return err
+		for j, a := range s.lookups[b.node].lookup(ctx, keys) {
+			answers[b.idx[j]] = a
 		}
-		if mget != nil {
-			for j, v := range mget.Val() {
-				if str, ok := v.(string); ok {
-					answers[cells[j]] = s.decode(ps[cells[j]].k, str, 0)
-				}
-			}
+	}
+	if len(batches) == 1 {
+		ask(batches[0])
+	} else {
+		var wg sync.WaitGroup
+		for _, b := range batches {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				ask(b)
+			}()
 		}
-		if lget != nil {
-			vals, err := lget.Slice()
-			if err != nil || len(vals) != 2*len(latest) {
-				return fmt.Errorf("latest lookup returned %d values for %d keys: %v", len(vals), len(latest), err)
-			}
-			for j, i := range latest {
-				str, ok := vals[2*j].(string)
-				ms, _ := vals[2*j+1].(int64)
-				if !ok || ms <= 0 {
-					continue
-				}
-				// The answer keeps its age: it expires here when it does
-				// in Redis, or sooner if it would outlive this process's
-				// bound.
-				left := ms * int64(time.Millisecond)
-				if b, rest, ok := cutBound(str); ok {
-					if age := b - left; age >= s.bound {
-						continue
-					} else {
-						left = min(left, s.bound-age)
-					}
-					str = rest
-				} else if left > s.bound {
-					// Without a bound (from a version before bounds) and
-					// outliving this one's: of unknown age.
-					continue
-				}
-				answers[i] = s.decode(ps[i].k, str, sent+left)
-			}
-		}
-		return nil
-	})
+		wg.Wait()
+	}
 	var rest []pending
 	for i, a := range answers {
 		switch {
@@ -495,6 +483,90 @@ func (s *shared) lookup(ctx context.Context, ps []pending, hit func(pending, *en
 	}
 	s.obs.ObserveCache(TierRedis, len(ps)-len(rest), len(rest))
 	return rest
+}
+
+// get reads keys from one node in one pipelined round trip (an MGET of
+// the cells by full key and an EVALSHA of latestGet for the latest cells)
+// into answers (nil where Redis has no answer).
+func (s *shared) get(ctx context.Context, client *goredis.Client, keys []key, answers []*entry) error {
+	var cells, latest []int
+	var cellKeys, latestKeys []string
+	for i, k := range keys {
+		if k.kind == kindCell {
+			cells, cellKeys = append(cells, i), append(cellKeys, s.redisKey(k))
+		} else {
+			latest, latestKeys = append(latest, i), append(latestKeys, s.redisKey(k))
+		}
+	}
+	var mget *goredis.SliceCmd
+	var lget *goredis.Cmd
+	sent := s.now()
+	_, err := client.Pipelined(ctx, func(p goredis.Pipeliner) error {
+		if len(cellKeys) > 0 {
+			mget = p.MGet(ctx, cellKeys...)
+		}
+		if len(latestKeys) > 0 {
+			lget = latestGet.EvalSha(ctx, p, latestKeys)
+		}
+		return nil
+	})
+	if lget != nil && noScript(lget.Err()) && (mget == nil || mget.Err() == nil) {
+		// The node has lost its scripts (a restart, SCRIPT FLUSH, a
+		// replica promoted): EVAL sends the text, which also loads it
+		// for the next EVALSHA. Inside a pipeline go-redis cannot fall
+		// back by itself (Script.Run needs the reply before it decides).
+		lget = latestGet.Eval(ctx, client, latestKeys)
+		err = lget.Err()
+	}
+	if err != nil {
+		return err
+	}
+	if mget != nil {
+		for j, v := range mget.Val() {
+			if str, ok := v.(string); ok {
+				answers[cells[j]] = s.decode(keys[cells[j]], str, 0)
+			}
+		}
+	}
+	if lget != nil {
+		vals, err := lget.Slice()
+		if err != nil || len(vals) != 2*len(latest) {
+			return fmt.Errorf("latest lookup returned %d values for %d keys: %v", len(vals), len(latest), err)
+		}
+		for j, i := range latest {
+			str, ok := vals[2*j].(string)
+			ms, _ := vals[2*j+1].(int64)
+			if !ok || ms <= 0 {
+				continue
+			}
+			// The answer keeps its age: it expires here when it does in
+			// Redis, or sooner if it would outlive this process's bound.
+			// Its remaining TTL is counted from sent, before Redis read
+			// it, so the answer never outlives the entry.
+			left := ms * int64(time.Millisecond)
+			if b, rest, ok := cutBound(str); ok {
+				if age := b - left; age >= s.bound {
+					continue
+				} else {
+					left = min(left, s.bound-age)
+				}
+				str = rest
+			} else if left > s.bound {
+				// Without a bound (from a version before bounds) and
+				// outliving this one's: of unknown age.
+				continue
+			}
+			answers[i] = s.decode(keys[i], str, sent+left)
+		}
+	}
+	return nil
+}
+
+// noScript reports whether err is Redis's NOSCRIPT: the script's SHA-1 is
+// not in the node's script cache. go-redis hands it over as is from a
+// pipeline, and as goredis.ErrNoScript from a single command.
+func noScript(err error) bool {
+	return err != nil && (errors.Is(err, goredis.ErrNoScript) || goredis.HasErrorPrefix(err, "NOSCRIPT"))
 }
 
 // cutBound splits a latest entry's value into its filler's bound (in
