@@ -487,6 +487,9 @@ func (c *Config) redisConfig() (redis.Config, error) {
 			return rc, fmt.Errorf("config: redis node %q is listed twice", n.Name)
 		}
 		seen[n.Name] = true
+		if n.DB < 0 {
+			return rc, fmt.Errorf("config: redis node %s: db %d is negative", n.Name, n.DB)
+		}
 		node := redis.Node{Name: n.Name, Addr: n.Addr, DB: n.DB}
 		if n.PasswordEnv != "" {
 			if node.Password = os.Getenv(n.PasswordEnv); node.Password == "" {

@@ -203,13 +203,15 @@ func TestLogSettingsValidated(t *testing.T) {
 }
 
 // Mistakes in the redis section are refused when the config loads, as the
-// same mistakes are elsewhere: a node listed twice, a negative timeout, a
+// same mistakes are elsewhere: a node listed twice, a negative timeout or
+// db, a
 // password_env naming an unset variable, a counters.redis_prefix that
 // cannot begin keys.
 func TestRedisConfigValidated(t *testing.T) {
 	for _, tt := range []struct{ yaml, want string }{
 		{"redis: {nodes: [{name: r1, addr: '127.0.0.1:1'}, {name: r1, addr: '127.0.0.1:2'}], map: [{node: r1, shards: 0-4095}]}", "twice"},
 		{"redis: {timeout: -1s, nodes: [{name: r1, addr: '127.0.0.1:1'}]}", "redis.timeout"},
+		{"redis: {nodes: [{name: r1, addr: '127.0.0.1:1', db: -1}]}", "db -1"},
 		{"redis: {nodes: [{name: r1, addr: '127.0.0.1:1', password_env: CELLAR_TEST_UNSET_PASSWORD}]}", "CELLAR_TEST_UNSET_PASSWORD"},
 		{"counters: {redis_prefix: ''}", "counters.redis_prefix"},
 		{"counters: {redis_prefix: 'a b'}", "counters.redis_prefix"},

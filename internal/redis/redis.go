@@ -106,6 +106,11 @@ func Open(cfg Config) (*Cluster, error) {
 			c.Close()
 			return nil, cellar.Errorf(cellar.EINVALID, "redis node %q is configured twice", n.Name)
 		}
+		if n.DB < 0 {
+			// go-redis selects no database for it: it would share db 0.
+			c.Close()
+			return nil, cellar.Errorf(cellar.EINVALID, "redis node %q: db %d is negative", n.Name, n.DB)
+		}
 		c.clients[n.Name] = goredis.NewClient(&goredis.Options{
 			Addr:         n.Addr,
 			DB:           n.DB,

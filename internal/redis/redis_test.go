@@ -27,6 +27,8 @@ func TestOpenInvalid(t *testing.T) {
 		{"no nodes", redis.Config{Shards: 4, Map: []cellar.Assignment{as("r1", 0, 3)}}},
 		{"unnamed node", redis.Config{Shards: 4, Nodes: []redis.Node{{Addr: "127.0.0.1:1"}}, Map: []cellar.Assignment{as("", 0, 3)}}},
 		{"node twice", redis.Config{Shards: 4, Nodes: append(nodes, nodes[0]), Map: []cellar.Assignment{as("r1", 0, 3)}}},
+		// go-redis would use database 0 for it, shared with a node on db 0.
+		{"negative db", redis.Config{Shards: 4, Nodes: []redis.Node{{Name: "r1", Addr: "127.0.0.1:1", DB: -1}}, Map: []cellar.Assignment{as("r1", 0, 3)}}},
 		{"unknown node", redis.Config{Shards: 4, Nodes: nodes, Map: []cellar.Assignment{as("r1", 0, 1), as("r3", 2, 3)}}},
 		{"gap", redis.Config{Shards: 4, Nodes: nodes, Map: []cellar.Assignment{as("r1", 0, 1), as("r2", 3, 3)}}},
 		{"overlap", redis.Config{Shards: 4, Nodes: nodes, Map: []cellar.Assignment{as("r1", 0, 2), as("r2", 2, 3)}}},
