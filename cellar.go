@@ -200,7 +200,19 @@ const (
 	DefaultScanLimit = 100
 	// MaxScanPageBytes bounds the bodies in one scan page.
 	MaxScanPageBytes = 4 << 20
+	// MaxBatchGetBytes bounds the bodies in one batchGet answer: a cell
+	// that would take them past it is left out, its result a
+	// BatchBytesError, to be asked for again in another batch. The first
+	// cell is always answered, so asking again for the rest progresses.
+	MaxBatchGetBytes = 16 << 20
 )
+
+// BatchBytesError is the result of a batchGet key whose cell was left out
+// because the batch's bodies would have exceeded MaxBatchGetBytes (code
+// too_large): the cell may well exist; ask for it in another batch.
+func BatchBytesError() error {
+	return Errorf(ETOOLARGE, "left out: this cell would take the batch's bodies past %d bytes; get it in another batch", MaxBatchGetBytes)
+}
 
 // Topology describes how a datastore's logical shards are laid out over
 // nodes: what GET /v1/shards returns.

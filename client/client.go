@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -154,9 +155,26 @@ func (c *Client) BatchGet(ctx context.Context, keys []cellar.LookupKey) []cellar
 		send = append(send, k)
 		idx = append(idx, i)
 	}
-	for start := 0; start < len(send); start += cellar.MaxBatchKeys {
-		end := min(start+cellar.MaxBatchKeys, len(send))
-		c.batchGet(ctx, send[start:end], idx[start:end], res)
+	for len(send) > 0 {
+		for start := 0; start < len(send); start += cellar.MaxBatchKeys {
+			end := min(start+cellar.MaxBatchKeys, len(send))
+			c.batchGet(ctx, send[start:end], idx[start:end], res)
+		}
+		// The server leaves out the cells that would take an answer's
+		// bodies past cellar.MaxBatchGetBytes (too_large): ask for them
+		// again. Each answer holds at least one cell, so this ends; an
+		// answer that held none stops it.
+		var again []cellar.LookupKey
+		var at []int
+		for j, i := range idx {
+			if errors.Is(res[i].Err, cellar.ErrTooLarge) {
+				again, at = append(again, send[j]), append(at, i)
+			}
+		}
+		if len(again) == len(send) || ctx.Err() != nil {
+			break
+		}
+		send, idx = again, at
 	}
 	return res
 }
@@ -189,11 +207,11 @@ func (c *Client) batchGet(ctx context.Context, send []cellar.LookupKey, idx []in
 		i := idx[j]
 		switch {
 		case r.Error != nil:
-			res[i].Err = r.Error.err()
+			res[i] = cellar.GetResult{Err: r.Error.err()}
 		case r.Cell != nil:
-			res[i].Cell = r.Cell
+			res[i] = cellar.GetResult{Cell: r.Cell}
 		default:
-			res[i].Err = cellar.Errorf(cellar.EINTERNAL, "server returned an empty result")
+			res[i] = cellar.GetResult{Err: cellar.Errorf(cellar.EINTERNAL, "server returned an empty result")}
 		}
 	}
 }
@@ -422,7 +440,7 @@ func segment(name, s string) (string, error) {
 // failGets sets err as the result of each key sent in a failed request.
 func failGets(res []cellar.GetResult, idx []int, err error) []cellar.GetResult {
 	for _, i := range idx {
-		res[i].Err = err
+		res[i] = cellar.GetResult{Err: err}
 	}
 	return res
 }

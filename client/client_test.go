@@ -887,3 +887,27 @@ func TestBatchesBeyondTheRequestLimit(t *testing.T) {
 		}
 	}
 }
+
+// BatchGet asks again for the cells the server left out as too_large
+// (an answer's bodies stay within cellar.MaxBatchGetBytes), so a batch of
+// 40 bodies of about 1 MB comes back whole, in three answers.
+func TestBatchGetPastTheAnswerBound(t *testing.T) {
+	c, store, _ := newServer(t, cellarhttp.Options{})
+	body := `{"v":"` + strings.Repeat("x", 1_000_000) + `"}`
+	var keys []cellar.LookupKey
+	for i := range 40 {
+		row := fmt.Sprintf("big%d", i)
+		put(t, store, row, "x", 1, body)
+		keys = append(keys, cellar.LookupKey{RowKey: row, Column: "x"})
+	}
+	keys = append(keys, cellar.LookupKey{RowKey: "nobody", Column: "x"})
+	res := c.BatchGet(context.Background(), keys)
+	for i, r := range res[:40] {
+		if r.Err != nil || r.Cell == nil || r.Cell.RowKey != keys[i].RowKey || len(r.Cell.Body) != len(body) {
+			t.Errorf("result %d: %v; want the cell", i, r.Err)
+		}
+	}
+	if !errors.Is(res[40].Err, cellar.ErrNotFound) {
+		t.Errorf("missing key: %v; want not found", res[40].Err)
+	}
+}

@@ -859,3 +859,45 @@ func TestSlowBody(t *testing.T) {
 		t.Errorf("created %d cells; want 0", n)
 	}
 }
+
+// A batchGet answer carries at most cellar.MaxBatchGetBytes of bodies, in
+// request order: the cells past it are left out as too_large, to be asked
+// for again, and the first cell is always answered (here 20 bodies of
+// about 1 MB: 16 fit in 16 MiB).
+func TestBatchGetBytesBounded(t *testing.T) {
+	store := openStore(t)
+	c := newServer(t, store, Options{})
+	body := `{"v":"` + strings.Repeat("x", 1_000_000) + `"}`
+	var keys []string
+	for i := range 20 {
+		if _, _, err := store.Put(context.Background(), cellar.NewCell{Key: cellar.Key{RowKey: fmt.Sprintf("big%d", i), Column: "x", RefKey: 1}, Body: []byte(body)}); err != nil {
+			t.Fatal(err)
+		}
+		keys = append(keys, fmt.Sprintf(`{"row_key":"big%d","column":"x"}`, i))
+	}
+	resp := c.do("POST", "/v1/cells:batchGet", `{"keys":[`+strings.Join(keys, ",")+`]}`).want(t, 200, "")
+	res := decode[batchGetDoc](t, resp)
+	fit := cellar.MaxBatchGetBytes / len(body)
+	for i, r := range res.Results {
+		switch {
+		case i < fit && (r.Cell == nil || len(r.Cell.Body) != len(body)):
+			t.Errorf("result %d = %+v; want the cell", i, r.Error)
+		case i >= fit && (r.Cell != nil || r.Error == nil || r.Error.Code != cellar.ETOOLARGE):
+			t.Errorf("result %d: cell %v, error %+v; want too_large", i, r.Cell != nil, r.Error)
+		}
+	}
+	if len(resp.body) > cellar.MaxBatchGetBytes+64<<10 {
+		t.Errorf("answer of %d bytes; want at most about %d", len(resp.body), cellar.MaxBatchGetBytes)
+	}
+	// One cell larger than the bound alone is still answered.
+	store2 := openStore(t)
+	c2 := newServer(t, store2, Options{MaxBodyBytes: 20 << 20, MaxRequestBytes: 20 << 20})
+	huge := `{"v":"` + strings.Repeat("y", 17<<20) + `"}`
+	if _, _, err := store2.Put(context.Background(), cellar.NewCell{Key: cellar.Key{RowKey: "huge", Column: "x", RefKey: 1}, Body: []byte(huge)}); err != nil {
+		t.Fatal(err)
+	}
+	res = decode[batchGetDoc](t, c2.do("POST", "/v1/cells:batchGet", `{"keys":[{"row_key":"huge","column":"x"}]}`).want(t, 200, ""))
+	if r := res.Results[0]; r.Cell == nil || len(r.Cell.Body) != len(huge) {
+		t.Errorf("a lone cell over the bound: %+v; want it answered", r.Error)
+	}
+}
