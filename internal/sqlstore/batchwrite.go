@@ -110,7 +110,10 @@ func (s *Store) batchRows(kind batchKind, n int) int {
 type stmtCache struct {
 	s *Store
 
-	mu     sync.Mutex            // protects m and closed
+	// mu protects m and closed. It is never held while waiting for the
+	// write connection: a transaction holding that connection takes mu in
+	// stmt.
+	mu     sync.Mutex
 	m      map[stmtKey]*sql.Stmt // the kinds and sizes prepared so far
 	closed bool
 }
@@ -131,28 +134,71 @@ func newStmtCache(s *Store) *stmtCache {
 // nothing could be prepared on the pool during it. Sizes are prepared as
 // groups first need them, so the first small write does not wait for the
 // statements of 256 rows.
+//
+// Without group commit several puts run this at once, while another put's
+// transaction holds the connection and looks its statements up in stmt;
+// so prepare finds the missing sizes under mu, prepares them without it,
+// and stores them under it again, closing any another caller stored
+// meanwhile.
 func (c *stmtCache) prepare(ctx context.Context, shards, items int) error {
+	missing, err := c.missing(shards, items)
+	if err != nil || len(missing) == 0 {
+		return err
+	}
+	prepared := make(map[stmtKey]*sql.Stmt, len(missing))
+	for _, k := range missing {
+		st, err := c.s.wdb.PrepareContext(ctx, batchSQL(c.s.d, k.kind, k.rows))
+		if err != nil {
+			return errors.Join(fmt.Errorf("prepare batched writes: %w", err), closeStmts(prepared))
+		}
+		prepared[k] = st
+	}
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return errors.Join(sql.ErrConnDone, closeStmts(prepared))
+	}
+	for k, st := range prepared {
+		if _, ok := c.m[k]; !ok {
+			c.m[k] = st
+			delete(prepared, k)
+		}
+	}
+	c.mu.Unlock()
+	// What is left another caller prepared too and stored first.
+	if err := closeStmts(prepared); err != nil {
+		return fmt.Errorf("close duplicate batched statements: %w", err)
+	}
+	return nil
+}
+
+// missing returns the keys of the statements prepare must prepare for
+// shards shards and items items that are not prepared yet.
+func (c *stmtCache) missing(shards, items int) ([]stmtKey, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
-		return sql.ErrConnDone
+		return nil, sql.ErrConnDone
 	}
+	var keys []stmtKey
 	bound := [...]int{batchReadSeqs: shards, batchReadCells: items, batchInsertCells: items, batchSetSeqs: shards}
 	for kind, n := range bound {
 		kind := batchKind(kind)
 		for rows := 1; rows <= c.s.batchRows(kind, n); rows *= 2 {
-			k := stmtKey{kind, rows}
-			if _, ok := c.m[k]; ok {
-				continue
+			if k := (stmtKey{kind, rows}); c.m[k] == nil {
+				keys = append(keys, k)
 			}
-			st, err := c.s.wdb.PrepareContext(ctx, batchSQL(c.s.d, kind, rows))
-			if err != nil {
-				return fmt.Errorf("prepare batched writes: %w", err)
-			}
-			c.m[k] = st
 		}
 	}
-	return nil
+	return keys, nil
+}
+
+func closeStmts(m map[stmtKey]*sql.Stmt) error {
+	var errs []error
+	for _, st := range m {
+		errs = append(errs, st.Close())
+	}
+	return errors.Join(errs...)
 }
 
 // stmt returns the prepared statement of kind for rows rows (a size
@@ -172,12 +218,9 @@ func (c *stmtCache) close() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.closed = true
-	var errs []error
-	for _, st := range c.m {
-		errs = append(errs, st.Close())
-	}
+	err := closeStmts(c.m)
 	c.m = nil
-	return errors.Join(errs...)
+	return err
 }
 
 // cellKey is a cell's key as a map key.
