@@ -45,6 +45,10 @@ var Dialect = &sqlstore.Dialect{
 	// The shard scan's ordering guarantee needs a locking read on InnoDB
 	// (see sqlstore.Dialect.ScanLock), at the default REPEATABLE READ.
 	ScanLock: " LOCK IN SHARE MODE",
+	// LENGTH counts bytes (CHAR_LENGTH counts characters). InnoDB keeps no
+	// length apart from a BLOB, so the server reads the body to measure it,
+	// but a scan no longer sends the bodies past its page.
+	BodyBytes: "LENGTH(body)",
 	UniqueViolation: func(err error) bool {
 		return errNumber(err) == 1062
 	},

@@ -45,6 +45,9 @@ var Dialect = &sqlstore.Dialect{
 	LockSeq:    "SELECT last_added_id, fenced FROM shard_seq WHERE shard = ? FOR UPDATE",
 	InsertCell: "INSERT INTO cells (shard, added_id, row_key, col, ref_key, body, created_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (row_key, col, ref_key) DO NOTHING",
 	MaxUnion:   1000,
+	// octet_length of a TOASTed body reads its length from the TOAST
+	// pointer, without fetching the body.
+	BodyBytes: "octet_length(body)",
 	UniqueViolation: func(err error) bool {
 		return sqlState(err) == "23505"
 	},

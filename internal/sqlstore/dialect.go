@@ -66,6 +66,11 @@ type Dialect struct {
 	// committed rows, waits for uncommitted ones, and (under REPEATABLE
 	// READ) its next-key locks keep a lower added_id out of a gap it passed.
 	ScanLock string
+	// BodyBytes is the SQL expression of a cell's body length in bytes. A
+	// shard scan then asks the server only for the bodies its page keeps
+	// (see Store.scan). Empty for SQLite, in process: closing the rows
+	// stops its statement.
+	BodyBytes string
 	// MaxUnion is the most SELECTs one UNION ALL statement may join.
 	MaxUnion int
 	// ParenUnion makes a batchGet's branches parenthesized SELECTs
