@@ -178,7 +178,9 @@ type Store interface {
 	Row(ctx context.Context, rowKey string, columns []string) ([]Cell, error)
 
 	// BatchGet looks up each key and returns one result per key, in order.
-	// A missing cell's result has Err matching ErrNotFound.
+	// A missing cell's result has Err matching ErrNotFound. The results
+	// carry at most MaxBatchGetBytes of bodies, as BoundBatchGet leaves
+	// them; a cell left out has Err matching ErrTooLarge.
 	BatchGet(ctx context.Context, keys []LookupKey) []GetResult
 
 	// Scan returns up to limit cells of shard with added_id > after, in
@@ -212,6 +214,26 @@ const (
 // too_large): the cell may well exist; ask for it in another batch.
 func BatchBytesError() error {
 	return Errorf(ETOOLARGE, "left out: this cell would take the batch's bodies past %d bytes; get it in another batch", MaxBatchGetBytes)
+}
+
+// BoundBatchGet bounds the bodies of res, BatchGet's results, by
+// MaxBatchGetBytes in request order, in place: the first cell is kept,
+// then each that fits; the others become BatchBytesError results. It
+// returns res.
+func BoundBatchGet(res []GetResult) []GetResult {
+	size, kept := 0, 0
+	for i, r := range res {
+		if r.Err != nil || r.Cell == nil {
+			continue
+		}
+		if kept > 0 && size+len(r.Cell.Body) > MaxBatchGetBytes {
+			res[i] = GetResult{Err: BatchBytesError()}
+			continue
+		}
+		size += len(r.Cell.Body)
+		kept++
+	}
+	return res
 }
 
 // Topology describes how a datastore's logical shards are laid out over

@@ -353,7 +353,7 @@ func (s *Store) BatchGet(ctx context.Context, keys []cellar.LookupKey) []cellar.
 		ps = append(ps, pending{i: i, k: lookupKey(k)})
 	}
 	s.read(ctx, ps, res, s.next.BatchGet)
-	return res
+	return cellar.BoundBatchGet(res) // cached cells count too
 }
 
 // Row implements cellar.Store. A row with named columns is put together

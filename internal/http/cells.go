@@ -132,21 +132,15 @@ func (s *server) handleBatchGet(w http.ResponseWriter, r *http.Request) error {
 	}
 	results := make([]batchGetResult, len(keys))
 	if len(keys) > 0 {
-		// The answer's bodies stay within MaxBatchGetBytes, in request
-		// order: the first cell always, then those that fit.
-		size, taken := 0, 0
-		for i, gr := range s.store.BatchGet(r.Context(), keys) {
-			if gr.Err == nil && gr.Cell != nil && taken > 0 && size+len(gr.Cell.Body) > cellar.MaxBatchGetBytes {
-				gr = cellar.GetResult{Err: cellar.BatchBytesError()}
-			}
+		// The answer's bodies stay within MaxBatchGetBytes, whatever the
+		// store.
+		for i, gr := range cellar.BoundBatchGet(s.store.BatchGet(r.Context(), keys)) {
 			if gr.Err != nil || gr.Cell == nil {
 				e := s.itemError(r, gr.Err, logged)
 				results[i].Error = &e
 				continue
 			}
 			results[i].Cell = gr.Cell
-			size += len(gr.Cell.Body)
-			taken++
 		}
 	}
 	buf := getBuffer()

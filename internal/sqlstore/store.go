@@ -395,15 +395,42 @@ func (s *Store) BatchGet(ctx context.Context, keys []cellar.LookupKey) []cellar.
 			return res
 		}
 	}
+	// The bodies this call holds are bounded as an answer's are (the HTTP
+	// layer's batchGet): 1000 keys of 1 MiB bodies would otherwise take a
+	// GiB. Past the bound a cell is dropped as it arrives, its result
+	// cellar.BatchBytesError; the first is always kept.
+	budget := &bodyBudget{left: cellar.MaxBatchGetBytes}
 	for len(valid) > 0 {
 		n := min(len(valid), s.d.MaxUnion)
-		s.batchGet(ctx, keys, valid[:n], res)
+		s.batchGetBounded(ctx, keys, valid[:n], res, budget)
 		valid = valid[n:]
 	}
 	return res
 }
 
+// bodyBudget is what is left of a BatchGet's bound on the bodies it keeps.
+type bodyBudget struct{ left, kept int }
+
+// take reports whether a body of n bytes is kept: the first always, then
+// those that fit.
+func (b *bodyBudget) take(n int) bool {
+	if b.kept > 0 && n > b.left {
+		return false
+	}
+	b.left -= n
+	b.kept++
+	return true
+}
+
+// batchGet reads keys[idx[j]] into res[idx[j]] in one statement, without a
+// bound on the bodies (the coalesced point reads: at most maxCoalesced).
 func (s *Store) batchGet(ctx context.Context, keys []cellar.LookupKey, idx []int, res []cellar.GetResult) {
+	s.batchGetBounded(ctx, keys, idx, res, nil)
+}
+
+// batchGetBounded is batchGet keeping only the bodies budget allows (all
+// if it is nil).
+func (s *Store) batchGetBounded(ctx context.Context, keys []cellar.LookupKey, idx []int, res []cellar.GetResult, budget *bodyBudget) {
 	// The exact keys come first, then the latest: so the statement's shape
 	// is two counts, and one statement serves every batch of those counts.
 	// Branch b of the statement answers idx[order[b]].
@@ -430,7 +457,7 @@ func (s *Store) batchGet(ctx context.Context, keys []cellar.LookupKey, idx []int
 	fail := func(err error) {
 		err = s.wrap(err, "batch get")
 		for _, i := range idx {
-			res[i].Err = err
+			res[i] = cellar.GetResult{Err: err} // also over a cell read before the failure
 		}
 	}
 	l := len(idx) - e
@@ -462,8 +489,12 @@ func (s *Store) batchGet(ctx context.Context, keys []cellar.LookupKey, idx []int
 			return
 		}
 		j := order[b]
-		c.RowKey, c.CreatedAt, c.Body = string(row), time.UnixMilli(created).UTC(), body
 		found[j] = true
+		if budget != nil && !budget.take(len(body)) {
+			res[idx[j]].Err = cellar.BatchBytesError()
+			continue
+		}
+		c.RowKey, c.CreatedAt, c.Body = string(row), time.UnixMilli(created).UTC(), body
 		res[idx[j]].Cell = &c
 	}
 	if err := rows.Err(); err != nil {

@@ -36,6 +36,7 @@ func Run(t *testing.T, open Opener) {
 		{"BatchPut", testBatchPut},
 		{"Scan", testScan},
 		{"ScanPageBytes", testScanPageBytes},
+		{"BatchGetBytes", testBatchGetBytes},
 		{"Bodies", testBodies},
 		{"Keys", testKeys},
 		{"Ordering", testOrdering},
@@ -601,5 +602,38 @@ func testScanPageBytes(t *testing.T, open Opener) {
 	}
 	if total != n {
 		t.Errorf("paging returned %d cells; want %d", total, n)
+	}
+}
+
+// testBatchGetBytes checks that a BatchGet keeps at most about
+// cellar.MaxBatchGetBytes of bodies (the first cell always): the cells
+// past it are BatchBytesError results (too_large), each still readable
+// alone or in another batch.
+func testBatchGetBytes(t *testing.T, open Opener) {
+	s := open(t, 3)
+	big := `{"x":"` + strings.Repeat("a", 1_000_000) + `"}`
+	n := cellar.MaxBatchGetBytes/len(big) + 4
+	var keys []cellar.LookupKey
+	for i := range n {
+		row := fmt.Sprintf("bb%d", i)
+		put(t, s, row, "c", 1, big)
+		keys = append(keys, cellar.LookupKey{RowKey: row, Column: "c"})
+	}
+	kept, left := 0, 0
+	for i, r := range s.BatchGet(ctx(t), keys) {
+		switch {
+		case r.Err == nil && r.Cell != nil && string(r.Cell.Body) == big:
+			kept++
+		case errors.Is(r.Err, cellar.ErrTooLarge) && r.Cell == nil:
+			left++
+			if _, err := s.Latest(ctx(t), keys[i].RowKey, "c"); err != nil {
+				t.Errorf("Latest of %s, left out of the batch: %v", keys[i].RowKey, err)
+			}
+		default:
+			t.Errorf("result %d = %+v, %v; want the cell or too_large", i, r.Cell != nil, r.Err)
+		}
+	}
+	if want := cellar.MaxBatchGetBytes / len(big); kept != want || left != n-want {
+		t.Errorf("BatchGet of %d cells of %d bytes kept %d and left out %d; want %d and %d", n, len(big), kept, left, want, n-want)
 	}
 }
