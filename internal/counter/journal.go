@@ -690,7 +690,16 @@ func (j *Journal) flush(ctx context.Context) (split bool, err error) {
 			return j.reject(local, f, bad, durable)
 		})
 		if err != nil {
-			if unapplied, ok := partly(err, f, &j.mu); ok {
+			unapplied, ok := partly(err, f, &j.mu)
+			if _, placed := j.node.(cellar.CounterPlacer); !ok && placed {
+				// Failed whole, on every node of its keys: carried all
+				// the same, so that only those nodes' keys wait and the
+				// other nodes' go on being flushed. (Over a node that
+				// does not place keys, the flight stays: its newer
+				// increments, all on that node, would fail alike.)
+				unapplied, ok = j.keysOf(f), true
+			}
+			if ok {
 				if serr := j.split(local, f, unapplied); serr != nil {
 					return false, errors.Join(err, serr)
 				}
@@ -761,6 +770,13 @@ func (j *Journal) recordIntent(ctx context.Context, f *flight) error {
 	})
 }
 
+// keysOf returns the keys of f.
+func (j *Journal) keysOf(f *flight) []string {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return slices.Collect(maps.Keys(f.deltas))
+}
+
 // partly reports whether err says that the nodes applied part of f's
 // deltas (a *cellar.PartialApplyError naming only some of f's keys), and
 // returns f's keys it names. mu guards f.deltas.
@@ -780,9 +796,9 @@ func partly(err error, f *flight, mu *sync.Mutex) (unapplied []string, ok bool) 
 }
 
 // split lets the flight f go after the nodes applied all of it but the
-// deltas of unapplied, which it carries: in one transaction it records
-// them in the carried table and deletes the journal entries and the
-// intent as for an applied flush.
+// deltas of unapplied (maybe none of it), which it carries: in one
+// transaction it records them in the carried table and deletes the
+// journal entries and the intent as for an applied flush.
 func (j *Journal) split(ctx context.Context, f *flight, unapplied []string) error {
 	j.mu.Lock()
 	carry := make(map[string]int64, len(unapplied))
@@ -817,8 +833,10 @@ func (j *Journal) split(ctx context.Context, f *flight, unapplied []string) erro
 	}
 	j.appliedLocked()
 	j.mu.Unlock()
-	j.stats.flushed(len(nonZero(applied)))
-	j.log.Warn("counter flush applied in part; the rest is carried and retried at each interval", "flush", f.id, "carried_keys", len(carry), "applied_keys", len(applied))
+	if len(applied) > 0 {
+		j.stats.flushed(len(nonZero(applied)))
+	}
+	j.log.Warn("counter flush not applied on every node; the rest is carried and retried at each interval", "flush", f.id, "carried_keys", len(carry), "applied_keys", len(applied))
 	return nil
 }
 
