@@ -129,12 +129,37 @@ func (c *coalescer) finish() {
 		return
 	}
 	c.mu.Unlock()
-	// Owned by shared: close cancels its round trip and waits for it.
+	// Owned by shared: close cancels its round trip and waits for it, or,
+	// closed, lets none start.
+	c.s.tripMu.Lock()
+	if c.s.closed {
+		c.s.tripMu.Unlock()
+		c.abandon(batch)
+		return
+	}
 	c.s.trips.Add(1)
+	c.s.tripMu.Unlock()
 	go func() {
 		defer c.s.trips.Done()
 		c.drain(batch)
 	}()
+}
+
+// abandon answers batch, and every lookup still queued, as misses without
+// a round trip (the tier is closed), and releases the slot.
+func (c *coalescer) abandon(batch []*request) {
+	for batch != nil {
+		for _, r := range batch {
+			r.answers = make([]*entry, len(r.keys))
+			close(r.done)
+		}
+		c.mu.Lock()
+		batch = c.take()
+		if batch == nil {
+			c.inFlight--
+		}
+		c.mu.Unlock()
+	}
 }
 
 // drain answers batch and then whatever queued meanwhile, on the slot it

@@ -147,8 +147,12 @@ type shared struct {
 	subs   []*goredis.PubSub
 	wg     sync.WaitGroup
 	// trips counts the combined round trips running (coalesce.go); close
-	// waits for them.
-	trips sync.WaitGroup
+	// waits for them, and once closed (under tripMu) none starts: a
+	// caller's own round trip that ends after close answers the lookups
+	// queued behind it as misses.
+	trips  sync.WaitGroup
+	tripMu sync.Mutex
+	closed bool
 }
 
 func newShared(opts Options, now func() int64, heard func(cellar.Key)) *shared {
@@ -207,6 +211,9 @@ func (s *shared) close() {
 		ps.Close() // unblocks Receive
 	}
 	s.wg.Wait()
+	s.tripMu.Lock()
+	s.closed = true // no combined round trip starts from now on
+	s.tripMu.Unlock()
 	s.trips.Wait()
 }
 

@@ -240,3 +240,39 @@ func TestJournalNodeDownOthersKeepFlushing(t *testing.T) {
 		}
 	}
 }
+
+// A flush whose keys are all on the node that is down fails whole (no node
+// applied any of it): it is carried all the same, so that the up node's
+// newer increments are flushed while the other stays down.
+func TestJournalFlightOfTheDownNodeOnly(t *testing.T) {
+	n := &twoNodes{a: countertest.New(), b: countertest.New()}
+	var mu sync.Mutex
+	down := false
+	n.b.SetFault(downFault(&down, &mu))
+	j := openJournal(t, t.TempDir(), n, testOptions(newFakeClock()))
+	ctx := context.Background()
+	incr(t, j, "b1", 1, 1) // loads b1 while b is up
+	mu.Lock()
+	down = true
+	mu.Unlock()
+	if err := j.Flush(ctx); err == nil {
+		t.Fatal("Flush with b down: no error")
+	}
+	incr(t, j, "a1", 1, 1)
+	if err := j.Flush(ctx); err == nil {
+		t.Fatal("Flush with b down: no error")
+	}
+	if got := n.a.Value("a1"); got != 1 {
+		t.Fatalf("a1 on node a = %d with only node b down; want 1", got)
+	}
+	wantCounter(t, j, "b1", 1)
+	mu.Lock()
+	down = false
+	mu.Unlock()
+	if err := j.Flush(ctx); err != nil {
+		t.Fatalf("Flush with b back: %v", err)
+	}
+	if got := n.b.Value("b1"); got != 1 {
+		t.Errorf("b1 on node b = %d; want 1", got)
+	}
+}
