@@ -2,6 +2,7 @@ package trigger_test
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -26,6 +27,7 @@ type leaseCalls struct {
 	mu       sync.Mutex   // protects settles
 	settles  []int64      // the token of every ack and nack sent
 	fail     func(n int64) bool
+	status   int // of a failed renewal; 503 if 0
 }
 
 // roundTrip records r and sends it on, or answers the n-th renewal 503
@@ -35,7 +37,8 @@ func (lc *leaseCalls) roundTrip(r *http.Request, next http.RoundTripper) (*http.
 	switch {
 	case strings.HasSuffix(path, "/renew"):
 		if n := lc.renewals.Add(1); lc.fail != nil && lc.fail(n) {
-			return &http.Response{StatusCode: http.StatusServiceUnavailable, Status: "503 Service Unavailable",
+			status := cmp.Or(lc.status, http.StatusServiceUnavailable)
+			return &http.Response{StatusCode: status, Status: http.StatusText(status),
 				Header: http.Header{}, Body: http.NoBody, Request: r}, nil
 		}
 	case strings.HasSuffix(path, "/ack"), strings.HasSuffix(path, "/nack"):
@@ -91,15 +94,17 @@ func caughtUp(t *testing.T, c *client.Client, shard int, within time.Duration) {
 // ran out under the slow cell, and the second consumer got the shard.
 func TestRunRenewsLeaseOfSlowHandler(t *testing.T) {
 	for _, tc := range []struct {
-		name string
-		fail func(n int64) bool
+		name   string
+		fail   func(n int64) bool
+		status int
 	}{
-		{"steady", nil},
-		{"every other renewal 503", func(n int64) bool { return n%2 == 1 }},
+		{"steady", nil, 0},
+		{"every other renewal 503", func(n int64) bool { return n%2 == 1 }, 0},
+		{"every other renewal 500", func(n int64) bool { return n%2 == 1 }, http.StatusInternalServerError},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			const ttl = 600 * time.Millisecond
-			lc := &leaseCalls{fail: tc.fail}
+			lc := &leaseCalls{fail: tc.fail, status: tc.status}
 			c := triggerServer(t, ttl, nil, roundTripFunc(lc.roundTrip))
 			shard := putOneShard(t, c, 3)
 			ctx, stop := context.WithCancel(context.Background())

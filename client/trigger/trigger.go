@@ -277,10 +277,10 @@ func (w *worker) keep(ctx context.Context, lease client.TriggerLease, ttl time.D
 }
 
 // run renews the lease every interval until ctx is done, the lease is
-// lost, or the server refuses renewals for another reason (a server older
-// than them answers not found; then only acks renew the lease). A renewal
-// that fails as unavailable is tried again at the next tick while the
-// lease lasts on this clock.
+// lost, or the server answers not found (a server older than renewals, or
+// the trigger is gone; then only acks renew the lease). A renewal that
+// fails otherwise (unavailable, internal) is tried again at the next tick
+// while the lease lasts on this clock.
 func (k *keeper) run(ctx context.Context, every time.Duration) {
 	defer close(k.done)
 	t := time.NewTicker(every)
@@ -312,11 +312,14 @@ func (k *keeper) run(ctx context.Context, every time.Duration) {
 		case errors.Is(err, cellar.ErrConflict):
 			k.lose(fmt.Errorf("%w: shard %d (token %d): %w", ErrLeaseLost, k.lease.Shard, k.lease.Token, err))
 			return
-		case cellar.ErrorCode(err) == cellar.EUNAVAILABLE:
-			k.w.opts.Logger.WarnContext(ctx, "trigger lease renewal failed; trying again", "trigger", k.w.name, "shard", k.lease.Shard, "err", err)
-		default:
+		case errors.Is(err, cellar.ErrNotFound):
+			// A server older than renewals (or the trigger is gone).
 			k.w.opts.Logger.WarnContext(ctx, "trigger lease renewal refused; the lease is renewed by acks only", "trigger", k.w.name, "shard", k.lease.Shard, "err", err)
 			return
+		default:
+			// Unavailable, or any other failure: tried again at the next
+			// tick while the lease lasts on this clock.
+			k.w.opts.Logger.WarnContext(ctx, "trigger lease renewal failed; trying again", "trigger", k.w.name, "shard", k.lease.Shard, "err", err)
 		}
 	}
 }
