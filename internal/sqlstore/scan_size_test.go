@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"net/url"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,7 +18,6 @@ import (
 	"github.com/cellar-db/cellar/internal/dbtest"
 	"github.com/cellar-db/cellar/internal/mysql"
 	"github.com/cellar-db/cellar/internal/postgres"
-	"github.com/cellar-db/cellar/internal/sqlite"
 	"github.com/cellar-db/cellar/internal/sqlstore"
 )
 
@@ -257,83 +255,59 @@ func TestScanPageSendsOnlyThePage(t *testing.T) {
 //
 //	go test ./internal/sqlstore -run '^$' -bench Scan
 func BenchmarkScan(b *testing.B) {
-	opts := func(name string) sqlstore.Options {
-		return sqlstore.Options{Name: name, ShardCount: 1, Create: true}
-	}
-	backends := []struct {
-		name string
-		open func(b *testing.B) (*sqlstore.Store, error)
-	}{
-		{"sqlite", func(b *testing.B) (*sqlstore.Store, error) {
-			return sqlite.Open(context.Background(), filepath.Join(b.TempDir(), "n.db"), sqlite.Options{Options: opts("lite")})
-		}},
-		{"postgres", func(b *testing.B) (*sqlstore.Store, error) {
-			return postgres.Open(context.Background(), dbtest.Postgres(b), postgres.Options{Options: opts("pg")})
-		}},
-		{"mysql", func(b *testing.B) (*sqlstore.Store, error) {
-			return mysql.Open(context.Background(), dbtest.MySQL(b), mysql.Options{Options: opts("my")})
-		}},
-	}
-	for _, be := range backends {
-		b.Run(be.name, func(b *testing.B) {
-			s, err := be.open(b)
-			if err != nil {
-				b.Fatal(err)
+	eachBackend(b, 1, func(b *testing.B, s *sqlstore.Store) {
+		ctx := context.Background()
+		fill := func(prefix string, n, size int) (first int64) {
+			cells := make([]cellar.NewCell, 0, 100)
+			flush := func() {
+				for _, r := range s.BatchPut(ctx, cells) {
+					if r.Err != nil {
+						b.Fatal(r.Err)
+					}
+					if first == 0 {
+						first = r.Cell.AddedID
+					}
+				}
+				cells = cells[:0]
 			}
-			b.Cleanup(func() { s.Close() })
-			ctx := context.Background()
-			fill := func(prefix string, n, size int) (first int64) {
-				cells := make([]cellar.NewCell, 0, 100)
-				flush := func() {
-					for _, r := range s.BatchPut(ctx, cells) {
-						if r.Err != nil {
-							b.Fatal(r.Err)
-						}
-						if first == 0 {
-							first = r.Cell.AddedID
-						}
-					}
-					cells = cells[:0]
-				}
-				for i := 0; i < n; i++ {
-					k := cellar.Key{RowKey: fmt.Sprintf("%s/%d", prefix, i), Column: "profile", RefKey: 1}
-					cells = append(cells, cellar.NewCell{Key: k, Body: []byte(sizedBody(size, 'a'+byte(i%26)))})
-					if len(cells) == cap(cells) || size > 64<<10 {
-						flush()
-					}
-				}
-				if len(cells) > 0 {
+			for i := 0; i < n; i++ {
+				k := cellar.Key{RowKey: fmt.Sprintf("%s/%d", prefix, i), Column: "profile", RefKey: 1}
+				cells = append(cells, cellar.NewCell{Key: k, Body: []byte(sizedBody(size, 'a'+byte(i%26)))})
+				if len(cells) == cap(cells) || size > 64<<10 {
 					flush()
 				}
-				return first
 			}
-			small := fill("small", 4000, 100)
-			large := fill("large", 50, 900<<10)
-			for _, c := range []struct {
-				name  string
-				first int64
-				pages int64 // distinct first added_ids to read from
-				step  int64
-				limit int
-			}{{"small", small, 3, 1000, 1000}, {"large", large, 9, 5, 100}} {
-				b.Run(c.name, func(b *testing.B) {
-					bodies := 0
-					for i := 0; i < b.N; i++ {
-						after := c.first - 1 + int64(i)%c.pages*c.step
-						res, err := s.Scan(ctx, 0, after, c.limit, "")
-						if err != nil {
-							b.Fatal(err)
-						}
-						if len(res.Cells) == 0 {
-							b.Fatalf("empty page after %d", after)
-						}
-						for _, c := range res.Cells {
-							bodies += len(c.Body)
-						}
+			if len(cells) > 0 {
+				flush()
+			}
+			return first
+		}
+		small := fill("small", 4000, 100)
+		large := fill("large", 50, 900<<10)
+		for _, c := range []struct {
+			name  string
+			first int64
+			pages int64 // distinct first added_ids to read from
+			step  int64
+			limit int
+		}{{"small", small, 3, 1000, 1000}, {"large", large, 9, 5, 100}} {
+			b.Run(c.name, func(b *testing.B) {
+				bodies := 0
+				for i := 0; i < b.N; i++ {
+					after := c.first - 1 + int64(i)%c.pages*c.step
+					res, err := s.Scan(ctx, 0, after, c.limit, "")
+					if err != nil {
+						b.Fatal(err)
 					}
-					b.ReportMetric(float64(bodies)/float64(b.N), "body-B/op")
-				})
-			}
-		})
-	}
+					if len(res.Cells) == 0 {
+						b.Fatalf("empty page after %d", after)
+					}
+					for _, c := range res.Cells {
+						bodies += len(c.Body)
+					}
+				}
+				b.ReportMetric(float64(bodies)/float64(b.N), "body-B/op")
+			})
+		}
+	})
 }

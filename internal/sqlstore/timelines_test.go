@@ -88,42 +88,18 @@ func TestTimelineTrimAmortized(t *testing.T) {
 //
 //	go test ./internal/sqlstore -run '^$' -bench TimelineRange -benchtime 2000x
 func BenchmarkTimelineRange(b *testing.B) {
-	opts := func(name string) sqlstore.Options {
-		return sqlstore.Options{Name: name, ShardCount: 16, Create: true}
-	}
-	backends := []struct {
-		name string
-		open func(b *testing.B) (*sqlstore.Store, error)
-	}{
-		{"sqlite", func(b *testing.B) (*sqlstore.Store, error) {
-			return sqlite.Open(context.Background(), filepath.Join(b.TempDir(), "n.db"), sqlite.Options{Options: opts("lite")})
-		}},
-		{"postgres", func(b *testing.B) (*sqlstore.Store, error) {
-			return postgres.Open(context.Background(), dbtest.Postgres(b), postgres.Options{Options: opts("pg")})
-		}},
-		{"mysql", func(b *testing.B) (*sqlstore.Store, error) {
-			return mysql.Open(context.Background(), dbtest.MySQL(b), mysql.Options{Options: opts("my")})
-		}},
-	}
-	for _, be := range backends {
-		b.Run(be.name, func(b *testing.B) {
-			s, err := be.open(b)
-			if err != nil {
-				b.Fatal(err)
-			}
-			b.Cleanup(func() { s.Close() })
-			fillTimeline(b, s, "feed", cellar.DefaultTimelineCap+500)
-			for _, c := range []struct {
-				name   string
-				offset int
-				desc   bool
-			}{{"top", 0, true}, {"bottom", 0, false}, {"lastpage", cellar.DefaultTimelineCap - 100, true}} {
-				b.Run(c.name, func(b *testing.B) {
-					benchRange(b, s, "feed", c.offset, c.desc)
-				})
-			}
-		})
-	}
+	eachBackend(b, 16, func(b *testing.B, s *sqlstore.Store) {
+		fillTimeline(b, s, "feed", cellar.DefaultTimelineCap+500)
+		for _, c := range []struct {
+			name   string
+			offset int
+			desc   bool
+		}{{"top", 0, true}, {"bottom", 0, false}, {"lastpage", cellar.DefaultTimelineCap - 100, true}} {
+			b.Run(c.name, func(b *testing.B) {
+				benchRange(b, s, "feed", c.offset, c.desc)
+			})
+		}
+	})
 }
 
 // fillTimeline adds n members with distinct scores to timeline key, from
