@@ -134,39 +134,30 @@ func (c *coalescer) finish() {
 	c.s.tripMu.Lock()
 	if c.s.closed {
 		c.s.tripMu.Unlock()
-		c.abandon(batch)
+		c.drain(batch, miss) // no round trip on a closed tier
 		return
 	}
 	c.s.trips.Add(1)
 	c.s.tripMu.Unlock()
 	go func() {
 		defer c.s.trips.Done()
-		c.drain(batch)
+		c.drain(batch, c.answer)
 	}()
 }
 
-// abandon answers batch, and every lookup still queued, as misses without
-// a round trip (the tier is closed), and releases the slot.
-func (c *coalescer) abandon(batch []*request) {
-	for batch != nil {
-		for _, r := range batch {
-			r.answers = make([]*entry, len(r.keys))
-			close(r.done)
-		}
-		c.mu.Lock()
-		batch = c.take()
-		if batch == nil {
-			c.inFlight--
-		}
-		c.mu.Unlock()
+// miss answers every key of batch as a miss, without a round trip.
+func miss(batch []*request) {
+	for _, r := range batch {
+		r.answers = make([]*entry, len(r.keys))
+		close(r.done)
 	}
 }
 
-// drain answers batch and then whatever queued meanwhile, on the slot it
-// was handed.
-func (c *coalescer) drain(batch []*request) {
+// drain answers batch with answer, and then whatever queued meanwhile, on
+// the slot it was handed, and releases the slot.
+func (c *coalescer) drain(batch []*request, answer func([]*request)) {
 	for batch != nil {
-		c.answer(batch)
+		answer(batch)
 		c.mu.Lock()
 		batch = c.take()
 		if batch == nil {

@@ -48,6 +48,7 @@ import (
 // writer of its counters (see docs/COUNTERS.md).
 type Journal struct {
 	node   cellar.CounterNode
+	placer cellar.CounterPlacer // node, if it names the storage node of a key; else nil
 	db     *sql.DB   // one connection: SQLite has one writer
 	insert *sql.Stmt // the committer's INSERT INTO incr, prepared once
 	opts   Options
@@ -108,10 +109,6 @@ type flight struct {
 	// increments up to upto, because their node has carried deltas: their
 	// journal entries outlive the flight.
 	held []string
-	// recovered means it was found in the journal at start: the process
-	// that started it may have had it applied, so the durable values of
-	// its keys are unknown until it is applied again.
-	recovered bool
 }
 
 // incrReq is one increment queued for the committer.
@@ -200,6 +197,7 @@ func OpenJournal(ctx context.Context, path string, node cellar.CounterNode, opts
 	}
 	j := &Journal{
 		node:     node,
+		placer:   placer(node),
 		db:       db,
 		insert:   insert,
 		opts:     opts,
@@ -252,7 +250,7 @@ func (j *Journal) replay(ctx context.Context) error {
 	err := j.db.QueryRowContext(ctx, "SELECT id, upto FROM flushes").Scan(&id, &upto)
 	switch {
 	case err == nil:
-		f = &flight{id: id, upto: upto, deltas: make(map[string]int64), persisted: true, recovered: true}
+		f = &flight{id: id, upto: upto, deltas: make(map[string]int64), persisted: true}
 	case !errors.Is(err, sql.ErrNoRows):
 		return fmt.Errorf("read flush intent: %w", err)
 	}
@@ -346,7 +344,7 @@ func (j *Journal) replayCarried(ctx context.Context) error {
 		}
 		c := j.carried[id]
 		if c == nil {
-			c = &flight{id: id, deltas: make(map[string]int64), persisted: true, recovered: true}
+			c = &flight{id: id, deltas: make(map[string]int64), persisted: true}
 			j.carried[id] = c
 		}
 		c.deltas[k] = d
@@ -690,8 +688,8 @@ func (j *Journal) flush(ctx context.Context) (split bool, err error) {
 			return j.reject(local, f, bad, durable)
 		})
 		if err != nil {
-			unapplied, ok := partly(err, f, &j.mu)
-			if _, placed := j.node.(cellar.CounterPlacer); !ok && placed {
+			unapplied, ok := j.partly(err, f)
+			if !ok && j.placer != nil {
 				// Failed whole, on every node of its keys: carried all
 				// the same, so that only those nodes' keys wait and the
 				// other nodes' go on being flushed. (Over a node that
@@ -735,14 +733,13 @@ func (j *Journal) takePending() *flight {
 		return f
 	}
 	stuck := make(map[string]bool)
-	placer, _ := j.node.(cellar.CounterPlacer)
-	if placer != nil {
+	if j.placer != nil {
 		for k := range j.carryOf {
-			stuck[placer.CounterNodeName(k)] = true
+			stuck[j.placer.CounterNodeName(k)] = true
 		}
 	}
 	for k, d := range f.deltas {
-		if _, ok := j.carryOf[k]; ok || (placer != nil && stuck[placer.CounterNodeName(k)]) {
+		if _, ok := j.carryOf[k]; ok || (j.placer != nil && stuck[j.placer.CounterNodeName(k)]) {
 			j.pending[k] = d
 			f.held = append(f.held, k)
 			delete(f.deltas, k)
@@ -777,16 +774,22 @@ func (j *Journal) keysOf(f *flight) []string {
 	return slices.Collect(maps.Keys(f.deltas))
 }
 
+// placer returns node as a cellar.CounterPlacer, or nil if it is not one.
+func placer(node cellar.CounterNode) cellar.CounterPlacer {
+	p, _ := node.(cellar.CounterPlacer)
+	return p
+}
+
 // partly reports whether err says that the nodes applied part of f's
 // deltas (a *cellar.PartialApplyError naming only some of f's keys), and
-// returns f's keys it names. mu guards f.deltas.
-func partly(err error, f *flight, mu *sync.Mutex) (unapplied []string, ok bool) {
+// returns f's keys it names.
+func (j *Journal) partly(err error, f *flight) (unapplied []string, ok bool) {
 	var pe *cellar.PartialApplyError
 	if !errors.As(err, &pe) {
 		return nil, false
 	}
-	mu.Lock()
-	defer mu.Unlock()
+	j.mu.Lock()
+	defer j.mu.Unlock()
 	for _, k := range pe.Unapplied {
 		if _, in := f.deltas[k]; in {
 			unapplied = append(unapplied, k)
@@ -817,7 +820,7 @@ func (j *Journal) split(ctx context.Context, f *flight, unapplied []string) erro
 	if err != nil {
 		return fmt.Errorf("carry the unapplied part of counter flush %s: %w", f.id, err)
 	}
-	c := &flight{id: f.id, deltas: carry, persisted: true, recovered: f.recovered}
+	c := &flight{id: f.id, deltas: carry, persisted: true}
 	j.mu.Lock()
 	applied := make(map[string]int64, len(f.deltas)-len(carry))
 	for k, d := range f.deltas {
@@ -852,7 +855,7 @@ func (j *Journal) flushCarried(ctx context.Context, c *flight) error {
 	})
 	// What was applied is c's deltas now (less those set aside meanwhile),
 	// but those still unapplied.
-	unapplied, ok := partly(err, c, &j.mu)
+	unapplied, ok := j.partly(err, c)
 	if err != nil && !ok {
 		return err
 	}
