@@ -49,8 +49,8 @@ import (
 type Journal struct {
 	node   cellar.CounterNode
 	placer cellar.CounterPlacer // node, if it names the storage node of a key; else nil
-	db     *sql.DB   // one connection: SQLite has one writer
-	insert *sql.Stmt // the committer's INSERT INTO incr, prepared once
+	db     *sql.DB              // one connection: SQLite has one writer
+	insert *sql.Stmt            // the committer's INSERT INTO incr, prepared once
 	opts   Options
 	log    *slog.Logger
 	stats  stats
