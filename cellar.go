@@ -174,7 +174,10 @@ type Store interface {
 
 	// Row returns the latest cell of each column of rowKey, ordered by
 	// column; only the named columns if columns is not empty. Returns an
-	// empty slice, not an error, if the row has no cells.
+	// empty slice, not an error, if the row has no cells. A row whose
+	// cells' bodies pass MaxBatchGetBytes (one cell alone may) is not
+	// answered: Row returns RowBytesError, and the columns are to be read
+	// fewer at a time.
 	Row(ctx context.Context, rowKey string, columns []string) ([]Cell, error)
 
 	// BatchGet looks up each key and returns one result per key, in order.
@@ -206,6 +209,7 @@ const (
 	// that would take them past it is left out, its result a
 	// BatchBytesError, to be asked for again in another batch. The first
 	// cell is always answered, so asking again for the rest progresses.
+	// It bounds a Row answer too (RowBytesError).
 	MaxBatchGetBytes = 16 << 20
 )
 
@@ -234,6 +238,24 @@ func BoundBatchGet(res []GetResult) []GetResult {
 		kept++
 	}
 	return res
+}
+
+// RowBytesError is Row's error for a row whose latest cells' bodies pass
+// MaxBatchGetBytes (code too_large).
+func RowBytesError(rowKey string) error {
+	return Errorf(ETOOLARGE, "row %q: the bodies of its latest cells pass %d bytes; read fewer columns at a time (columns=, or batchGet)", rowKey, MaxBatchGetBytes)
+}
+
+// BoundRow returns RowBytesError if the bodies of cells, Row's answer for
+// rowKey, pass MaxBatchGetBytes, counting the first cell as fitting.
+func BoundRow(rowKey string, cells []Cell) error {
+	size := 0
+	for i, c := range cells {
+		if size += len(c.Body); i > 0 && size > MaxBatchGetBytes {
+			return RowBytesError(rowKey)
+		}
+	}
+	return nil
 }
 
 // Topology describes how a datastore's logical shards are laid out over

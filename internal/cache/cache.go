@@ -411,6 +411,10 @@ func (s *Store) Row(ctx context.Context, rowKey string, columns []string) ([]cel
 			return nil, r.Err
 		}
 	}
+	// Cached cells count toward the bound as the node's do.
+	if err := cellar.BoundRow(rowKey, row); err != nil {
+		return nil, err
+	}
 	return row, nil
 }
 

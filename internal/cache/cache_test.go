@@ -305,6 +305,33 @@ func TestRowColumns(t *testing.T) {
 	}
 }
 
+// A Row of named columns put together from cached cells is bounded as the
+// node bounds it: cached parts that fit alone do not add up to an answer
+// past cellar.MaxBatchGetBytes.
+func TestRowColumnsBound(t *testing.T) {
+	back := newCounting(openSQLite(t, 16))
+	s := newCache(t, back, cache.Options{MaxBytes: 64 << 20, Now: newClock().Now})
+	big := `{"x":"` + strings.Repeat("a", 1_000_000) + `"}`
+	fit := cellar.MaxBatchGetBytes / len(big)
+	var cols []string
+	for i := range fit + 2 {
+		cols = append(cols, fmt.Sprintf("c%03d", i))
+		put(t, s, "r", cols[i], 1, big)
+	}
+	for _, part := range [][]string{cols[:fit], cols[fit:]} {
+		if cells, err := s.Row(ctx(t), "r", part); err != nil || len(cells) != len(part) {
+			t.Fatalf("Row of %d columns = %d cells, %v", len(part), len(cells), err)
+		}
+	}
+	back.take("row")
+	if cells, err := s.Row(ctx(t), "r", cols); !errors.Is(err, cellar.ErrTooLarge) {
+		t.Errorf("Row of %d cached columns = %d cells, %v; want too_large", len(cols), len(cells), err)
+	}
+	if n := back.take("row"); n != 0 {
+		t.Errorf("Row of cached columns reached the backing store %d times; want 0 (the test means the cache's own bound)", n)
+	}
+}
+
 // The in-process tier holds no more than MaxBytes, weighing bodies.
 func TestMemoryBound(t *testing.T) {
 	const maxBytes = 1 << 20

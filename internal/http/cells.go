@@ -109,6 +109,11 @@ func (s *server) handleRow(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	cells, err := s.store.Row(r.Context(), rowKey, columns)
+	if err == nil {
+		// The answer's bodies stay within MaxBatchGetBytes, whatever the
+		// store: as a batchGet's.
+		err = cellar.BoundRow(rowKey, cells)
+	}
 	if err != nil {
 		return err
 	}

@@ -276,6 +276,37 @@ func TestRow(t *testing.T) {
 	c.do("GET", "/v1/rows/row?columns=a"+strings.Repeat(",a", cellar.MaxBatchKeys), "").want(t, 400, cellar.EINVALID)
 }
 
+// unboundedRows answers Row with cells past cellar.MaxBatchGetBytes, as a
+// store that does not bound its rows would.
+type unboundedRows struct{ cellar.Store }
+
+func (unboundedRows) Row(ctx context.Context, rowKey string, columns []string) ([]cellar.Cell, error) {
+	body := json.RawMessage(`{"x":"` + strings.Repeat("a", 1<<20) + `"}`)
+	cells := make([]cellar.Cell, cellar.MaxBatchGetBytes>>20+1)
+	for i := range cells {
+		cells[i] = cellar.Cell{Key: cellar.Key{RowKey: rowKey, Column: fmt.Sprintf("c%d", i), RefKey: 1}, Body: body}
+	}
+	return cells, nil
+}
+
+// A row answer stays within cellar.MaxBatchGetBytes whatever the store
+// returns: past it the answer is too_large, as a SQL node's is.
+func TestRowBound(t *testing.T) {
+	c := newServer(t, unboundedRows{openStore(t)}, Options{})
+	c.do("GET", "/v1/rows/r", "").want(t, 413, cellar.ETOOLARGE)
+
+	node := newServer(t, openStore(t), Options{MaxBodyBytes: 2 << 20})
+	body := `{"x":"` + strings.Repeat("a", 2_000_000) + `"}`
+	for i := range cellar.MaxBatchGetBytes/len(body) + 1 {
+		node.do("PUT", cellPath("r", fmt.Sprintf("c%d", i), 1), body).want(t, 201, "")
+	}
+	node.do("GET", "/v1/rows/r", "").want(t, 413, cellar.ETOOLARGE)
+	r := decode[rowDoc](t, node.do("GET", "/v1/rows/r?columns=c0,c1", "").want(t, 200, ""))
+	if len(r.Cells) != 2 {
+		t.Errorf("row of 2 named columns = %d cells; want 2", len(r.Cells))
+	}
+}
+
 type batchGetDoc struct {
 	Results []struct {
 		Cell  *wireCell  `json:"cell"`

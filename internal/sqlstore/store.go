@@ -360,11 +360,18 @@ func (s *Store) Row(ctx context.Context, rowKey string, columns []string) ([]cel
 		return nil, s.wrap(err, "get row")
 	}
 	defer rows.Close()
+	// The bound is checked as the cells arrive, so that a row past it is
+	// never held whole (its rows are still read to the end by the
+	// PostgreSQL and MySQL drivers, but dropped).
 	cells := []cellar.Cell{}
+	size := 0
 	for rows.Next() {
 		var c cellar.Cell
 		if err := scanCell(rows, &c); err != nil {
 			return nil, s.wrap(err, "get row")
+		}
+		if size += len(c.Body); len(cells) > 0 && size > cellar.MaxBatchGetBytes {
+			return nil, cellar.RowBytesError(rowKey)
 		}
 		cells = append(cells, c)
 	}

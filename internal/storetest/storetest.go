@@ -37,6 +37,7 @@ func Run(t *testing.T, open Opener) {
 		{"Scan", testScan},
 		{"ScanPageBytes", testScanPageBytes},
 		{"BatchGetBytes", testBatchGetBytes},
+		{"RowBytes", testRowBytes},
 		{"Bodies", testBodies},
 		{"Keys", testKeys},
 		{"Ordering", testOrdering},
@@ -635,5 +636,42 @@ func testBatchGetBytes(t *testing.T, open Opener) {
 	}
 	if want := cellar.MaxBatchGetBytes / len(big); kept != want || left != n-want {
 		t.Errorf("BatchGet of %d cells of %d bytes kept %d and left out %d; want %d and %d", n, len(big), kept, left, want, n-want)
+	}
+}
+
+// testRowBytes checks that a Row whose latest cells' bodies pass
+// cellar.MaxBatchGetBytes is refused as too_large, not answered whole,
+// and that its columns are readable fewer at a time.
+func testRowBytes(t *testing.T, open Opener) {
+	s := open(t, 3)
+	big := `{"x":"` + strings.Repeat("a", 1_000_000) + `"}`
+	fit := cellar.MaxBatchGetBytes / len(big)
+	var cols []string
+	for i := range fit + 2 {
+		col := fmt.Sprintf("c%03d", i)
+		put(t, s, "rb", col, 1, big)
+		cols = append(cols, col)
+	}
+	if cells, err := s.Row(ctx(t), "rb", nil); !errors.Is(err, cellar.ErrTooLarge) {
+		t.Errorf("Row of %d cells of %d bytes = %d cells, %v; want too_large", len(cols), len(big), len(cells), err)
+	}
+	if cells, err := s.Row(ctx(t), "rb", cols[1:]); !errors.Is(err, cellar.ErrTooLarge) {
+		t.Errorf("Row of %d named columns = %d cells, %v; want too_large", len(cols)-1, len(cells), err)
+	}
+	for _, part := range [][]string{cols[:fit], cols[fit:]} {
+		cells, err := s.Row(ctx(t), "rb", part)
+		if err != nil || len(cells) != len(part) {
+			t.Fatalf("Row of columns %s..%s = %d cells, %v; want %d", part[0], part[len(part)-1], len(cells), err, len(part))
+		}
+		for i, c := range cells {
+			if c.Column != part[i] || string(c.Body) != big {
+				t.Errorf("Row cell %d is column %s with %d bytes; want %s with %d", i, c.Column, len(c.Body), part[i], len(big))
+			}
+		}
+	}
+	// A small row beside it is answered as ever.
+	put(t, s, "rs", "a", 1, `{"v":1}`)
+	if cells, err := s.Row(ctx(t), "rs", nil); err != nil || len(cells) != 1 {
+		t.Errorf("Row of a small row = %d cells, %v", len(cells), err)
 	}
 }
