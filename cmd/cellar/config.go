@@ -221,6 +221,12 @@ func loadConfig(path string) (*Config, error) {
 			// found in type main.Config"): a user knows keys, not types.
 			return nil, fmt.Errorf("config %s: %s", path, goTypes.ReplaceAllString(err.Error(), ""))
 		}
+		// A second document would be ignored, and with it whatever the
+		// user meant by it.
+		var extra yaml.Node
+		if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("config %s holds more than one YAML document (after ---); put all settings in one", path)
+		}
 	}
 	// The embedded node first, so that CELLAR_NODE_LOCAL_DSN applies to it.
 	cfg.addEmbeddedNode()

@@ -106,11 +106,18 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"nodes: [{name: a, driver: postgres, dsn: x, checkpoint_every: 10ms}]\nmetadata: a", "sqlite nodes only"},
 		{"nodes: [{name: a, driver: sqlite, dsn: a, checkpoint_every: -1}]\nmetadata: a", "into time.Duration"},
 		{"auth: {tokens: [{token_env: CELLAR_TEST_UNSET_TOKEN, scopes: [read]}]}", "empty"},
+		{"shards: 8\n---\nlisten: 0.0.0.0:7070", "more than one YAML document"},
+		{"---\nshards: 8\n---\n", "more than one YAML document"},
 	}
 	for _, tt := range tests {
 		_, err := loadConfig(writeConfig(t, tt.yaml))
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("config %q: err = %v; want it to mention %q", tt.yaml, err, tt.want)
+		}
+	}
+	for _, one := range []string{"---\nshards: 8\n", "shards: 8\n...\n", "# only a comment\n"} {
+		if _, err := loadConfig(writeConfig(t, one)); err != nil {
+			t.Errorf("config %q: %v; want it loaded", one, err)
 		}
 	}
 	cfg, err := loadConfig(writeConfig(t, ""))
