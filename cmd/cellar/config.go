@@ -19,6 +19,7 @@ import (
 
 	"github.com/cellar-db/cellar"
 	"github.com/cellar-db/cellar/internal/counter"
+	"github.com/cellar-db/cellar/internal/index"
 	cellarhttp "github.com/cellar-db/cellar/internal/http"
 	"github.com/cellar-db/cellar/internal/redis"
 )
@@ -200,6 +201,7 @@ func defaultConfig() *Config {
 		LogFormat:       "text",
 		Counters:        CountersConfig{Mode: "journal", Journal: "counters.journal", FlushInterval: time.Second, CommitDelay: counter.DefaultCommitDelay, RedisPrefix: counter.DefaultRedisPrefix},
 		Cache:           CacheConfig{MaxStaleness: time.Second, MaxBytes: 64 << 20},
+		Indexes:         IndexesConfig{Workers: index.DefaultWorkers},
 	}
 }
 
@@ -463,6 +465,14 @@ func (c *Config) validateRedis() error {
 		if d.v < 0 {
 			return fmt.Errorf("config: %s must not be negative", d.name)
 		}
+	}
+	// Zero would be taken for the defaults further down; refused, so
+	// that a 0 written to mean "none" does not silently become 1s or 16.
+	if c.Cache.MaxStaleness == 0 {
+		return fmt.Errorf("config: cache.max_staleness must be positive (it bounds how long a latest, row or not-found answer is served from the cache; to serve none, leave the cache off)")
+	}
+	if c.Indexes.Workers < 1 {
+		return fmt.Errorf("config: indexes.workers must be at least 1, not %d", c.Indexes.Workers)
 	}
 	if p := c.Counters.RedisPrefix; p == "" || strings.ContainsFunc(p, unicode.IsControl) || strings.ContainsAny(p, " {}") {
 		return fmt.Errorf("config: counters.redis_prefix %q must be non-empty, with no spaces, braces or control characters", p)

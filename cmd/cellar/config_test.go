@@ -106,6 +106,9 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"nodes: [{name: a, driver: postgres, dsn: x, checkpoint_every: 10ms}]\nmetadata: a", "sqlite nodes only"},
 		{"nodes: [{name: a, driver: sqlite, dsn: a, checkpoint_every: -1}]\nmetadata: a", "into time.Duration"},
 		{"auth: {tokens: [{token_env: CELLAR_TEST_UNSET_TOKEN, scopes: [read]}]}", "empty"},
+		{"cache: {max_staleness: 0s}", "cache.max_staleness must be positive"},
+		{"indexes: {workers: 0}", "indexes.workers must be at least 1"},
+		{"indexes: {workers: -2}", "indexes.workers must be at least 1"},
 		{"shards: 8\n---\nlisten: 0.0.0.0:7070", "more than one YAML document"},
 		{"---\nshards: 8\n---\n", "more than one YAML document"},
 	}
