@@ -946,8 +946,82 @@ func truncateTx(ctx context.Context, tx *sql.Tx, f *flight) error {
 	if _, err := tx.ExecContext(ctx, "DELETE FROM held WHERE flush_id = ?", f.id); err != nil {
 		return err
 	}
-	_, err := tx.ExecContext(ctx, "DELETE FROM flushes WHERE id = ?", f.id)
-	return err
+	if _, err := tx.ExecContext(ctx, "DELETE FROM flushes WHERE id = ?", f.id); err != nil {
+		return err
+	}
+	if len(f.held) == 0 {
+		return nil
+	}
+	return compactHeldTx(ctx, tx, f.upto)
+}
+
+// compactHeldTx sums, in tx, each key's journal entries at or below upto
+// into its latest one, once a truncation up to there left only those of
+// the keys held back (a node's that is down): so while a node is down its
+// share of the journal grows by one entry per key and round, not by every
+// commit's. The entries are all pending, and any later intent covers or
+// holds them all alike (they lie below its upto), so one entry at the
+// latest seq replays as they did. A key whose entries do not add up in
+// int64 in seq order, as replay adds them, is left as it is.
+func compactHeldTx(ctx context.Context, tx *sql.Tx, upto int64) error {
+	type entries struct {
+		last, sum int64
+		ok        bool
+		older     []int64
+	}
+	byKey := make(map[string]*entries)
+	rows, err := tx.QueryContext(ctx, "SELECT seq, key, by FROM incr WHERE seq <= ? ORDER BY seq", upto)
+	if err != nil {
+		return err
+	}
+	for rows.Next() {
+		var seq, by int64
+		var k string
+		if err := rows.Scan(&seq, &k, &by); err != nil {
+			rows.Close()
+			return err
+		}
+		e := byKey[k]
+		if e == nil {
+			byKey[k] = &entries{last: seq, sum: by, ok: true}
+			continue
+		}
+		e.older = append(e.older, e.last)
+		e.last = seq
+		if e.ok {
+			e.sum, e.ok = add(e.sum, by)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		rows.Close()
+		return err
+	}
+	if err := rows.Close(); err != nil {
+		return err
+	}
+	var drop []int64
+	for _, e := range byKey {
+		if len(e.older) == 0 || !e.ok {
+			continue
+		}
+		if _, err := tx.ExecContext(ctx, "UPDATE incr SET by = ? WHERE seq = ?", e.sum, e.last); err != nil {
+			return err
+		}
+		drop = append(drop, e.older...)
+	}
+	const chunk = 500 // bound variables a statement, well within SQLite's limit
+	for len(drop) > 0 {
+		n := min(len(drop), chunk)
+		args := make([]any, n)
+		for i, seq := range drop[:n] {
+			args[i] = seq
+		}
+		if _, err := tx.ExecContext(ctx, "DELETE FROM incr WHERE seq IN (?"+strings.Repeat(", ?", n-1)+")", args...); err != nil {
+			return err
+		}
+		drop = drop[n:]
+	}
+	return nil
 }
 
 // reject sets aside deltas of f (the flight or a carried flush) that would

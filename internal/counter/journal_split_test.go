@@ -276,3 +276,68 @@ func TestJournalFlightOfTheDownNodeOnly(t *testing.T) {
 		t.Errorf("b1 on node b = %d; want 1", got)
 	}
 }
+
+// While a node is down, its keys' journal entries are summed at each
+// round into one per key: the journal grows by the down node's keys, not
+// by every commit of their increments, and what it holds replays exactly
+// after a crash and reaches the node once it is back.
+func TestJournalHeldEntriesCompacted(t *testing.T) {
+	n := &twoNodes{a: countertest.New(), b: countertest.New()}
+	var mu sync.Mutex
+	down := false
+	n.b.SetFault(downFault(&down, &mu))
+	dir := t.TempDir()
+	opts := testOptions(newFakeClock())
+	j := openJournal(t, dir, n, opts)
+	ctx := context.Background()
+	incr(t, j, "b1", 1, 1) // loads b1 and b2 while b is up
+	incr(t, j, "b2", -1, -1)
+	mu.Lock()
+	down = true
+	mu.Unlock()
+	const rounds, commits = 10, 5
+	want1, want2, wantA := int64(1), int64(-1), int64(0)
+	for range rounds {
+		if err := j.Flush(ctx); err == nil {
+			t.Fatal("Flush with b down: no error")
+		}
+		for range commits {
+			want1 += 3
+			incr(t, j, "b1", 3, want1)
+			want2 -= 2
+			incr(t, j, "b2", -2, want2)
+			wantA++
+			incr(t, j, "a1", 1, wantA)
+		}
+	}
+	if err := j.Flush(ctx); err == nil {
+		t.Fatal("Flush with b down: no error")
+	}
+	j.crash()
+	// Per key of b: the entry the rounds were summed into. The first
+	// increments are in the carried flush; a's are flushed.
+	for _, k := range []string{"b1", "b2"} {
+		if got := journalRows(t, dir, "SELECT count(*) FROM incr WHERE key = ?", k); got != 1 {
+			t.Errorf("journal entries of %s after %d rounds of %d commits with its node down: %d; want 1", k, rounds, commits, got)
+		}
+	}
+	if got := journalRows(t, dir, "SELECT count(*) FROM incr WHERE key = 'a1'"); got != 0 {
+		t.Errorf("journal entries of a1, on the node that is up: %d; want 0", got)
+	}
+	j = openJournal(t, dir, n, opts)
+	mu.Lock()
+	down = false
+	mu.Unlock()
+	if err := j.Flush(ctx); err != nil {
+		t.Fatalf("Flush with b back: %v", err)
+	}
+	for k, want := range map[string]int64{"b1": want1, "b2": want2} {
+		wantCounter(t, j, k, want)
+		if got := n.b.Value(k); got != want {
+			t.Errorf("%s on node b = %d; want %d", k, got, want)
+		}
+	}
+	if got := n.a.Value("a1"); got != wantA {
+		t.Errorf("a1 on node a = %d; want %d", got, wantA)
+	}
+}
