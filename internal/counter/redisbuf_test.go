@@ -499,7 +499,8 @@ func TestRedisExactSums(t *testing.T) {
 // once as one batch and once one per run, from the same state, and wants
 // the same answers and the same state after: each item of a batch is
 // applied as if alone. The items repeat keys, overflow in the middle of a
-// batch, install and drop durable values, and sum past 2^53.
+// batch, install and drop durable values, sum past 2^53, and go in and
+// out of the batch's run of small sums (below 2^52).
 func TestRedisIncrBatchAsIfAlone(t *testing.T) {
 	cl := goredis.NewClient(&goredis.Options{Addr: dbtest.Redis(t).Addr()})
 	defer cl.Close()
@@ -520,6 +521,13 @@ func TestRedisIncrBatchAsIfAlone(t *testing.T) {
 			{"HSET", shardKey(1, "deltas"), "a", "2", "other", "4"},
 			{"SET", shardKey(2, "gen"), "7"},
 			{"HSET", shardKey(3, "durable"), "z", "0"},
+			// Keys for the batch's run of small sums: near 2^52 (the
+			// run's bound), and one whose total is small while its delta
+			// field is not.
+			{"HSET", shardKey(5, "durable"), "s", "2", "edge", "4503599627370490", "wide", "4000000000000000"},
+			{"HSET", shardKey(5, "durable"), "wide2", "-6000000000000000", "tall", "6000000000000000"},
+			{"HSET", shardKey(5, "deltas"), "wide", "-3999999999999990", "wide2", "4000000000000000", "tall", "-2000000000000000"},
+			{"HSET", shardKey(4, "durable"), "a", "-7"},
 		} {
 			if err := cl.Do(ctx, c...).Err(); err != nil {
 				t.Fatal(err)
@@ -548,6 +556,28 @@ func TestRedisIncrBatchAsIfAlone(t *testing.T) {
 		{"z", "-1", "3", "", ""},
 		{"q", "1", "4", "", ""}, // a shard never used: gen seeded
 		{"q", "1", "4", "50", "9"},
+		{"s", "1", "5", "", ""}, // a run of small sums from here
+		{"s", "-1", "5", "", ""},
+		{"a", "2", "4", "", ""}, // the same key in another shard
+		{"s", "-2", "5", "", ""}, // to 0
+		{"s", "-1", "5", "", ""},
+		{"a", "2", "4", "", ""},
+		{"edge", "3", "5", "", ""},
+		{"edge", "3", "5", "", ""},   // 2^52: out of the run
+		{"edge", "-10", "5", "", ""}, // back under it
+		{"edge", "1", "5", "", ""},
+		{"wide", "1", "5", "", ""},
+		{"wide", "-600000000000000", "5", "", ""}, // the field leaves the run's bound
+		{"wide", "1", "5", "", ""},
+		{"wide2", "1", "5", "", ""},
+		{"wide2", "4000000000000000", "5", "", ""}, // total small, field not
+		{"wide2", "2000000000000000", "5", "", ""}, // the field past 2^53, odd: no double holds it
+		{"tall", "1", "5", "", ""},
+		{"tall", "4000000000000000", "5", "", ""}, // field small, total not
+		{"tall", "2000000000000000", "5", "", ""}, // the total past 2^53, odd
+		{"s", maxS, "5", "", ""}, // overflow: the full path
+		{"s", "3", "5", "", ""},
+		{"a", "1", "1", "", ""},
 	}
 	args := func(its [][5]string) []any {
 		a := []any{"9", string(newKeyspace(DefaultRedisPrefix)), "r-next"} // the gen seed, P, the next epoch
@@ -604,7 +634,11 @@ func TestRedisIncrBatchAsIfAlone(t *testing.T) {
 	}
 	// The answers themselves, so that a script wrong both ways fails too.
 	want := "[[ok 11] [ok 7] [ok 9223372036854775804] [overflow] [ok 9223372036854775801] [ok 9007199254740994] [ok 9007199254740995] " +
-		"[ok 8] [load 7] [load 7] [ok 101] [ok 99] [overflow] [load 7] [ok -1] [ok 0] [ok " + maxS + "] [overflow] [ok 9223372036854775806] [load 9] [ok 51]]"
+		"[ok 8] [load 7] [load 7] [ok 101] [ok 99] [overflow] [load 7] [ok -1] [ok 0] [ok " + maxS + "] [overflow] [ok 9223372036854775806] [load 9] [ok 51] " +
+		"[ok 3] [ok 2] [ok -5] [ok 0] [ok -1] [ok -3] [ok 4503599627370493] [ok 4503599627370496] [ok 4503599627370486] [ok 4503599627370487] " +
+		"[ok 11] [ok -599999999999989] [ok -599999999999988] [ok -1999999999999999] [ok 2000000000000001] [ok 4000000000000001] " +
+		"[ok 4000000000000001] [ok 8000000000000001] [ok 10000000000000001] " +
+		"[ok 9223372036854775806] [overflow] [ok 9]]"
 	if got := fmt.Sprint(alone); got != want {
 		t.Errorf("answers:\n%s\nwant\n%s", got, want)
 	}

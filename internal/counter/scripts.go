@@ -168,62 +168,107 @@ end
 -- The deltas are named before any is written, so that a snapshot holding
 -- them holds their name.
 redis.call('SET', ARGV[2] .. 'epoch', ARGV[3], 'NX')
+-- A key seen earlier in the batch, whose total and delta field are small,
+-- is added to in Lua (run[]): doubles are exact below 2^53, and its answer
+-- and field are what the full path would make of them, without reading
+-- the key's hashes again. The field is written when the run ends: before
+-- an item of the key that takes the full path, and after the last item.
+-- SMALL = 2^52: two numbers below it add up exactly, below 2^53.
+local SMALL = 4503599627370496
+local run = {}
+local function small(x)
+  return x > -SMALL and x < SMALL
+end
+local function fmt(x)
+  if x == 0 then
+    return '0' -- never '-0'
+  end
+  return string.format('%.0f', x)
+end
+local function write(r)
+  if r.dirty then
+    redis.call('HSET', r.deltas, r.key, fmt(r.field))
+    r.dirty = false
+  end
+end
 local out = {}
 for i = 4, #ARGV, 5 do
   local key, by, shard = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local p = ARGV[2] .. '{' .. shard .. '}:'
-  local durable, deltas = p .. 'durable', p .. 'deltas'
-  local d = redis.call('HGET', durable, key)
-  local loaded = false
-  local res
-  if not d then
-    local g = redis.call('GET', p .. 'gen')
-    if not g then
-      g = ARGV[1]
-      redis.call('SET', p .. 'gen', g)
+  local id = shard .. ':' .. key -- a shard number has no ':'
+  local r = run[id]
+  -- tonumber rounds correctly: a value it reads as small is exact.
+  local b = string.match(by, '^-?%d+$') and tonumber(by)
+  if r and b and small(b) and small(r.total + b) and small(r.field + b) then
+    r.total, r.field, r.dirty = r.total + b, r.field + b, true
+    out[#out + 1] = {'ok', fmt(r.total)}
+  else
+    if r then
+      write(r)
+      run[id] = nil
     end
-    if ARGV[i + 3] == '' or g ~= ARGV[i + 4] then
-      res = {'load', g}
-    else
-      d = ARGV[i + 3]
-      redis.call('HSET', durable, key, d)
-      loaded = true
+    local p = ARGV[2] .. '{' .. shard .. '}:'
+    local durable, deltas = p .. 'durable', p .. 'deltas'
+    local d = redis.call('HGET', durable, key)
+    local loaded = false
+    local res
+    if not d then
+      local g = redis.call('GET', p .. 'gen')
+      if not g then
+        g = ARGV[1]
+        redis.call('SET', p .. 'gen', g)
+      end
+      if ARGV[i + 3] == '' or g ~= ARGV[i + 4] then
+        res = {'load', g}
+      else
+        d = ARGV[i + 3]
+        redis.call('HSET', durable, key, d)
+        loaded = true
+      end
     end
-  end
-  if not res then
-    local vals = {d}
-    for _, id in ipairs(redis.call('SMEMBERS', p .. 'flushing')) do
-      vals[#vals + 1] = redis.call('HGET', p .. 'flush:' .. id, key)
-    end
-    vals[#vals + 1] = redis.call('HGET', deltas, key)
-    vals[#vals + 1] = by
-    local v = total(vals, KEYS[2])
-    if v then
-      local r = redis.pcall('HINCRBY', deltas, key, by)
-      if type(r) == 'table' and r.err then
-        -- Only an overflow is this item's answer. Any other error is
-        -- Redis refusing the script's first write (out of memory,
-        -- read-only, a failed save: it checks those until a script has
-        -- written), so nothing of the batch is written; fail it whole.
-        -- (Data in these keys that is not cellar's fails the script
-        -- whole too, at its reads, before or after earlier items wrote.)
-        if not string.find(r.err, 'would overflow', 1, true) then
-          return redis.error_reply(r.err)
+    if not res then
+      local vals = {d}
+      for _, fid in ipairs(redis.call('SMEMBERS', p .. 'flushing')) do
+        vals[#vals + 1] = redis.call('HGET', p .. 'flush:' .. fid, key)
+      end
+      vals[#vals + 1] = redis.call('HGET', deltas, key)
+      vals[#vals + 1] = by
+      local v = total(vals, KEYS[2])
+      local field
+      if v then
+        field = redis.pcall('HINCRBY', deltas, key, by)
+        if type(field) == 'table' and field.err then
+          -- Only an overflow is this item's answer. Any other error is
+          -- Redis refusing the script's first write (out of memory,
+          -- read-only, a failed save: it checks those until a script has
+          -- written), so nothing of the batch is written; fail it whole.
+          -- (Data in these keys that is not cellar's fails the script
+          -- whole too, at its reads, before or after earlier items wrote.)
+          if not string.find(field.err, 'would overflow', 1, true) then
+            return redis.error_reply(field.err)
+          end
+          v = nil
         end
-        v = nil
+      end
+      if v then
+        redis.call('SADD', KEYS[1], shard)
+        res = {'ok', v}
+        -- HINCRBY's reply is a Lua number, exact while small.
+        local t = tonumber(v)
+        if small(t) and small(field) then
+          run[id] = {total = t, field = field, deltas = deltas, key = key, dirty = false}
+        end
+      else
+        if loaded then
+          redis.call('HDEL', durable, key)
+        end
+        res = {'overflow'}
       end
     end
-    if v then
-      redis.call('SADD', KEYS[1], shard)
-      res = {'ok', v}
-    else
-      if loaded then
-        redis.call('HDEL', durable, key)
-      end
-      res = {'overflow'}
-    end
+    out[#out + 1] = res
   end
-  out[#out + 1] = res
+end
+for _, r in pairs(run) do
+  write(r)
 end
 return out
 `)
