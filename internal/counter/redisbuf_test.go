@@ -558,7 +558,7 @@ func TestRedisIncrBatchAsIfAlone(t *testing.T) {
 		{"q", "1", "4", "50", "9"},
 		{"s", "1", "5", "", ""}, // a run of small sums from here
 		{"s", "-1", "5", "", ""},
-		{"a", "2", "4", "", ""}, // the same key in another shard
+		{"a", "2", "4", "", ""},  // the same key in another shard
 		{"s", "-2", "5", "", ""}, // to 0
 		{"s", "-1", "5", "", ""},
 		{"a", "2", "4", "", ""},
@@ -575,7 +575,7 @@ func TestRedisIncrBatchAsIfAlone(t *testing.T) {
 		{"tall", "1", "5", "", ""},
 		{"tall", "4000000000000000", "5", "", ""}, // field small, total not
 		{"tall", "2000000000000000", "5", "", ""}, // the total past 2^53, odd
-		{"s", maxS, "5", "", ""}, // overflow: the full path
+		{"s", maxS, "5", "", ""},                  // overflow: the full path
 		{"s", "3", "5", "", ""},
 		{"a", "1", "1", "", ""},
 	}
