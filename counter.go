@@ -19,9 +19,21 @@ type CounterStore interface {
 
 	// BatchCounters returns the value of each key, in order.
 	BatchCounters(ctx context.Context, keys []string) []CounterResult
+
+	// BatchIncr adds each increment as Incr does and returns one result
+	// per increment, in order: the counter's value after it, or its
+	// error. Increments of one key are added in the order given; results
+	// are independent (one's failure does not fail or undo the others).
+	BatchIncr(ctx context.Context, incrs []CounterIncrement) []CounterResult
 }
 
-// CounterResult is one result of BatchCounters.
+// CounterIncrement is one increment of BatchIncr.
+type CounterIncrement struct {
+	Key string
+	By  int64
+}
+
+// CounterResult is one result of BatchCounters or BatchIncr.
 type CounterResult struct {
 	Key   string
 	Value int64

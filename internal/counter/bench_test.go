@@ -388,6 +388,10 @@ func (m *memCounters) BatchCounters(_ context.Context, keys []string) []cellar.C
 	return res
 }
 
+func (m *memCounters) BatchIncr(ctx context.Context, incrs []cellar.CounterIncrement) []cellar.CounterResult {
+	return batchIncr(ctx, incrs, m.Incr)
+}
+
 // naiveCounters is the baseline: one UPDATE ... SET v = v + 1 per
 // increment, straight to PostgreSQL.
 type naiveCounters struct{ db *sql.DB }
@@ -432,6 +436,10 @@ func (n *naiveCounters) BatchCounters(ctx context.Context, keys []string) []cell
 		res[i].Value, res[i].Err = n.Counter(ctx, k)
 	}
 	return res
+}
+
+func (n *naiveCounters) BatchIncr(ctx context.Context, incrs []cellar.CounterIncrement) []cellar.CounterResult {
+	return batchIncr(ctx, incrs, n.Incr)
 }
 
 // tupleWrites returns the rows PostgreSQL counts as inserted or updated in

@@ -29,6 +29,7 @@ import (
 	"math"
 	"math/bits"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -344,3 +345,45 @@ func nodeResults(res []cellar.CounterResult, idx []int, keys []string, vals map[
 		res[i].Value = v
 	}
 }
+
+// batchIncr runs incrs through incr, the buffer's Incr, and returns their
+// results in order (cellar.CounterStore.BatchIncr). The increments of one
+// key are run one after the other, in order; different keys run at once,
+// so that they share the buffer's groups (one journal commit, one Redis
+// script run) rather than waiting for one each; at most batchIncrWorkers
+// at a time, which bounds the node reads of keys seen for the first time.
+func batchIncr(ctx context.Context, incrs []cellar.CounterIncrement, incr func(ctx context.Context, key string, by int64) (int64, error)) []cellar.CounterResult {
+	res := make([]cellar.CounterResult, len(incrs))
+	byKey := make(map[string][]int)
+	var keys []string
+	for i, in := range incrs {
+		res[i].Key = in.Key
+		if byKey[in.Key] == nil {
+			keys = append(keys, in.Key)
+		}
+		byKey[in.Key] = append(byKey[in.Key], i)
+	}
+	work := make(chan []int)
+	var wg sync.WaitGroup
+	for range min(len(keys), batchIncrWorkers) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for idx := range work {
+				for _, i := range idx {
+					res[i].Value, res[i].Err = incr(ctx, incrs[i].Key, incrs[i].By)
+				}
+			}
+		}()
+	}
+	for _, k := range keys {
+		work <- byKey[k]
+	}
+	close(work)
+	wg.Wait()
+	return res
+}
+
+// batchIncrWorkers bounds the keys of one BatchIncr in progress at once:
+// as many as a Redis batch holds (maxBatch).
+const batchIncrWorkers = maxBatch

@@ -1238,3 +1238,9 @@ func (j *Journal) write(ctx context.Context, first int64, reqs []*incrReq) (int6
 	}
 	return n, tx.Commit()
 }
+
+// BatchIncr implements cellar.CounterStore: each increment is committed
+// as Incr commits it, the batch's sharing commits.
+func (j *Journal) BatchIncr(ctx context.Context, incrs []cellar.CounterIncrement) []cellar.CounterResult {
+	return batchIncr(ctx, incrs, j.Incr)
+}

@@ -549,3 +549,9 @@ func (b *RedisBuffer) flushLoop(tick <-chan time.Time, stop func()) {
 		}
 	}
 }
+
+// BatchIncr implements cellar.CounterStore: each increment is run as Incr
+// runs it, the batch's sharing script runs.
+func (b *RedisBuffer) BatchIncr(ctx context.Context, incrs []cellar.CounterIncrement) []cellar.CounterResult {
+	return batchIncr(ctx, incrs, b.Incr)
+}

@@ -15,6 +15,7 @@ func (s *server) counterRoutes() {
 	s.handle("POST /v1/counters/{key}/incr", ScopeWrite, s.handleCounterIncr)
 	s.handle("GET /v1/counters/{key}", ScopeRead, s.handleCounterGet)
 	s.handle("POST /v1/counters:batchGet", ScopeRead, s.handleCounterBatchGet)
+	s.handle("POST /v1/counters:batchIncr", ScopeWrite, s.handleCounterBatchIncr)
 }
 
 // counterValue is the JSON of a counter.
@@ -93,7 +94,6 @@ func (s *server) handleCounterGet(w http.ResponseWriter, r *http.Request) error 
 // handleCounterBatchGet serves POST /v1/counters:batchGet with
 // {"keys": ["...", ...]}. Each key's result is its value or its error.
 func (s *server) handleCounterBatchGet(w http.ResponseWriter, r *http.Request) error {
-	logged := map[string]bool{}
 	raw, err := readRequest(w, r, s.opts.MaxRequestBytes)
 	if err != nil {
 		return err
@@ -102,27 +102,58 @@ func (s *server) handleCounterBatchGet(w http.ResponseWriter, r *http.Request) e
 	if err != nil {
 		return err
 	}
+	var res []cellar.CounterResult
+	if len(keys) > 0 {
+		res = s.opts.Counters.BatchCounters(r.Context(), keys)
+	}
+	return s.writeCounterResults(w, r, keys, res, "batch get counters")
+}
+
+// handleCounterBatchIncr serves POST /v1/counters:batchIncr with
+// {"increments": [{"key", "by"}, ...]}. Each increment's result is the
+// counter's value after it, or its error.
+func (s *server) handleCounterBatchIncr(w http.ResponseWriter, r *http.Request) error {
+	raw, err := readRequest(w, r, s.opts.MaxRequestBytes)
+	if err != nil {
+		return err
+	}
+	incrs, err := decodeCounterBatchIncr(raw)
+	if err != nil {
+		return err
+	}
+	keys := make([]string, len(incrs))
+	for i, in := range incrs {
+		keys[i] = in.Key
+	}
+	var res []cellar.CounterResult
+	if len(incrs) > 0 {
+		res = s.opts.Counters.BatchIncr(r.Context(), incrs)
+	}
+	return s.writeCounterResults(w, r, keys, res, "batch increment counters")
+}
+
+// writeCounterResults answers {"results": [...]}, one {"key", "value"} or
+// {"key", "error"} per key, from res, the store's results for keys.
+func (s *server) writeCounterResults(w http.ResponseWriter, r *http.Request, keys []string, res []cellar.CounterResult, what string) error {
+	if len(res) != len(keys) {
+		return cellar.Internal(fmt.Errorf("%d results for %d keys", len(res), len(keys)), "%s", what)
+	}
 	type result struct {
 		Key   string     `json:"key"`
 		Value *int64     `json:"value,omitempty"`
 		Error *errorBody `json:"error,omitempty"`
 	}
+	logged := map[string]bool{}
 	results := make([]result, len(keys))
-	if len(keys) > 0 {
-		res := s.opts.Counters.BatchCounters(r.Context(), keys)
-		if len(res) != len(keys) {
-			return cellar.Internal(fmt.Errorf("%d results for %d keys", len(res), len(keys)), "batch get counters")
+	for i, cr := range res {
+		results[i].Key = keys[i]
+		if cr.Err != nil {
+			e := s.itemError(r, cr.Err, logged)
+			results[i].Error = &e
+			continue
 		}
-		for i, cr := range res {
-			results[i].Key = keys[i]
-			if cr.Err != nil {
-				e := s.itemError(r, cr.Err, logged)
-				results[i].Error = &e
-				continue
-			}
-			v := cr.Value
-			results[i].Value = &v
-		}
+		v := cr.Value
+		results[i].Value = &v
 	}
 	s.writeJSON(w, r, http.StatusOK, struct {
 		Results []result `json:"results"`
@@ -236,4 +267,46 @@ func decodeCounterBatchGet(raw []byte) ([]string, error) {
 		return nil, err
 	}
 	return keys, nil
+}
+
+// decodeCounterBatchIncr parses {"increments": [{"key": "...", "by": N},
+// ...]}: by as in decodeCounterIncr (an integer literal in the range of
+// int64, 1 if absent). The keys are the store's to validate, one by one.
+func decodeCounterBatchIncr(raw []byte) ([]cellar.CounterIncrement, error) {
+	d, err := newDocDecoder(raw)
+	if err != nil {
+		return nil, err
+	}
+	var incrs []cellar.CounterIncrement
+	err = d.objectWith("request", []string{"increments"}, func(name string) error {
+		if name != "increments" {
+			return unknownMember("request", name)
+		}
+		incrs = []cellar.CounterIncrement{}
+		return d.array("increments", cellar.MaxBatchKeys, func(i int) error {
+			path := fmt.Sprintf("increments[%d]", i)
+			in := cellar.CounterIncrement{By: 1}
+			err := d.objectWith(path, []string{"key"}, func(name string) error {
+				var err error
+				switch name {
+				case "key":
+					in.Key, err = d.string(path + ".key")
+				case "by":
+					in.By, err = d.int(path+".by", math.MinInt64, math.MaxInt64)
+				default:
+					err = unknownMember(path, name)
+				}
+				return err
+			})
+			incrs = append(incrs, in)
+			return err
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := d.end(); err != nil {
+		return nil, err
+	}
+	return incrs, nil
 }

@@ -45,6 +45,16 @@ func (c *countingCounters) Incr(ctx context.Context, key string, by int64) (int6
 	return v, err
 }
 
+func (c *countingCounters) BatchIncr(ctx context.Context, incrs []cellar.CounterIncrement) []cellar.CounterResult {
+	res := c.CounterStore.BatchIncr(ctx, incrs)
+	for _, r := range res {
+		if r.Err == nil {
+			c.incrs.Add(1)
+		}
+	}
+	return res
+}
+
 type wireCounter struct {
 	Key   string     `json:"key"`
 	Value *int64     `json:"value"`
@@ -160,6 +170,22 @@ func TestCountersInvalid(t *testing.T) {
 		{"batch keys twice", "POST", "/v1/counters:batchGet", `{"keys":[],"keys":[]}`, 400, cellar.EINVALID},
 		{"batch too large", "POST", "/v1/counters:batchGet", `{"keys":["` + strings.Repeat("k", 200) + `"]}`, 413, cellar.ETOOLARGE},
 		{"batch GET", "GET", "/v1/counters:batchGet", "", 405, "method_not_allowed"},
+		{"incrs not an object", "POST", "/v1/counters:batchIncr", `[]`, 400, cellar.EINVALID},
+		{"incrs empty body", "POST", "/v1/counters:batchIncr", ``, 400, cellar.EINVALID},
+		{"incrs without increments", "POST", "/v1/counters:batchIncr", `{}`, 400, cellar.EINVALID},
+		{"incrs not an array", "POST", "/v1/counters:batchIncr", `{"increments":{}}`, 400, cellar.EINVALID},
+		{"incrs item not an object", "POST", "/v1/counters:batchIncr", `{"increments":["k"]}`, 400, cellar.EINVALID},
+		{"incrs item without key", "POST", "/v1/counters:batchIncr", `{"increments":[{"key":"k"},{"by":1}]}`, 400, cellar.EINVALID},
+		{"incrs key not a string", "POST", "/v1/counters:batchIncr", `{"increments":[{"key":1}]}`, 400, cellar.EINVALID},
+		{"incrs by fraction", "POST", "/v1/counters:batchIncr", `{"increments":[{"key":"k"},{"key":"k","by":1.5}]}`, 400, cellar.EINVALID},
+		{"incrs by string", "POST", "/v1/counters:batchIncr", `{"increments":[{"key":"k","by":"1"}]}`, 400, cellar.EINVALID},
+		{"incrs by too large", "POST", "/v1/counters:batchIncr", `{"increments":[{"key":"k","by":9223372036854775808}]}`, 400, cellar.EINVALID},
+		{"incrs by twice", "POST", "/v1/counters:batchIncr", `{"increments":[{"key":"k","by":1,"by":1}]}`, 400, cellar.EINVALID},
+		{"incrs unknown member", "POST", "/v1/counters:batchIncr", `{"increments":[{"key":"k","step":1}]}`, 400, cellar.EINVALID},
+		{"incrs unknown top member", "POST", "/v1/counters:batchIncr", `{"increments":[],"x":1}`, 400, cellar.EINVALID},
+		{"incrs trailing data", "POST", "/v1/counters:batchIncr", `{"increments":[]} []`, 400, cellar.EINVALID},
+		{"incrs too large", "POST", "/v1/counters:batchIncr", `{"increments":[{"key":"` + strings.Repeat("k", 200) + `"}]}`, 413, cellar.ETOOLARGE},
+		{"incrs GET", "GET", "/v1/counters:batchIncr", "", 405, "method_not_allowed"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -177,11 +203,58 @@ func TestCountersInvalid(t *testing.T) {
 		keys[i] = fmt.Sprintf("%q", fmt.Sprint(i))
 	}
 	big.do("POST", "/v1/counters:batchGet", `{"keys":[`+strings.Join(keys, ",")+`]}`).want(t, 400, cellar.EINVALID)
+	incrs := make([]string, cellar.MaxBatchKeys+1)
+	for i := range incrs {
+		incrs[i] = fmt.Sprintf(`{"key":"k%d"}`, i)
+	}
+	big.do("POST", "/v1/counters:batchIncr", `{"increments":[`+strings.Join(incrs, ",")+`]}`).want(t, 400, cellar.EINVALID)
+	if n := st.incrs.Load(); n != 0 {
+		t.Errorf("%d increments of a refused batch were made", n)
+	}
 
 	// Overflow is the client's mistake, and changes nothing.
 	c.do("POST", incr, `{"by":9223372036854775807}`).want(t, 200, "")
 	c.do("POST", incr, `{"by":1}`).want(t, 400, cellar.EINVALID)
 	wantValue(t, c.do("GET", counterPath("k"), ""), "k", math.MaxInt64)
+}
+
+// A batch of increments answers each in order, the increments of one key
+// added in the order given, each failing (a bad key, an overflow) on its
+// own.
+func TestCounterBatchIncr(t *testing.T) {
+	lite := openStore(t)
+	c := newServer(t, lite, Options{Counters: openCounters(t, lite)})
+	r := c.do("POST", "/v1/counters:batchIncr", `{"increments":[`+
+		`{"key":"a","by":5},{"key":"b","by":-3},{"key":"a","by":2},{"key":""},{"key":"bad\u0001","by":1},`+
+		`{"key":"a"},{"key":"max","by":9223372036854775807},{"key":"max","by":1},{"by":4,"key":"/"}]}`).want(t, 200, "")
+	got := decode[struct{ Results []wireCounter }](t, r)
+	want := []struct {
+		key   string
+		value int64
+		code  string
+	}{{"a", 5, ""}, {"b", -3, ""}, {"a", 7, ""}, {"", 0, cellar.EINVALID}, {"bad\x01", 0, cellar.EINVALID},
+		{"a", 8, ""}, {"max", math.MaxInt64, ""}, {"max", 0, cellar.EINVALID}, {"/", 4, ""}}
+	if len(got.Results) != len(want) {
+		t.Fatalf("batchIncr results %s; want %d", r.body, len(want))
+	}
+	for i, w := range want {
+		res := got.Results[i]
+		switch {
+		case res.Key != w.key:
+			t.Errorf("result %d key %q; want %q", i, res.Key, w.key)
+		case w.code != "" && (res.Error == nil || res.Error.Code != w.code || res.Value != nil):
+			t.Errorf("result %d = %+v; want error %s", i, res, w.code)
+		case w.code == "" && (res.Error != nil || res.Value == nil || *res.Value != w.value):
+			t.Errorf("result %d = %+v; want value %d", i, res, w.value)
+		}
+	}
+	for key, v := range map[string]int64{"a": 8, "b": -3, "max": math.MaxInt64, "/": 4} {
+		wantValue(t, c.do("GET", counterPath(key), ""), key, v)
+	}
+	r = c.do("POST", "/v1/counters:batchIncr", `{"increments":[]}`).want(t, 200, "")
+	if string(r.body) != `{"results":[]}`+"\n" {
+		t.Errorf("batchIncr of nothing = %s; want empty results", r.body)
+	}
 }
 
 // TestCountersUnavailable: a storage node that is down is a 503, for the
@@ -223,8 +296,10 @@ func TestCountersAuth(t *testing.T) {
 	c.do("POST", incr, `{}`).want(t, 403, cellar.EPERMISSION)
 	wantValue(t, c.do("GET", get, ""), "k", 0)
 	c.do("POST", "/v1/counters:batchGet", batch).want(t, 200, "")
+	c.do("POST", "/v1/counters:batchIncr", `{"increments":[{"key":"k"}]}`).want(t, 403, cellar.EPERMISSION)
 	c.token = "w"
 	wantValue(t, c.do("POST", incr, `{}`), "k", 1)
+	c.do("POST", "/v1/counters:batchIncr", `{"increments":[{"key":"k"}]}`).want(t, 200, "")
 	c.do("GET", get, "").want(t, 403, cellar.EPERMISSION)
 	c.do("POST", "/v1/counters:batchGet", batch).want(t, 403, cellar.EPERMISSION)
 }
@@ -234,6 +309,7 @@ func TestCountersRoutesOff(t *testing.T) {
 	c.do("GET", counterPath("k"), "").want(t, 404, cellar.ENOTFOUND)
 	c.do("POST", counterPath("k")+"/incr", `{}`).want(t, 404, cellar.ENOTFOUND)
 	c.do("POST", "/v1/counters:batchGet", `{"keys":[]}`).want(t, 404, cellar.ENOTFOUND)
+	c.do("POST", "/v1/counters:batchIncr", `{"increments":[]}`).want(t, 404, cellar.ENOTFOUND)
 }
 
 // FuzzCounters sends arbitrary requests to the counter routes over a
@@ -251,6 +327,9 @@ func FuzzCounters(f *testing.F) {
 		{"GET", "/v1/counters/%2E", ""},
 		{"POST", "/v1/counters:batchGet", `{"keys":["a","","b"]}`},
 		{"POST", "/v1/counters:batchGet", "{\"keys\":[\"\xff\"]}"},
+		{"POST", "/v1/counters:batchIncr", `{"increments":[{"key":"a","by":2},{"key":""},{"key":"a"}]}`},
+		{"POST", "/v1/counters:batchIncr", `{"increments":[{"key":"a","by":1},{"key":"b","by":1e3}]}`},
+		{"POST", "/v1/counters:batchIncr", `{"increments":[{"key":"m","by":9223372036854775807},{"key":"m","by":1}]}`},
 	} {
 		f.Add(s.method, s.path, []byte(s.body))
 	}

@@ -1,0 +1,120 @@
+package counter
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+
+	"github.com/cellar-db/cellar"
+	"github.com/cellar-db/cellar/internal/counter/countertest"
+	"github.com/cellar-db/cellar/internal/dbtest"
+)
+
+// batchIncr runs the increments of one key one after the other, in the
+// order given, while other keys' run meanwhile: the first increment of
+// "a" waits until every other key's increments are done, which they can
+// only be if they do not wait behind it, and no second increment of "a"
+// may start while it waits.
+func TestBatchIncrOrderPerKey(t *testing.T) {
+	incrs := []cellar.CounterIncrement{{Key: "a", By: 1}, {Key: "b", By: 1}, {Key: "a", By: 2}, {Key: "c", By: 1}, {Key: "a", By: 3}, {Key: "b", By: 2}}
+	others := 0
+	for _, in := range incrs {
+		if in.Key != "a" {
+			others++
+		}
+	}
+	var mu sync.Mutex
+	cond := sync.NewCond(&mu)
+	inFlight := map[string]int{}
+	applied := map[string][]int64{}
+	done, overlap := 0, false
+	incr := func(_ context.Context, key string, by int64) (int64, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		inFlight[key]++
+		if inFlight[key] > 1 {
+			overlap = true
+		}
+		if key == "a" && len(applied["a"]) == 0 {
+			for done < others {
+				cond.Wait()
+			}
+		}
+		applied[key] = append(applied[key], by)
+		inFlight[key]--
+		if key != "a" {
+			done++
+			cond.Broadcast()
+		}
+		var sum int64
+		for _, b := range applied[key] {
+			sum += b
+		}
+		return sum, nil
+	}
+	res := batchIncr(context.Background(), incrs, incr)
+	if overlap {
+		t.Error("two increments of one key ran at once")
+	}
+	if got := applied["a"]; !slices.Equal(got, []int64{1, 2, 3}) {
+		t.Errorf("increments of a applied as %v; want 1, 2, 3", got)
+	}
+	want := []int64{1, 1, 3, 1, 6, 3}
+	for i, r := range res {
+		if r.Key != incrs[i].Key || r.Err != nil || r.Value != want[i] {
+			t.Errorf("result %d = %+v; want %s = %d", i, r, incrs[i].Key, want[i])
+		}
+	}
+}
+
+// BatchIncr on both buffers: values in order, one bad key or overflow
+// failing alone, and the values durable after a flush.
+func TestBatchIncrBuffers(t *testing.T) {
+	for _, mode := range []string{"journal", "redis"} {
+		t.Run(mode, func(t *testing.T) {
+			node := countertest.New()
+			var cs interface {
+				cellar.CounterStore
+				Flush(context.Context) error
+			}
+			if mode == "journal" {
+				cs = openJournal(t, t.TempDir(), node, testOptions(newFakeClock()))
+			} else {
+				cs = openRedisBuffer(t, openCluster(t, dbtest.Redis(t), dbtest.Redis(t)), node, testOptions(newFakeClock()))
+			}
+			ctx := context.Background()
+			incr(t, cs, "m", 1<<62, 1<<62)
+			var incrs []cellar.CounterIncrement
+			for i := range 300 { // more keys than batchIncrWorkers
+				incrs = append(incrs, cellar.CounterIncrement{Key: fmt.Sprintf("k%d", i%150), By: int64(i)})
+			}
+			incrs = append(incrs, cellar.CounterIncrement{Key: "", By: 1}, cellar.CounterIncrement{Key: "m", By: 1 << 62}, cellar.CounterIncrement{Key: "m", By: -1})
+			res := cs.BatchIncr(ctx, incrs)
+			if len(res) != len(incrs) {
+				t.Fatalf("%d results for %d increments", len(res), len(incrs))
+			}
+			for i := range 300 {
+				want := int64(i)
+				if i >= 150 {
+					want += int64(i - 150)
+				}
+				if r := res[i]; r.Err != nil || r.Value != want || r.Key != incrs[i].Key {
+					t.Errorf("result %d = %+v; want %s = %d", i, r, incrs[i].Key, want)
+				}
+			}
+			wantCode(t, "the empty key", res[300].Err, cellar.EINVALID)
+			wantCode(t, "an overflow", res[301].Err, cellar.EINVALID)
+			if r := res[302]; r.Err != nil || r.Value != 1<<62-1 {
+				t.Errorf("m after the overflow = %+v; want %d", r, int64(1<<62-1))
+			}
+			if err := cs.Flush(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if got := node.Value("k149"); got != 149+299 {
+				t.Errorf("k149 on the node = %d; want %d", got, 149+299)
+			}
+		})
+	}
+}
