@@ -32,8 +32,12 @@ var _ cellar.Store = (*Client)(nil)
 type Option func(*Client)
 
 // WithToken authenticates every request with secret as a bearer token.
+// White space around secret, such as the newline of a secret file, is
+// dropped, as the server drops it around its own secrets. A secret that
+// still holds a control character cannot be sent in a header: every
+// request then fails with EINVALID.
 func WithToken(secret string) Option {
-	return func(c *Client) { c.token = secret }
+	return func(c *Client) { c.token = strings.TrimSpace(secret) }
 }
 
 // WithHTTPClient sends requests through hc instead of http.DefaultClient
@@ -338,6 +342,11 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 		req.Header.Set("Content-Type", "application/json")
 	}
 	if c.token != "" {
+		// net/http would refuse it as it sends the request, an error
+		// that reads as an unreachable server.
+		if strings.ContainsFunc(c.token, func(r rune) bool { return r < ' ' && r != '\t' || r == 0x7f }) {
+			return 0, cellar.Errorf(cellar.EINVALID, "the token holds a control character, which no header can carry")
+		}
 		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
 	resp, err := c.hc.Do(req)
@@ -395,15 +404,22 @@ func responseError(resp *http.Response, data []byte) error {
 		code = cellar.ECONFLICT
 	case http.StatusRequestEntityTooLarge:
 		code = cellar.ETOOLARGE
-	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout,
+		// A proxy's rate limit or request timeout: retry with backoff.
+		http.StatusTooManyRequests, http.StatusRequestTimeout:
 		code = cellar.EUNAVAILABLE
 	}
 	msg := "unexpected response " + resp.Status
 	if text := strings.TrimSpace(string(data)); text != "" {
 		const max = 200
 		if len(text) > max {
-			text = text[:max] + "..."
+			cut := max
+			for cut > 0 && !utf8.RuneStart(text[cut]) {
+				cut-- // not inside a character
+			}
+			text = text[:cut] + "..."
 		}
+		text = strings.ToValidUTF8(text, "\uFFFD")
 		msg += ": " + text
 	}
 	return cellar.Errorf(code, "%s", msg)

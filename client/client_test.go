@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/cellar-db/cellar"
 	"github.com/cellar-db/cellar/client"
@@ -705,6 +706,14 @@ func TestForeignResponses(t *testing.T) {
 		{"bad gateway", func(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, "upstream down", http.StatusBadGateway)
 		}, cellar.EUNAVAILABLE},
+		// A proxy's rate limit or request timeout: nothing reached the
+		// server; retry with backoff, as for unavailable (API.md).
+		{"too many requests", func(w http.ResponseWriter, r *http.Request) {
+			http.Error(w, "<html><body>429 Too Many Requests</body></html>", http.StatusTooManyRequests)
+		}, cellar.EUNAVAILABLE},
+		{"request timeout", func(w http.ResponseWriter, r *http.Request) {
+			http.Error(w, "<html><body>408 Request Time-out</body></html>", http.StatusRequestTimeout)
+		}, cellar.EUNAVAILABLE},
 		{"plain 404", func(w http.ResponseWriter, r *http.Request) {
 			http.NotFound(w, r)
 		}, cellar.EINTERNAL},
@@ -909,5 +918,42 @@ func TestBatchGetPastTheAnswerBound(t *testing.T) {
 	}
 	if !errors.Is(res[40].Err, cellar.ErrNotFound) {
 		t.Errorf("missing key: %v; want not found", res[40].Err)
+	}
+}
+
+// A token read from a secret file keeps the file's newline; the server
+// drops white space around its secrets (README, auth.tokens), and so does
+// WithToken. A token that no header can carry is refused as invalid, not
+// reported as an unreachable server (which callers retry forever).
+func TestTokenWhiteSpace(t *testing.T) {
+	opts := cellarhttp.Options{Tokens: []cellarhttp.Token{{Secret: "s3cret", Scopes: []string{cellarhttp.ScopeAdmin}}}}
+	_, _, srv := newServer(t, opts)
+	ctx := context.Background()
+	for _, tok := range []string{"s3cret\n", "s3cret\r\n", " s3cret\t"} {
+		c := client.New(srv.URL, client.WithToken(tok))
+		if _, _, err := c.Put(ctx, newCell("r", "c", 1, `{}`)); err != nil {
+			t.Errorf("Put with token %q: %v; want it stored", tok, err)
+		}
+	}
+	c := client.New(srv.URL, client.WithToken("s3c\nret"))
+	_, err := c.Get(ctx, cellar.Key{RowKey: "r", Column: "c", RefKey: 1})
+	if !errors.Is(err, cellar.ErrInvalid) {
+		t.Errorf("Get with a token holding a newline: %v; want invalid_argument", err)
+	}
+}
+
+// A foreign error page is quoted in the error's message cut to 200 bytes,
+// on a character boundary: the message stays valid UTF-8 (the CLI prints
+// it, and in JSON).
+func TestForeignResponseCutOnCharacter(t *testing.T) {
+	page := strings.Repeat("x", 199) + "é and more"
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, page, http.StatusBadGateway)
+	}))
+	defer srv.Close()
+	_, err := client.New(srv.URL).Get(context.Background(), cellar.Key{RowKey: "r", Column: "c", RefKey: 1})
+	msg := cellar.ErrorMessage(err)
+	if !errors.Is(err, cellar.ErrUnavailable) || !utf8.ValidString(msg) || !strings.HasSuffix(msg, strings.Repeat("x", 199)+"...") {
+		t.Errorf("Get = %v; want unavailable, quoting the page up to its 199 x's, in valid UTF-8 (message %q)", err, msg)
 	}
 }

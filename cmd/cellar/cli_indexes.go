@@ -4,15 +4,17 @@ package main
 // delete, each action parsed like a client command of its own.
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/go-json-experiment/json/jsontext"
 
 	"github.com/cellar-db/cellar/client"
 )
@@ -195,10 +197,8 @@ func (r *runner) indexesQuery(args []string) error {
 	if *wait != 0 && len(waitFor) == 0 {
 		return usagef("--wait needs --wait-for")
 	}
-	dec := json.NewDecoder(bytes.NewReader([]byte(*where)))
-	dec.UseNumber() // keep number literals as written
-	var w map[string]any
-	if err := dec.Decode(&w); err != nil || w == nil {
+	w, err := parseWhere(*where)
+	if err != nil {
 		return usagef("--where must be a JSON object: %v", err)
 	}
 	q := client.IndexQuery{Where: w, Order: *order, Desc: *desc, Limit: *limit, Cursor: *cursor, WaitFor: waitFor, Wait: *wait}
@@ -241,6 +241,25 @@ func (r *runner) indexesQuery(args []string) error {
 		r.stdout.printf("next=%s\n", res.Cursor)
 	}
 	return nil
+}
+
+// parseWhere reads --where as strictly as the server reads a query's
+// where: a member given twice or data after the object is refused, not
+// resolved to one of the readings. The values are sent as written, number
+// literals included.
+func parseWhere(s string) (map[string]any, error) {
+	var members map[string]jsontext.Value
+	if err := decodeOne(strings.NewReader(s), &members); err != nil {
+		return nil, err
+	}
+	if members == nil {
+		return nil, errors.New("null")
+	}
+	w := make(map[string]any, len(members))
+	for name, v := range members {
+		w[name] = json.RawMessage(v)
+	}
+	return w, nil
 }
 
 func (r *runner) indexesRebuild(args []string) error {

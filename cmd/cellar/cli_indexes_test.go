@@ -166,3 +166,50 @@ func TestCLIIndexesQueryWaitFor(t *testing.T) {
 		t.Errorf("request %s: want wait_for %v and wait_ms 2500", got, want)
 	}
 }
+
+// indexes query reads --where as strictly as the server reads a query's
+// where: a member twice, or anything after the object, is a usage error
+// and nothing is sent (it used to keep the last of the duplicates, or
+// drop what followed, and query something else than asked); number
+// literals go to the server as written.
+func TestCLIIndexesQueryWhereStrict(t *testing.T) {
+	var requests int
+	var got []byte
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests++
+		got, _ = io.ReadAll(r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"entries": [], "cursor": null}`)
+	}))
+	defer srv.Close()
+	for _, tt := range []struct{ where, msg string }{
+		{`{"city": "paris", "city": "rome"}`, `duplicate object member name "city"`},
+		{`{"city": "paris", "age": {"gte": 1, "gte": 2}}`, `duplicate object member name "gte"`},
+		{`{"city": "paris"}}`, "data after the JSON document"},
+		{`{"city": "paris"} {"city": "rome"}`, "data after the JSON document"},
+		{`null`, "--where must be a JSON object"},
+		{`[1]`, "--where must be a JSON object"},
+		{``, "--where is required"},
+	} {
+		requests = 0
+		stdout, stderr, code := runCLI(t, context.Background(), "", "indexes", "query", "by_city", "--addr", srv.URL, "--where", tt.where)
+		if code != 2 || requests != 0 || !strings.Contains(stderr, tt.msg) {
+			t.Errorf("query --where %s: exit %d, %d requests, stdout %q, stderr %q; want exit 2, no request and %q",
+				tt.where, code, requests, stdout, stderr, tt.msg)
+		}
+	}
+	_, stderr, code := runCLI(t, context.Background(), "", "indexes", "query", "by_city", "--addr", srv.URL,
+		"--where", `{"city": "paris", "n": {"gte": 12345678901234567890, "lt": 1.50}}`)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	var req struct {
+		Where json.RawMessage `json:"where"`
+	}
+	if err := json.Unmarshal(got, &req); err != nil {
+		t.Fatalf("request %s: %v", got, err)
+	}
+	if want := `{"city":"paris","n":{"gte":12345678901234567890,"lt":1.50}}`; string(req.Where) != want {
+		t.Errorf("where sent = %s; want %s", req.Where, want)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -650,6 +651,49 @@ func TestCLIScanFollowRetries(t *testing.T) {
 	}
 }
 
+// TestCLIScanFollowRateLimited: a proxy's 429 in front of the server is a
+// reason to retry, as a restart is, not to stop following.
+func TestCLIScanFollowRateLimited(t *testing.T) {
+	var mu sync.Mutex
+	requests := 0
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		requests++
+		n := requests
+		mu.Unlock()
+		switch {
+		case n == 1:
+			w.Header().Set("Content-Type", "text/html")
+			w.WriteHeader(http.StatusTooManyRequests)
+			io.WriteString(w, "<html><body><h1>429 Too Many Requests</h1></body></html>\n")
+		case n == 2:
+			io.WriteString(w, `{"cells":[{"row_key":"r","column":"c","ref_key":1,"shard":0,"added_id":1,"created_at":"2026-11-21T19:37:29.617Z","body":{}}],"next":1}`)
+		default:
+			io.WriteString(w, `{"cells":[],"next":1}`)
+		}
+	}))
+	defer srv.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	out, errb, done := follow(ctx, "0", "--addr", srv.URL, "--follow", "--interval", "1ms")
+	for !strings.Contains(out.String(), "r/c/1") {
+		select {
+		case code := <-done:
+			t.Fatalf("scan --follow ended (exit %d) on a 429; stdout %q, stderr %q", code, out.String(), errb.String())
+		case <-out.wrote:
+		case <-time.After(20 * time.Second):
+			t.Fatalf("scan --follow printed no cell; stdout %q, stderr %q", out.String(), errb.String())
+		}
+	}
+	cancel()
+	if code := <-done; code != 0 {
+		t.Errorf("scan --follow exit %d after cancel; want 0", code)
+	}
+	if l := errb.String(); !strings.HasPrefix(l, "cellar: unavailable: unexpected response 429 Too Many Requests") || !strings.Contains(l, "(retrying)") {
+		t.Errorf("scan --follow stderr %q; want the 429 reported as unavailable, retrying", l)
+	}
+}
+
 func TestCLIShards(t *testing.T) {
 	s := newCLIServer(t, cellarhttp.Options{})
 	stdout, stderr, code := s.run(t, "", "shards")
@@ -702,6 +746,13 @@ func TestCLIEnvironment(t *testing.T) {
 	if _, stderr, code := runCLI(t, ctx, "", "get", "r", "c", "1"); code != 0 {
 		t.Errorf("get with $CELLAR_TOKEN: exit %d, stderr %q", code, stderr)
 	}
+	// A variable set from a secret file keeps its newline, which the
+	// server drops from its own copy of the secret.
+	t.Setenv("CELLAR_TOKEN", "secret-token\n")
+	if _, stderr, code := runCLI(t, ctx, "", "get", "r", "c", "1"); code != 0 {
+		t.Errorf("get with $CELLAR_TOKEN ending in a newline: exit %d, stderr %q", code, stderr)
+	}
+	t.Setenv("CELLAR_TOKEN", "secret-token")
 	if _, stderr, code := runCLI(t, ctx, "", "get", "r", "c", "1", "--token", "wrong"); code != 1 || !strings.HasPrefix(stderr, "cellar: unauthenticated: ") {
 		t.Errorf("get --token wrong: exit %d, stderr %q; want unauthenticated", code, stderr)
 	}
