@@ -1,6 +1,6 @@
 package main
 
-// The counter subcommand: cellar counter incr|get, each action parsed like
+// The counter subcommand: cellar counter incr|batch-incr|get, each action parsed like
 // a client command of its own.
 
 import (
@@ -13,7 +13,7 @@ import (
 func init() {
 	clientCommands = append(clientCommands, clientCommand{
 		name:     "counter",
-		synopsis: "incr|get KEY ...",
+		synopsis: "incr|batch-incr|get KEY ...",
 		summary:  "increment or read counters",
 		run:      (*runner).counter,
 	})
@@ -30,6 +30,18 @@ var counterActions = []clientCommand{
 			"If the request fails in transit, the increment may or may not have\n" +
 			"been applied: it is never resent.",
 		run: (*runner).counterIncr,
+	},
+	{
+		name:     "counter batch-incr",
+		synopsis: "< INCREMENTS",
+		summary:  "add to many counters, read from stdin, and print their new values",
+		help: "stdin holds {\"increments\":[{\"key\":\"...\",\"by\":N}, ...]} (by optional,\n" +
+			"default 1), read as strictly as the server reads it: nothing is sent if\n" +
+			"any of it is malformed. The increments of one key are added in order.\n" +
+			"Prints one line per increment (with --json a {\"results\": [...]}\n" +
+			"document) and exits 1 if any was not added. A request that fails in\n" +
+			"transit is never resent.",
+		run: (*runner).counterBatchIncr,
 	},
 	{
 		name:     "counter get",
@@ -89,6 +101,48 @@ func (r *runner) counterGet(args []string) error {
 	for chunk := range slices.Chunk(keys, cellar.MaxBatchKeys) {
 		results = append(results, r.client.BatchCounters(r.ctx, chunk)...)
 	}
+	return r.printCounters(keys, results)
+}
+
+func (r *runner) counterBatchIncr(args []string) error {
+	fs := r.flags()
+	if _, err := r.parse(fs, args, 0, 0); err != nil {
+		return err
+	}
+	var in struct {
+		Increments *[]struct {
+			Key *string `json:"key"`
+			By  *int64  `json:"by"`
+		} `json:"increments"`
+	}
+	if err := decodeOne(r.stdin, &in); err != nil {
+		return usagef("read increments from stdin: %v", err)
+	}
+	if in.Increments == nil {
+		return usagef("read increments from stdin: no \"increments\" member")
+	}
+	incrs := make([]cellar.CounterIncrement, len(*in.Increments))
+	keys := make([]string, len(incrs))
+	for i, it := range *in.Increments {
+		if it.Key == nil {
+			return usagef("read increments from stdin: increments[%d] has no \"key\"", i)
+		}
+		incrs[i] = cellar.CounterIncrement{Key: *it.Key, By: 1}
+		if it.By != nil {
+			incrs[i].By = *it.By
+		}
+		keys[i] = *it.Key
+	}
+	if len(incrs) == 0 {
+		return usagef("no increments on stdin")
+	}
+	return r.printCounters(keys, r.client.BatchIncr(r.ctx, incrs))
+}
+
+// printCounters prints results, those of keys: one line each, or with
+// --json one {"results": [...]} document. It returns a partialError if
+// any failed.
+func (r *runner) printCounters(keys []string, results []cellar.CounterResult) error {
 	failed := 0
 	out := make([]counterJSON, len(results))
 	for i, res := range results {

@@ -99,6 +99,37 @@ func TestCLICounter(t *testing.T) {
 	}
 }
 
+func TestCLICounterBatchIncr(t *testing.T) {
+	s, _ := newCounterCLIServer(t)
+	batch := func(stdin string, args ...string) (string, string, int) {
+		t.Helper()
+		return runCLI(t, context.Background(), stdin, "counter", append([]string{"batch-incr", "--addr", s.addr}, args...)...)
+	}
+	stdout, stderr, code := batch(`{"increments":[{"key":"views","by":5},{"key":"a/b"},{"key":"views","by":-2}]}`)
+	if code != 0 || stdout != "key=views value=5\nkey=a/b value=1\nkey=views value=3\n" {
+		t.Errorf("batch-incr: exit %d, stdout %q, stderr %q", code, stdout, stderr)
+	}
+	stdout, stderr, code = batch(`{"increments":[{"key":"views"},{"key":""}]}`, "--json")
+	if code != 1 || !strings.Contains(stdout, `"value": 4`) || !strings.Contains(stdout, `"code": "invalid_argument"`) ||
+		!strings.Contains(stderr, "1 of 2 results are errors") {
+		t.Errorf("batch-incr --json with an empty key: exit %d, stdout %q, stderr %q", code, stdout, stderr)
+	}
+	// Malformed input sends nothing.
+	for _, in := range []string{
+		``, `[]`, `{}`, `{"increments":[{"by":1}]}`, `{"increments":[{"key":"views","by":1.5}]}`,
+		`{"increments":[{"key":"views","by":1,"by":2}]}`, `{"increments":[{"key":"views","step":1}]}`,
+		`{"increments":[]}`, `{"increments":[{"key":"views"}]} {}`,
+	} {
+		if _, stderr, code := batch(in); code != 2 || stderr == "" {
+			t.Errorf("batch-incr < %q: exit %d, stderr %q; want a usage error", in, code, stderr)
+		}
+	}
+	stdout, _, _ = runCLI(t, context.Background(), "", "counter", "get", "--addr", s.addr, "views")
+	if stdout != "key=views value=4\n" {
+		t.Errorf("views after the refused inputs: %q; want 4", stdout)
+	}
+}
+
 func TestCLICounterUsage(t *testing.T) {
 	s, _ := newCounterCLIServer(t)
 	tests := []struct {
@@ -127,7 +158,7 @@ func TestCLICounterUsage(t *testing.T) {
 	}
 	var usage strings.Builder
 	clientUsage(&usage)
-	if !strings.Contains(usage.String(), "counter incr|get KEY ...") {
+	if !strings.Contains(usage.String(), "counter incr|batch-incr|get KEY ...") {
 		t.Errorf("client usage lacks the counter command:\n%s", usage.String())
 	}
 }
