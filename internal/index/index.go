@@ -243,6 +243,9 @@ type Manager struct {
 	skew     time.Duration
 	log      *slog.Logger
 	now      func() time.Time
+	// renew is triggers.Renew; tests replace it to make renewals fail or
+	// hang.
+	renew func(ctx context.Context, name string, token int64, shard int) (trigger.Lease, error)
 
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
@@ -273,7 +276,7 @@ func New(opts Options) (*Manager, error) {
 	}
 	m := &Manager{cells: opts.Cells, entries: opts.Entries, records: opts.Records, triggers: opts.Triggers, count: opts.ShardCount,
 		consumer: opts.Consumer, workers: opts.Workers, refresh: opts.Refresh, retire: opts.RetireAfter, skew: opts.ClockSkew,
-		log: opts.Logger, now: opts.Now,
+		log: opts.Logger, now: opts.Now, renew: opts.Triggers.Renew,
 		recs: map[string]record{}, changed: map[string]uint64{}, running: map[string]*worker{}, progress: make(chan struct{})}
 	if m.consumer == "" {
 		m.consumer = defaultConsumer()

@@ -3,6 +3,7 @@ package index
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -43,6 +44,7 @@ func (m *Manager) run(ctx context.Context, name string, gen int64, def Definitio
 func (m *Manager) loop(ctx context.Context, name string, gen int64, def Definition) {
 	tname := triggerName(name, gen)
 	for ctx.Err() == nil {
+		sent := m.now()
 		c, err := m.triggers.Claim(ctx, tname, m.consumer, batchCells, claimWait)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -68,14 +70,15 @@ func (m *Manager) loop(ctx context.Context, name string, gen int64, def Definiti
 			continue
 		}
 		l := c.Lease
-		bctx, release := m.keepLease(ctx, tname, *l)
+		bctx, release := m.keepLease(ctx, tname, *l, sent)
 		failed, err := m.maintainBatch(bctx, name, gen, def, c.Cells)
 		lost := release()
 		if ctx.Err() != nil {
 			return // unacknowledged: delivered again
 		}
 		if lost {
-			m.log.Warn("index lease lost while its batch was maintained; the new owner maintains it", "index", name, "generation", gen, "shard", l.Shard)
+			m.log.Warn("index lease lost while its batch was maintained; its cells are delivered again", "index", name, "generation", gen, "shard", l.Shard,
+				"err", context.Cause(bctx))
 			continue
 		}
 		if err != nil {
@@ -101,42 +104,81 @@ func (m *Manager) loop(ctx context.Context, name string, gen int64, def Definiti
 // maintained, so that a batch slower than the lease (a slow node) keeps
 // its shard: another maintainer of the same rows at the same time could
 // write a row's entry for a cell older than the one the other wrote last.
-// It returns the batch's context, cancelled when a renewal is refused as
-// stale (the lease was lost anyway), and release, which stops the
-// renewals and reports whether the lease was lost.
-func (m *Manager) keepLease(ctx context.Context, tname string, lease trigger.Lease) (context.Context, func() (lost bool)) {
+// On this clock the lease surely lasts only TTL from when the claim (sent
+// at granted) or the last accepted renewal was sent: it was granted no
+// sooner, and the answer may have come any time later. Once that has
+// passed with no renewal accepted (the metadata node is slow, unreachable
+// or failing), another server may have taken the shard, so the lease
+// counts as lost, as when a renewal is refused as stale. An attempt waits
+// no longer than a third of the TTL, nor past the lease's end, so that a
+// hung one neither holds up the next nor outlasts the lease.
+// It returns the batch's context, cancelled once the lease is lost, and
+// release, which stops the renewals and reports whether the lease was
+// lost.
+func (m *Manager) keepLease(ctx context.Context, tname string, lease trigger.Lease, granted time.Time) (context.Context, func() (lost bool)) {
 	bctx, cancel := context.WithCancelCause(ctx)
 	every := lease.TTL / 3
 	if every <= 0 {
 		return bctx, func() bool { cancel(nil); return false }
 	}
-	stop, done := make(chan struct{}), make(chan struct{})
+	expires := granted.Add(lease.TTL)
+	ranOut := func() {
+		cancel(fmt.Errorf("lease of shard %d of %s ran out on this clock with no renewal accepted", lease.Shard, tname))
+	}
+	if !m.now().Before(expires) {
+		// The claim waited out the lease: the batch must not start.
+		ranOut()
+		return bctx, func() bool { return true }
+	}
+	// rctx ends the renewals, and a renewal in flight, at release.
+	rctx, stop := context.WithCancel(bctx)
+	done := make(chan struct{})
 	var lost atomic.Bool
 	go func() {
 		defer close(done)
-		t := time.NewTicker(every)
-		defer t.Stop()
+		// Timed from the claim: a claim that waited long for cells is
+		// renewed the sooner.
+		wake := time.NewTimer(granted.Add(every).Sub(m.now()))
+		defer wake.Stop()
 		for {
 			select {
-			case <-stop:
+			case <-rctx.Done():
 				return
-			case <-bctx.Done():
-				return
-			case <-t.C:
+			case <-wake.C:
 			}
-			_, err := m.triggers.Renew(bctx, tname, lease.Token, lease.Shard)
+			sent := m.now()
+			left := expires.Sub(sent)
+			if left <= 0 {
+				lost.Store(true)
+				ranOut()
+				return
+			}
+			actx, cancelAttempt := context.WithTimeout(rctx, min(every, left))
+			_, err := m.renew(actx, tname, lease.Token, lease.Shard)
+			cancelAttempt()
 			switch {
+			case err == nil:
+				expires = sent.Add(lease.TTL)
 			case errors.Is(err, cellar.ErrConflict):
 				lost.Store(true)
 				cancel(err)
 				return
-			case err != nil && bctx.Err() == nil:
-				m.log.Warn("index lease renewal failed; trying again", "trigger", tname, "shard", lease.Shard, "err", err)
+			case rctx.Err() != nil:
+				return // released
+			default:
+				m.log.Warn("index lease renewal failed; trying again while the lease lasts", "trigger", tname, "shard", lease.Shard,
+					"left", expires.Sub(m.now()), "err", err)
 			}
+			// The next attempt, or the lease's end if that comes first.
+			next := sent.Add(every)
+			if expires.Before(next) {
+				next = expires
+			}
+			wake.Reset(next.Sub(m.now()))
 		}
 	}()
 	return bctx, func() bool {
-		close(stop)
+		stop()
 		<-done
 		cancel(nil)
 		return lost.Load()
