@@ -19,8 +19,8 @@ import (
 
 	"github.com/cellar-db/cellar"
 	"github.com/cellar-db/cellar/internal/counter"
-	"github.com/cellar-db/cellar/internal/index"
 	cellarhttp "github.com/cellar-db/cellar/internal/http"
+	"github.com/cellar-db/cellar/internal/index"
 	"github.com/cellar-db/cellar/internal/redis"
 )
 
