@@ -21,10 +21,21 @@ import (
 
 // Client talks to one cellar server. It is safe for concurrent use.
 type Client struct {
-	base  string // server URL without a trailing slash
-	token string
-	hc    *http.Client
+	base     string // server URL without a trailing slash
+	token    string
+	hc       *http.Client
+	maxBytes int64 // of a successful response's body
 }
+
+// DefaultMaxResponseBytes bounds the body of a successful response that a
+// Client reads (WithMaxResponseBytes). The server's largest answers, a
+// batchGet or a row, carry at most 16 MiB of bodies plus one cell, which
+// the server's max_body_bytes bounds (1 MiB by default).
+const DefaultMaxResponseBytes = 128 << 20
+
+// maxErrorBytes bounds how much of an error response is read: enough for
+// any API error; of a proxy's error page only the start is quoted.
+const maxErrorBytes = 64 << 10
 
 var _ cellar.Store = (*Client)(nil)
 
@@ -47,6 +58,14 @@ func WithHTTPClient(hc *http.Client) Option {
 	return func(c *Client) { c.hc = hc }
 }
 
+// WithMaxResponseBytes bounds the body of a successful response at n bytes
+// (n <= 0: DefaultMaxResponseBytes). A call whose answer is larger fails
+// with ETOOLARGE instead of holding it in memory: raise the bound for a
+// server whose max_body_bytes is near it.
+func WithMaxResponseBytes(n int64) Option {
+	return func(c *Client) { c.maxBytes = n }
+}
+
 // New returns a client of the server at baseURL, such as
 // "http://127.0.0.1:7070". A baseURL without a scheme gets "http://".
 func New(baseURL string, opts ...Option) *Client {
@@ -59,6 +78,9 @@ func New(baseURL string, opts ...Option) *Client {
 	}
 	if c.hc == nil {
 		c.hc = http.DefaultClient
+	}
+	if c.maxBytes <= 0 {
+		c.maxBytes = DefaultMaxResponseBytes
 	}
 	// The API never redirects, and following a redirect would turn a PUT
 	// into a GET of another URL, so a redirect is returned as an error.
@@ -354,12 +376,22 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 		return 0, cellar.Unavailable(err, "request failed")
 	}
 	defer resp.Body.Close()
-	data, err := io.ReadAll(resp.Body)
+	ok := resp.StatusCode >= 200 && resp.StatusCode <= 299
+	limit := c.maxBytes
+	if !ok {
+		limit = maxErrorBytes
+	}
+	// A body past the limit is not read to its end: a misbehaving server
+	// or proxy could send one without end.
+	data, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
 		return resp.StatusCode, cellar.Unavailable(err, "read response to %s %s", method, path)
 	}
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return resp.StatusCode, responseError(resp, data)
+	if !ok {
+		return resp.StatusCode, responseError(resp, data[:min(int64(len(data)), limit)])
+	}
+	if int64(len(data)) > limit {
+		return resp.StatusCode, cellar.Errorf(cellar.ETOOLARGE, "the response to %s %s is larger than this client's bound of %d bytes (client.WithMaxResponseBytes)", method, path, limit)
 	}
 	if err := json.Unmarshal(data, out); err != nil {
 		return resp.StatusCode, cellar.Internal(err, "decode response to %s %s", method, path)

@@ -957,3 +957,56 @@ func TestForeignResponseCutOnCharacter(t *testing.T) {
 		t.Errorf("Get = %v; want unavailable, quoting the page up to its 199 x's, in valid UTF-8 (message %q)", err, msg)
 	}
 }
+
+// endless writes a body that never ends (until the client goes away).
+func endless(status int) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(status)
+		chunk := []byte(strings.Repeat("x", 64<<10))
+		for {
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+		}
+	}
+}
+
+// TestEndlessResponses: a response body without end is not read to its
+// end: an error page is quoted from its start, and a successful answer
+// past the client's bound fails as too_large.
+func TestEndlessResponses(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		status int
+		opts   []client.Option
+		want   string
+	}{
+		{"error page", http.StatusBadGateway, nil, cellar.EUNAVAILABLE},
+		{"answer past the bound", http.StatusOK, []client.Option{client.WithMaxResponseBytes(1 << 20)}, cellar.ETOOLARGE},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := httptest.NewServer(endless(tt.status))
+			defer srv.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			_, err := client.New(srv.URL, tt.opts...).Get(ctx, cellar.Key{RowKey: "r", Column: "c", RefKey: 1})
+			if got := cellar.ErrorCode(err); got != tt.want || ctx.Err() != nil {
+				t.Errorf("Get = %v; want code %s before the deadline", err, tt.want)
+			}
+		})
+	}
+}
+
+// TestResponseAtTheBound: an answer of exactly the bound is read.
+func TestResponseAtTheBound(t *testing.T) {
+	body := `{"shard_count":1,"version":1,"nodes":[]}`
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte(body)) }))
+	defer srv.Close()
+	if _, err := client.New(srv.URL, client.WithMaxResponseBytes(int64(len(body)))).Shards(context.Background()); err != nil {
+		t.Errorf("Shards with the bound at the answer's size: %v", err)
+	}
+	_, err := client.New(srv.URL, client.WithMaxResponseBytes(int64(len(body)-1))).Shards(context.Background())
+	if !errors.Is(err, cellar.ErrTooLarge) {
+		t.Errorf("Shards with the bound a byte short = %v; want too_large", err)
+	}
+}
