@@ -189,8 +189,32 @@ func (r *runner) exit(err error) int {
 		fmt.Fprintf(r.stderr, "cellar: %s\n", pe)
 		return 1
 	}
-	fmt.Fprintf(r.stderr, "cellar: %s: %s\n", cellar.ErrorCode(err), errorMessage(err))
+	r.reportError(err, false)
 	return 1
+}
+
+// reportError prints err on stderr: a line "cellar: CODE: MESSAGE", or,
+// with --json, the API's error document {"error": {"code", "message"}}
+// (with "retrying": true for an error the command is retrying), so that
+// a script can read the code.
+func (r *runner) reportError(err error, retrying bool) {
+	if !r.json {
+		suffix := ""
+		if retrying {
+			suffix = " (retrying)"
+		}
+		fmt.Fprintf(r.stderr, "cellar: %s: %s%s\n", cellar.ErrorCode(err), errorMessage(err), suffix)
+		return
+	}
+	type body struct {
+		Code     string `json:"code"`
+		Message  string `json:"message"`
+		Retrying bool   `json:"retrying,omitempty"`
+	}
+	doc, _ := json.Marshal(struct {
+		Error body `json:"error"`
+	}{body{cellar.ErrorCode(err), errorMessage(err), retrying}})
+	fmt.Fprintf(r.stderr, "%s\n", doc)
 }
 
 // flags returns the subcommand's FlagSet with the common flags.
@@ -538,7 +562,7 @@ func (r *runner) follow(shard int, after int64, limit int, column string, interv
 			return nil
 		}
 		if errors.Is(err, cellar.ErrUnavailable) {
-			fmt.Fprintf(r.stderr, "cellar: %s: %s (retrying)\n", cellar.ErrorCode(err), errorMessage(err))
+			r.reportError(err, true)
 			if !wait() {
 				return nil
 			}

@@ -904,3 +904,21 @@ func TestCLIScanFollowShortPage(t *testing.T) {
 		t.Errorf("scan --follow asked after=%v; want 0, then 1 at once", afters)
 	}
 }
+
+// TestCLIJSONErrors: with --json an error is the API's error document on
+// stderr, so that a script can read its code; a usage error stays a line.
+func TestCLIJSONErrors(t *testing.T) {
+	s := newCLIServer(t, cellarhttp.Options{})
+	stdout, stderr, code := s.run(t, "", "latest", "r", "nothing", "--json")
+	var doc struct {
+		Error struct{ Code, Message string }
+	}
+	if err := json.Unmarshal([]byte(stderr), &doc); err != nil || code != 1 || stdout != "" ||
+		doc.Error.Code != cellar.ENOTFOUND || doc.Error.Message == "" || !strings.HasSuffix(stderr, "}\n") {
+		t.Errorf("latest --json of nothing: exit %d, stdout %q, stderr %q; want exit 1 and {\"error\": {\"code\": \"not_found\", ...}} (decode: %v)", code, stdout, stderr, err)
+	}
+	_, stderr, code = s.run(t, "", "latest", "r", "--json")
+	if code != 2 || !strings.HasPrefix(stderr, "cellar latest: ") {
+		t.Errorf("latest --json with a missing argument: exit %d, stderr %q; want exit 2 and a usage line", code, stderr)
+	}
+}
