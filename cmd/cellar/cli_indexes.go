@@ -166,7 +166,10 @@ func (r *runner) indexesDefine(args []string) error {
 		return err
 	}
 	if r.json {
-		return r.printJSON(ix)
+		return r.printJSON(struct {
+			client.Index
+			Created bool `json:"created"`
+		}{ix, created})
 	}
 	r.stdout.printf("index=%s created=%t column=%s fields=%s generation=%d state=%s\n",
 		ix.Name, created, ix.Column, fieldList(ix.Fields), ix.Generation, ix.State)

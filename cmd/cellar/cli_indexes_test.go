@@ -84,6 +84,10 @@ func TestCLIIndexes(t *testing.T) {
 	if out := run(0, "define", "by_city", "--column", "profile", "--field", "city:string", "--field", "age:int"); !strings.Contains(out, "index=by_city created=true column=profile fields=city:string,age:int generation=1") {
 		t.Errorf("define: %s", out)
 	}
+	// --json says whether the define created the index too.
+	if out := run(0, "define", "by_city", "--column", "profile", "--field", "city:string", "--field", "age:int", "--json"); !strings.Contains(out, `"created": false`) || !strings.Contains(out, `"name": "by_city"`) {
+		t.Errorf("define --json again: %s", out)
+	}
 	var written []cellar.Cell
 	for i, body := range []string{`{"city": "paris", "age": 30}`, `{"city": "paris", "age": 25}`, `{"city": "rome", "age": 40}`} {
 		cell, _, err := c.Put(context.Background(), cellar.NewCell{Key: cellar.Key{RowKey: fmt.Sprintf("u%d", i), Column: "profile", RefKey: 1}, Body: []byte(body)})

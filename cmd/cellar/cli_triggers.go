@@ -243,7 +243,10 @@ func (r *runner) triggersDefine(args []string) error {
 		return err
 	}
 	if r.json {
-		return r.printJSON(t)
+		return r.printJSON(struct {
+			client.Trigger
+			Created bool `json:"created"`
+		}{t, created})
 	}
 	r.stdout.printf("trigger=%s created=%t columns=%s start=%s max_attempts=%d park_threshold=%d\n",
 		t.Name, created, strings.Join(t.Columns, ","), t.Start, t.MaxAttempts, t.ParkThreshold)

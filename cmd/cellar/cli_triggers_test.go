@@ -79,6 +79,9 @@ func TestCLITriggers(t *testing.T) {
 	contains(run(1, "delete", "mail", "--yes"), "not_found")
 	contains(run(0, "define", "mail", "--columns", "a"), "created=true")
 	contains(run(0, "status", "mail"), "lag_cells=1", "parked=0")
+	// --json says whether the define created the trigger too.
+	contains(run(0, "define", "mail", "--columns", "a", "--json"), `"created": false`, `"name": "mail"`)
+	contains(run(0, "define", "mail2", "--columns", "a", "--json"), `"created": true`, `"name": "mail2"`)
 }
 
 // TestCLITriggersStatusQuotesLastError guards that `triggers status`
