@@ -4,6 +4,7 @@ package main
 // define|delete, each action parsed like a client command of its own.
 
 import (
+	"flag"
 	"fmt"
 	"strings"
 	"text/tabwriter"
@@ -236,6 +237,17 @@ func (r *runner) triggersDefine(args []string) error {
 	}
 	if *columns == "" {
 		return usagef("--columns is required")
+	}
+	// Left out, the two take the server's defaults; a 0 written out would
+	// be sent as left out, so it is refused as the API refuses it.
+	var zero error
+	fs.Visit(func(f *flag.Flag) {
+		if (f.Name == "max-attempts" || f.Name == "park-threshold") && f.Value.String() == "0" && zero == nil {
+			zero = usagef("--%s must be at least 1 (leave it out for the server's default)", f.Name)
+		}
+	})
+	if zero != nil {
+		return zero
 	}
 	def := client.TriggerDefinition{Columns: strings.Split(*columns, ","), Start: *start, MaxAttempts: *maxAttempts, ParkThreshold: *parkThreshold}
 	t, created, err := r.client.DefineTrigger(r.ctx, pos[0], def)

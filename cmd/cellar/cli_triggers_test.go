@@ -72,6 +72,10 @@ func TestCLITriggers(t *testing.T) {
 	contains(run(0, "reset", "mail", "--yes"), "reset=true")
 	contains(run(1, "status", "nope"), "not_found")
 	contains(run(2, "frobnicate"), "unknown action")
+	// A 0 written out is refused, not sent as left out (the default).
+	contains(run(2, "define", "mail", "--columns", "a", "--park-threshold", "0"), "--park-threshold must be at least 1")
+	contains(run(2, "define", "mail", "--columns", "a", "--max-attempts", "0"), "--max-attempts must be at least 1")
+	contains(run(0, "list", "--json"), `"max_attempts": 1`)
 	// Delete: confirmed, then gone with its state; the name is free again.
 	contains(run(2, "delete", "mail"), "--yes")
 	contains(run(0, "delete", "mail", "--yes"), "deleted=true")
