@@ -183,6 +183,11 @@ func serve(ctx context.Context, cfg *Config, embedded bool, log *slog.Logger, re
 		return err
 	}
 	defer counters.Close()
+	m.CounterBuffer(cfg.Counters.Mode, func() metrics.CounterTotals {
+		st := counters.Stats()
+		return metrics.CounterTotals{Increments: st.Increments, Commits: st.Commits, Flushes: st.Flushes,
+			Statements: st.Statements, FlushErrors: st.FlushErrors, Rejected: st.Rejected}
+	})
 	var reads cellar.Store = store
 	if cfg.Cache.Enabled {
 		opts := cache.Options{
@@ -287,6 +292,7 @@ func serve(ctx context.Context, cfg *Config, embedded bool, log *slog.Logger, re
 // counterStore is a counter buffer: a journal or a Redis buffer.
 type counterStore interface {
 	cellar.CounterStore
+	Stats() counter.Stats
 	Close() error
 }
 

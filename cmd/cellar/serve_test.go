@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/url"
 	"path/filepath"
 	"strings"
@@ -497,4 +498,64 @@ func TestSubcommandHelpExitsZero(t *testing.T) {
 	if code := run(context.Background(), []string{"serve", "--bogus"}, strings.NewReader(""), &out, &errb); code != 2 {
 		t.Errorf("cellar serve --bogus: exit %d; want 2", code)
 	}
+}
+
+// TestServeCounterMetrics: /metrics reports the counter buffer's totals,
+// as they grow.
+func TestServeCounterMetrics(t *testing.T) {
+	cfg := defaultConfig()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.DataDir = t.TempDir()
+	cfg.Shards = 16
+	cfg.Counters.FlushInterval = 20 * time.Millisecond
+	if err := cfg.complete(); err != nil {
+		t.Fatal(err)
+	}
+	if err := initDatastore(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
+		t.Fatal(err)
+	}
+	addr := startServerAddr(t, cfg)
+	c := client.New(addr)
+	for i := 0; i < 3; i++ {
+		if _, err := c.Incr(context.Background(), "views", 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := []string{`cellar_counter_increments_total{mode="journal"} 3`, `cellar_counter_flushes_total{mode="journal"} `, `cellar_counter_flush_errors_total{mode="journal"} 0`}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := http.Get(addr + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		missing := ""
+		for _, w := range want {
+			if !strings.Contains(string(body), w) {
+				missing = w
+			}
+		}
+		// The flush that carries the increments is confirmed within a
+		// few intervals.
+		flushed := !strings.Contains(string(body), `cellar_counter_flushes_total{mode="journal"} 0`)
+		if missing == "" && flushed {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/metrics lacks %q (or no flush yet):\n%s", missing, grepLines(string(body), "cellar_counter_"))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// grepLines is the lines of s holding sub.
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

@@ -29,6 +29,7 @@ type Metrics struct {
 	triggerCells    *prometheus.CounterVec
 	triggerLagCells *prometheus.GaugeVec
 	triggerLagSecs  *prometheus.GaugeVec
+	counters        *counterCollector
 	gatherer        prometheus.Gatherer
 
 	// Every request and storage call records under a few label values;
@@ -119,6 +120,7 @@ func New(reg prometheus.Registerer, gatherer prometheus.Gatherer) *Metrics {
 			Name: "cellar_trigger_lag_seconds",
 			Help: "Age of the oldest cell a trigger has yet to acknowledge, over its shards, as last measured.",
 		}, []string{"trigger"})),
+		counters: register(reg, newCounterCollector()),
 		gatherer: gatherer,
 	}
 }
