@@ -7,6 +7,9 @@ import (
 	"slices"
 	"strconv"
 
+	jsonv2 "github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
+
 	"github.com/cellar-db/cellar"
 )
 
@@ -112,7 +115,9 @@ func (r *runner) counterBatchIncr(args []string) error {
 	var in struct {
 		Increments *[]struct {
 			Key *string `json:"key"`
-			By  *int64  `json:"by"`
+			// Raw, to tell "by": null, which the server refuses, from no
+			// "by" at all, which means 1.
+			By jsontext.Value `json:"by"`
 		} `json:"increments"`
 	}
 	if err := decodeOne(r.stdin, &in); err != nil {
@@ -129,7 +134,12 @@ func (r *runner) counterBatchIncr(args []string) error {
 		}
 		incrs[i] = cellar.CounterIncrement{Key: *it.Key, By: 1}
 		if it.By != nil {
-			incrs[i].By = *it.By
+			if it.By.Kind() != '0' {
+				return usagef("read increments from stdin: increments[%d].by must be an integer, not %s", i, it.By)
+			}
+			if err := jsonv2.Unmarshal(it.By, &incrs[i].By); err != nil {
+				return usagef("read increments from stdin: increments[%d].by: %v", i, jsonError(err))
+			}
 		}
 		keys[i] = *it.Key
 	}

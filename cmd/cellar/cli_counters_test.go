@@ -119,6 +119,9 @@ func TestCLICounterBatchIncr(t *testing.T) {
 		``, `[]`, `{}`, `{"increments":[{"by":1}]}`, `{"increments":[{"key":"views","by":1.5}]}`,
 		`{"increments":[{"key":"views","by":1,"by":2}]}`, `{"increments":[{"key":"views","step":1}]}`,
 		`{"increments":[]}`, `{"increments":[{"key":"views"}]} {}`,
+		`{"increments":[{"key":"views","by":null}]}`, `{"increments":[{"key":null,"by":1}]}`,
+		`{"increments":null}`, `{"increments":[{"key":"views","by":"1"}]}`,
+		`{"increments":[{"key":"views","by":9223372036854775808}]}`,
 	} {
 		if _, stderr, code := batch(in); code != 2 || stderr == "" {
 			t.Errorf("batch-incr < %q: exit %d, stderr %q; want a usage error", in, code, stderr)
