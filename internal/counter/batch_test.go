@@ -118,3 +118,54 @@ func TestBatchIncrBuffers(t *testing.T) {
 		})
 	}
 }
+
+// readCounting counts a node's reads of durable values.
+type readCounting struct {
+	cellar.CounterNode
+	mu    sync.Mutex
+	reads int
+}
+
+func (n *readCounting) Counters(ctx context.Context, keys []string) (map[string]int64, error) {
+	n.mu.Lock()
+	n.reads++
+	n.mu.Unlock()
+	return n.CounterNode.Counters(ctx, keys)
+}
+
+// The journal reads the durable values of a batch's new keys together,
+// not one read per key; a key whose node is down fails alone, and a key
+// known already is not read again.
+func TestJournalBatchIncrReadsNewKeysTogether(t *testing.T) {
+	base := countertest.New()
+	base.Set("k7", 100)
+	node := &readCounting{CounterNode: &partialNode{Node: base, down: "down", release: make(chan struct{})}}
+	j := openJournal(t, t.TempDir(), node, testOptions(newFakeClock()))
+	ctx := context.Background()
+	incr(t, j, "known", 5, 5)
+	node.reads = 0
+	var incrs []cellar.CounterIncrement
+	for i := range 200 {
+		incrs = append(incrs, cellar.CounterIncrement{Key: fmt.Sprintf("k%d", i%100), By: 1})
+	}
+	incrs = append(incrs, cellar.CounterIncrement{Key: "down", By: 1}, cellar.CounterIncrement{Key: "known", By: 1}, cellar.CounterIncrement{Key: "", By: 1})
+	res := j.BatchIncr(ctx, incrs)
+	for i := range 200 {
+		want := int64(1 + i/100)
+		if i%100 == 7 {
+			want += 100
+		}
+		if r := res[i]; r.Err != nil || r.Value != want {
+			t.Errorf("result %d = %+v; want %s = %d", i, r, incrs[i].Key, want)
+		}
+	}
+	wantCode(t, "the key on the node that is down", res[200].Err, cellar.EUNAVAILABLE)
+	if r := res[201]; r.Err != nil || r.Value != 6 {
+		t.Errorf("known = %+v; want 6", r)
+	}
+	wantCode(t, "the empty key", res[202].Err, cellar.EINVALID)
+	// One read of the 101 new keys, and the down key's own read again.
+	if node.reads != 2 {
+		t.Errorf("the batch read the node %d times; want 2 (its new keys together, then the key that failed)", node.reads)
+	}
+}

@@ -618,3 +618,32 @@ func benchIncr(b *testing.B, cs cellar.CounterStore, overHTTP bool, conc int) {
 	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50_µs")
 	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99_µs")
 }
+
+// BenchmarkJournalBatchIncrNewKeys measures batches of 1,000 increments
+// of keys the journal has not seen, over a real PostgreSQL node: the
+// journal must read each key's durable value before its first increment.
+//
+//	go test ./internal/counter -run '^$' -bench JournalBatchIncrNewKeys -benchtime 20x -count 3
+func BenchmarkJournalBatchIncrNewKeys(b *testing.B) {
+	node := openPostgres(b, dbtest.Postgres(b))
+	j, err := OpenJournal(context.Background(), b.TempDir()+"/counters.journal", node, Options{Logger: quietLogger()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer j.Close()
+	const batch = 1000
+	incrs := make([]cellar.CounterIncrement, batch)
+	b.ResetTimer()
+	for n := range b.N {
+		for i := range incrs {
+			incrs[i] = cellar.CounterIncrement{Key: fmt.Sprintf("b%d-%d", n, i), By: 1}
+		}
+		for i, r := range j.BatchIncr(context.Background(), incrs) {
+			if r.Err != nil || r.Value != 1 {
+				b.Fatalf("increment %d = %+v", i, r)
+			}
+		}
+	}
+	b.StopTimer() // not the flush of Close
+	b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "incr/s")
+}

@@ -1242,5 +1242,34 @@ func (j *Journal) write(ctx context.Context, first int64, reqs []*incrReq) (int6
 // BatchIncr implements cellar.CounterStore: each increment is committed
 // as Incr commits it, the batch's sharing commits.
 func (j *Journal) BatchIncr(ctx context.Context, incrs []cellar.CounterIncrement) []cellar.CounterResult {
+	j.preload(ctx, incrs)
 	return batchIncr(ctx, incrs, j.Incr)
+}
+
+// preload reads the durable values of incrs' keys that the journal does
+// not hold yet in one read (one query per storage node), rather than
+// leaving each key's first Incr to read its own. A key in a flight is
+// left out, so that the batch does not wait for a flush from before a
+// restart that only its increments must wait for, and so is a key that
+// is not valid. What fails to load here is read again, and fails on its
+// own, in its first Incr.
+func (j *Journal) preload(ctx context.Context, incrs []cellar.CounterIncrement) {
+	seen := make(map[string]bool, len(incrs))
+	var keys []string
+	j.mu.Lock()
+	for _, in := range incrs {
+		if seen[in.Key] {
+			continue
+		}
+		seen[in.Key] = true
+		if _, ok := j.durable[in.Key]; ok || j.inFlight(in.Key) || cellar.ValidateRowKey(in.Key) != nil {
+			continue
+		}
+		keys = append(keys, in.Key)
+	}
+	closed := j.closed
+	j.mu.Unlock()
+	if len(keys) > 1 && !closed {
+		_ = j.load(ctx, keys) // a failure is each key's Incr's to report
+	}
 }
