@@ -351,10 +351,14 @@ func (s *Store) trim(ctx context.Context, tx *sql.Tx, key string, t *timeline, k
 		return nil
 	}
 	// The n-th lowest row is the last to go; deleting up to it by a range
-	// on the rank index is one statement whatever n is.
+	// on the rank index is one statement whatever n is. The boundary is
+	// read as the shard scan reads (Dialect.ScanLock): on InnoDB the
+	// timeline's lock may be had before the previous writer's rows are
+	// visible to a plain read, which would then find a boundary short of
+	// them (and the count check below fail the add).
 	var score float64
 	var member []byte
-	err := tx.QueryRowContext(ctx, s.d.Rebind("SELECT score, member FROM timeline_members WHERE timeline_key = ? ORDER BY score ASC, member ASC LIMIT 1 OFFSET ?"),
+	err := tx.QueryRowContext(ctx, s.d.Rebind("SELECT score, member FROM timeline_members WHERE timeline_key = ? ORDER BY score ASC, member ASC LIMIT 1 OFFSET ?"+s.d.ScanLock),
 		[]byte(key), n-1).Scan(&score, &member)
 	if err != nil {
 		return fmt.Errorf("find trim boundary: %w", err)
