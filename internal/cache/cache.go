@@ -432,6 +432,11 @@ func (s *Store) wholeRow(ctx context.Context, rowKey string) ([]cellar.Cell, err
 		hit := ok && e.answers(s.now())
 		s.obs.ObserveCache(TierLocal, b2i(hit), b2i(!hit))
 		if hit {
+			// The entry grows as columns are written and read after it
+			// was filled: it is bounded as the node bounds a row.
+			if err := cellar.BoundRow(rowKey, e.cells); err != nil {
+				return nil, err
+			}
 			return append(make([]cellar.Cell, 0, len(e.cells)), e.cells...), nil
 		}
 	}

@@ -2,6 +2,7 @@ package cache_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -166,4 +167,60 @@ func (s slowStore) Latest(ctx context.Context, row, col string) (cellar.Cell, er
 		return cellar.Cell{}, cellar.Unavailable(ctx.Err(), "node did not answer in time")
 	}
 	return s.Store.Latest(ctx, row, col)
+}
+
+// A cached whole row is bounded as the node bounds a row (cellar.BoundRow):
+// its entry grows as columns are written through the cache after it was
+// filled, and once their bodies pass MaxBatchGetBytes it answers
+// too_large, as the node does, not the cells. (Review of stop 18: it was
+// served whole.)
+func TestWholeRowBoundAfterPush(t *testing.T) {
+	back := openSQLite(t, 16)
+	s := newCache(t, back, cache.Options{MaxBytes: 256 << 20, Now: newClock().Now})
+	big := `{"x":"` + strings.Repeat("a", 1_000_000) + `"}`
+	fit := cellar.MaxBatchGetBytes / len(big) // 16 columns fit
+	for i := range fit {
+		put(t, s, "r", fmt.Sprintf("c%03d", i), 1, big)
+	}
+	if cells, err := s.Row(ctx(t), "r", nil); err != nil || len(cells) != fit {
+		t.Fatalf("Row of %d fitting columns = %d cells, %v", fit, len(cells), err)
+	}
+	// Two more columns written through the cache: pushed into the row entry.
+	put(t, s, "r", "c900", 1, big)
+	put(t, s, "r", "c901", 1, big)
+	if _, err := back.Row(ctx(t), "r", nil); !errors.Is(err, cellar.ErrTooLarge) {
+		t.Fatalf("backing Row = %v; want too_large (the test assumes the node refuses it)", err)
+	}
+	cells, err := s.Row(ctx(t), "r", nil)
+	if !errors.Is(err, cellar.ErrTooLarge) {
+		size := 0
+		for _, c := range cells {
+			size += len(c.Body)
+		}
+		t.Errorf("cached whole Row = %d cells (%d body bytes > MaxBatchGetBytes %d), err %v; want too_large as the node answers",
+			len(cells), size, cellar.MaxBatchGetBytes, err)
+	}
+}
+
+// Same, with the columns written by another process and read here with
+// Latest, which merges them into the cached row entry.
+func TestWholeRowBoundAfterLatestRead(t *testing.T) {
+	back := openSQLite(t, 16)
+	s := newCache(t, back, cache.Options{MaxBytes: 256 << 20, Now: newClock().Now})
+	big := `{"x":"` + strings.Repeat("a", 1_000_000) + `"}`
+	fit := cellar.MaxBatchGetBytes / len(big)
+	for i := range fit {
+		put(t, back, "r", fmt.Sprintf("c%03d", i), 1, big)
+	}
+	if cells, err := s.Row(ctx(t), "r", nil); err != nil || len(cells) != fit {
+		t.Fatalf("Row = %d cells, %v", len(cells), err)
+	}
+	put(t, back, "r", "c900", 1, big) // another process's writes
+	put(t, back, "r", "c901", 1, big)
+	latestRef(t, s, "r", "c900")
+	latestRef(t, s, "r", "c901")
+	cells, err := s.Row(ctx(t), "r", nil)
+	if !errors.Is(err, cellar.ErrTooLarge) {
+		t.Errorf("cached whole Row after Latest reads = %d cells, err %v; want too_large as the node answers", len(cells), err)
+	}
 }
