@@ -145,13 +145,19 @@ func (s *Store) PutTrigger(ctx context.Context, def TriggerDef, start map[int]in
 				return fmt.Errorf("create trigger: %w", err)
 			}
 			// Rows left by an earlier trigger of the same name must not
-			// leak into this one.
+			// leak into this one, nor may its tokens be taken again
+			// (tokenFloor).
+			var left sql.NullInt64
+			if err := tx.QueryRowContext(ctx, s.d.Rebind("SELECT MAX(token) FROM trigger_shards WHERE trigger_name = ?"), def.Name).Scan(&left); err != nil {
+				return fmt.Errorf("read tokens of an earlier trigger %s: %w", def.Name, err)
+			}
+			floor := max(tokenFloor(now), left.Int64)
 			for _, table := range []string{"trigger_shards", "trigger_parked", "trigger_consumers"} {
 				if _, err := tx.ExecContext(ctx, s.d.Rebind("DELETE FROM "+table+" WHERE trigger_name = ?"), def.Name); err != nil {
 					return fmt.Errorf("clear trigger state: %w", err)
 				}
 			}
-			if err := s.insertTriggerShards(ctx, tx, def.Name, start); err != nil {
+			if err := s.insertTriggerShards(ctx, tx, def.Name, start, floor); err != nil {
 				return err
 			}
 			created = true
@@ -183,9 +189,19 @@ func (s *Store) PutTrigger(ctx context.Context, def TriggerDef, start map[int]in
 	return created, nil
 }
 
+// tokenFloor is the token of a shard's state row created at now, which
+// its first lease raises by one: the time in microseconds. A trigger
+// deleted and defined again keeps no rows to count on from its earlier
+// self, whose consumers may still hold leases; starting its tokens at the
+// time of their creation keeps them above every token the earlier one
+// gave out (one per lease, far fewer than a microsecond each), so that
+// such a consumer's ack is refused as stale, provided the servers' clocks
+// agree to within the time between the delete and the new definition.
+func tokenFloor(now time.Time) int64 { return now.UnixMicro() }
+
 // insertTriggerShards creates the state rows of the shards in start, with
-// their offsets, a few hundred rows per statement.
-func (s *Store) insertTriggerShards(ctx context.Context, tx *sql.Tx, name string, start map[int]int64) error {
+// their offsets and token floor, a few hundred rows per statement.
+func (s *Store) insertTriggerShards(ctx context.Context, tx *sql.Tx, name string, start map[int]int64, floor int64) error {
 	shards := slices.Sorted(maps.Keys(start))
 	const perStatement = 256
 	for len(shards) > 0 {
@@ -193,13 +209,13 @@ func (s *Store) insertTriggerShards(ctx context.Context, tx *sql.Tx, name string
 		var q strings.Builder
 		q.WriteString(`INSERT INTO trigger_shards (trigger_name, shard, acked, delivered, owner, token, expires_at,
 		retry_added_id, attempts, last_error, retry_at) VALUES `)
-		args := make([]any, 0, 4*n)
+		args := make([]any, 0, 5*n)
 		for i, shard := range shards[:n] {
 			if i > 0 {
 				q.WriteString(", ")
 			}
-			q.WriteString("(?, ?, ?, ?, '', 0, 0, 0, 0, '', 0)")
-			args = append(args, name, shard, start[shard], start[shard])
+			q.WriteString("(?, ?, ?, ?, '', ?, 0, 0, 0, '', 0)")
+			args = append(args, name, shard, start[shard], start[shard], floor)
 		}
 		if _, err := tx.ExecContext(ctx, s.d.Rebind(q.String()), args...); err != nil {
 			return fmt.Errorf("create state of shards %d-%d: %w", shards[0], shards[n-1], err)
@@ -211,7 +227,7 @@ func (s *Store) insertTriggerShards(ctx context.Context, tx *sql.Tx, name string
 
 func (s *Store) insertTriggerShard(ctx context.Context, tx *sql.Tx, name string, shard int, acked int64) error {
 	_, err := tx.ExecContext(ctx, s.d.Rebind(`INSERT INTO trigger_shards (trigger_name, shard, acked, delivered, owner, token, expires_at,
-		retry_added_id, attempts, last_error, retry_at) VALUES (?, ?, ?, ?, '', 0, 0, 0, 0, '', 0)`), name, shard, acked, acked)
+		retry_added_id, attempts, last_error, retry_at) VALUES (?, ?, ?, ?, '', ?, 0, 0, 0, '', 0)`), name, shard, acked, acked, tokenFloor(s.now()))
 	if err != nil {
 		return fmt.Errorf("create state of shard %d: %w", shard, err)
 	}

@@ -84,9 +84,12 @@ func TestTriggerState(t *testing.T) {
 			t.Fatalf("UpdateTriggerShard = %v; want f's error", err)
 		}
 		expires := time.UnixMilli(time.Now().UnixMilli()).UTC()
+		// A row created on first use starts its tokens at the time of its
+		// creation in microseconds (tokenFloor).
+		before := time.Now().UnixMicro()
 		ts, err := s.UpdateTriggerShard(ctx, "t", 5, func(ts *sqlstore.TriggerShard) (sqlstore.ShardEffects, error) {
-			if ts.Acked != 0 || ts.Token != 0 {
-				t.Errorf("new row = %+v; want the zero state", ts)
+			if ts.Acked != 0 || ts.Token < before || ts.Token > time.Now().UnixMicro() {
+				t.Errorf("new row = %+v; want the zero state with a token from %d until now", ts, before)
 			}
 			ts.Acked, ts.Delivered, ts.Owner, ts.Token, ts.ExpiresAt, ts.LastError = 4, 6, "c1", 1, expires, "ünïcode"
 			return sqlstore.ShardEffects{Park: &sqlstore.ParkedCell{AddedID: 3, Key: cellar.Key{RowKey: "r", Column: "a", RefKey: 1}, Attempts: 3, LastError: "bad"}}, nil
@@ -130,6 +133,7 @@ func TestTriggerState(t *testing.T) {
 		}
 
 		// Concurrent first changes of one shard: all apply, one at a time.
+		before = time.Now().UnixMicro()
 		var wg sync.WaitGroup
 		for i := 0; i < 8; i++ {
 			wg.Add(1)
@@ -145,8 +149,8 @@ func TestTriggerState(t *testing.T) {
 		}
 		wg.Wait()
 		rows, _ = s.TriggerShards(ctx, "t")
-		if rows[len(rows)-1].Shard != 9 || rows[len(rows)-1].Token != 8 {
-			t.Fatalf("after 8 concurrent increments, row = %+v; want token 8", rows[len(rows)-1])
+		if r := rows[len(rows)-1]; r.Shard != 9 || r.Token-8 < before || r.Token-8 > time.Now().UnixMicro() {
+			t.Fatalf("after 8 concurrent increments, row = %+v; want token 8 above the row's creation in microseconds (from %d)", r, before)
 		}
 
 		now := time.Now()

@@ -385,3 +385,44 @@ func TestDelete(t *testing.T) {
 		t.Errorf("claim after defining the name again = %+v; want cell %d from the start", got, cell.AddedID)
 	}
 }
+
+// A consumer of a deleted trigger that still holds its lease cannot move
+// the offset of the trigger defined again under the same name: the new
+// trigger's tokens start above the old one's (sqlstore tokenFloor), so its
+// ack is stale. (Review of stop 18: both first leases took token 1, and
+// the old consumer's ack passed over a cell of the new trigger.)
+func TestDeleteAndDefineAgainFencesOldLeases(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		e := newQuietEnv(t, b)
+		s := sh(1)
+		b1 := e.put(rowIn(s, 0), "b")
+		a2 := e.put(rowIn(s, 1), "a")
+		b3 := e.put(rowIn(s, 2), "b")
+		e.define("t", trigger.Definition{Columns: []string{"a"}})
+		old := e.claim("t", "old", 10)
+		if old.Lease == nil || !slices.Equal(ids(old.Cells), []int64{a2.AddedID}) {
+			t.Fatalf("old claim = %+v; want cell %d", old, a2.AddedID)
+		}
+		if err := e.engine.Delete(bg(), "t"); err != nil {
+			t.Fatal(err)
+		}
+		e.define("t", trigger.Definition{Columns: []string{"b"}})
+		fresh := e.claim("t", "new", 10)
+		if fresh.Lease == nil || !slices.Equal(ids(fresh.Cells), []int64{b1.AddedID, b3.AddedID}) {
+			t.Fatalf("new claim = %+v; want cells %d, %d", fresh, b1.AddedID, b3.AddedID)
+		}
+		// The consumer of the deleted trigger finishes its batch and acks.
+		err := e.engine.Ack(bg(), "t", old.Lease.Token, s, a2.AddedID)
+		if err == nil {
+			// The new consumer fails on b1.
+			res, nerr := e.engine.Nack(bg(), "t", fresh.Lease.Token, s, b1.AddedID, "fail")
+			t.Errorf("ack under the deleted trigger's lease (token %d) was accepted: offset now %d; "+
+				"the new consumer's nack of b1 (cell %d) then = %+v, %v (not retried, not parked: skipped)",
+				old.Lease.Token, e.offset("t", s), b1.AddedID, res, nerr)
+			return
+		}
+		if !errors.Is(err, cellar.ErrConflict) && !errors.Is(err, cellar.ErrNotFound) {
+			t.Errorf("stale ack: %v; want conflict", err)
+		}
+	})
+}
