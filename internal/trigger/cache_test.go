@@ -277,3 +277,45 @@ func TestDeletedTriggerEndsClaims(t *testing.T) {
 	err := e.engine.Ack(bg(), "t", c.Lease.Token, c.Lease.Shard, c.Cells[0].AddedID)
 	wantCode(t, "ack of the deleted trigger", err, cellar.ErrNotFound)
 }
+
+// A server whose copy of a trigger predates a widening does not deliver
+// the old column's cells past one of the new column: its claim checks the
+// stored columns in its transaction, as passing over does, and drops the
+// copy. (Review of stop 18: it delivered a2 and not b1 before it, and the
+// ack of a2 moved the offset over b1.)
+func TestStaleCopyClaimDoesNotSkipNewColumn(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		e := newQuietEnv(t, b)
+		e.define("t", trigger.Definition{Columns: []string{"a"}})
+		e2 := staleEngine(t, e)
+		if got := claimOn(t, e2, "t", "warm", 10); got.Lease != nil {
+			t.Fatalf("e2 delivered %+v", got)
+		}
+		s := sh(6)
+		b1 := e.put(rowIn(s, 0), "b")
+		// Widen the trigger through the first server.
+		e.define("t", trigger.Definition{Columns: []string{"a", "b"}})
+		a2 := e.put(rowIn(s, 1), "a")
+		c, err := e2.Claim(bg(), "t", "x", 10, 300*time.Millisecond)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Lease == nil {
+			// It found its copy stale and delivered nothing: the cell
+			// comes through the other server.
+			if later := e.claim("t", "y", 10); !slices.Contains(ids(later.Cells), b1.AddedID) {
+				t.Errorf("after the stale server delivered nothing, the up-to-date server's claim = %v; want b1 = %d", ids(later.Cells), b1.AddedID)
+			}
+			return
+		}
+		if !slices.Contains(ids(c.Cells), b1.AddedID) {
+			if err := e2.Ack(bg(), "t", c.Lease.Token, s, c.Cells[len(c.Cells)-1].AddedID); err != nil {
+				t.Fatal(err)
+			}
+			// Is b1 ever delivered afterwards, through the up-to-date server?
+			later := e.claim("t", "y", 10)
+			t.Errorf("after widening to [a b], the stale server delivered %v (not b1 = %d); after its ack the offset is %d and the up-to-date server's claim = %v: cell b1 skipped (a2 = %d)",
+				ids(c.Cells), b1.AddedID, e.offset("t", s), ids(later.Cells), a2.AddedID)
+		}
+	})
+}

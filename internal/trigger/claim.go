@@ -370,8 +370,11 @@ func (e *Engine) lease(ts *sqlstore.TriggerShard, consumer string) error {
 
 // claimShard reads the cells after the offset seen in r and, if any are of
 // the trigger's columns, leases the shard with them in one transaction
-// that checks the offset has not moved. With none, the offset moves over
-// the cells of other columns that were read.
+// that checks the offset has not moved and the stored definition has the
+// columns they were read with: a copy from before a widening would
+// otherwise deliver cells past one of a new column, whose ack then moves
+// the offset over it (the copy is dropped, to be loaded again). With none,
+// the offset moves over the cells of other columns that were read.
 func (e *Engine) claimShard(ctx context.Context, tc *triggerState, def sqlstore.TriggerDef, r sqlstore.TriggerShard, head int64, consumer string, maxCells int) (Claim, error) {
 	var none Claim
 	cells, scanned, err := e.read(ctx, def, r.Shard, r.Acked, head, maxCells)
@@ -402,12 +405,15 @@ func (e *Engine) claimShard(ctx context.Context, tc *triggerState, def sqlstore.
 		// A new lease takes back the replays its predecessor held, as in
 		// claimReplay: this server's copy may not know of them, and left
 		// held under the new token they would count as its batch.
-		return sqlstore.ShardEffects{RequeueReplays: ts.Token != token}, nil
+		return sqlstore.ShardEffects{RequeueReplays: ts.Token != token, Columns: def.Columns}, nil
 	})
-	if errors.Is(err, errSkip) {
+	switch {
+	case errors.Is(err, sqlstore.ErrColumnsChanged):
+		tc.invalidate()
 		return none, nil
-	}
-	if err != nil {
+	case errors.Is(err, errSkip):
+		return none, nil
+	case err != nil:
 		return none, err
 	}
 	return Claim{Lease: &Lease{Shard: r.Shard, Token: ts.Token, ExpiresAt: ts.ExpiresAt, TTL: e.ttl}, Cells: cells}, nil
