@@ -282,8 +282,24 @@ func (e *Engine) Nack(ctx context.Context, name string, token int64, shard int, 
 		return res, nil
 	}
 	if err == nil && (kind == nackParked || kind == nackReparked) && tc != nil {
+		// A cell delivered again after a reset may be parked already,
+		// and its parking again replaced it: count from the stored rows
+		// then, so that the trigger does not pause early.
+		total := -1
+		if kind == nackParked {
+			if parked, perr := e.state.ParkedCounts(ctx, name); perr == nil {
+				total = 0
+				for _, n := range parked {
+					total += n
+				}
+			}
+		}
 		tc.mu.Lock()
-		tc.parked++
+		if total >= 0 {
+			tc.parked = total
+		} else {
+			tc.parked++
+		}
 		if kind == nackReparked {
 			// The rest of the replayed batch: a claim looks again.
 			tc.replay[shard], tc.replayOut[shard] = true, 0

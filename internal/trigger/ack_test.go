@@ -426,3 +426,34 @@ func TestDeleteAndDefineAgainFencesOldLeases(t *testing.T) {
 		}
 	})
 }
+
+// A parked cell delivered again after a reset and parked again is still
+// one parked cell in the engine's count, which decides pausing, as in the
+// stored rows. (Review of stop 18: the count went up by one, so that a
+// trigger at its park_threshold paused until the next state refresh.)
+func TestParkedAgainAfterResetCountsOnce(t *testing.T) {
+	e := newQuietEnv(t, backends[0])
+	e.define("t", trigger.Definition{Columns: []string{"a"}, MaxAttempts: 1, ParkThreshold: 1})
+	s := sh(3)
+	p := parkCells(t, e, "t", s, 1)[0]
+	if err := e.engine.Reset(bg(), "t"); err != nil {
+		t.Fatal(err)
+	}
+	c := e.claim("t", "c", 10)
+	if c.Lease == nil || !slices.Equal(ids(c.Cells), []int64{p.AddedID}) {
+		t.Fatalf("claim after reset = %+v; want cell %d again", c, p.AddedID)
+	}
+	if res, err := e.engine.Nack(bg(), "t", c.Lease.Token, s, p.AddedID, "boom again"); err != nil || !res.Parked {
+		t.Fatalf("Nack = %+v, %v; want parked", res, err)
+	}
+	x := e.put(rowIn(sh(4), 0), "a")
+	st, err := e.engine.Status(bg(), "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := e.claim("t", "c", 10)
+	if got.Paused {
+		t.Errorf("claim of new cell %d answers paused, but the status says parked %d, paused %v (park_threshold 1: pause only above 1)",
+			x.AddedID, st.Totals.Parked, st.Paused)
+	}
+}
