@@ -742,21 +742,41 @@ func (s *Store) ReplayShards(ctx context.Context, name string) ([]int, error) {
 	return out, nil
 }
 
+// ErrLeaseMoved refuses TakeReplay under a lease that is no longer the
+// shard's.
+var ErrLeaseMoved = errors.New("the shard's lease moved")
+
 // TakeReplay returns up to limit cells of a trigger's shard that are
 // ready to replay, in added_id order, and marks them as held by a
-// consumer. The caller holds the shard's lease. held is how many of the
-// shard's replayed cells were held already (out in a batch under the
-// lease).
-func (s *Store) TakeReplay(ctx context.Context, name string, shard, limit int) (out []ParkedCell, held int, err error) {
+// consumer, if the shard's lease is still the one of token and none of its
+// replayed cells are held: the caller's lease then has one batch of
+// replays out, whichever servers its claims go through. held is how many
+// of the shard's replayed cells were held already (out in a batch under
+// the lease); with any, nothing is taken. A lease that moved or ended
+// fails with ErrLeaseMoved.
+func (s *Store) TakeReplay(ctx context.Context, name string, shard int, token int64, limit int) (out []ParkedCell, held int, err error) {
 	out = []ParkedCell{}
 	if err := s.ready(ctx); err != nil {
 		return out, 0, err
 	}
 	err = s.inTx(ctx, func(tx *sql.Tx) error {
-		out = out[:0]
-		err := tx.QueryRowContext(ctx, s.d.Rebind("SELECT COUNT(*) FROM trigger_parked WHERE trigger_name = ? AND shard = ? AND replay = 2"), name, shard).Scan(&held)
+		out, held = out[:0], 0
+		// The shard's row, locked, orders the takes of one shard.
+		var have int64
+		var owner string
+		err := tx.QueryRowContext(ctx, s.d.Rebind("SELECT token, owner FROM trigger_shards WHERE trigger_name = ? AND shard = ?"+s.d.ForUpdate), name, shard).Scan(&have, &owner)
+		if errors.Is(err, sql.ErrNoRows) || (err == nil && (have != token || owner == "")) {
+			return ErrLeaseMoved
+		}
 		if err != nil {
 			return err
+		}
+		err = tx.QueryRowContext(ctx, s.d.Rebind("SELECT COUNT(*) FROM trigger_parked WHERE trigger_name = ? AND shard = ? AND replay = 2"), name, shard).Scan(&held)
+		if err != nil {
+			return err
+		}
+		if held > 0 {
+			return nil
 		}
 		rows, err := tx.QueryContext(ctx, s.d.Rebind("SELECT "+parkedColumns+" FROM trigger_parked WHERE trigger_name = ? AND shard = ? AND replay = 1 ORDER BY added_id LIMIT ?"+s.d.ForUpdate),
 			name, shard, limit)
@@ -782,6 +802,9 @@ func (s *Store) TakeReplay(ctx context.Context, name string, shard, limit int) (
 			name, shard, out[len(out)-1].AddedID)
 		return err
 	})
+	if errors.Is(err, ErrLeaseMoved) {
+		return out, 0, err
+	}
 	if err != nil {
 		return out, 0, s.wrap(err, "take replays of trigger %s shard %d", name, shard)
 	}

@@ -111,13 +111,16 @@ func TestTriggerState(t *testing.T) {
 		if shards, err := s.ReplayShards(ctx, "t"); err != nil || len(shards) != 1 || shards[0] != 5 {
 			t.Fatalf("ReplayShards = %v, %v", shards, err)
 		}
-		taken, held, err := s.TakeReplay(ctx, "t", 5, 10)
+		if _, _, err := s.TakeReplay(ctx, "t", 5, 2, 10); !errors.Is(err, sqlstore.ErrLeaseMoved) {
+			t.Fatalf("TakeReplay under token 2 (the lease's is 1) = %v; want ErrLeaseMoved", err)
+		}
+		taken, held, err := s.TakeReplay(ctx, "t", 5, 1, 10)
 		if err != nil || len(taken) != 1 || taken[0].Key.RowKey != "r" || taken[0].AddedID != 3 || held != 0 {
 			t.Fatalf("TakeReplay = %+v, %d, %v", taken, held, err)
 		}
 		// The taken cell is held: the next take finds none ready, one held,
 		// and an update that asks sees it.
-		if taken, held, err := s.TakeReplay(ctx, "t", 5, 10); err != nil || len(taken) != 0 || held != 1 {
+		if taken, held, err := s.TakeReplay(ctx, "t", 5, 1, 10); err != nil || len(taken) != 0 || held != 1 {
 			t.Fatalf("second TakeReplay = %+v, %d, %v; want none, 1 held", taken, held, err)
 		}
 		if _, _, err := s.UpdateTriggerShardHeld(ctx, "t", 5, func(_ *sqlstore.TriggerShard, held []int64) (sqlstore.ShardEffects, error) {

@@ -496,7 +496,10 @@ func (e *Engine) claimReplay(ctx context.Context, tc *triggerState, def sqlstore
 	if err != nil {
 		return none, err
 	}
-	parked, held, err := e.state.TakeReplay(ctx, def.Name, shard, maxCells)
+	parked, held, err := e.state.TakeReplay(ctx, def.Name, shard, ts.Token, maxCells)
+	if errors.Is(err, sqlstore.ErrLeaseMoved) {
+		return none, nil // taken by another since, or ended: its holder goes on
+	}
 	if err != nil {
 		return none, err
 	}
@@ -523,7 +526,7 @@ func (e *Engine) claimReplay(ctx context.Context, tc *triggerState, def sqlstore
 		}
 		tc.recheck(shard, e.now())
 		tc.mu.Unlock()
-		if fresh {
+		if fresh && held == 0 {
 			e.release(ctx, tc, shard, consumer, ts.Token)
 		}
 		return none, nil

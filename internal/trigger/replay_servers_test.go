@@ -4,11 +4,14 @@ package trigger_test
 // a bug found in a review on 2026-12-03 (a cell lost or skipped).
 
 import (
+	"context"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/cellar-db/cellar"
+	"github.com/cellar-db/cellar/internal/sqlstore"
 	"github.com/cellar-db/cellar/internal/trigger"
 )
 
@@ -175,6 +178,103 @@ func TestStaleColumnsDoNotPassOver(t *testing.T) {
 		if c.Lease == nil || !slices.Equal(ids(c.Cells), []int64{bc.AddedID}) {
 			t.Fatalf("claim through the server that widened the trigger = %+v; want cell %d of column b (offset now %d)",
 				c, bc.AddedID, e.offset("t", s))
+		}
+	})
+}
+
+// pausingTakeState is the metadata node with a pause in the first
+// TakeReplay: between claimReplay's lease transaction and its take of the
+// replayed cells.
+type pausingTakeState struct {
+	*sqlstore.Store
+	once    sync.Once
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (s *pausingTakeState) TakeReplay(ctx context.Context, name string, shard int, token int64, limit int) ([]sqlstore.ParkedCell, int, error) {
+	s.once.Do(func() {
+		close(s.entered)
+		<-s.release
+	})
+	return s.Store.TakeReplay(ctx, name, shard, token, limit)
+}
+
+// Two claim loops of one consumer through two servers, both past the
+// lease transaction of a replay claim before either takes its cells: the
+// second take finds the first's batch held and takes nothing (TakeReplay
+// checks the lease and the held cells under the shard's row lock), so
+// that a nack in one batch cannot remove a cell of another that then
+// fails unrecorded. (Review of stop 18: both took a batch, and a failed
+// replayed cell was lost.)
+func TestOneReplayBatchWhileATakeWaits(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		e := newQuietEnv(t, b)
+		e.define("t", trigger.Definition{Columns: []string{"a"}, MaxAttempts: 1})
+		s := sh(3)
+		p := parkCells(t, e, "t", s, 2)
+		if n, err := e.engine.Replay(bg(), "t"); err != nil || n != 2 {
+			t.Fatalf("Replay = %d, %v", n, err)
+		}
+		ps := &pausingTakeState{Store: e.meta, entered: make(chan struct{}), release: make(chan struct{})}
+		opts := e.opts
+		opts.State = ps
+		opts.StateRefresh = time.Hour
+		e1, err := trigger.New(opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer e1.Close()
+		e2 := staleEngine(t, e)
+		type res struct {
+			c   trigger.Claim
+			err error
+		}
+		done := make(chan res, 1)
+		go func() {
+			c, err := e1.Claim(bg(), "t", "c", 1, 0)
+			done <- res{c, err}
+		}()
+		select {
+		case <-ps.entered:
+		case r := <-done:
+			t.Fatalf("loop 1 claim returned before taking replays: %+v, %v", r.c, r.err)
+		case <-time.After(10 * time.Second):
+			t.Fatal("loop 1 never took replays")
+		}
+		two, err := e2.Claim(bg(), "t", "c", 1, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		close(ps.release)
+		r := <-done
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		one := r.c
+		if one.Lease == nil || two.Lease == nil {
+			return // one batch at a time: the promise holds
+		}
+		t.Errorf("two replay batches of shard %d at once for consumer c: loop 1 %v (token %d), loop 2 %v (token %d)",
+			s, ids(one.Cells), one.Lease.Token, ids(two.Cells), two.Lease.Token)
+		if len(one.Cells) != 1 || len(two.Cells) != 1 {
+			return
+		}
+		// Each loop fails on its cell: the one holding the later cell first.
+		first, firstE, second, secondE := one, e1, two, e2
+		if two.Cells[0].AddedID > one.Cells[0].AddedID {
+			first, firstE, second, secondE = two, e2, one, e1
+		}
+		if _, err := firstE.Nack(bg(), "t", first.Lease.Token, s, first.Cells[0].AddedID, "fail"); err != nil {
+			t.Fatal(err)
+		}
+		nr, err := secondE.Nack(bg(), "t", second.Lease.Token, s, second.Cells[0].AddedID, "fail")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := parkedIDs(t, e, "t"); !slices.Equal(got, ids(p)) {
+			t.Errorf("parked after both replayed cells failed = %v; want %v: cell %d failed and is gone (its nack answered %+v)",
+				got, ids(p), second.Cells[0].AddedID, nr)
 		}
 	})
 }

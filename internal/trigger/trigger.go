@@ -68,7 +68,7 @@ type State interface {
 	ParkedCounts(ctx context.Context, name string) (map[int]int, error)
 	ReplayParked(ctx context.Context, name string) (int64, error)
 	ReplayShards(ctx context.Context, name string) ([]int, error)
-	TakeReplay(ctx context.Context, name string, shard, limit int) (taken []sqlstore.ParkedCell, held int, err error)
+	TakeReplay(ctx context.Context, name string, shard int, token int64, limit int) (taken []sqlstore.ParkedCell, held int, err error)
 }
 
 var _ State = (*sqlstore.Store)(nil)
