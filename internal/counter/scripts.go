@@ -59,7 +59,13 @@ func (k keyspace) shardFlush(s, id string) string { return string(k) + "{" + s +
 // a decimal string, or nil if it is out of the range of int64. Up to nine
 // values of at most 15 characters (|v| < 10^15) sum below 2^53, where
 // doubles are exact, so Lua adds them; otherwise HINCRBY on the scratch
-// hash does, in 64 bits, refusing to overflow.
+// hash does, in 64 bits, refusing to overflow. HINCRBY refuses a partial
+// sum out of range too, so the values are added in an order whose partial
+// sums stay between zero and the total: a negative one while the sum is
+// not negative, a positive one while it is, and the rest, all of one sign,
+// last. A total in range is then never refused on the way (two flushes in
+// flight of -100 and +250 over a value of 2^63-201, added in the other
+// order, would pass 2^63-1).
 const luaTotal = `
 local function total(vals, scratch)
   local present = {}
@@ -78,13 +84,29 @@ local function total(vals, scratch)
     end
     return string.format('%.0f', t)
   end
-  redis.call('HSET', scratch, 'v', present[1])
-  for i = 2, #present do
-    local r = redis.pcall('HINCRBY', scratch, 'v', present[i])
+  local pos, neg = {}, {}
+  for _, v in ipairs(present) do
+    if string.sub(v, 1, 1) == '-' then
+      neg[#neg + 1] = v
+    else
+      pos[#pos + 1] = v
+    end
+  end
+  redis.call('HSET', scratch, 'v', '0')
+  local sum, p, n = 0, 1, 1
+  while p <= #pos or n <= #neg do
+    local v
+    if n <= #neg and (sum >= 0 or p > #pos) then
+      v, n = neg[n], n + 1
+    else
+      v, p = pos[p], p + 1
+    end
+    local r = redis.pcall('HINCRBY', scratch, 'v', v)
     if type(r) == 'table' and r.err then
       redis.call('DEL', scratch)
       return nil
     end
+    sum = r -- a double: its sign is exact
   end
   local t = redis.call('HGET', scratch, 'v')
   redis.call('DEL', scratch)
