@@ -257,13 +257,15 @@ func (b *RedisBuffer) Incr(ctx context.Context, key string, by int64) (int64, er
 }
 
 // nodeError classifies an error talking to a Redis node. A node that is
-// down, hung, loading or read-only is unavailable; an error reply to a
-// well-formed script is a bug (internal).
+// down, hung, loading or read-only, or refusing writes for the time being
+// (out of memory, a failed background save: MISCONF, too few replicas:
+// NOREPLICAS), is unavailable; an error reply to a well-formed script is a
+// bug (internal).
 func nodeError(name string, err error) error {
 	var rerr goredis.Error
 	if errors.As(err, &rerr) && !errors.Is(err, goredis.Nil) {
 		msg := err.Error()
-		for _, transient := range []string{"LOADING", "READONLY", "MASTERDOWN", "BUSY", "TRYAGAIN", "CLUSTERDOWN", "OOM"} {
+		for _, transient := range []string{"LOADING", "READONLY", "MASTERDOWN", "BUSY", "TRYAGAIN", "CLUSTERDOWN", "OOM", "MISCONF", "NOREPLICAS"} {
 			if strings.HasPrefix(msg, transient) {
 				return cellar.Unavailable(err, "redis node %s is unavailable", name)
 			}

@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"os/exec"
 	"reflect"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -801,4 +803,141 @@ func TestRedisBackWithOlderData(t *testing.T) {
 	}
 	wantCounter(t, b, "k", 12)
 	wantCounter(t, b, "z", 0)
+}
+
+// Two processes each holding a flush in flight of one key, -100 and +250
+// over a stored 2^63-201: the exact value 2^63-51 is read and incremented,
+// whatever order Redis lists the flights in; HINCRBY's partial sums must
+// not pass the bound on the way (luaTotal). (Review of stop 18: a read
+// failed as internal and an increment as an overflow.)
+func TestRedisTwoFlightsNearTheBound(t *testing.T) {
+	c := openCluster(t, dbtest.Redis(t))
+	node := countertest.New()
+	var mu sync.Mutex
+	down := false
+	node.SetFault(downFault(&down, &mu))
+	a := openRedisBuffer(t, c, node, testOptions(newFakeClock()))
+	b := openRedisBuffer(t, c, node, testOptions(newFakeClock()))
+	ctx := context.Background()
+	setDown := func(v bool) {
+		mu.Lock()
+		down = v
+		mu.Unlock()
+	}
+	for attempt := 0; attempt < 24; attempt++ { // the flights are summed in SMEMBERS order: try a few
+		key := fmt.Sprintf("edge%d", attempt)
+		node.Set(key, math.MaxInt64-200)
+		incr(t, a, key, -100, math.MaxInt64-300) // loads the durable value
+		setDown(true)
+		if err := a.Flush(ctx); err == nil {
+			t.Fatal("A's flush succeeded with the storage node down")
+		}
+		incr(t, b, key, 250, math.MaxInt64-50)
+		if err := b.Flush(ctx); err == nil {
+			t.Fatal("B's flush succeeded with the storage node down")
+		}
+		// Two flights now hold the key: A's -100 and B's +250.
+		v, rerr := a.Counter(ctx, key)
+		got, ierr := b.Incr(ctx, key, 1)
+		if rerr != nil || v != math.MaxInt64-50 || ierr != nil || got != math.MaxInt64-49 {
+			t.Fatalf("attempt %d, two flushes in flight (-100, +250) over durable MaxInt64-200:\n"+
+				"  Counter(%s) = %d, %v (code %s); want %d\n  Incr(%s, 1) = %d, %v (code %s); want %d",
+				attempt, key, v, rerr, cellar.ErrorCode(rerr), int64(math.MaxInt64-50),
+				key, got, ierr, cellar.ErrorCode(ierr), int64(math.MaxInt64-49))
+		}
+		setDown(false)
+		if err := a.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if got := node.Value(key); got != math.MaxInt64-49 {
+			t.Fatalf("node value of %s = %d; want %d", key, got, int64(math.MaxInt64-49))
+		}
+	}
+}
+
+// A Redis node that refuses writes until an operator or a replica mends
+// it (min-replicas-to-write unmet: NOREPLICAS; a failed background save
+// with stop-writes-on-bgsave-error: MISCONF) fails increments as
+// unavailable, which clients retry, not as internal. (Review of stop 18:
+// both were 500s.)
+func TestRedisRefusingWritesForNow(t *testing.T) {
+	t.Run("NOREPLICAS", func(t *testing.T) {
+		srv := dbtest.Redis(t)
+		b := openRedisBuffer(t, openCluster(t, srv), countertest.New(), testOptions(newFakeClock()))
+		ctx := context.Background()
+		incr(t, b, "k", 1, 1)
+		cl := goredis.NewClient(&goredis.Options{Addr: srv.Addr()})
+		defer cl.Close()
+		// min-replicas-to-write with no replica connected.
+		if err := cl.ConfigSet(ctx, "min-replicas-to-write", "1").Err(); err != nil {
+			t.Fatal(err)
+		}
+		_, err := b.Incr(ctx, "k", 1)
+		if cellar.ErrorCode(err) != cellar.EUNAVAILABLE {
+			t.Errorf("Incr on a node without its min replicas = %v (code %s); want unavailable", err, cellar.ErrorCode(err))
+		}
+		_, err = b.Incr(ctx, "new", 1)
+		if cellar.ErrorCode(err) != cellar.EUNAVAILABLE {
+			t.Errorf("Incr of a new key on a node without its min replicas = %v (code %s); want unavailable", err, cellar.ErrorCode(err))
+		}
+	})
+	t.Run("MISCONF", func(t *testing.T) {
+		srv := dbtest.RedisWithSnapshots(t)
+		b := openRedisBuffer(t, openCluster(t, srv), countertest.New(), testOptions(newFakeClock()))
+		ctx := context.Background()
+		incr(t, b, "k", 1, 1)
+		cl := goredis.NewClient(&goredis.Options{Addr: srv.Addr()})
+		defer cl.Close()
+		dir, err := cl.ConfigGet(ctx, "dir").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		// A background save that fails (its directory is gone), with the
+		// stock stop-writes-on-bgsave-error yes.
+		for _, kv := range [][2]string{{"save", "3600 1"}, {"stop-writes-on-bgsave-error", "yes"}} {
+			if err := cl.ConfigSet(ctx, kv[0], kv[1]).Err(); err != nil {
+				t.Fatal(kv, err)
+			}
+		}
+		mustRun(t, "rm", "-rf", dir["dir"])
+		if err := cl.BgSave(ctx).Err(); err != nil {
+			t.Fatal(err)
+		}
+		waitBgsaveFailed(t, cl)
+		_, err = b.Incr(ctx, "k", 1)
+		if cellar.ErrorCode(err) != cellar.EUNAVAILABLE {
+			t.Errorf("Incr on a node whose save failed = %v (code %s); want unavailable", err, cellar.ErrorCode(err))
+		}
+		if err := cl.ConfigSet(ctx, "save", "").Err(); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// mustRun runs a command, failing the test if it fails.
+func mustRun(t *testing.T, name string, args ...string) {
+	t.Helper()
+	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
+		t.Fatalf("%s %v: %v %s", name, args, err, out)
+	}
+}
+
+// waitBgsaveFailed waits until the node reports its last background save
+// failed.
+func waitBgsaveFailed(t *testing.T, cl *goredis.Client) {
+	t.Helper()
+	for i := 0; i < 200; i++ {
+		info, err := cl.Info(context.Background(), "persistence").Result()
+		if err == nil && strings.Contains(info, "rdb_last_bgsave_status:err") {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatal("the background save did not fail")
 }
