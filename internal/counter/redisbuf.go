@@ -171,7 +171,7 @@ func (b *RedisBuffer) runBatch(bt *batcher, calls []*incrCall) {
 	if len(live) == 0 {
 		return
 	}
-	res, err := incrScript.Run(b.ctx, bt.cl, []string{b.keys.pending(), b.keys.scratch()}, args...).Slice()
+	res, err := incrScript.Run(b.ctx, bt.cl, []string{b.keys.pending()}, args...).Slice()
 	if err == nil && len(res) != len(live) {
 		err = fmt.Errorf("increment script returned %d answers for %d increments", len(res), len(live))
 	}
@@ -327,7 +327,7 @@ func (b *RedisBuffer) BatchCounters(ctx context.Context, keys []string) []cellar
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			vals, err := readScript.Run(ctx, bt.cl, []string{b.keys.scratch()}, bt.args...).StringSlice()
+			vals, err := readScript.Run(ctx, bt.cl, nil, bt.args...).StringSlice()
 			if err == nil && len(vals) != len(bt.idx) {
 				err = fmt.Errorf("read script returned %d values for %d keys", len(vals), len(bt.idx))
 			}

@@ -18,7 +18,6 @@ import goredis "github.com/redis/go-redis/v9"
 //	Pflush:<id>       hash: shards (comma-separated), owner,
 //	                  rej:<key> -> delta for deltas set aside
 //	Prejected         list of deltas set aside (JSON)
-//	Pscratch          scratch space for exact 64-bit sums
 //	Pepoch            the name of the deltas buffered now: the ID of the
 //	                  flush that will take them
 //	Prunid            run_id:master_replid of the server that last took
@@ -30,9 +29,9 @@ import goredis "github.com/redis/go-redis/v9"
 // finished meanwhile (gen changed).
 //
 // Lua numbers are doubles, so values travel as strings and the scripts
-// add them in Lua only where doubles are exact (luaTotal); larger sums are
-// made with HINCRBY on the scratch hash, which is exact and refuses to
-// overflow.
+// add them as doubles only where doubles are exact; larger sums are made
+// exactly in parts (luaTotal), and a delta field with HINCRBY, which
+// refuses to overflow.
 //
 // The scripts reach keys built from P and the shard number besides their
 // KEYS (P comes as an argument); that is fine on the standalone servers
@@ -46,7 +45,6 @@ func newKeyspace(redisPrefix string) keyspace { return keyspace(redisPrefix + ":
 func (k keyspace) pending() string  { return string(k) + "pending" }
 func (k keyspace) flushes() string  { return string(k) + "flushes" }
 func (k keyspace) rejected() string { return string(k) + "rejected" }
-func (k keyspace) scratch() string  { return string(k) + "scratch" }
 
 // flushRecord is flush id's record.
 func (k keyspace) flushRecord(id string) string { return string(k) + "flush:" + id }
@@ -54,20 +52,21 @@ func (k keyspace) flushRecord(id string) string { return string(k) + "flush:" + 
 // shardFlush is flush id's deltas of shard s.
 func (k keyspace) shardFlush(s, id string) string { return string(k) + "{" + s + "}:flush:" + id }
 
-// luaTotal defines total(vals, scratch): the exact sum of the decimal
-// strings in vals (false entries, for missing fields, count as nothing) as
-// a decimal string, or nil if it is out of the range of int64. Up to nine
-// values of at most 15 characters (|v| < 10^15) sum below 2^53, where
-// doubles are exact, so Lua adds them; otherwise HINCRBY on the scratch
-// hash does, in 64 bits, refusing to overflow. HINCRBY refuses a partial
-// sum out of range too, so the values are added in an order whose partial
-// sums stay between zero and the total: a negative one while the sum is
-// not negative, a positive one while it is, and the rest, all of one sign,
-// last. A total in range is then never refused on the way (two flushes in
-// flight of -100 and +250 over a value of 2^63-201, added in the other
-// order, would pass 2^63-1).
+// luaTotal defines total(vals): the exact sum of the decimal strings in
+// vals (false entries, for missing fields, count as nothing) as a decimal
+// string, or nil if it is out of the range of int64. Up to nine values of
+// at most 15 characters (|v| < 10^15) sum below 2^53, where doubles are
+// exact, so Lua adds them as they are. Otherwise each value is split at
+// its ninth digit from the right into a high part (|h| < 10^10) and a low
+// one (|l| < 10^9), of the value's sign; the parts are summed apart, which
+// stays exact in doubles for any number of values the scripts pass, and
+// the result, normalized to a low part in [0, 10^9), is compared with the
+// bounds of int64 and written out. It writes nothing to Redis: a read
+// works while the node refuses writes (out of memory, a failed save, too
+// few replicas), and no partial sum can be refused on the way, whatever
+// order the values come in.
 const luaTotal = `
-local function total(vals, scratch)
+local function total(vals)
   local present = {}
   local small = true
   for i = 1, #vals do
@@ -84,33 +83,46 @@ local function total(vals, scratch)
     end
     return string.format('%.0f', t)
   end
-  local pos, neg = {}, {}
+  local hi, lo = 0, 0
   for _, v in ipairs(present) do
+    local sign, digits = 1, v
     if string.sub(v, 1, 1) == '-' then
-      neg[#neg + 1] = v
+      sign, digits = -1, string.sub(v, 2)
+    end
+    local n = #digits
+    if n > 9 then
+      hi = hi + sign * tonumber(string.sub(digits, 1, n - 9))
+      lo = lo + sign * tonumber(string.sub(digits, n - 8))
     else
-      pos[#pos + 1] = v
+      lo = lo + sign * tonumber(digits)
     end
   end
-  redis.call('HSET', scratch, 'v', '0')
-  local sum, p, n = 0, 1, 1
-  while p <= #pos or n <= #neg do
-    local v
-    if n <= #neg and (sum >= 0 or p > #pos) then
-      v, n = neg[n], n + 1
-    else
-      v, p = pos[p], p + 1
-    end
-    local r = redis.pcall('HINCRBY', scratch, 'v', v)
-    if type(r) == 'table' and r.err then
-      redis.call('DEL', scratch)
-      return nil
-    end
-    sum = r -- a double: its sign is exact
+  local l = lo % 1000000000 -- in [0, 10^9): Lua's % floors
+  if l < 0 then -- in case the quotient it floors was rounded
+    l = l + 1000000000
+  elseif l >= 1000000000 then
+    l = l - 1000000000
   end
-  local t = redis.call('HGET', scratch, 'v')
-  redis.call('DEL', scratch)
-  return t
+  local h = hi + (lo - l) / 1000000000
+  -- int64 runs from -9223372037*10^9 + 145224192 to 9223372036*10^9 + 854775807.
+  if h > 9223372036 or (h == 9223372036 and l > 854775807) or h < -9223372037 or (h == -9223372037 and l < 145224192) then
+    return nil
+  end
+  if h >= 0 then
+    if h == 0 then
+      return string.format('%d', l)
+    end
+    return string.format('%d%09d', h, l)
+  end
+  -- Negative: its magnitude is -h*10^9 - l.
+  local mh, ml = -h, 0
+  if l > 0 then
+    mh, ml = -h - 1, 1000000000 - l
+  end
+  if mh == 0 then
+    return string.format('-%d', ml)
+  end
+  return string.format('-%d%09d', mh, ml)
 end
 `
 
@@ -171,7 +183,7 @@ end
 // batch's increments go to the new epoch. INFO costs the script about
 // 10-15 µs; it runs once a batch.
 //
-// KEYS: pending, scratch. ARGV: seed, P, a fresh epoch, then per item key,
+// KEYS: pending. ARGV: seed, P, a fresh epoch, then per item key,
 // by, shard, loaded (or ""), gen. Answers one {"ok", value}, {"overflow"} or {"load",
 // gen} per item.
 var incrScript = goredis.NewScript(luaTotal + luaSeal + `
@@ -254,7 +266,7 @@ for i = 4, #ARGV, 5 do
       end
       vals[#vals + 1] = redis.call('HGET', deltas, key)
       vals[#vals + 1] = by
-      local v = total(vals, KEYS[2])
+      local v = total(vals)
       local field
       if v then
         field = redis.pcall('HINCRBY', deltas, key, by)
@@ -300,7 +312,7 @@ return out
 // for a key without a durable entry (nothing of it is buffered here: the
 // node's value is the answer), "!" if the sum is out of range.
 //
-// KEYS: scratch. ARGV: P, then the pairs.
+// ARGV: P, then the pairs.
 var readScript = goredis.NewScript(luaTotal + `
 local out = {}
 for i = 2, #ARGV, 2 do
@@ -315,7 +327,7 @@ for i = 2, #ARGV, 2 do
       vals[#vals + 1] = redis.call('HGET', p .. 'flush:' .. id, k)
     end
     vals[#vals + 1] = redis.call('HGET', p .. 'deltas', k)
-    out[#out + 1] = total(vals, KEYS[1]) or '!'
+    out[#out + 1] = total(vals) or '!'
   end
 end
 return out
