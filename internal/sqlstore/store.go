@@ -453,6 +453,21 @@ func (s *Store) batchGetBounded(ctx context.Context, keys []cellar.LookupKey, id
 			order = append(order, j)
 		}
 	}
+	// Under a bound, though, the bodies are kept in the order they arrive,
+	// which is the branches' (UNION ALL runs them in turn on every
+	// backend), and the bound is the answer's, counted in request order
+	// (the first cell always kept): a batch mixing exact and latest keys
+	// then has its branches in request order, in a statement built for it
+	// and not kept (its pattern is one of 2^n).
+	var rs *readStmt
+	if budget != nil && e > 0 && e < len(idx) {
+		exact := make([]bool, len(idx))
+		for j, i := range idx {
+			order[j] = j
+			exact[j] = keys[i].RefKey != nil
+		}
+		rs = &readStmt{q: s.d.Rebind(BatchGetSQL(s.d, exact))}
+	}
 	args := make([]any, 0, 2*len(idx)+e)
 	for _, j := range order {
 		k := keys[idx[j]]
@@ -467,14 +482,15 @@ func (s *Store) batchGetBounded(ctx context.Context, keys []cellar.LookupKey, id
 			res[i] = cellar.GetResult{Err: err} // also over a cell read before the failure
 		}
 	}
-	l := len(idx) - e
-	rs := s.readStmt(batchShape{e, l}, func() string {
-		exact := make([]bool, e+l)
-		for b := range e {
-			exact[b] = true
-		}
-		return BatchGetSQL(s.d, exact)
-	})
+	if l := len(idx) - e; rs == nil {
+		rs = s.readStmt(batchShape{e, l}, func() string {
+			exact := make([]bool, e+l)
+			for b := range e {
+				exact[b] = true
+			}
+			return BatchGetSQL(s.d, exact)
+		})
+	}
 	rows, err := s.queryRead(ctx, rs, args...)
 	if err != nil {
 		fail(err)

@@ -637,6 +637,25 @@ func testBatchGetBytes(t *testing.T, open Opener) {
 	if want := cellar.MaxBatchGetBytes / len(big); kept != want || left != n-want {
 		t.Errorf("BatchGet of %d cells of %d bytes kept %d and left out %d; want %d and %d", n, len(big), kept, left, want, n-want)
 	}
+	// The bound is counted in request order also when the batch mixes
+	// latest and exact keys: the first keys are kept, the last left out.
+	// (Review of stop 18: the exact keys were counted first, so that a
+	// latest key at the head of the batch was left out.)
+	one := int64(1)
+	for i := range keys {
+		if i%3 != 0 {
+			keys[i].RefKey = &one
+		}
+	}
+	fit := cellar.MaxBatchGetBytes / len(big)
+	for i, r := range s.BatchGet(ctx(t), keys) {
+		if i < fit && (r.Err != nil || r.Cell == nil) {
+			t.Errorf("mixed batch: result %d (ref_key %v) = %v; want the cell, within the bound in request order", i, keys[i].RefKey != nil, r.Err)
+		}
+		if i >= fit && !errors.Is(r.Err, cellar.ErrTooLarge) {
+			t.Errorf("mixed batch: result %d (ref_key %v) = %v; want too_large, past the bound in request order", i, keys[i].RefKey != nil, r.Err)
+		}
+	}
 }
 
 // testRowBytes checks that a Row whose latest cells' bodies pass
