@@ -20,12 +20,18 @@ type readStmt struct {
 }
 
 // maxReadStmts bounds the statements a node keeps: point reads have two
-// shapes, batchGets one per count of exact and latest keys, and a client
-// sending ever new counts must not make a node prepare without end.
+// shapes, batchGets one per count of exact and latest keys (and bounded
+// ones mixing both one per pattern), and a client sending ever new counts
+// or patterns must not make a node prepare without end.
 const maxReadStmts = 256
 
 // batchShape keys the batchGet statement of e exact keys, then l latest.
 type batchShape struct{ e, l int }
+
+// batchPattern keys the statement of a bounded batch get mixing exact
+// and latest keys, its branches in request order: 'e' for an exact key,
+// 'l' for a latest one.
+type batchPattern string
 
 // readStmt returns the statement kept under key, building its SQL with
 // build the first time.

@@ -457,16 +457,21 @@ func (s *Store) batchGetBounded(ctx context.Context, keys []cellar.LookupKey, id
 	// which is the branches' (UNION ALL runs them in turn on every
 	// backend), and the bound is the answer's, counted in request order
 	// (the first cell always kept): a batch mixing exact and latest keys
-	// then has its branches in request order, in a statement built for it
-	// and not kept (its pattern is one of 2^n).
+	// then has its branches in request order, in a statement of its
+	// pattern (kept as the others are, up to maxReadStmts in all).
 	var rs *readStmt
 	if budget != nil && e > 0 && e < len(idx) {
 		exact := make([]bool, len(idx))
+		pattern := make([]byte, len(idx))
 		for j, i := range idx {
 			order[j] = j
 			exact[j] = keys[i].RefKey != nil
+			pattern[j] = 'l'
+			if exact[j] {
+				pattern[j] = 'e'
+			}
 		}
-		rs = &readStmt{q: s.d.Rebind(BatchGetSQL(s.d, exact))}
+		rs = s.readStmt(batchPattern(pattern), func() string { return BatchGetSQL(s.d, exact) })
 	}
 	args := make([]any, 0, 2*len(idx)+e)
 	for _, j := range order {
