@@ -377,26 +377,39 @@ func (m *Manager) runQuery(ctx context.Context, def Definition, p *plan) (Result
 		for i, e := range cands {
 			lookups[i] = cellar.LookupKey{RowKey: e.RowKey, Column: def.Column}
 		}
-		cells := m.cells.BatchGet(ctx, lookups)
-		for i, e := range cands {
-			r := cells[i]
-			if r.Err != nil && !errors.Is(r.Err, cellar.ErrNotFound) {
-				return Result{Entries: []Entry{}}, r.Err
+		// A multi-get answers at most MaxBatchGetBytes of bodies, counted
+		// in request order (the first cell always): the candidates from
+		// the first one it left out are read again, in further multi-gets,
+		// each cell checked as it comes and its body not kept.
+		for start := 0; start < len(cands); {
+			cells := m.cells.BatchGet(ctx, lookups[start:])
+			next := len(cands)
+			for k, r := range cells {
+				i := start + k
+				if errors.Is(r.Err, cellar.ErrTooLarge) && i > start {
+					next = i
+					break
+				}
+				if r.Err != nil && !errors.Is(r.Err, cellar.ErrNotFound) {
+					return Result{Entries: []Entry{}}, r.Err
+				}
+				e := cands[i]
+				out, ok := p.confirm(def, e, r.Cell, m.count)
+				if !ok {
+					continue
+				}
+				pos := p.position(e.Loc, e.RowKey)
+				if last != nil && samePosition(*last, pos) {
+					continue // another entry of the row just returned, at the same place
+				}
+				if len(res.Entries) == p.limit {
+					res.Cursor = p.encodeCursor(*last) // the page is full, and more follow
+					return res, nil
+				}
+				res.Entries = append(res.Entries, out)
+				last = &pos
 			}
-			out, ok := p.confirm(def, e, r.Cell, m.count)
-			if !ok {
-				continue
-			}
-			pos := p.position(e.Loc, e.RowKey)
-			if last != nil && samePosition(*last, pos) {
-				continue // another entry of the row just returned, at the same place
-			}
-			if len(res.Entries) == p.limit {
-				res.Cursor = p.encodeCursor(*last) // the page is full, and more follow
-				return res, nil
-			}
-			res.Entries = append(res.Entries, out)
-			last = &pos
+			start = next
 		}
 		exhausted := len(cands) < scan.Limit
 		if len(res.Entries) == p.limit {
