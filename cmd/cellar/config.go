@@ -281,8 +281,8 @@ func (c *Config) validate() error {
 			return fmt.Errorf("config: %s must be positive", d.name)
 		}
 	}
-	if c.Listen == "" {
-		return fmt.Errorf("config: listen must be an address (host:port)")
+	if err := checkListen(c.Listen); err != nil {
+		return err
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(c.LogLevel)); err != nil {
@@ -430,6 +430,23 @@ func (c *Config) sqlitePath(n NodeConfig) string {
 		return n.DSN
 	}
 	return filepath.Join(c.DataDir, n.DSN)
+}
+
+// checkListen refuses a listen address that is not host:port with a port
+// number (0 for any free one; the host may be left out, for every
+// interface), so that a port forgotten or mistyped is named here, before
+// anything is opened or created, rather than by net.Listen after the
+// datastore was set up (or as a missing auth, since only host:port can be
+// loopback).
+func checkListen(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("config: listen must be an address host:port (such as 127.0.0.1:7070), not %q", addr)
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return fmt.Errorf("config: listen %q: the port must be a number in 0..65535, not %q", addr, port)
+	}
+	return nil
 }
 
 // isLoopback reports whether addr (host:port) listens on loopback only.

@@ -1,11 +1,17 @@
 package main
 
 import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cellar-db/cellar"
 )
 
 func writeConfig(tb testing.TB, yaml string) string {
@@ -278,4 +284,80 @@ func TestEmptyEnvOverrides(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A listen address that is not host:port with a port number is refused
+// by the config's validation, naming listen. (Review of stop 18: it passed,
+// and failed at net.Listen after everything was opened.)
+func TestConfigListenNeedsHostPort(t *testing.T) {
+	for _, addr := range []string{"127.0.0.1", "/tmp/cellar.sock", "127.0.0.1:notaport", "127.0.0.1:99999"} {
+		p := writeConfig(t, "listen: \""+addr+"\"\nauth:\n  tokens:\n    - {token: s3cret, scopes: [admin]}\n")
+		_, err := loadConfig(p)
+		if err == nil || !strings.Contains(err.Error(), "listen") {
+			t.Errorf("listen %q: loadConfig error = %v; want a refusal naming listen", addr, err)
+		}
+	}
+}
+
+// Embedded serve with the port forgotten exits 2 with the config error
+// and creates no datastore. (Review of stop 18: it created one, then
+// failed with exit 1.)
+func TestServeBadListenCreatesNothing(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	var stderr cliNotifyBuffer
+	code := runServe(context.Background(), []string{"--listen", "127.0.0.1", "--allow-unauthenticated", "--data-dir", dir}, &stderr)
+	_, statErr := os.Stat(dir)
+	if code != 2 || statErr == nil || !strings.Contains(stderr.String(), "listen") {
+		t.Errorf("serve --listen 127.0.0.1 (no port): exit %d, data dir created: %v, stderr:\n%s\nwant exit 2, nothing created, an error naming listen",
+			code, statErr == nil, lastLines(stderr.String(), 3))
+	}
+}
+
+// Without tokens, a loopback host with the port forgotten is refused for
+// the port, not as a missing auth. (Review of stop 18.)
+func TestServeListenWithoutPortIsNotAnAuthError(t *testing.T) {
+	cfg := defaultConfig()
+	cfg.Listen = "127.0.0.1"
+	cfg.DataDir = t.TempDir()
+	err := serve(context.Background(), cfg, true, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	if err == nil || strings.Contains(err.Error(), "without auth") || !strings.Contains(err.Error(), "port") {
+		t.Errorf("serve on 127.0.0.1 (no port) without tokens: %v; want an error about the missing port, not about auth", err)
+	}
+}
+
+// cellar init over nodes one of which holds a datastore's shard map, with
+// another node named as the metadata node, is refused: it would create a
+// second datastore over the same nodes. (Review of stop 18: it did.)
+func TestInitRefusesAnotherMetadataNode(t *testing.T) {
+	ctx := context.Background()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	dir := t.TempDir()
+	a := defaultConfig()
+	a.DataDir = dir
+	a.Shards = 16
+	a.Metadata = "a"
+	a.Nodes = []NodeConfig{{Name: "a", Driver: "sqlite", DSN: "a.db"}, {Name: "b", Driver: "sqlite", DSN: "b.db"}}
+	a.ShardMap = []AssignmentConfig{{Node: "a", Shards: "0-7"}, {Node: "b", Shards: "8-15"}}
+	if err := initDatastore(ctx, a, log); err != nil {
+		t.Fatal(err)
+	}
+	b := defaultConfig()
+	b.DataDir = dir
+	b.Shards = 16
+	b.Metadata = "b"
+	b.Nodes = []NodeConfig{{Name: "a", Driver: "sqlite", DSN: "a.db"}, {Name: "b", Driver: "sqlite", DSN: "b.db"}}
+	b.ShardMap = []AssignmentConfig{{Node: "b", Shards: "0-7"}, {Node: "a", Shards: "8-15"}}
+	err := initDatastore(ctx, b, log)
+	if !errors.Is(err, cellar.ErrConflict) || !strings.Contains(err.Error(), "metadata: a") {
+		t.Errorf("second init over the same nodes with metadata b = %v; want a conflict naming node a as the metadata node", err)
+	}
+	if err := initDatastore(ctx, a, log); err != nil {
+		t.Errorf("init again with the first config: %v; want it accepted", err)
+	}
+}
+
+// lastLines returns the last n lines of s.
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }

@@ -43,7 +43,8 @@ func runInit(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 // initDatastore creates or migrates every node, then writes the datastore
 // record and the first shard map if the metadata node has none. It is
-// idempotent.
+// idempotent, and refuses a config whose metadata node is not the one
+// holding the nodes' shard map.
 func initDatastore(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	if err := cfg.complete(); err != nil {
 		return err
@@ -57,6 +58,16 @@ func initDatastore(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		defer s.Close()
 		if n.Name == cfg.Metadata {
 			meta = s
+			continue
+		}
+		// Another node holding a shard map is the metadata node of a
+		// datastore already: a second one over the same nodes would send
+		// rows to other nodes than the first does.
+		switch _, err := s.ShardMap(ctx); {
+		case err == nil:
+			return cellar.Errorf(cellar.ECONFLICT, "node %s holds the shard map of a datastore already, and this config names %s as the metadata node: set metadata: %s", n.Name, cfg.Metadata, n.Name)
+		case !errors.Is(err, cellar.ErrNotFound):
+			return err
 		}
 	}
 	if err := meta.CreateDatastore(ctx, sqlstore.Datastore{ShardCount: cfg.Shards}); err != nil {
