@@ -6,6 +6,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/cellar-db/cellar"
 	"github.com/cellar-db/cellar/internal/counter/countertest"
@@ -167,5 +168,94 @@ func TestJournalBatchIncrReadsNewKeysTogether(t *testing.T) {
 	// One read of the 101 new keys, and the down key's own read again.
 	if node.reads != 2 {
 		t.Errorf("the batch read the node %d times; want 2 (its new keys together, then the key that failed)", node.reads)
+	}
+}
+
+// hangNode is a storage layer of several nodes, one of which hangs: a read
+// of keys including hangKey answers the other keys only once ctx ends (as
+// shard.Store.Counters does when one node hangs and the request deadline
+// is shorter than NodeTimeout), with an unavailable error.
+type hangNode struct {
+	*countertest.Node
+	hangKey string
+}
+
+func (n *hangNode) Counters(ctx context.Context, keys []string) (map[string]int64, error) {
+	var up []string
+	hang := false
+	for _, k := range keys {
+		if k == n.hangKey {
+			hang = true
+		} else {
+			up = append(up, k)
+		}
+	}
+	if !hang {
+		return n.Node.Counters(ctx, up)
+	}
+	vals, _ := n.Node.Counters(context.Background(), up)
+	<-ctx.Done()
+	return vals, cellar.Unavailable(ctx.Err(), "node of %q hangs", n.hangKey)
+}
+
+// A batch of new keys, one on a storage node that hangs: the preload's
+// read gets half the deadline, so the other keys' increments still run,
+// as they would alone, and only the hanging node's key fails. (Review of
+// stop 18: the preload took the whole deadline and every key failed.)
+func TestJournalBatchIncrPreloadBoundedByHangingNode(t *testing.T) {
+	node := &hangNode{Node: countertest.New(), hangKey: "hang"}
+	j := openJournal(t, t.TempDir(), node, testOptions(newFakeClock()))
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	res := j.BatchIncr(ctx, []cellar.CounterIncrement{{Key: "a1", By: 1}, {Key: "a2", By: 1}, {Key: "hang", By: 1}})
+	for _, r := range res[:2] {
+		if r.Err != nil || r.Value != 1 {
+			t.Errorf("BatchIncr: %s (its node healthy) = %d, %v; want 1 (only the hanging node's key fails)", r.Key, r.Value, r.Err)
+		}
+	}
+	wantCode(t, "the key on the hanging node", res[2].Err, cellar.EUNAVAILABLE)
+}
+
+// The preload does not wait for a flush from before a restart that took a
+// key of the batch while it read: only that key's increments wait for it.
+// (Review of stop 18: the whole batch waited, and failed at its deadline.)
+func TestJournalBatchIncrPreloadDoesNotWaitForFlights(t *testing.T) {
+	dir := t.TempDir()
+	base := countertest.New()
+	j := openJournal(t, dir, base, testOptions(newFakeClock()))
+	incr(t, j, "old", 1, 1)
+	j.crash() // "old" replayed at the next start, its durable value unknown
+
+	node := &partialNode{Node: base, down: "nothing-is-down", release: make(chan struct{})}
+	j2 := openJournal(t, dir, node, testOptions(newFakeClock()))
+	defer func() {
+		select {
+		case <-node.release:
+		default:
+			close(node.release)
+		}
+	}()
+	flushed := make(chan error, 1)
+	node.onRead = func() {
+		// The flusher takes the replayed increment into a flight while the
+		// preload's read is under way; its apply is held.
+		go func() { flushed <- j2.Flush(context.Background()) }()
+		for {
+			j2.mu.Lock()
+			f := j2.flight
+			j2.mu.Unlock()
+			if f != nil {
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	res := j2.BatchIncr(ctx, []cellar.CounterIncrement{{Key: "new", By: 1}, {Key: "old", By: 1}})
+	close(node.release)
+	<-flushed
+	if r := res[0]; r.Err != nil || r.Value != 1 {
+		t.Errorf("BatchIncr: %s (no flight of its own) = %d, %v; want 1: only \"old\" must wait for the replayed flight", r.Key, r.Value, r.Err)
 	}
 }

@@ -448,6 +448,12 @@ func (j *Journal) unreserve(key string, by int64) {
 // were never loaded; every other key in a flight had its value loaded
 // before its first increment was accepted.
 func (j *Journal) load(ctx context.Context, keys []string) error {
+	return j.loadKeys(ctx, keys, true)
+}
+
+// loadKeys is load; without waitFlights a key in a flight is left out
+// rather than waited for (preload's best effort).
+func (j *Journal) loadKeys(ctx context.Context, keys []string, waitFlights bool) error {
 	for {
 		j.mu.Lock()
 		if j.closed {
@@ -462,6 +468,9 @@ func (j *Journal) load(ctx context.Context, keys []string) error {
 				continue
 			}
 			if j.inFlight(k) {
+				if !waitFlights {
+					continue
+				}
 				wait, waitKey = j.applied, k
 				break
 			}
@@ -476,6 +485,8 @@ func (j *Journal) load(ctx context.Context, keys []string) error {
 			select {
 			case <-wait:
 				continue
+			case <-j.ctx.Done(): // Close: the flush may never come now
+				return errClosed
 			case <-ctx.Done():
 				return cellar.Unavailable(ctx.Err(), "counter %q: waiting for a flush of its increments from before a restart to be applied", truncate(waitKey, 80))
 			}
@@ -509,7 +520,7 @@ func (j *Journal) load(ctx context.Context, keys []string) error {
 				j.durable[k] = v
 			}
 			j.mu.Unlock()
-			if again {
+			if again && waitFlights {
 				continue // a failed node's keys are read, and fail, again
 			}
 			if err != nil {
@@ -1248,11 +1259,13 @@ func (j *Journal) BatchIncr(ctx context.Context, incrs []cellar.CounterIncrement
 
 // preload reads the durable values of incrs' keys that the journal does
 // not hold yet in one read (one query per storage node), rather than
-// leaving each key's first Incr to read its own. A key in a flight is
-// left out, so that the batch does not wait for a flush from before a
-// restart that only its increments must wait for, and so is a key that
-// is not valid. What fails to load here is read again, and fails on its
-// own, in its first Incr.
+// leaving each key's first Incr to read its own. It is a best effort that
+// must not cost the batch what its increments, each as if sent alone,
+// would not: a key in a flight is left out (only its own increments wait
+// for a flush from before a restart), as is a key that is not valid, and
+// the read gets half of what is left of ctx's time, so that a storage
+// node that hangs holds up only its own keys' increments. What fails to
+// load here is read again, and fails on its own, in its first Incr.
 func (j *Journal) preload(ctx context.Context, incrs []cellar.CounterIncrement) {
 	seen := make(map[string]bool, len(incrs))
 	var keys []string
@@ -1269,7 +1282,13 @@ func (j *Journal) preload(ctx context.Context, incrs []cellar.CounterIncrement) 
 	}
 	closed := j.closed
 	j.mu.Unlock()
-	if len(keys) > 1 && !closed {
-		_ = j.load(ctx, keys) // a failure is each key's Incr's to report
+	if len(keys) <= 1 || closed {
+		return
 	}
+	if deadline, ok := ctx.Deadline(); ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, time.Now().Add(time.Until(deadline)/2))
+		defer cancel()
+	}
+	_ = j.loadKeys(ctx, keys, false) // a failure is each key's Incr's to report
 }
