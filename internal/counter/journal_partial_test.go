@@ -116,3 +116,50 @@ func TestJournalPartialReadOfAnInFlightKey(t *testing.T) {
 		t.Errorf("%q (its node down) = %d, %v; want unavailable", res[1].Key, res[1].Value, res[1].Err)
 	}
 }
+
+// Close ends an Incr that waits for a flush from before a restart with
+// the closing error, at once. (Review of stop 18: it was left waiting
+// until its own deadline, after Close had closed the journal.)
+func TestJournalCloseEndsIncrWaitingForFlight(t *testing.T) {
+	dir := t.TempDir()
+	base := countertest.New()
+	j := openJournal(t, dir, base, testOptions(newFakeClock()))
+	incr(t, j, "old", 1, 1)
+	j.crash()
+
+	var mu sync.Mutex
+	down := true
+	base.SetFault(func(op string, applied bool) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if down && op == "apply" && !applied {
+			return errDown
+		}
+		return nil
+	})
+	j2 := openJournal(t, dir, base, testOptions(newFakeClock()))
+	if err := j2.Flush(context.Background()); err == nil {
+		t.Fatal("Flush with writes failing: no error")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	type result struct {
+		err error
+		at  time.Duration
+	}
+	got := make(chan result, 1)
+	start := time.Now()
+	go func() {
+		_, err := j2.Incr(ctx, "old", 1)
+		got <- result{err, time.Since(start)}
+	}()
+	time.Sleep(100 * time.Millisecond) // the Incr waits for the flight
+	closeAt := time.Since(start)
+	if err := j2.Close(); err != nil {
+		t.Logf("Close: %v", err)
+	}
+	r := <-got
+	if r.at-closeAt > time.Second || cellar.ErrorCode(r.err) != cellar.EUNAVAILABLE || r.err.Error() != errClosed.Error() {
+		t.Errorf("Incr waiting for a replayed flight when Close was called (%v in): returned %v after Close, with %v; want the closing error at once", closeAt.Round(time.Millisecond), (r.at - closeAt).Round(time.Millisecond), r.err)
+	}
+}

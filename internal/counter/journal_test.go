@@ -543,3 +543,18 @@ func TestJournalPathWithURICharacters(t *testing.T) {
 		j2.Close()
 	}
 }
+
+// A journal path beginning with "//" (on POSIX the same file as with
+// one '/') opens: its SQLite URI must not read the first segment as an
+// authority. (Review of stop 18: "invalid uri authority".)
+func TestJournalPathWithLeadingDoubleSlash(t *testing.T) {
+	p := "/" + filepath.Join(t.TempDir(), "dbl", "counters.journal")
+	j, err := OpenJournal(context.Background(), p, countertest.New(), testOptions(newFakeClock()))
+	if err != nil {
+		t.Fatalf("OpenJournal(%q): %v; want it opened (the same file as %q)", p, err, p[1:])
+	}
+	j.Close()
+	if _, err := os.Stat(p); err != nil {
+		t.Errorf("journal not at %s: %v", p, err)
+	}
+}

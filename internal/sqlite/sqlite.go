@@ -111,6 +111,11 @@ var uriPath = strings.NewReplacer("%", "%25", "?", "%3F", "#", "%23")
 // parameters q, its path escaped for SQLite's URI filenames (every SQLite
 // file cellar opens goes through it: nodes, the counter journal).
 func FileURI(path string, q url.Values) string {
+	// "file://x/..." would name x as the URI's authority: a path that
+	// begins with "//", the same file as with one '/', is given one.
+	if strings.HasPrefix(path, "//") {
+		path = "/" + strings.TrimLeft(path, "/")
+	}
 	return "file:" + uriPath.Replace(path) + "?" + q.Encode()
 }
 
