@@ -239,16 +239,7 @@ func TestJournalBatchIncrPreloadDoesNotWaitForFlights(t *testing.T) {
 	node.onRead = func() {
 		// The flusher takes the replayed increment into a flight while the
 		// preload's read is under way; its apply is held.
-		go func() { flushed <- j2.Flush(context.Background()) }()
-		for {
-			j2.mu.Lock()
-			f := j2.flight
-			j2.mu.Unlock()
-			if f != nil {
-				return
-			}
-			time.Sleep(time.Millisecond)
-		}
+		startFlushIntoFlight(j2, flushed)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()

@@ -77,16 +77,7 @@ func TestJournalPartialReadOfAnInFlightKey(t *testing.T) {
 	node.onRead = func() {
 		// The flusher takes the pending increments into a flight while
 		// the read is under way.
-		go func() { flushed <- j2.Flush(context.Background()) }()
-		for {
-			j2.mu.Lock()
-			f := j2.flight
-			j2.mu.Unlock()
-			if f != nil {
-				return
-			}
-			time.Sleep(time.Millisecond)
-		}
+		startFlushIntoFlight(j2, flushed)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -161,5 +152,20 @@ func TestJournalCloseEndsIncrWaitingForFlight(t *testing.T) {
 	r := <-got
 	if r.at-closeAt > time.Second || cellar.ErrorCode(r.err) != cellar.EUNAVAILABLE || r.err.Error() != errClosed.Error() {
 		t.Errorf("Incr waiting for a replayed flight when Close was called (%v in): returned %v after Close, with %v; want the closing error at once", closeAt.Round(time.Millisecond), (r.at - closeAt).Round(time.Millisecond), r.err)
+	}
+}
+
+// startFlushIntoFlight starts a flush of j, its error to flushed, and
+// returns once the flush has taken the pending increments into a flight.
+func startFlushIntoFlight(j *Journal, flushed chan<- error) {
+	go func() { flushed <- j.Flush(context.Background()) }()
+	for {
+		j.mu.Lock()
+		f := j.flight
+		j.mu.Unlock()
+		if f != nil {
+			return
+		}
+		time.Sleep(time.Millisecond)
 	}
 }

@@ -438,41 +438,49 @@ func (s *Store) batchGet(ctx context.Context, keys []cellar.LookupKey, idx []int
 // batchGetBounded is batchGet keeping only the bodies budget allows (all
 // if it is nil).
 func (s *Store) batchGetBounded(ctx context.Context, keys []cellar.LookupKey, idx []int, res []cellar.GetResult, budget *bodyBudget) {
-	// The exact keys come first, then the latest: so the statement's shape
-	// is two counts, and one statement serves every batch of those counts.
-	// Branch b of the statement answers idx[order[b]].
-	order := make([]int, 0, len(idx))
-	for j, i := range idx {
+	// Branch b of the statement answers idx[order[b]]. The exact keys come
+	// first, then the latest: so the statement's shape is two counts, and
+	// one statement serves every batch of those counts. Under a bound,
+	// though, the bodies are kept in the order they arrive, which is the
+	// branches' (UNION ALL runs them in turn on every backend), and the
+	// bound is the answer's, counted in request order (the first cell
+	// always kept): a bounded batch mixing exact and latest keys has its
+	// branches in request order, in a statement of its pattern (kept as
+	// the others are, up to maxReadStmts in all).
+	e := 0
+	for _, i := range idx {
 		if keys[i].RefKey != nil {
-			order = append(order, j)
+			e++
 		}
 	}
-	e := len(order)
-	for j, i := range idx {
-		if keys[i].RefKey == nil {
-			order = append(order, j)
-		}
-	}
-	// Under a bound, though, the bodies are kept in the order they arrive,
-	// which is the branches' (UNION ALL runs them in turn on every
-	// backend), and the bound is the answer's, counted in request order
-	// (the first cell always kept): a batch mixing exact and latest keys
-	// then has its branches in request order, in a statement of its
-	// pattern (kept as the others are, up to maxReadStmts in all).
-	var rs *readStmt
+	order := make([]int, 0, len(idx))
+	var key any = batchShape{e, len(idx) - e}
 	if budget != nil && e > 0 && e < len(idx) {
-		exact := make([]bool, len(idx))
 		pattern := make([]byte, len(idx))
 		for j, i := range idx {
-			order[j] = j
-			exact[j] = keys[i].RefKey != nil
+			order = append(order, j)
 			pattern[j] = 'l'
-			if exact[j] {
+			if keys[i].RefKey != nil {
 				pattern[j] = 'e'
 			}
 		}
-		rs = s.readStmt(batchPattern(pattern), func() string { return BatchGetSQL(s.d, exact) })
+		key = batchPattern(pattern)
+	} else {
+		for _, exact := range []bool{true, false} {
+			for j, i := range idx {
+				if (keys[i].RefKey != nil) == exact {
+					order = append(order, j)
+				}
+			}
+		}
 	}
+	rs := s.readStmt(key, func() string {
+		exact := make([]bool, len(order))
+		for b, j := range order {
+			exact[b] = keys[idx[j]].RefKey != nil
+		}
+		return BatchGetSQL(s.d, exact)
+	})
 	args := make([]any, 0, 2*len(idx)+e)
 	for _, j := range order {
 		k := keys[idx[j]]
@@ -486,15 +494,6 @@ func (s *Store) batchGetBounded(ctx context.Context, keys []cellar.LookupKey, id
 		for _, i := range idx {
 			res[i] = cellar.GetResult{Err: err} // also over a cell read before the failure
 		}
-	}
-	if l := len(idx) - e; rs == nil {
-		rs = s.readStmt(batchShape{e, l}, func() string {
-			exact := make([]bool, e+l)
-			for b := range e {
-				exact[b] = true
-			}
-			return BatchGetSQL(s.d, exact)
-		})
 	}
 	rows, err := s.queryRead(ctx, rs, args...)
 	if err != nil {

@@ -286,11 +286,7 @@ func TestDeletedTriggerEndsClaims(t *testing.T) {
 func TestStaleCopyClaimDoesNotSkipNewColumn(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
 		e := newQuietEnv(t, b)
-		e.define("t", trigger.Definition{Columns: []string{"a"}})
-		e2 := staleEngine(t, e)
-		if got := claimOn(t, e2, "t", "warm", 10); got.Lease != nil {
-			t.Fatalf("e2 delivered %+v", got)
-		}
+		e2 := staleCopyOfColumnA(t, e)
 		s := sh(6)
 		b1 := e.put(rowIn(s, 0), "b")
 		// Widen the trigger through the first server.
@@ -318,4 +314,17 @@ func TestStaleCopyClaimDoesNotSkipNewColumn(t *testing.T) {
 				ids(c.Cells), b1.AddedID, e.offset("t", s), ids(later.Cells), a2.AddedID)
 		}
 	})
+}
+
+// staleCopyOfColumnA defines trigger t of column a and returns a second
+// engine whose copy of it is loaded (by a claim that finds nothing) and
+// then not refreshed.
+func staleCopyOfColumnA(t *testing.T, e *env) *trigger.Engine {
+	t.Helper()
+	e.define("t", trigger.Definition{Columns: []string{"a"}})
+	e2 := staleEngine(t, e)
+	if got := claimOn(t, e2, "t", "warm", 10); got.Lease != nil {
+		t.Fatalf("e2 delivered %+v", got)
+	}
+	return e2
 }

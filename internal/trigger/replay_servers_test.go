@@ -110,12 +110,8 @@ func TestNewLeaseTakesBackHeldReplays(t *testing.T) {
 func TestOneReplayBatchPerShard(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
 		e := newQuietEnv(t, b)
-		e.define("t", trigger.Definition{Columns: []string{"a"}, MaxAttempts: 1})
 		s := sh(3)
-		p := parkCells(t, e, "t", s, 2)
-		if n, err := e.engine.Replay(bg(), "t"); err != nil || n != 2 {
-			t.Fatalf("Replay = %d, %v", n, err)
-		}
+		p := parkedForReplay(t, e, s)
 		// A second server, with a fresh copy (it knows of the replay).
 		e2 := staleEngine(t, e)
 		// Loop 1 of consumer c, through the first server.
@@ -158,11 +154,7 @@ func TestOneReplayBatchPerShard(t *testing.T) {
 func TestStaleColumnsDoNotPassOver(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
 		e := newQuietEnv(t, b)
-		e.define("t", trigger.Definition{Columns: []string{"a"}})
-		e2 := staleEngine(t, e)
-		if got := claimOn(t, e2, "t", "warm", 10); got.Lease != nil {
-			t.Fatalf("e2 delivered %+v", got)
-		}
+		e2 := staleCopyOfColumnA(t, e)
 		s := sh(6)
 		bc := e.put(rowIn(s, 0), "b")
 		// Widen the trigger through the first server.
@@ -210,12 +202,8 @@ func (s *pausingTakeState) TakeReplay(ctx context.Context, name string, shard in
 func TestOneReplayBatchWhileATakeWaits(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
 		e := newQuietEnv(t, b)
-		e.define("t", trigger.Definition{Columns: []string{"a"}, MaxAttempts: 1})
 		s := sh(3)
-		p := parkCells(t, e, "t", s, 2)
-		if n, err := e.engine.Replay(bg(), "t"); err != nil || n != 2 {
-			t.Fatalf("Replay = %d, %v", n, err)
-		}
+		p := parkedForReplay(t, e, s)
 		ps := &pausingTakeState{Store: e.meta, entered: make(chan struct{}), release: make(chan struct{})}
 		opts := e.opts
 		opts.State = ps
@@ -277,4 +265,16 @@ func TestOneReplayBatchWhileATakeWaits(t *testing.T) {
 				got, ids(p), second.Cells[0].AddedID, nr)
 		}
 	})
+}
+
+// parkedForReplay defines trigger t of column a with one attempt, parks
+// two cells of shard s and asks for them to be replayed; it returns them.
+func parkedForReplay(t *testing.T, e *env, s int) []cellar.Cell {
+	t.Helper()
+	e.define("t", trigger.Definition{Columns: []string{"a"}, MaxAttempts: 1})
+	p := parkCells(t, e, "t", s, 2)
+	if n, err := e.engine.Replay(bg(), "t"); err != nil || n != 2 {
+		t.Fatalf("Replay = %d, %v", n, err)
+	}
+	return p
 }
