@@ -402,6 +402,39 @@ func TestStaleEntryAtSamePosition(t *testing.T) {
 	})
 }
 
+// TestCursorBelongsToItsQuery guards that a cursor is refused by a query
+// of another index or another value of the shard field, even with the same
+// order: its position means nothing among those entries.
+func TestCursorBelongsToItsQuery(t *testing.T) {
+	e := newEnv(t, backends[0], envOpts{})
+	e.define("ix", usersByCity)
+	e.define("iy", usersByCity)
+	for _, r := range []string{"u1", "u2"} {
+		e.put(r, "profile", 1, user("paris", 30, 1))
+	}
+	paris := []index.Cond{eq("city", "paris")}
+	e.synced("iy", index.Query{Where: paris, Limit: 2})
+	res := e.synced("ix", index.Query{Where: paris, Limit: 1})
+	if res.Cursor == "" {
+		t.Fatalf("limit 1 over 2 rows: no cursor")
+	}
+	if got := rows(e.query("ix", index.Query{Where: paris, Limit: 1, Cursor: res.Cursor})); !slices.Equal(got, []string{"u2"}) {
+		t.Fatalf("second page of ix = %v; want u2", got)
+	}
+	for _, c := range []struct {
+		name string
+		ix   string
+		q    index.Query
+	}{
+		{"another index", "iy", index.Query{Where: paris, Limit: 1, Cursor: res.Cursor}},
+		{"another shard value", "ix", index.Query{Where: []index.Cond{eq("city", "rome")}, Limit: 1, Cursor: res.Cursor}},
+	} {
+		if _, err := e.manager.Query(bg(), c.ix, c.q); !errors.Is(err, cellar.ErrInvalid) {
+			t.Errorf("cursor of ix city=paris in %s: %v; want invalid", c.name, err)
+		}
+	}
+}
+
 // TestCursorOnlyIfMore guards that a page carries a cursor only when
 // entries may follow it: a full page holding the last match has none,
 // even when stale entries come after it in the same scan.

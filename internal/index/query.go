@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"hash/fnv"
 	"slices"
 	"time"
 
@@ -101,6 +102,7 @@ type plan struct {
 	conds [cellar.MaxIndexFields]fullCond
 	proj  []int
 	order string // names the order, to tie cursors to it
+	query uint64 // names the index and the shard field's value, likewise
 	limit int
 }
 
@@ -141,6 +143,11 @@ func planQuery(name string, gen int64, def Definition, q Query, shardCount int) 
 		return nil, cellar.Errorf(cellar.EINVALID, "a query of index %s must give its shard field %s with an equality (\"where\": {%q: value})", name, shardField, shardField)
 	}
 	p.scan.Shard = cellar.ShardOf(string(p.scan.Conds[0].Eq), shardCount)
+	h := fnv.New64a()
+	h.Write([]byte(name))
+	h.Write([]byte{0})
+	h.Write(p.scan.Conds[0].Eq)
+	p.query = h.Sum64()
 
 	if q.Order == "" {
 		for i := 1; i < len(def.Fields); i++ {
@@ -260,15 +267,18 @@ func (p *plan) addCond(pos int, f Field, c Cond) error {
 	return nil
 }
 
-// cursor is what a Result's cursor holds: the order it belongs to and the
-// position of the last entry returned.
+// cursor is what a Result's cursor holds: the order and the query (index
+// and shard field value) it belongs to, and the position of the last entry
+// returned. A position means nothing in another index or another value's
+// entries, so such a cursor is refused rather than read as a place to start.
 type cursor struct {
 	Order string `json:"o"`
+	Query uint64 `json:"q,string"`
 	cellar.IndexPosition
 }
 
 func (p *plan) encodeCursor(pos cellar.IndexPosition) string {
-	b, _ := json.Marshal(cursor{Order: p.order, IndexPosition: pos})
+	b, _ := json.Marshal(cursor{Order: p.order, Query: p.query, IndexPosition: pos})
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
@@ -284,6 +294,9 @@ func (p *plan) decodeCursor(s string) (*cellar.IndexPosition, error) {
 	}
 	if c.Order != p.order {
 		return nil, cellar.Errorf(cellar.EINVALID, "cursor belongs to a query with another order")
+	}
+	if c.Query != p.query {
+		return nil, cellar.Errorf(cellar.EINVALID, "cursor belongs to a query of another index or another value of its shard field")
 	}
 	for _, k := range c.Keys {
 		if len(k) > cellar.MaxIndexKeyBytes {
