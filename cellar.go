@@ -183,7 +183,8 @@ type Store interface {
 	// BatchGet looks up each key and returns one result per key, in order.
 	// A missing cell's result has Err matching ErrNotFound. The results
 	// carry at most MaxBatchGetBytes of bodies, as BoundBatchGet leaves
-	// them; a cell left out has Err matching ErrTooLarge.
+	// them; a cell left out has Err matching ErrTooLarge. (The Go client,
+	// over HTTP, asks again for those itself and answers every key.)
 	BatchGet(ctx context.Context, keys []LookupKey) []GetResult
 
 	// Scan returns up to limit cells of shard with added_id > after, in
@@ -238,6 +239,51 @@ func BoundBatchGet(res []GetResult) []GetResult {
 		kept++
 	}
 	return res
+}
+
+// FillBatchGet bounds res, the results of keys, as BoundBatchGet does,
+// after asking fetch again for the cells a part of the answer left out by
+// its own count (a node bounds its share of a batch, the cache its
+// misses, each counting cells that the whole answer's bound may leave
+// out) while they may still fit the whole answer. Each round asks for the
+// left-out keys from the first one that may fit, and settles at least that
+// one, as a fetch always answers its first cell; a fetch that does not
+// ends the rounds, as does ctx. It returns res.
+func FillBatchGet(ctx context.Context, keys []LookupKey, res []GetResult, fetch func(context.Context, []LookupKey) []GetResult) []GetResult {
+	leftOut := func(r GetResult) bool { return ErrorCode(r.Err) == ETOOLARGE }
+	for ctx.Err() == nil {
+		size, kept, from := 0, 0, -1
+		for i, r := range res {
+			if leftOut(r) {
+				from = i
+				break
+			}
+			if r.Err != nil || r.Cell == nil || (kept > 0 && size+len(r.Cell.Body) > MaxBatchGetBytes) {
+				continue
+			}
+			size += len(r.Cell.Body)
+			kept++
+		}
+		if from < 0 || size >= MaxBatchGetBytes {
+			break
+		}
+		var idx []int
+		var again []LookupKey
+		for i := from; i < len(res); i++ {
+			if leftOut(res[i]) {
+				idx = append(idx, i)
+				again = append(again, keys[i])
+			}
+		}
+		out := fetch(ctx, again)
+		for j, i := range idx {
+			res[i] = out[j]
+		}
+		if leftOut(res[from]) {
+			break
+		}
+	}
+	return BoundBatchGet(res)
 }
 
 // RowBytesError is Row's error for a row whose latest cells' bodies pass

@@ -2,6 +2,7 @@ package cellar
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"math"
 	"strings"
@@ -177,4 +178,62 @@ func BenchmarkCellMarshalJSON(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestFillBatchGet guards FillBatchGet's rounds: a cell left out that fits
+// the whole answer is asked for again, one that cannot fit is not, and a
+// fetch that answers nothing new ends the rounds.
+func TestFillBatchGet(t *testing.T) {
+	cell := func(n int) GetResult { return GetResult{Cell: &Cell{Body: make([]byte, n)}} }
+	out := GetResult{Err: BatchBytesError()}
+	keys := make([]LookupKey, 4)
+	for i := range keys {
+		keys[i] = LookupKey{RowKey: string(rune('a' + i)), Column: "c"}
+	}
+	const mib = 1 << 20
+	var asked [][]string
+	fetchFrom := func(sizes map[string]int) func(context.Context, []LookupKey) []GetResult {
+		asked = nil
+		return func(_ context.Context, ks []LookupKey) []GetResult {
+			var names []string
+			res := make([]GetResult, len(ks))
+			for i, k := range ks {
+				names = append(names, k.RowKey)
+				if n, ok := sizes[k.RowKey]; ok {
+					res[i] = cell(n)
+				} else {
+					res[i] = out
+				}
+			}
+			asked = append(asked, names)
+			return res
+		}
+	}
+	answered := func(res []GetResult) (s string) {
+		for _, r := range res {
+			if r.Cell != nil {
+				s += "y"
+			} else {
+				s += "n"
+			}
+		}
+		return s
+	}
+	ctx := context.Background()
+
+	// b was left out by its part; it fits beside a (6 + 8); d then does not.
+	res := FillBatchGet(ctx, keys, []GetResult{cell(6 * mib), out, out, cell(1 * mib)}, fetchFrom(map[string]int{"b": 8 * mib, "c": 9 * mib}))
+	if got := answered(res); got != "yyny" || len(asked) != 1 || strings.Join(asked[0], ",") != "b,c" {
+		t.Errorf("answered %s, asked %v; want yyny after one round for b,c", got, asked)
+	}
+	// The answer is full before the first left-out cell: nothing is asked.
+	res = FillBatchGet(ctx, keys, []GetResult{cell(16 * mib), out, cell(1), out}, fetchFrom(nil))
+	if got := answered(res); got != "ynnn" || len(asked) != 0 {
+		t.Errorf("full answer: answered %s, asked %v; want ynnn, nothing asked", got, asked)
+	}
+	// A fetch that leaves out its first key again ends the rounds.
+	res = FillBatchGet(ctx, keys, []GetResult{cell(1), out, out, out}, fetchFrom(nil))
+	if got := answered(res); got != "ynnn" || len(asked) != 1 {
+		t.Errorf("stubborn fetch: answered %s, asked %v; want ynnn after one round", got, asked)
+	}
 }

@@ -332,6 +332,41 @@ func TestRowColumnsBound(t *testing.T) {
 	}
 }
 
+// A batchGet's bound counts cached cells and misses together, in request
+// order: a miss the backing store left out by its own count of the misses
+// alone, but which fits the whole answer, is asked for again and answered.
+// Here the hit h (6 MiB) comes first; the store, asked for m1 (12 MiB) and
+// m2 (5 MiB), leaves m2 out (17 MiB); the whole answer leaves m1 out (18)
+// and has room for m2 (11).
+func TestBatchGetBoundCountsHitsAndMissesInRequestOrder(t *testing.T) {
+	back := newCounting(openSQLite(t, 16))
+	s := newCache(t, back, cache.Options{MaxBytes: 64 << 20, Now: newClock().Now})
+	const mib = 1 << 20
+	sizes := map[string]int{"h": 6 * mib, "m1": 12 * mib, "m2": 5 * mib}
+	var keys []cellar.LookupKey
+	for _, row := range []string{"h", "m1", "m2"} {
+		body, err := cellar.CheckBody([]byte(`{"x":"`+strings.Repeat("a", sizes[row]-8)+`"}`), 64*mib)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := back.Put(ctx(t), cellar.NewCell{Key: cellar.Key{RowKey: row, Column: "c", RefKey: 1}, Body: body}); err != nil {
+			t.Fatal(err)
+		}
+		ref := int64(1)
+		keys = append(keys, cellar.LookupKey{RowKey: row, Column: "c", RefKey: &ref})
+	}
+	if _, err := s.Get(ctx(t), cellar.Key{RowKey: "h", Column: "c", RefKey: 1}); err != nil {
+		t.Fatal(err)
+	}
+	res := s.BatchGet(ctx(t), keys)
+	for i, want := range []bool{true, false, true} {
+		r := res[i]
+		if kept := r.Err == nil && r.Cell != nil; kept != want || (!kept && !errors.Is(r.Err, cellar.ErrTooLarge)) {
+			t.Errorf("%s: cell %v, err %v; want answered %v (else too_large)", keys[i].RowKey, r.Cell != nil, r.Err, want)
+		}
+	}
+}
+
 // The in-process tier holds no more than MaxBytes, weighing bodies.
 func TestMemoryBound(t *testing.T) {
 	const maxBytes = 1 << 20

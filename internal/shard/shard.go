@@ -257,14 +257,18 @@ func (s *Store) Scan(ctx context.Context, shard int, after int64, limit int, col
 // BatchGet implements cellar.Store: keys are grouped by node and each
 // node's keys are fetched with one call, all nodes in parallel.
 func (s *Store) BatchGet(ctx context.Context, keys []cellar.LookupKey) []cellar.GetResult {
-	// Each node bounds its own part; together they are bounded again.
-	return cellar.BoundBatchGet(fanOut(ctx, s, "batch_get", keys,
-		func(k cellar.LookupKey) string { return k.RowKey },
-		func(err error) cellar.GetResult { return cellar.GetResult{Err: err} },
-		func(r cellar.GetResult) error { return r.Err },
-		func(ctx context.Context, n *Node, sub []cellar.LookupKey) []cellar.GetResult {
-			return n.Store.BatchGet(ctx, sub)
-		}))
+	// Each node bounds its own part; together they are bounded again, and
+	// a cell a node left out that fits the whole answer is asked for again.
+	fetch := func(ctx context.Context, keys []cellar.LookupKey) []cellar.GetResult {
+		return fanOut(ctx, s, "batch_get", keys,
+			func(k cellar.LookupKey) string { return k.RowKey },
+			func(err error) cellar.GetResult { return cellar.GetResult{Err: err} },
+			func(r cellar.GetResult) error { return r.Err },
+			func(ctx context.Context, n *Node, sub []cellar.LookupKey) []cellar.GetResult {
+				return n.Store.BatchGet(ctx, sub)
+			})
+	}
+	return cellar.FillBatchGet(ctx, keys, fetch(ctx, keys), fetch)
 }
 
 // BatchPut implements cellar.Store, grouping by node like BatchGet.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/url"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -216,4 +217,80 @@ func TestIndexesMixedNodes(t *testing.T) {
 		}
 		return s
 	})
+}
+
+// TestBatchGetBoundOverNodesInRequestOrder guards that over several nodes
+// a batchGet's 16 MiB bound is the whole answer's, counted in request
+// order (docs/API.md): each node bounds its own part first, counting cells
+// the whole answer's bound leaves out, so a node may leave out a later,
+// small cell that fits; that one is asked for again. (Review of stop 19.) Here: a0 (6 MiB, node a),
+// b1 (8 MiB, node b), a2 (9.5 MiB, node a: left out, 23.5 MiB), a3 (1 MiB,
+// node a: 6+8+1 = 15 MiB, fits). Node a alone counts 6+9.5+1 = 16.5 MiB and
+// drops a3, so a3 comes back too_large although it is within the bound.
+func TestBatchGetBoundOverNodesInRequestOrder(t *testing.T) {
+	ctx := context.Background()
+	const shards = 2
+	open := func(name string) *sqlstore.Store {
+		st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), name+".db"),
+			sqlite.Options{Options: sqlstore.Options{Name: name, ShardCount: shards, Create: true}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		return st
+	}
+	na, nb := open("a"), open("b")
+	m := &cellar.ShardMap{Version: 1, ShardCount: shards, Assignments: []cellar.Assignment{
+		{Node: "a", ShardRange: cellar.ShardRange{First: 0, Last: 0}},
+		{Node: "b", ShardRange: cellar.ShardRange{First: 1, Last: 1}},
+	}}
+	s, err := shard.New(m, []*shard.Node{{Name: "a", Driver: "sqlite", Store: na}, {Name: "b", Driver: "sqlite", Store: nb}}, shard.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rowIn := func(sh, skip int) string {
+		for i := 0; ; i++ {
+			k := fmt.Sprintf("r%d", i)
+			if cellar.ShardOf(k, shards) == sh {
+				if skip == 0 {
+					return k
+				}
+				skip--
+			}
+		}
+	}
+	const mib = 1 << 20
+	items := []struct {
+		row  string
+		size int
+	}{
+		{rowIn(0, 0), 6 * mib},
+		{rowIn(1, 0), 8 * mib},
+		{rowIn(0, 1), 9*mib + mib/2},
+		{rowIn(0, 2), 1 * mib},
+	}
+	var keys []cellar.LookupKey
+	for _, it := range items {
+		raw := `{"x":"` + strings.Repeat("a", it.size-8) + `"}`
+		body, err := cellar.CheckBody([]byte(raw), 64*mib)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := s.Put(ctx, cellar.NewCell{Key: cellar.Key{RowKey: it.row, Column: "c", RefKey: 1}, Body: body}); err != nil {
+			t.Fatal(err)
+		}
+		keys = append(keys, cellar.LookupKey{RowKey: it.row, Column: "c"})
+	}
+	res := s.BatchGet(ctx, keys)
+	want := []bool{true, true, false, true} // kept, in request order
+	for i, r := range res {
+		kept := r.Err == nil && r.Cell != nil
+		if kept != want[i] {
+			t.Errorf("result %d (%d bytes, node of shard %d): kept=%v err=%v; want kept=%v (request-order bound: %v)",
+				i, items[i].size, cellar.ShardOf(items[i].row, shards), kept, r.Err, want[i], want)
+		}
+		if !kept && !errors.Is(r.Err, cellar.ErrTooLarge) {
+			t.Errorf("result %d: %v; want too_large", i, r.Err)
+		}
+	}
 }
