@@ -69,6 +69,9 @@ func (m *ShardMap) Validate(nodes map[string]bool) error {
 		if a.First > a.Last {
 			return Errorf(EINVALID, "shard range %d-%d is empty", a.First, a.Last)
 		}
+		if a.First < 0 || a.Last >= m.ShardCount {
+			return Errorf(EINVALID, "shard range %d-%d is outside the datastore's shards 0-%d", a.First, a.Last, m.ShardCount-1)
+		}
 		if a.First != next {
 			if a.First < next {
 				return Errorf(EINVALID, "shard %d is assigned twice", a.First)

@@ -238,7 +238,7 @@ func (c *Client) RenewTrigger(ctx context.Context, name string, token int64, sha
 
 // ParkedCells returns up to limit parked cells of trigger name after the
 // cursor after ("" for the first page), and the cursor of the next page
-// ("" after the last).
+// ("" after the last). limit is 1..1000; the server refuses others.
 func (c *Client) ParkedCells(ctx context.Context, name, after string, limit int) ([]ParkedCell, string, error) {
 	path, err := triggerPath(name)
 	if err != nil {
@@ -248,9 +248,7 @@ func (c *Client) ParkedCells(ctx context.Context, name, after string, limit int)
 	if after != "" {
 		q.Set("after", after)
 	}
-	if limit > 0 {
-		q.Set("limit", strconv.Itoa(limit))
-	}
+	q.Set("limit", strconv.Itoa(limit))
 	var resp struct {
 		Parked []ParkedCell `json:"parked"`
 		Next   *string      `json:"next"`

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
@@ -119,5 +120,40 @@ func TestCLITriggersStatusQuotesLastError(t *testing.T) {
 	}
 	if !strings.Contains(stdout, `"smtp down\n99 0 0 0 0.000 evil 0 -"`) {
 		t.Fatalf("status lacks the quoted error:\n%s", stdout)
+	}
+}
+
+// TestTriggersParkedLimitOutOfRange guards that `triggers parked --limit`
+// below 1 is refused with the server's invalid_argument, as `timeline range
+// --limit 0` and `scan --limit 0` are: client.ParkedCells left such a limit
+// out of the query, and the server's default of 100 answered with exit 0.
+// (Review of stop 19.)
+func TestTriggersParkedLimitOutOfRange(t *testing.T) {
+	s, e := newTriggerCLIServer(t)
+	ctx := context.Background()
+	if _, _, err := e.Define(ctx, "mail", trigger.Definition{Columns: []string{"a"}, MaxAttempts: 1}); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		if _, _, err := s.store.Put(ctx, cellar.NewCell{Key: cellar.Key{RowKey: fmt.Sprintf("r%d", i), Column: "a", RefKey: 1}, Body: []byte(`{}`)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for parked := 0; parked < 3; {
+		c, err := e.Claim(ctx, "mail", "w", 10, 0)
+		if err != nil || c.Lease == nil {
+			t.Fatalf("Claim = %+v, %v", c, err)
+		}
+		if _, err := e.Nack(ctx, "mail", c.Lease.Token, c.Lease.Shard, c.Cells[0].AddedID, "x"); err != nil {
+			t.Fatal(err)
+		}
+		parked++
+	}
+	for _, limit := range []string{"0", "-1"} {
+		stdout, stderr, code := runCLI(t, ctx, "", "triggers", "parked", "--addr", s.addr, "mail", "--limit", limit)
+		if code != 1 || !strings.Contains(stderr, "limit") {
+			t.Errorf("triggers parked --limit %s: exit %d, printed %d lines:\n%s%s\nwant exit 1 and the server's refusal of the limit",
+				limit, code, strings.Count(stdout, "\n"), stdout, stderr)
+		}
 	}
 }

@@ -21,6 +21,8 @@ import (
 	"github.com/cellar-db/cellar/internal/counter"
 	cellarhttp "github.com/cellar-db/cellar/internal/http"
 	"github.com/cellar-db/cellar/internal/index"
+	"github.com/cellar-db/cellar/internal/mysql"
+	"github.com/cellar-db/cellar/internal/postgres"
 	"github.com/cellar-db/cellar/internal/redis"
 )
 
@@ -293,6 +295,7 @@ func (c *Config) validate() error {
 	}
 	names := map[string]bool{}
 	envs := map[string]string{} // environment form -> node name
+	dbs := map[string]string{}  // database -> node name
 	for _, n := range c.Nodes {
 		if !nodeNameRE.MatchString(n.Name) {
 			return fmt.Errorf("config: node name %q must match %s", n.Name, nodeNameRE)
@@ -313,6 +316,14 @@ func (c *Config) validate() error {
 		if n.DSN == "" {
 			return fmt.Errorf("config: node %s has no dsn", n.Name)
 		}
+		db, err := c.database(n)
+		if err != nil {
+			return fmt.Errorf("config: node %s: dsn (or CELLAR_NODE_%s_DSN) is %v", n.Name, envName(n.Name), err)
+		}
+		if other, ok := dbs[db]; ok {
+			return fmt.Errorf("config: nodes %s and %s are one database (%s): give each node its own", other, n.Name, db)
+		}
+		dbs[db] = n.Name
 		if n.CheckpointEvery != 0 && n.Driver != "sqlite" {
 			return fmt.Errorf("config: node %s: checkpoint_every applies to sqlite nodes only", n.Name)
 		}
@@ -560,4 +571,23 @@ func (c *Config) journalPath() string {
 		return c.Counters.Journal
 	}
 	return filepath.Join(c.DataDir, c.Counters.Journal)
+}
+
+// database names the database n's DSN points at (a SQLite file's absolute
+// path, a server's address and database), refusing a DSN that cannot be
+// n's kind: one that would otherwise pass for a node that is down
+// (PostgreSQL's is parsed only when it connects) or create a SQLite file
+// named after a URL.
+func (c *Config) database(n NodeConfig) (string, error) {
+	switch n.Driver {
+	case "postgres":
+		return postgres.Database(n.DSN)
+	case "mysql":
+		return mysql.Database(n.DSN)
+	}
+	if strings.Contains(n.DSN, "://") {
+		return "", fmt.Errorf("a URL, not a file path (driver sqlite takes a path; is the driver wrong?)")
+	}
+	p, err := filepath.Abs(c.sqlitePath(n))
+	return "sqlite:" + p, err
 }

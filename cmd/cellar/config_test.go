@@ -109,7 +109,20 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"bogus_key: 1", "bogus_key"},
 		{"auth: {tokens: [{token: x, scopes: [root]}]}", "scope"},
 		{"auth: {tokens: [{token: x, token_env: HOME, scopes: [read]}]}", "both token and token_env"},
-		{"nodes: [{name: a, driver: postgres, dsn: x, checkpoint_every: 10ms}]\nmetadata: a", "sqlite nodes only"},
+		{"nodes: [{name: a, driver: postgres, dsn: 'postgres://h/db', checkpoint_every: 10ms}]\nmetadata: a", "sqlite nodes only"},
+		// A DSN of another kind is a mistake in the config, not a node that
+		// is down (pgx parses its DSN only when it connects).
+		{"nodes: [{name: a, driver: postgres, dsn: 'root@tcp(127.0.0.1:3306)/db'}]\nmetadata: a", "node a: dsn (or CELLAR_NODE_A_DSN) is not a PostgreSQL connection string"},
+		{"nodes: [{name: a, driver: mysql, dsn: 'postgres://u@h/db'}]\nmetadata: a", "node a: dsn (or CELLAR_NODE_A_DSN) is not a MySQL DSN"},
+		{"nodes: [{name: a, driver: sqlite, dsn: 'postgres://u@h/db'}]\nmetadata: a", "is a URL, not a file path"},
+		// Two nodes over one database would be one node holding two nodes'
+		// shards (and a second init then found "another" shard map).
+		{"nodes: [{name: a, driver: sqlite, dsn: a.db}, {name: b, driver: sqlite, dsn: ./a.db}]\nmetadata: a", "nodes a and b are one database"},
+		{"nodes: [{name: a, driver: postgres, dsn: 'postgres://h:5432/db?sslmode=disable'}, {name: b, driver: postgres, dsn: 'host=h dbname=db'}]\nmetadata: a", "nodes a and b are one database"},
+		{"nodes: [{name: a, driver: mysql, dsn: 'u@tcp(h:3306)/db'}, {name: b, driver: mysql, dsn: 'v:pw@tcp(h:3306)/db?parseTime=true'}]\nmetadata: a", "nodes a and b are one database"},
+		// A range past the shard count is named as such.
+		{"nodes: [{name: a, driver: sqlite, dsn: a}, {name: b, driver: sqlite, dsn: b}]\nshards: 16\nshard_map: [{node: a, shards: 0-7}, {node: b, shards: 8-16}]", "shard range 8-16 is outside the datastore's shards 0-15"},
+		{"nodes: [{name: a, driver: sqlite, dsn: a}, {name: b, driver: sqlite, dsn: b}]\nshards: 16\nshard_map: [{node: a, shards: -1-7}, {node: b, shards: 8-15}]", "outside the datastore's shards 0-15"},
 		{"nodes: [{name: a, driver: sqlite, dsn: a, checkpoint_every: -1}]\nmetadata: a", "into time.Duration"},
 		{"auth: {tokens: [{token_env: CELLAR_TEST_UNSET_TOKEN, scopes: [read]}]}", "empty"},
 		{"cache: {max_staleness: 0s}", "cache.max_staleness must be positive"},

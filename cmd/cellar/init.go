@@ -30,9 +30,11 @@ func runInit(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "cellar: %v\n", err)
 		return 2
 	}
-	if *dataDir != "" {
-		cfg.DataDir = *dataDir
-	}
+	fs.Visit(func(f *flag.Flag) { // given, whatever its value, as serve does
+		if f.Name == "data-dir" {
+			cfg.DataDir = *dataDir
+		}
+	})
 	if err := initDatastore(ctx, cfg, newLogger(cfg, stderr)); err != nil {
 		fmt.Fprintf(stderr, "cellar: init: %v\n", err)
 		return 1

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 
@@ -108,5 +109,26 @@ func TestDataDirWithURICharacters(t *testing.T) {
 			}
 			t.Errorf("data_dir %s: node file not in it: %v; files beside it: %v", name, err, names)
 		}
+	}
+}
+
+// TestInitDataDirFlagWhateverItsValue guards that init takes --data-dir
+// when given, even empty (the current directory), as serve does: it kept
+// the file's data_dir, so init and serve with the same flags used two
+// places. (Review of stop 19.)
+func TestInitDataDirFlagWhateverItsValue(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	fileDir := filepath.Join(dir, "from-file")
+	p := writeConfig(t, "data_dir: "+fileDir+"\nshards: 16\n")
+	var out, errb strings.Builder
+	if code := runInit(context.Background(), []string{"--config", p, "--data-dir", ""}, &out, &errb); code != 0 {
+		t.Fatalf("init --data-dir \"\": exit %d: %s", code, errb.String())
+	}
+	if _, err := os.Stat(filepath.Join(dir, "local.db")); err != nil {
+		t.Errorf("init --data-dir \"\" did not create the node in the current directory: %v", err)
+	}
+	if _, err := os.Stat(fileDir); err == nil {
+		t.Errorf("init --data-dir \"\" used the file's data_dir %s", fileDir)
 	}
 }

@@ -559,3 +559,46 @@ func grepLines(s, sub string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// TestServeRefusesWrongKindDSN guards that a PostgreSQL node whose DSN is
+// of another kind (here a MySQL one, as a mistaken CELLAR_NODE_PG_DSN would
+// set) stops the start naming the node, also when the config was not
+// validated first: pgx parses a DSN only when it connects, so the node
+// passed for one that is down and its shards failed 503 for ever. (Review
+// of stop 19.)
+func TestServeRefusesWrongKindDSN(t *testing.T) {
+	ctx := context.Background()
+	cfg := defaultConfig()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.DataDir = t.TempDir()
+	cfg.Shards = 16
+	cfg.Metadata = "lite"
+	cfg.Nodes = []NodeConfig{
+		{Name: "lite", Driver: "sqlite", DSN: "lite.db"},
+		{Name: "pg", Driver: "postgres", DSN: dbtest.Postgres(t)},
+	}
+	cfg.ShardMap = []AssignmentConfig{{Node: "lite", Shards: "0-7"}, {Node: "pg", Shards: "8-15"}}
+	if err := initDatastore(ctx, cfg, discardLog()); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Nodes[1].DSN = "cellar:secret@tcp(127.0.0.1:3306)/cellar" // a MySQL DSN
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ready := make(chan string, 1)
+	errc := make(chan error, 1)
+	go func() { errc <- serve(sctx, cfg, false, discardLog(), ready) }()
+	select {
+	case addr := <-ready:
+		cancel()
+		<-errc
+		t.Errorf("serve started on %s with node pg's DSN %q, which cannot be a PostgreSQL DSN; want a refusal at start naming node pg", addr, cfg.Nodes[1].DSN)
+	case err := <-errc:
+		if err == nil || !strings.Contains(err.Error(), "pg") {
+			t.Errorf("serve: %v; want a refusal naming node pg", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("serve neither started nor failed")
+	}
+}
+
+func discardLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }

@@ -109,6 +109,16 @@ type Options struct {
 	MaxConns int
 }
 
+// Database names the database dsn points at, as net(address)/database,
+// or returns an error unless dsn parses as go-sql-driver's DSN.
+func Database(dsn string) (string, error) {
+	cfg, err := mysql.ParseDSN(dsn)
+	if err != nil {
+		return "", fmt.Errorf("not a MySQL DSN (user:password@tcp(host:port)/database): %w", err)
+	}
+	return fmt.Sprintf("%s(%s)/%s", cfg.Net, cfg.Addr, cfg.DBName), nil
+}
+
 // Open opens the MySQL or MariaDB node at dsn, in go-sql-driver's format
 // (user:password@tcp(host:port)/database).
 func Open(ctx context.Context, dsn string, opts Options) (*sqlstore.Store, error) {

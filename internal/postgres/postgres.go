@@ -8,8 +8,10 @@ import (
 	"database/sql"
 	_ "embed"
 	"errors"
+	"fmt"
 	"strings"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
 
@@ -102,9 +104,29 @@ type Options struct {
 	MaxConns int
 }
 
+// Database names the database dsn points at, as host:port/database, or
+// returns an error unless dsn parses as a PostgreSQL connection string
+// (pgx parses it only at the first connection, where a mistake would look
+// like a node that is down). The error does not quote dsn, which may hold
+// a password.
+func Database(dsn string) (string, error) {
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		msg := "not a PostgreSQL connection string (a URL postgres://user@host:port/database?sslmode=... or key=value pairs)"
+		if inner := errors.Unwrap(err); inner != nil {
+			msg += ": " + inner.Error()
+		}
+		return "", errors.New(msg)
+	}
+	return fmt.Sprintf("%s:%d/%s", cfg.Host, cfg.Port, cfg.Database), nil
+}
+
 // Open opens the PostgreSQL node at dsn (a libpq-style URL or key=value
 // string).
 func Open(ctx context.Context, dsn string, opts Options) (*sqlstore.Store, error) {
+	if _, err := Database(dsn); err != nil {
+		return nil, err
+	}
 	db, err := sql.Open("pgx", dsn)
 	if err != nil {
 		return nil, err
