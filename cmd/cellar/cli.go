@@ -186,7 +186,11 @@ func (r *runner) exit(err error) int {
 		}
 		return 2
 	case errors.As(err, &pe):
-		fmt.Fprintf(r.stderr, "cellar: %s\n", pe)
+		// The errors are in the output; with --json, stderr holds only
+		// error documents, and this is none.
+		if !r.json {
+			fmt.Fprintf(r.stderr, "cellar: %s\n", pe)
+		}
 		return 1
 	}
 	r.reportError(err, false)

@@ -341,6 +341,12 @@ func TestCLIBatchGet(t *testing.T) {
 	if stderr != "cellar: 1 of 4 results are errors\n" {
 		t.Errorf("batch-get stderr %q", stderr)
 	}
+	// With --json, stderr holds error documents only: the partial
+	// failure's errors are in the output, its exit code says the rest.
+	stdout, stderr, code = s.run(t, "", "batch-get", "--json", "z 7/y/7", "a/b/x/9")
+	if code != 1 || stderr != "" || !json.Valid([]byte(stdout)) || !strings.Contains(stdout, `"not_found"`) {
+		t.Errorf("batch-get --json: exit %d, stderr %q, output %s; want 1, nothing on stderr, the not_found in the JSON output", code, stderr, stdout)
+	}
 
 	// All found: exit 0.
 	if _, stderr, code := s.run(t, "", "batch-get", "a/b/x", "z 7/y"); code != 0 {
