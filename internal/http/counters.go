@@ -1,7 +1,6 @@
 package http
 
 import (
-	"bytes"
 	"fmt"
 	"math"
 	"net/http"
@@ -163,9 +162,10 @@ func (s *server) writeCounterResults(w http.ResponseWriter, r *http.Request, key
 
 // decodeCounterIncr parses {"by": N}: an integer literal (no fraction, no
 // exponent) in the range of int64; by is 1 if absent, and so is an empty
-// body.
+// body (no bytes at all, as for the other routes that take one: white
+// space alone is not a JSON document).
 func decodeCounterIncr(raw []byte) (int64, error) {
-	if len(bytes.TrimSpace(raw)) == 0 {
+	if len(raw) == 0 {
 		return 1, nil
 	}
 	// The request as clients send it, {"by":N}, is read without the

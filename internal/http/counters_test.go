@@ -355,3 +355,22 @@ func FuzzCounters(f *testing.F) {
 		}
 	})
 }
+
+// TestCounterIncrWhiteSpaceBody guards that only a body of no bytes is
+// the empty incr body ({}): one of white space alone, JSON's or not, is
+// refused and changes nothing, as on the other routes (it was trimmed as
+// Unicode white space and counted 1). (Review of stop 19.)
+func TestCounterIncrWhiteSpaceBody(t *testing.T) {
+	lite := openStore(t)
+	st := &countingCounters{CounterStore: openCounters(t, lite)}
+	c := newServer(t, lite, Options{Counters: st})
+	for _, body := range []string{"\v", "\f", "\u0085", "\u00a0", " ", "\n"} {
+		r := c.do("POST", counterPath("k")+"/incr", body)
+		if r.status != 400 {
+			t.Errorf("incr with body %q = %d %s; want 400 invalid_argument", body, r.status, r.body)
+		}
+	}
+	if n := st.incrs.Load(); n != 0 {
+		t.Errorf("malformed incr bodies incremented the counter %d times; want 0", n)
+	}
+}

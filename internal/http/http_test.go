@@ -932,3 +932,36 @@ func TestBatchGetBytesBounded(t *testing.T) {
 		t.Errorf("a lone cell over the bound: %+v; want it answered", r.Error)
 	}
 }
+
+// TestBatchPutDocumentDepth guards that a request document nested past
+// 10,000 levels is refused whole, nothing written, even where its deepest
+// body would only be its item's error (docs/API.md, Conventions): each
+// body was decoded on its own, its depth counted from itself, and the good
+// cell beside it was written. At exactly 10,000 the request is taken.
+// (Review of stop 19.)
+func TestBatchPutDocumentDepth(t *testing.T) {
+	st := &countingStore{Store: openStore(t)}
+	c := newServer(t, st, Options{})
+	const n = 9998 // body depth n+1 = 9999; document depth n+4 = 10002
+	body := `{"a":` + strings.Repeat("[", n) + strings.Repeat("]", n) + `}`
+	req := `{"cells":[{"row_key":"good","column":"c","ref_key":1,"body":{}},` +
+		`{"row_key":"deep","column":"c","ref_key":1,"body":` + body + `}]}`
+	r := c.do("POST", "/v1/cells:batchPut", req)
+	if r.status != 400 || errCode(t, r.body) != cellar.EINVALID {
+		b := r.body
+		if len(b) > 400 {
+			b = b[:400]
+		}
+		t.Errorf("batchPut of a document nested 10002 deep = %d %s; want 400 invalid_argument for the whole request", r.status, b)
+	}
+	if n := st.created.Load(); n != 0 {
+		t.Errorf("batchPut refused whole (per the contract) wrote %d cells; want 0", n)
+	}
+	// Document depth 10,000: taken, the deep body its item's error.
+	body = `{"a":` + strings.Repeat("[", n-2) + strings.Repeat("]", n-2) + `}`
+	req = `{"cells":[{"row_key":"good","column":"c","ref_key":1,"body":{}},` +
+		`{"row_key":"deep","column":"c","ref_key":1,"body":` + body + `}]}`
+	if r := c.do("POST", "/v1/cells:batchPut", req); r.status != 200 || st.created.Load() != 1 {
+		t.Errorf("batchPut of a document nested 10000 deep = %d, %d cells written; want 200, the good cell written", r.status, st.created.Load())
+	}
+}

@@ -119,8 +119,14 @@ func query(r *http.Request, allowed ...string) (map[string]string, error) {
 // duplicate members (of which it keeps the last) and, from strings, invalid
 // UTF-8.
 type docDecoder struct {
-	dec *json.Decoder
+	dec   *json.Decoder
+	depth int // objects and arrays open around the next value
 }
+
+// maxDocDepth is how deep a request document may nest, as encoding/json
+// bounds one value; raw holds the document to it, since each Decode counts
+// only the value it reads.
+const maxDocDepth = 10000
 
 // newDocDecoder checks that raw is valid UTF-8 and returns a decoder over it.
 func newDocDecoder(raw []byte) (*docDecoder, error) {
@@ -147,6 +153,8 @@ func (d *docDecoder) object(path string, member func(name string) error) error {
 	if tok != json.Delim('{') {
 		return cellar.Errorf(cellar.EINVALID, "%s must be a JSON object", path)
 	}
+	d.depth++
+	defer func() { d.depth-- }()
 	seen := make(map[string]bool)
 	for d.dec.More() {
 		tok, err := d.dec.Token()
@@ -181,6 +189,8 @@ func (d *docDecoder) array(path string, max int, elem func(i int) error) error {
 	if tok != json.Delim('[') {
 		return cellar.Errorf(cellar.EINVALID, "%s must be a JSON array", path)
 	}
+	d.depth++
+	defer func() { d.depth-- }()
 	for i := 0; d.dec.More(); i++ {
 		if i == max {
 			return cellar.Errorf(cellar.EINVALID, "%s has more than %d elements", path, max)
@@ -195,13 +205,43 @@ func (d *docDecoder) array(path string, max int, elem func(i int) error) error {
 	return nil
 }
 
-// raw reads the next value as it is written.
+// raw reads the next value as it is written. A value that takes the
+// document past maxDocDepth refuses the whole request.
 func (d *docDecoder) raw() (json.RawMessage, error) {
 	var v json.RawMessage
 	if err := d.dec.Decode(&v); err != nil {
 		return nil, d.syntaxError(err)
 	}
+	if room := maxDocDepth - d.depth; len(v) > room && nestsDeeper(v, room) {
+		return nil, cellar.Errorf(cellar.EINVALID, "request document nests deeper than %d levels", maxDocDepth)
+	}
 	return v, nil
+}
+
+// nestsDeeper reports whether v, a valid JSON value, nests objects and
+// arrays more than max deep. (A hand-written scan: a second tokenizer pass
+// would cost far more, and only brackets outside strings matter.)
+func nestsDeeper(v []byte, max int) bool {
+	depth, inString := 0, false
+	for i := 0; i < len(v); i++ {
+		switch c := v[i]; {
+		case inString:
+			if c == '\\' {
+				i++
+			} else if c == '"' {
+				inString = false
+			}
+		case c == '"':
+			inString = true
+		case c == '{' || c == '[':
+			if depth++; depth > max {
+				return true
+			}
+		case c == '}' || c == ']':
+			depth--
+		}
+	}
+	return false
 }
 
 // string reads a JSON string at path; null is refused.
