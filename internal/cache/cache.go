@@ -354,16 +354,10 @@ func (s *Store) BatchGet(ctx context.Context, keys []cellar.LookupKey) []cellar.
 	}
 	s.read(ctx, ps, res, s.next.BatchGet)
 	// Cached cells count too: the backing store bounded the misses alone,
-	// so a miss it left out may fit the whole answer, and is asked again.
-	return cellar.FillBatchGet(ctx, keys, res, func(ctx context.Context, again []cellar.LookupKey) []cellar.GetResult {
-		out := make([]cellar.GetResult, len(again))
-		ps := make([]pending, len(again))
-		for i, k := range again {
-			ps[i] = pending{i: i, k: lookupKey(k)}
-		}
-		s.read(ctx, ps, out, s.next.BatchGet)
-		return out
-	})
+	// so a miss it left out may fit the whole answer, and is asked for
+	// again, of the store alone (it missed every tier, and was counted
+	// so; the cell is not cached, as rare as this is).
+	return cellar.FillBatchGet(ctx, keys, res, s.next.BatchGet)
 }
 
 // Row implements cellar.Store. A row with named columns is put together

@@ -337,10 +337,12 @@ func TestRowColumnsBound(t *testing.T) {
 // alone, but which fits the whole answer, is asked for again and answered.
 // Here the hit h (6 MiB) comes first; the store, asked for m1 (12 MiB) and
 // m2 (5 MiB), leaves m2 out (17 MiB); the whole answer leaves m1 out (18)
-// and has room for m2 (11).
+// and has room for m2 (11). Each key is one lookup in the metrics, the
+// one asked for again included.
 func TestBatchGetBoundCountsHitsAndMissesInRequestOrder(t *testing.T) {
-	back := newCounting(openSQLite(t, 16))
-	s := newCache(t, back, cache.Options{MaxBytes: 64 << 20, Now: newClock().Now})
+	back := openSQLite(t, 16)
+	obs := newCounts()
+	s := newCache(t, back, cache.Options{MaxBytes: 64 << 20, Now: newClock().Now, Observer: obs})
 	const mib = 1 << 20
 	sizes := map[string]int{"h": 6 * mib, "m1": 12 * mib, "m2": 5 * mib}
 	var keys []cellar.LookupKey
@@ -352,18 +354,21 @@ func TestBatchGetBoundCountsHitsAndMissesInRequestOrder(t *testing.T) {
 		if _, _, err := back.Put(ctx(t), cellar.NewCell{Key: cellar.Key{RowKey: row, Column: "c", RefKey: 1}, Body: body}); err != nil {
 			t.Fatal(err)
 		}
-		ref := int64(1)
-		keys = append(keys, cellar.LookupKey{RowKey: row, Column: "c", RefKey: &ref})
+		keys = append(keys, cellar.LookupKey{RowKey: row, Column: "c", RefKey: ref(1)})
 	}
 	if _, err := s.Get(ctx(t), cellar.Key{RowKey: "h", Column: "c", RefKey: 1}); err != nil {
 		t.Fatal(err)
 	}
+	obs.take(cache.TierLocal)
 	res := s.BatchGet(ctx(t), keys)
 	for i, want := range []bool{true, false, true} {
 		r := res[i]
 		if kept := r.Err == nil && r.Cell != nil; kept != want || (!kept && !errors.Is(r.Err, cellar.ErrTooLarge)) {
-			t.Errorf("%s: cell %v, err %v; want answered %v (else too_large)", keys[i].RowKey, r.Cell != nil, r.Err, want)
+			t.Fatalf("%s: cell %v, err %v; want answered %v (else too_large)", keys[i].RowKey, r.Cell != nil, r.Err, want)
 		}
+	}
+	if h, m := obs.take(cache.TierLocal); h+m != len(keys) || h != 1 {
+		t.Errorf("BatchGet of %d keys (1 cached) counted %d local hits and %d misses; want 1 hit, 2 misses (one lookup per key)", len(keys), h, m)
 	}
 }
 

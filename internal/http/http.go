@@ -9,6 +9,7 @@ package http
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -178,10 +179,28 @@ func (s *server) handle(pattern, scope string, fn func(http.ResponseWriter, *htt
 			}
 		}
 		if err := fn(w, r); err != nil {
+			if sw, ok := w.(*statusWriter); ok && errors.Is(r.Context().Err(), context.Canceled) && serverFault(err) {
+				// The client hung up (or its connection failed): nobody
+				// reads the answer, and the server did not fail it. It
+				// is counted as 499 (nginx's "client closed request"),
+				// not as the 503 or 500 its cancelled calls became. A
+				// client's mistake keeps its 4xx.
+				sw.closedByClient = true
+				return
+			}
 			s.writeError(w, r, err)
 		}
 	})
 }
+
+func serverFault(err error) bool {
+	code := cellar.ErrorCode(err)
+	return code == cellar.EUNAVAILABLE || code == cellar.EINTERNAL
+}
+
+// statusClientClosed is the code requests whose client hung up before
+// their answer are counted under.
+const statusClientClosed = 499
 
 // ServeHTTP is the one place every request passes: it records metrics,
 // rejects paths the mux would redirect, answers unknown routes in JSON, sets
@@ -335,10 +354,11 @@ type statusWriter struct {
 	status      int
 	wroteHeader bool
 
-	req          *http.Request // as the mux saw it
-	pass         bool
-	caught       int
-	caughtHeader http.Header
+	req            *http.Request // as the mux saw it
+	closedByClient bool          // the client hung up before the answer
+	pass           bool
+	caught         int
+	caughtHeader   http.Header
 }
 
 // catching reports whether the mux found no route for the request.
@@ -385,6 +405,9 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 func (w *statusWriter) code() int {
+	if w.closedByClient && !w.wroteHeader {
+		return statusClientClosed
+	}
 	if !w.wroteHeader {
 		return http.StatusOK
 	}

@@ -2,7 +2,9 @@ package shard_test
 
 import (
 	"context"
+	"errors"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -48,5 +50,43 @@ func TestClientCancelIsNotANodeError(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// plainTimeoutNode reports a deadline the way some drivers do: as a
+// plain error (internal), once its context ends.
+type plainTimeoutNode struct{ cellar.Store }
+
+func (s *plainTimeoutNode) Latest(ctx context.Context, row, col string) (cellar.Cell, error) {
+	<-ctx.Done()
+	return cellar.Cell{}, errors.New("driver: i/o timeout")
+}
+
+// TestDeadlineErrorNamesTimeWaited guards that the error a call makes of a
+// driver's timeout names the time waited and the deadline that ended it:
+// under a caller's 50ms deadline with a node timeout of 1h it said "did not
+// answer within 1h0m0s". (Review of stop 19.)
+func TestDeadlineErrorNamesTimeWaited(t *testing.T) {
+	const shards = 4
+	lite, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "n.db"),
+		sqlite.Options{Options: sqlstore.Options{Name: "lite", ShardCount: shards, Create: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lite.Close() })
+	s, err := shard.New(&cellar.ShardMap{Version: 1, ShardCount: shards, Assignments: []cellar.Assignment{
+		{Node: "lite", ShardRange: cellar.ShardRange{First: 0, Last: shards - 1}},
+	}}, []*shard.Node{{Name: "lite", Driver: "sqlite", Store: &plainTimeoutNode{lite}}}, shard.Options{NodeTimeout: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	_, err = s.Latest(ctx, "r", "c")
+	if cellar.ErrorCode(err) != cellar.EUNAVAILABLE {
+		t.Fatalf("Latest = %v; want unavailable", err)
+	}
+	if msg := cellar.ErrorMessage(err); strings.Contains(msg, "1h0m0s") || !strings.Contains(msg, "context deadline exceeded") {
+		t.Errorf("error after the caller's 50ms deadline says %q; want the time waited and the deadline, not the 1h node_timeout, which never ran", msg)
 	}
 }

@@ -171,7 +171,7 @@ func (s *Store) call(ctx context.Context, n *Node, op string, f func(ctx context
 	if err != nil && ctx.Err() != nil && cellar.ErrorCode(err) == cellar.EINTERNAL {
 		// A driver may report a deadline as something else; the caller
 		// should see the node as unavailable, not cellar as broken.
-		err = cellar.Unavailable(err, "node %s did not answer within %s", n.Name, s.timeout)
+		err = notAnswered(ctx, n, start, err)
 	}
 	// A call its caller abandoned (a client that hung up) says nothing of
 	// the node: it is not counted, lest client churn look like node errors.
@@ -179,6 +179,14 @@ func (s *Store) call(ctx context.Context, n *Node, op string, f func(ctx context
 		s.observe(n.Name, op, time.Since(start), err)
 	}
 	return err
+}
+
+// notAnswered is the error of a call to n, begun at start, that failed
+// with err once ctx ended: it names the time waited and why it ended (the
+// node deadline, the caller's, or the caller's cancel), as the node
+// deadline alone may not have run.
+func notAnswered(ctx context.Context, n *Node, start time.Time, err error) error {
+	return cellar.Unavailable(err, "node %s did not answer in %s (%v)", n.Name, time.Since(start).Round(time.Millisecond), ctx.Err())
 }
 
 // Put implements cellar.Store.
@@ -317,6 +325,7 @@ func fanOut[I, R any](ctx context.Context, s *Store, op string, items []I,
 				sub[j] = items[i]
 			}
 			var out []R
+			start := time.Now()
 			// Per-item errors (not found, conflict) are not node failures;
 			// the call counts as failed only when every item failed alike.
 			_ = s.call(ctx, n, op, func(ctx context.Context) error {
@@ -326,7 +335,7 @@ func fanOut[I, R any](ctx context.Context, s *Store, op string, items []I,
 					// reported as something else is the node's.
 					for j := range out {
 						if err := errOf(out[j]); cellar.ErrorCode(err) == cellar.EINTERNAL {
-							out[j] = failed(cellar.Unavailable(err, "node %s did not answer within %s", n.Name, s.timeout))
+							out[j] = failed(notAnswered(ctx, n, start, err))
 						}
 					}
 				}
