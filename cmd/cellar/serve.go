@@ -260,7 +260,7 @@ func serve(ctx context.Context, cfg *Config, embedded bool, log *slog.Logger, re
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		refreshMap(refreshCtx, meta, store, cfg.MapRefresh, log)
+		refreshMap(refreshCtx, meta, store, cfg.MapRefresh, cfg.NodeTimeout, log)
 	}()
 	defer func() {
 		stopRefresh()
@@ -343,9 +343,22 @@ func openNodes(ctx context.Context, cfg *Config, log *slog.Logger) (map[string]*
 	return stores, stores[cfg.Metadata], nil
 }
 
-// refreshMap reloads the shard map from the metadata node every interval
-// and installs newer versions, so that all servers converge on one map.
-func refreshMap(ctx context.Context, meta *sqlstore.Store, store *shard.Store, every time.Duration, log *slog.Logger) {
+// mapSource is where refreshMap reads the shard map: the metadata node.
+type mapSource interface {
+	ShardMap(ctx context.Context) (*cellar.ShardMap, error)
+}
+
+// mapHolder is what refreshMap installs maps in: the sharding layer.
+type mapHolder interface {
+	Map() *cellar.ShardMap
+	SetMap(m *cellar.ShardMap) error
+}
+
+// refreshMap reloads the shard map from the metadata node every interval,
+// each read bounded by timeout (a metadata node that hangs would otherwise
+// stop the refreshes for good), and installs newer versions, so that all
+// servers converge on one map.
+func refreshMap(ctx context.Context, meta mapSource, store mapHolder, every, timeout time.Duration, log *slog.Logger) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -354,7 +367,9 @@ func refreshMap(ctx context.Context, meta *sqlstore.Store, store *shard.Store, e
 			return
 		case <-t.C:
 		}
-		m, err := meta.ShardMap(ctx)
+		rctx, cancel := context.WithTimeout(ctx, timeout)
+		m, err := meta.ShardMap(rctx)
+		cancel()
 		if err != nil {
 			log.Warn("cannot refresh shard map", "err", err)
 			continue

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -602,3 +603,55 @@ func TestServeRefusesWrongKindDSN(t *testing.T) {
 }
 
 func discardLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// hangingMeta is a metadata node whose first reads of the shard map hang
+// until their context ends; later ones answer with its map.
+type hangingMeta struct {
+	hangs atomic.Int32 // reads left to hang
+	m     *cellar.ShardMap
+}
+
+func (h *hangingMeta) ShardMap(ctx context.Context) (*cellar.ShardMap, error) {
+	if h.hangs.Add(-1) >= 0 {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	return h.m, nil
+}
+
+type heldMap struct {
+	mu sync.Mutex
+	m  *cellar.ShardMap
+}
+
+func (h *heldMap) Map() *cellar.ShardMap { h.mu.Lock(); defer h.mu.Unlock(); return h.m }
+func (h *heldMap) SetMap(m *cellar.ShardMap) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.m = m
+	return nil
+}
+
+// TestRefreshMapOutlivesHangingMetadataNode guards that each reload of the
+// shard map is bounded by the node timeout: a metadata node that hung once
+// stopped the refreshes for good (the read had no deadline), and a server
+// then routed on its old map while the others moved on. (Review of stop 19.)
+func TestRefreshMapOutlivesHangingMetadataNode(t *testing.T) {
+	meta := &hangingMeta{m: &cellar.ShardMap{Version: 2}}
+	meta.hangs.Store(2)
+	held := &heldMap{m: &cellar.ShardMap{Version: 1}}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		refreshMap(ctx, meta, held, time.Millisecond, 20*time.Millisecond, discardLog())
+	}()
+	defer func() { cancel(); <-done }()
+	deadline := time.Now().Add(20 * time.Second)
+	for held.Map().Version != 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("map version %d after 20s; want 2, read once the metadata node answers again", held.Map().Version)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
