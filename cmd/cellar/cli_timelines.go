@@ -4,6 +4,7 @@ package main
 // parsed like a client command of its own.
 
 import (
+	"encoding/json"
 	"fmt"
 	"math"
 	"strconv"
@@ -69,9 +70,11 @@ func (r *runner) timelineAdd(args []string) error {
 	if err != nil {
 		return err
 	}
+	// A JSON number, as the API takes: ParseFloat alone would also take
+	// Go's 1_0, 0x1p-2 and 01.
 	score, err := strconv.ParseFloat(pos[2], 64)
-	if err != nil || math.IsNaN(score) || math.IsInf(score, 0) || cellar.ScoreUnderflows(pos[2], score) {
-		return usagef("SCORE %q is not a finite number within the range of a 64-bit float", pos[2])
+	if err != nil || !json.Valid([]byte(pos[2])) || math.IsNaN(score) || math.IsInf(score, 0) || cellar.ScoreUnderflows(pos[2], score) {
+		return usagef("SCORE %q is not a finite JSON number within the range of a 64-bit float", pos[2])
 	}
 	if score == 0 {
 		score = 0 // as the server stores -0

@@ -93,10 +93,15 @@ func TestCLITimelineUsage(t *testing.T) {
 		usage string // in stderr
 	}{
 		{[]string{"add", "k", "m"}, "too few arguments", "usage: cellar timeline add [flags] KEY MEMBER SCORE"},
-		{[]string{"add", "k", "m", "x"}, `SCORE "x" is not a finite number`, "usage: cellar timeline add [flags]"},
-		{[]string{"add", "k", "m", "NaN"}, `SCORE "NaN" is not a finite number`, "usage: cellar timeline add [flags]"},
-		{[]string{"add", "k", "m", "1e-400"}, `SCORE "1e-400" is not a finite number within the range`, "usage: cellar timeline add [flags]"},
-		{[]string{"add", "k", "m", "1e400"}, `SCORE "1e400" is not a finite number`, "usage: cellar timeline add [flags]"},
+		{[]string{"add", "k", "m", "x"}, `SCORE "x" is not a finite JSON number`, "usage: cellar timeline add [flags]"},
+		{[]string{"add", "k", "m", "NaN"}, `SCORE "NaN" is not a finite JSON number`, "usage: cellar timeline add [flags]"},
+		{[]string{"add", "k", "m", "1e-400"}, `SCORE "1e-400" is not a finite JSON number within the range`, "usage: cellar timeline add [flags]"},
+		{[]string{"add", "k", "m", "1e400"}, `SCORE "1e400" is not a finite JSON number`, "usage: cellar timeline add [flags]"},
+		// Go's float syntax is not JSON's.
+		{[]string{"add", "k", "m", "1_0"}, `SCORE "1_0" is not a finite JSON number`, "usage: cellar timeline add [flags]"},
+		{[]string{"add", "k", "m", "0x1p-2"}, `SCORE "0x1p-2" is not a finite JSON number`, "usage: cellar timeline add [flags]"},
+		{[]string{"add", "k", "m", "01"}, `SCORE "01" is not a finite JSON number`, "usage: cellar timeline add [flags]"},
+		{[]string{"add", "k", "m", "+1"}, `SCORE "+1" is not a finite JSON number`, "usage: cellar timeline add [flags]"},
 		{[]string{"add", "k", "m", "-5"}, "flag provided but not defined: -5", "usage: cellar timeline add [flags]"},
 		{[]string{"rm", "k"}, "too few arguments", "usage: cellar timeline rm [flags] KEY MEMBER"},
 		{[]string{"range"}, "too few arguments", "usage: cellar timeline range [flags] KEY [--offset N] [--limit N] [--asc]"},
