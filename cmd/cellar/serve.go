@@ -134,12 +134,16 @@ func serve(ctx context.Context, cfg *Config, embedded bool, log *slog.Logger, re
 		return fmt.Errorf("shard map version %d does not fit the configured nodes: %w", smap.Version, err)
 	}
 
+	// The trigger state, index records and map reloads on the metadata
+	// node are observed as the data nodes' calls are.
+	metaCalls := &observedMeta{Store: meta, node: cfg.Metadata, observe: m.ObserveStorage}
+
 	// Shutdown order (defers run last first): drain HTTP, flush counters,
 	// close the cache, close Redis, stop index maintenance, stop the trigger
 	// engine, close the nodes.
 	triggers, err := trigger.New(trigger.Options{
 		Cells:      store,
-		State:      meta,
+		State:      metaCalls,
 		KnownHeads: trigger.NodeHeads(store.Map, nodes, cfg.NodeTimeout),
 		ShardCount: smap.ShardCount,
 		Observe:    m,
@@ -155,7 +159,7 @@ func serve(ctx context.Context, cfg *Config, embedded bool, log *slog.Logger, re
 	indexes, err := index.New(index.Options{
 		Cells:      store,
 		Entries:    store,
-		Records:    meta,
+		Records:    metaCalls,
 		Triggers:   triggers,
 		ShardCount: smap.ShardCount,
 		Workers:    cfg.Indexes.Workers,
@@ -260,7 +264,7 @@ func serve(ctx context.Context, cfg *Config, embedded bool, log *slog.Logger, re
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		refreshMap(refreshCtx, meta, store, cfg.MapRefresh, cfg.NodeTimeout, log)
+		refreshMap(refreshCtx, metaCalls, store, cfg.MapRefresh, cfg.NodeTimeout, log)
 	}()
 	defer func() {
 		stopRefresh()
