@@ -522,7 +522,17 @@ func TestServeCounterMetrics(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	want := []string{`cellar_counter_increments_total{mode="journal"} 3`, `cellar_counter_flushes_total{mode="journal"} `, `cellar_counter_flush_errors_total{mode="journal"} 0`}
+	// The flush that carries the increments is confirmed within a few
+	// intervals.
+	waitMetrics(t, addr, "cellar_counter_", []string{`cellar_counter_increments_total{mode="journal"} 3`, `cellar_counter_flushes_total{mode="journal"} `, `cellar_counter_flush_errors_total{mode="journal"} 0`},
+		`cellar_counter_flushes_total{mode="journal"} 0`)
+}
+
+// waitMetrics waits up to 10 s for the server at addr to show every line
+// of want in /metrics and none of not, and fails the test with the lines
+// holding topic otherwise.
+func waitMetrics(t *testing.T, addr, topic string, want []string, not ...string) {
+	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		resp, err := http.Get(addr + "/metrics")
@@ -537,14 +547,16 @@ func TestServeCounterMetrics(t *testing.T) {
 				missing = w
 			}
 		}
-		// The flush that carries the increments is confirmed within a
-		// few intervals.
-		flushed := !strings.Contains(string(body), `cellar_counter_flushes_total{mode="journal"} 0`)
-		if missing == "" && flushed {
+		for _, n := range not {
+			if strings.Contains(string(body), n) {
+				missing = "no " + n
+			}
+		}
+		if missing == "" {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("/metrics lacks %q (or no flush yet):\n%s", missing, grepLines(string(body), "cellar_counter_"))
+			t.Fatalf("/metrics lacks %q:\n%s", missing, grepLines(string(body), topic))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -681,26 +693,5 @@ func TestServeMetadataNodeMetrics(t *testing.T) {
 	for _, op := range []string{"put_trigger", "shard_map", "index_records"} {
 		want = append(want, fmt.Sprintf(`cellar_storage_op_duration_seconds_count{node=%q,op=%q} `, cfg.Metadata, op))
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		resp, err := http.Get(addr + "/metrics")
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		missing := ""
-		for _, w := range want {
-			if !strings.Contains(string(body), w) {
-				missing = w
-			}
-		}
-		if missing == "" {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("/metrics lacks %q:\n%s", missing, grepLines(string(body), "cellar_storage_op_duration_seconds_count"))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitMetrics(t, addr, "cellar_storage_op_duration_seconds_count", want)
 }

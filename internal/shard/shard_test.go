@@ -230,16 +230,7 @@ func TestIndexesMixedNodes(t *testing.T) {
 func TestBatchGetBoundOverNodesInRequestOrder(t *testing.T) {
 	ctx := context.Background()
 	const shards = 2
-	open := func(name string) *sqlstore.Store {
-		st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), name+".db"),
-			sqlite.Options{Options: sqlstore.Options{Name: name, ShardCount: shards, Create: true}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { st.Close() })
-		return st
-	}
-	na, nb := open("a"), open("b")
+	na, nb := openLite(t, "a", shards), openLite(t, "b", shards)
 	m := &cellar.ShardMap{Version: 1, ShardCount: shards, Assignments: []cellar.Assignment{
 		{Node: "a", ShardRange: cellar.ShardRange{First: 0, Last: 0}},
 		{Node: "b", ShardRange: cellar.ShardRange{First: 1, Last: 1}},
