@@ -303,3 +303,168 @@ func TestRunClaimBackoff(t *testing.T) {
 		t.Errorf("%d claims in 1 s while refused, RetryDelay 20ms; want 2..16 (backing off to 160ms)", n)
 	}
 }
+
+// TestRenewalsOutliveRunCancel guards that renewals go on while a
+// handler finishes its cell after Run's ctx was cancelled (a graceful
+// shutdown). (Review of stop 19.)
+//
+// docs/TRIGGERS.md: "While a batch is handled, Run renews its lease in the
+// background every third of lease_ms ... until the batch is acked or
+// nacked; so a handler may take longer than the lease on one cell and its
+// shard is not given to another consumer meanwhile", and Run "returns nil
+// once ctx is done and the batches in progress have acknowledged what they
+// handled".
+//
+// The keeper's renewal context was derived from Run's ctx, so renewals
+// stopped the moment ctx was cancelled, not when the batch was acked. A handler that
+// needs longer than the rest of the lease to finish the cell it is on (an
+// SMTP send already under way) then loses its shard to another consumer,
+// and its final ack, whose deadline is the (no longer renewed) local
+// expiry, is never sent: the handled cell is not acknowledged.
+func TestRenewalsOutliveRunCancel(t *testing.T) {
+	// "other consumer claims": p2 must not get the shard meanwhile.
+	// "alone": nobody else claims; p1's final ack must reach the server.
+	for _, p2claims := range []bool{true, false} {
+		name := map[bool]string{true: "other consumer claims", false: "alone"}[p2claims]
+		t.Run(name, func(t *testing.T) { renewalsAfterCancel(t, p2claims) })
+	}
+}
+
+func renewalsAfterCancel(t *testing.T, p2claims bool) {
+	const ttl = 600 * time.Millisecond
+	c := triggerServer(t, ttl, nil, nil)
+	shard := putOneShard(t, c, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	started := make(chan struct{})
+	finished := make(chan struct{})
+	var handled atomic.Int64
+	errc := make(chan error, 1)
+	go func() {
+		errc <- trigger.Run(ctx, c, "t", "p1", func(hctx context.Context, cell cellar.Cell) error {
+			close(started)
+			<-hctx.Done()
+			// Finishing the cell takes 2.5 leases after the stop.
+			time.Sleep(5 * ttl / 2)
+			handled.Store(cell.AddedID)
+			close(finished)
+			return nil
+		}, trigger.Options{Concurrency: 1, Wait: 50 * time.Millisecond, RetryDelay: 20 * time.Millisecond, Logger: quiet})
+	}()
+	select {
+	case <-started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no cell delivered")
+	}
+	cancel() // graceful stop while the handler is on its cell
+	var stolen []int64
+	for running := p2claims; running; {
+		select {
+		case <-finished:
+			running = false
+			continue
+		default:
+		}
+		cl, err := c.ClaimTrigger(context.Background(), "t", "p2", 100, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cl.Lease != nil && cl.Lease.Shard == shard {
+			for _, cell := range cl.Cells {
+				stolen = append(stolen, cell.AddedID)
+			}
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := <-errc; err != nil {
+		t.Fatalf("Run = %v", err)
+	}
+	if len(stolen) > 0 {
+		t.Fatalf("p2 got cells %v of shard %d while p1's handler was still finishing them after Run's ctx was cancelled: renewals stopped with ctx, not with the batch", stolen, shard)
+	}
+	if off, last := shardOffset(t, c, shard), handled.Load(); off < last {
+		t.Fatalf("after Run returned, offset of shard %d is %d; p1 handled up to %d: the final ack was not sent (its deadline, the unrenewed lease, had passed)", shard, off, last)
+	}
+}
+
+// TestHugeHandlerErrorStillParks guards that a handler error with a long
+// message is still nacked, so that a cell that always fails is parked
+// after max_attempts. (Review of stop 19.)
+//
+// docs/TRIGGERS.md: "nacks on a handler error or panic (a cell that always
+// panics is parked after max_attempts)"; the nack's error text "is cut to
+// 1000 bytes". Run sent err.Error() whole; past the server's body limit
+// (max_body_bytes, 1 MiB by default) the nack was refused with 413, which
+// Run only logged ("trigger ack failed"). No attempt was recorded: the
+// cell was delivered again after every lease, never parked, and its shard
+// stuck behind it.
+func TestHugeHandlerErrorStillParks(t *testing.T) {
+	const ttl = 300 * time.Millisecond
+	c := triggerServer(t, ttl, nil, nil)
+	ctx := context.Background()
+	if _, _, err := c.DefineTrigger(ctx, "t", client.TriggerDefinition{Columns: []string{"a"}, MaxAttempts: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.Put(ctx, cellar.NewCell{Key: cellar.Key{RowKey: "r", Column: "a", RefKey: 1}, Body: []byte(`{}`)}); err != nil {
+		t.Fatal(err)
+	}
+	huge := strings.Repeat("upstream said: ", 100_000) // 1.5 MB, e.g. an error quoting a response body
+	var calls atomic.Int32
+	runCtx, stop := context.WithCancel(ctx)
+	errc := make(chan error, 1)
+	go func() {
+		errc <- trigger.Run(runCtx, c, "t", "p", func(context.Context, cellar.Cell) error {
+			calls.Add(1)
+			return errors.New(huge)
+		}, trigger.Options{Concurrency: 1, Wait: 50 * time.Millisecond, RetryDelay: 20 * time.Millisecond, Logger: quiet})
+	}()
+	parked := 0
+	for deadline := time.Now().Add(8 * ttl); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		st, err := c.TriggerStatus(ctx, "t")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if parked = st.Totals.Parked; parked == 1 {
+			break
+		}
+	}
+	stop()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if parked != 1 {
+		t.Fatalf("max_attempts 1: the failing cell was handled %d times and never parked (parked %d): the nack carrying a %d-byte error was refused and only logged", calls.Load(), parked, len(huge))
+	}
+}
+
+// TestOptionsHeldToServerLimits guards that a Wait past a minute and a
+// MaxCells past 1000, the server's limits, are asked as those limits: the
+// server refused them with 400, which Run took as fatal, returning at once
+// and handling nothing. (Review of stop 19.)
+func TestOptionsHeldToServerLimits(t *testing.T) {
+	c := triggerServer(t, time.Second, nil, nil)
+	putOneShard(t, c, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var once sync.Once
+	handled := make(chan struct{})
+	errc := make(chan error, 1)
+	go func() {
+		errc <- trigger.Run(ctx, c, "t", "p", func(context.Context, cellar.Cell) error {
+			once.Do(func() { close(handled) })
+			return nil
+		}, trigger.Options{Concurrency: 1, Wait: 2 * time.Minute, MaxCells: 5000, Logger: quiet})
+	}()
+	select {
+	case <-handled:
+		cancel()
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+	case err := <-errc:
+		t.Fatalf("Run with Wait 2m = %v without handling the cell; want the wait and cells cut to what the server allows", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("cell not handled within 10s")
+	}
+}

@@ -26,6 +26,7 @@ import (
 	"runtime/debug"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/cellar-db/cellar"
 	"github.com/cellar-db/cellar/client"
@@ -37,14 +38,26 @@ import (
 // will be delivered again.
 type Handler func(ctx context.Context, cell cellar.Cell) error
 
+// The server's limits on a claim, which Options are held to.
+const (
+	maxClaimCells = 1000
+	maxClaimWait  = time.Minute
+	// maxErrorBytes is how much of a handler's error a nack sends: what
+	// the server keeps. The whole of a long one would be refused (its
+	// body too large), and the cell never nacked nor parked.
+	maxErrorBytes = 1000
+)
+
 // Options configure Run. Zero values take the defaults.
 type Options struct {
 	// Concurrency is how many shards are handled at once (default 4).
 	Concurrency int
-	// MaxCells is how many cells one claim asks for (default 100).
+	// MaxCells is how many cells one claim asks for (default 100; at most
+	// 1000, the server's limit: more is asked as 1000).
 	MaxCells int
-	// Wait is how long a claim waits for cells to arrive (default 2s; the
-	// server cuts it to fit its request timeout).
+	// Wait is how long a claim waits for cells to arrive (default 2s; at
+	// most 1 minute, the server's limit: longer is asked as 1 minute; the
+	// server cuts it further to fit its request timeout).
 	Wait time.Duration
 	// RetryDelay is the pause after a claim failed, for example while the
 	// server is unreachable (default 1s); it doubles with each failure in a
@@ -70,9 +83,11 @@ func Run(ctx context.Context, c *client.Client, name, consumer string, handler H
 	if opts.MaxCells <= 0 {
 		opts.MaxCells = 100
 	}
+	opts.MaxCells = min(opts.MaxCells, maxClaimCells)
 	if opts.Wait <= 0 {
 		opts.Wait = 2 * time.Second
 	}
+	opts.Wait = min(opts.Wait, maxClaimWait)
 	if opts.RetryDelay <= 0 {
 		opts.RetryDelay = time.Second
 	}
@@ -184,7 +199,7 @@ func (w *worker) batch(ctx context.Context, cl client.TriggerClaim) error {
 			break
 		}
 		if err := w.handle(k.ctx, cell); err != nil {
-			msg := err.Error()
+			msg := cut(err.Error(), maxErrorBytes)
 			// Stopping, or losing the lease, is not the cell's fault.
 			if k.ctx.Err() != nil {
 				break
@@ -266,7 +281,10 @@ type keeper struct {
 func (w *worker) keep(ctx context.Context, lease client.TriggerLease, ttl time.Duration, granted time.Time) *keeper {
 	k := &keeper{w: w, lease: lease, ttl: ttl, expires: granted.Add(ttl), done: make(chan struct{})}
 	k.ctx, k.cancel = context.WithCancelCause(ctx)
-	rctx, stop := context.WithCancel(ctx)
+	// Renewals go on after Run is told to stop, until the batch is acked
+	// or nacked (halt): a handler finishing its cell keeps its shard, and
+	// the ack of what it handled has the lease to be sent in.
+	rctx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	k.stop = stop
 	if ttl/3 <= 0 {
 		close(k.done) // no lease left to renew
@@ -417,4 +435,15 @@ func sleep(ctx context.Context, d time.Duration) {
 	case <-ctx.Done():
 	case <-t.C:
 	}
+}
+
+// cut returns s cut to at most n bytes on a character boundary.
+func cut(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
