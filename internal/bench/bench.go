@@ -529,8 +529,8 @@ func targets(rep *Report) []Target {
 			if r.Op == "latest" && r.Concurrency == TargetConc {
 				latest.Measured = true
 				latest.Met = r.Ratio >= TargetLatestRatio
-				latest.Detail = fmt.Sprintf("cellar %.0f ops/s / direct %.0f ops/s = %.0f%%; through the Go client %.0f ops/s = %.0f%%",
-					r.Cellar.OpsPerSec, r.Direct.OpsPerSec, 100*r.Ratio, r.Client.OpsPerSec, 100*r.ClientRatio)
+				latest.Detail = fmt.Sprintf("cellar %.0f ops/s / direct %.0f ops/s = %.1f%%; through the Go client %.0f ops/s = %.1f%%",
+					r.Cellar.OpsPerSec, r.Direct.OpsPerSec, down(100*r.Ratio, 1), r.Client.OpsPerSec, down(100*r.ClientRatio, 1))
 			}
 		}
 	}
@@ -539,8 +539,8 @@ func targets(rep *Report) []Target {
 	if gc := rep.GroupCommit; gc != nil && gc.Error == "" && gc.Concurrency == TargetConc {
 		group.Measured = true
 		group.Met = gc.Ratio >= TargetGroupCommit
-		group.Detail = fmt.Sprintf("group commit %.0f ops/s / one tx per put %.0f ops/s = %.1fx; through the Go client %.0f / %.0f ops/s = %.1fx",
-			gc.Group.OpsPerSec, gc.Single.OpsPerSec, gc.Ratio, gc.ClientGroup.OpsPerSec, gc.ClientSingle.OpsPerSec, gc.ClientRatio)
+		group.Detail = fmt.Sprintf("group commit %.0f ops/s / one tx per put %.0f ops/s = %.2fx; through the Go client %.0f / %.0f ops/s = %.2fx",
+			gc.Group.OpsPerSec, gc.Single.OpsPerSec, down(gc.Ratio, 2), gc.ClientGroup.OpsPerSec, gc.ClientSingle.OpsPerSec, down(gc.ClientRatio, 2))
 	}
 	return []Target{latest, group}
 }

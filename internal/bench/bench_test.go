@@ -350,3 +350,95 @@ func (w testWriter) Write(p []byte) (int, error) {
 	w.tb.Log(strings.TrimSuffix(string(p), "\n"))
 	return len(p), nil
 }
+
+// TestGroupCommitVerdictMatchesPrintedRatio guards that a ratio below the
+// target is never printed as the target: the verdict was decided on the
+// unrounded ratio and the figures printed to one decimal, so a run at 4.96x
+// read "5.0x ... **not met**". (Review of stop 19.)
+func TestGroupCommitVerdictMatchesPrintedRatio(t *testing.T) {
+	rep := &Report{GroupCommit: &GroupCommit{
+		Concurrency: TargetConc,
+		Group:       Stats{OpsPerSec: 4960}, Single: Stats{OpsPerSec: 1000}, Ratio: 4.96,
+		ClientGroup: Stats{OpsPerSec: 4000}, ClientSingle: Stats{OpsPerSec: 1000}, ClientRatio: 4.0,
+	}}
+	rep.Targets = targets(rep)
+	var md bytes.Buffer
+	if err := WriteMarkdown(&md, rep); err != nil {
+		t.Fatal(err)
+	}
+	g := rep.Targets[1]
+	if !g.Measured || g.Met {
+		t.Fatalf("target %+v; want measured, not met (4.96 < 5)", g)
+	}
+	for _, line := range strings.Split(md.String(), "\n") {
+		if strings.Contains(line, "5.0x") {
+			t.Errorf("ratio 4.96 (not met) is printed as the target itself: %q", line)
+		}
+	}
+}
+
+// TestLatestVerdictMatchesPrintedRatio: the same for the PostgreSQL
+// target; a ratio of 0.496, not met, was printed as "50%" in the verdict's
+// detail and "0.50" in the table.
+func TestLatestVerdictMatchesPrintedRatio(t *testing.T) {
+	r := Result{Op: "latest", Concurrency: TargetConc,
+		Cellar: Stats{OpsPerSec: 496}, Client: Stats{OpsPerSec: 400}, Direct: Stats{OpsPerSec: 1000},
+		Ratio: 0.496, ClientRatio: 0.4}
+	rep := &Report{Backends: []BackendReport{{Name: "postgres", Results: []Result{r}}}}
+	rep.Targets = targets(rep)
+	var md bytes.Buffer
+	if err := WriteMarkdown(&md, rep); err != nil {
+		t.Fatal(err)
+	}
+	l := rep.Targets[0]
+	if !l.Measured || l.Met {
+		t.Fatalf("target %+v; want measured, not met (0.496 < 0.5)", l)
+	}
+	if strings.Contains(l.Detail, "= 50%") {
+		t.Errorf("ratio 0.496 (not met) is printed as the target itself: %q", l.Detail)
+	}
+	for _, line := range strings.Split(md.String(), "\n") {
+		if strings.HasPrefix(line, "| latest |") && strings.Contains(line, "| 0.50 |") {
+			t.Errorf("ratio 0.496 (not met) is printed as 0.50 in the table: %q", line)
+		}
+	}
+}
+
+// TestDirectSQLiteWriteConnMatchesNode guards that the direct side's SQLite
+// write connection is the node's: it had SQLite's default
+// wal_autocheckpoint of 1000 pages where the node's has 10000 (its
+// checkpointer runs off the write path), so a direct put could checkpoint
+// inside its COMMIT where cellar's never do. (Review of stop 19.)
+func TestDirectSQLiteWriteConnMatchesNode(t *testing.T) {
+	cfg := smokeConfig(t, "sqlite")
+	if err := cfg.check(); err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	tg, err := openTarget(ctx, &cfg, "sqlite", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tg.Close()
+	var direct int
+	if err := tg.direct.wdb.QueryRowContext(ctx, "PRAGMA wal_autocheckpoint").Scan(&direct); err != nil {
+		t.Fatal(err)
+	}
+	const node = 10000 // internal/sqlite backstopPages, on the node's write connection
+	if direct != node {
+		t.Errorf("direct write connection: wal_autocheckpoint=%d; the node's write connection has %d", direct, node)
+	}
+}
+
+// TestDown guards the cut of printed ratios toward zero.
+func TestDown(t *testing.T) {
+	for _, c := range []struct {
+		x    float64
+		d    int
+		want float64
+	}{{4.996, 2, 4.99}, {5.1, 2, 5.1}, {0.57, 2, 0.57}, {49.96, 1, 49.9}, {5, 2, 5}, {0.4999, 2, 0.49}} {
+		if got := down(c.x, c.d); got != c.want {
+			t.Errorf("down(%v, %d) = %v; want %v", c.x, c.d, got, c.want)
+		}
+	}
+}

@@ -82,7 +82,8 @@ func openTarget(ctx context.Context, cfg *Config, engine string, noGroupCommit b
 		}
 		// The node's single write connection is not exported; open one
 		// like it for direct puts.
-		if wdb, err = sql.Open("sqlite", sqliteDSN(path)); err != nil {
+		_, wdsn := sqlite.DSNs(path, 0) // the node's default checkpointing
+		if wdb, err = sql.Open("sqlite", wdsn); err != nil {
 			return t, err
 		}
 		wdb.SetMaxOpenConns(1)
@@ -254,16 +255,6 @@ func slicesMax(xs []int) int {
 		m = max(m, x)
 	}
 	return m
-}
-
-// sqliteDSN opens a database as sqlite.Open opens a node's connections.
-func sqliteDSN(path string) string {
-	q := url.Values{}
-	for _, p := range []string{"journal_mode(WAL)", "synchronous(FULL)", "busy_timeout(10000)", "foreign_keys(0)"} {
-		q.Add("_pragma", p)
-	}
-	q.Set("_txlock", "immediate")
-	return "file:" + path + "?" + q.Encode()
 }
 
 func dbName() string {

@@ -119,6 +119,25 @@ func FileURI(path string, q url.Values) string {
 	return "file:" + uriPath.Replace(path) + "?" + q.Encode()
 }
 
+// DSNs are the DSNs of a node's read connections and of its write
+// connection for the SQLite file at path, with the checkpointer running
+// every checkpointEvery (0: DefaultCheckpointEvery; negative: none, the
+// checkpoints left to SQLite in the commits): the write connection's own
+// checkpoints are then only a backstop.
+func DSNs(path string, checkpointEvery time.Duration) (read, write string) {
+	q := url.Values{}
+	for _, p := range []string{"journal_mode(WAL)", "synchronous(FULL)", "busy_timeout(10000)", "foreign_keys(0)"} {
+		q.Add("_pragma", p)
+	}
+	q.Set("_txlock", "immediate")
+	read, write = FileURI(path, q), FileURI(path, q)
+	if checkpointEvery >= 0 {
+		q.Add("_pragma", fmt.Sprintf("wal_autocheckpoint(%d)", backstopPages))
+		write = FileURI(path, q)
+	}
+	return read, write
+}
+
 // Open opens (creating if opts.Create is set) the SQLite node at path.
 func Open(ctx context.Context, path string, opts Options) (*sqlstore.Store, error) {
 	if opts.Create {
@@ -131,20 +150,10 @@ func Open(ctx context.Context, path string, opts Options) (*sqlstore.Store, erro
 		}
 		return nil, fmt.Errorf("open sqlite node %s: %w", opts.Name, err)
 	}
-	q := url.Values{}
-	for _, p := range []string{"journal_mode(WAL)", "synchronous(FULL)", "busy_timeout(10000)", "foreign_keys(0)"} {
-		q.Add("_pragma", p)
-	}
-	q.Set("_txlock", "immediate")
-	dsn := FileURI(path, q)
 	if opts.CheckpointEvery == 0 {
 		opts.CheckpointEvery = DefaultCheckpointEvery
 	}
-	wdsn := dsn
-	if opts.CheckpointEvery > 0 {
-		q.Add("_pragma", fmt.Sprintf("wal_autocheckpoint(%d)", backstopPages))
-		wdsn = FileURI(path, q)
-	}
+	dsn, wdsn := DSNs(path, opts.CheckpointEvery)
 	wdb, err := sql.Open("sqlite", wdsn)
 	if err != nil {
 		return nil, err
