@@ -442,3 +442,23 @@ func TestDown(t *testing.T) {
 		}
 	}
 }
+
+// TestGroupCommitOrderAlternates guards that the group commit comparison's
+// modes take turns at going first: one transaction per put always ran in
+// group commit's wake. (Review of stop 19.)
+func TestGroupCommitOrderAlternates(t *testing.T) {
+	first := map[int]int{}
+	for round := range 4 {
+		o := groupCommitOrder(round)
+		if len(o) != 4 || o[0] > 1 || o[2] < 2 {
+			t.Fatalf("round %d: order %v; want the lean pair, then the client pair", round, o)
+		}
+		first[o[0]]++
+		if (o[0] == 0) != (o[2] == 2) {
+			t.Errorf("round %d: order %v; want the same mode first in both pairs", round, o)
+		}
+	}
+	if first[0] != 2 || first[1] != 2 {
+		t.Errorf("first of the lean pair over 4 rounds: %v; want each mode twice", first)
+	}
+}

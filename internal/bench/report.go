@@ -98,7 +98,7 @@ func WriteMarkdown(w io.Writer, rep *Report) error {
 		b.WriteString("\n## SQLite group commit\n\n")
 		fmt.Fprintf(&b, "Durable puts (synchronous=FULL) over HTTP at concurrency %d, each mode on a fresh datastore preloaded as above", gc.Concurrency)
 		if rep.Rounds > 1 {
-			fmt.Fprintf(&b, ", in %d rounds: in each, both modes by the lean load generator, then both through the Go client, each mode's datastore carrying on from its last round", rep.Rounds)
+			fmt.Fprintf(&b, ", in %d rounds: in each, both modes by the lean load generator, then both through the Go client, group commit first in odd rounds and one transaction per put first in even ones, each mode's datastore carrying on from its last round", rep.Rounds)
 		}
 		b.WriteString(".\n\n")
 		if gc.Error != "" {
