@@ -63,6 +63,9 @@ type Journal struct {
 	incrs   sync.WaitGroup // increments between their closed check and their result
 
 	flushMu sync.Mutex // serializes flush rounds
+	// compacted is the journal sequence up to which a round with every
+	// pending key held back last summed the journal (flushMu).
+	compacted int64
 
 	mu sync.Mutex // protects the fields below, and flight.deltas
 	// durable holds the node's value of every key with increments in
@@ -669,22 +672,35 @@ func (j *Journal) Flush(ctx context.Context) error {
 // none. split reports that the flight was applied in part and let go, its
 // unapplied part carried (err says why it was not applied whole).
 func (j *Journal) flush(ctx context.Context) (split bool, err error) {
+	// The journal's own statements are short and local: they run to the
+	// end even if ctx ends, since the driver may report a cancelled
+	// statement as failed after it committed. And each can be repeated.
+	local := context.WithoutCancel(ctx)
 	j.mu.Lock()
 	f := j.flight
 	if f == nil {
 		if f = j.takePending(); f == nil {
 			j.evictIdle()
+			upto, held := j.seq, len(j.pending) > 0
 			j.mu.Unlock()
+			if held && upto > j.compacted {
+				// Every pending key is held back (its node has a carried
+				// flush) and no flight covers any entry: the journal
+				// holds only pending entries up to upto, summed here as
+				// a truncation would sum them, lest it grow by one entry
+				// per commit while only the down node's counters are
+				// busy.
+				if err := j.inTx(local, func(tx *sql.Tx) error { return compactHeldTx(local, tx, upto) }); err != nil {
+					return false, fmt.Errorf("compact counter journal: %w", err)
+				}
+				j.compacted = upto
+			}
 			return false, nil
 		}
 		j.flight = f
 	}
 	j.mu.Unlock()
 
-	// The journal's own statements are short and local: they run to the
-	// end even if ctx ends, since the driver may report a cancelled
-	// statement as failed after it committed. And each can be repeated.
-	local := context.WithoutCancel(ctx)
 	if !f.persisted {
 		if err := j.recordIntent(local, f); err != nil {
 			return false, fmt.Errorf("record counter flush intent %s: %w", f.id, err)
