@@ -311,8 +311,9 @@ func decodeIndexQuery(raw []byte) (index.Query, error) {
 		case "cursor":
 			var v json.RawMessage
 			if v, err = d.raw(); err == nil && string(v) != "null" {
-				if json.Unmarshal(v, &q.Cursor) != nil {
-					err = cellar.Errorf(cellar.EINVALID, "cursor must be a string or null")
+				if json.Unmarshal(v, &q.Cursor) != nil || q.Cursor == "" {
+					// "" is no page's cursor: refused, as order "" is.
+					err = cellar.Errorf(cellar.EINVALID, "cursor must be a previous page's cursor (a non-empty string) or null")
 				}
 			}
 		case "wait_for":

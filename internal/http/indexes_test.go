@@ -151,6 +151,7 @@ func TestIndexesHTTPInvalid(t *testing.T) {
 		`{"where": {"city": "paris"}, "fields": ["nope"]}`,
 		`{"where": {"city": "paris"}, "cursor": 7}`,
 		`{"where": {"city": "paris"}, "cursor": "garbage"}`,
+		`{"where": {"city": "paris"}, "cursor": ""}`, // no page's cursor (it was taken for none)
 		`{"where": {"city": "paris"}, "wait_for": [{"shard": 1}]}`,
 		`{"where": {"city": "paris"}, "wait_for": [{"shard": 1, "added_id": 0}]}`,
 		`{"where": {"city": "paris"}, "wait_for": [{"shard": 99999, "added_id": 1}]}`,

@@ -318,7 +318,7 @@ func (s *server) handleTriggerParked(w http.ResponseWriter, r *http.Request) err
 	}
 	limit := int64(100)
 	if v, ok := q["limit"]; ok {
-		if limit, err = parseUint("limit", v, 0, trigger.MaxCells); err != nil {
+		if limit, err = parseUint("limit", v, 1, trigger.MaxCells); err != nil {
 			return err
 		}
 	}
