@@ -282,6 +282,16 @@ func (c *Config) validate() error {
 		if d.v <= 0 {
 			return fmt.Errorf("config: %s must be positive", d.name)
 		}
+		// A day is past any sensible wait, and far from where adding the
+		// server's margins (request_timeout + 30s is the write timeout)
+		// would overflow.
+		if d.v > 24*time.Hour {
+			return fmt.Errorf("config: %s must be at most 24h, not %s", d.name, d.v)
+		}
+	}
+	// Each reload is a read of the metadata node by every server.
+	if c.MapRefresh < 10*time.Millisecond {
+		return fmt.Errorf("config: map_refresh must be at least 10ms, not %s (each server reads the metadata node that often)", c.MapRefresh)
 	}
 	if err := checkListen(c.Listen); err != nil {
 		return err

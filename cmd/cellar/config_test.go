@@ -101,6 +101,8 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"shards: 0", "shards must be"},
 		{"max_request_bytes: 1000", "max_request_bytes (1000) must be at least max_body_bytes (1048576)"},
 		{"request_timeout: -1s", "request_timeout"},
+		{"request_timeout: 2562047h", "request_timeout must be at most 24h"}, // near the Duration maximum: the write timeout overflowed
+		{"map_refresh: 1ns", "map_refresh must be at least 10ms"},            // a tight loop of reads of the metadata node
 		{"counters: {commit_delay: -1ms}", "counters.commit_delay"},
 		{"counters: {commit_delay: 2s}", "counters.commit_delay"},
 		{"cache: {redis_timeout: -1s}", "cache.redis_timeout must not be negative"},
