@@ -468,3 +468,28 @@ func TestOptionsHeldToServerLimits(t *testing.T) {
 		t.Fatal("cell not handled within 10s")
 	}
 }
+
+// TestSubMillisecondWaitStillWaits guards that a Wait below a millisecond
+// is asked as one: it went out as wait_ms 0, and an idle Run claimed in a
+// tight loop. (A bound, not a timing: a millisecond's wait allows at most
+// about 300 claims in 300 ms however slow the machine; the loop made tens
+// of thousands.) (Review of stop 19.)
+func TestSubMillisecondWaitStillWaits(t *testing.T) {
+	var claims atomic.Int64
+	c := triggerServer(t, time.Second, nil, roundTripFunc(func(r *http.Request, next http.RoundTripper) (*http.Response, error) {
+		if strings.HasSuffix(r.URL.Path, "/claim") {
+			claims.Add(1)
+		}
+		return next.RoundTrip(r)
+	}))
+	putOneShard(t, c, 0)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if err := trigger.Run(ctx, c, "t", "p", func(context.Context, cellar.Cell) error { return nil },
+		trigger.Options{Concurrency: 1, Wait: time.Nanosecond, Logger: quiet}); err != nil {
+		t.Fatal(err)
+	}
+	if n := claims.Load(); n > 400 {
+		t.Errorf("an idle Run with Wait 1ns made %d claims in 300ms; want a millisecond's wait per claim (at most about 300)", n)
+	}
+}

@@ -87,10 +87,13 @@ func Run(ctx context.Context, c *client.Client, name, consumer string, handler H
 	if opts.Wait <= 0 {
 		opts.Wait = 2 * time.Second
 	}
-	opts.Wait = min(opts.Wait, maxClaimWait)
+	// The server takes whole milliseconds: a wait below one would be none,
+	// and an idle loop would claim without a pause.
+	opts.Wait = min(max(opts.Wait, time.Millisecond), maxClaimWait)
 	if opts.RetryDelay <= 0 {
 		opts.RetryDelay = time.Second
 	}
+	opts.RetryDelay = min(opts.RetryDelay, time.Hour) // 8 times it must not overflow
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
@@ -248,8 +251,9 @@ func (w *worker) batch(ctx context.Context, cl client.TriggerClaim) error {
 	return w.settled(ctx, lease, err)
 }
 
-// ErrLeaseLost is the cause (context.Cause) with which a handler's
-// context is cancelled when the lease of its batch was lost: a renewal
+// ErrLeaseLost is what the cause (context.Cause) with which a handler's
+// context is cancelled matches (errors.Is; the cause says which lease
+// and why) when the lease of its batch was lost: a renewal
 // was refused as stale (the lease expired and another consumer took the
 // shard, or the trigger was reset), or no renewal reached the server
 // before the lease ran out on this clock. The batch's cells will be
