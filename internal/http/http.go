@@ -180,12 +180,17 @@ func (s *server) handle(pattern, scope string, fn func(http.ResponseWriter, *htt
 		}
 		if err := fn(w, r); err != nil {
 			if sw, ok := w.(*statusWriter); ok && errors.Is(r.Context().Err(), context.Canceled) && serverFault(err) {
-				// The client hung up (or its connection failed): nobody
-				// reads the answer, and the server did not fail it. It
-				// is counted as 499 (nginx's "client closed request"),
-				// not as the 503 or 500 its cancelled calls became. A
-				// client's mistake keeps its 4xx.
+				// The client hung up (or its connection failed): the
+				// server did not fail the request, so it is counted as
+				// 499 (nginx's "client closed request"), not as the 503
+				// or 500 its cancelled calls became, and not logged as a
+				// storage failure. The error is still written, whoever
+				// may read it (a wrapping handler would otherwise take
+				// the implicit 200 for a success). A client's mistake
+				// keeps its 4xx.
 				sw.closedByClient = true
+				e := errorBody{Code: cellar.ErrorCode(err), Message: cellar.ErrorMessage(err)}
+				s.writeJSON(w, r, statusOf(e.Code), errorDoc{e})
 				return
 			}
 			s.writeError(w, r, err)
@@ -355,7 +360,7 @@ type statusWriter struct {
 	wroteHeader bool
 
 	req            *http.Request // as the mux saw it
-	closedByClient bool          // the client hung up before the answer
+	closedByClient bool          // the client hung up before the answer: counted as 499
 	pass           bool
 	caught         int
 	caughtHeader   http.Header
@@ -405,7 +410,7 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 func (w *statusWriter) code() int {
-	if w.closedByClient && !w.wroteHeader {
+	if w.closedByClient {
 		return statusClientClosed
 	}
 	if !w.wroteHeader {
