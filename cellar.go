@@ -242,44 +242,59 @@ func BoundBatchGet(res []GetResult) []GetResult {
 }
 
 // FillBatchGet bounds res, the results of keys, as BoundBatchGet does,
-// after asking fetch again for the cells a part of the answer left out by
-// its own count (a node bounds its share of a batch, the cache its
-// misses, each counting cells that the whole answer's bound may leave
-// out) while they may still fit the whole answer. Each round asks for the
-// left-out keys from the first one that may fit, and settles at least that
-// one, as a fetch always answers its first cell; a fetch that does not
-// ends the rounds, as does ctx. It returns res.
-func FillBatchGet(ctx context.Context, keys []LookupKey, res []GetResult, fetch func(context.Context, []LookupKey) []GetResult) []GetResult {
+// after asking fetch again for the cells that a part of the answer left
+// out by its own count but that may fit the whole answer. A part is a call
+// that answered some of the keys, each bounding its own results (a node
+// its share of a batch, the cache's backing store the misses); partOf
+// names the part of key i (the first call of each part; FillBatchGet
+// tells its own calls apart). A cell a part left out can fit only if the
+// whole answer left out a cell the part had counted before it: otherwise
+// the whole answer has counted at least what the part had, so nothing is
+// asked (a single node's answer is final as it is). Each round asks for
+// every such cell, and settles at least the first, as a call always
+// answers its first cell; a fetch that does not, or ctx, ends the rounds.
+// It returns res.
+func FillBatchGet(ctx context.Context, keys []LookupKey, res []GetResult, partOf func(i int) string,
+	fetch func(context.Context, []LookupKey) []GetResult) []GetResult {
+	type call struct {
+		part  string
+		round int
+	}
 	leftOut := func(r GetResult) bool { return ErrorCode(r.Err) == ETOOLARGE }
-	for ctx.Err() == nil {
-		size, kept, from := 0, 0, -1
-		for i, r := range res {
-			if leftOut(r) {
-				from = i
-				break
+	round := make([]int, len(res)) // the round whose call answered res[i]
+	for r := 1; ctx.Err() == nil; r++ {
+		size, kept := 0, 0
+		dropped := make(map[call]bool) // calls a counted cell of which the whole answer left out
+		var idx []int
+		for i, gr := range res {
+			switch {
+			case leftOut(gr):
+				if size < MaxBatchGetBytes && dropped[call{partOf(i), round[i]}] {
+					idx = append(idx, i)
+				}
+			case gr.Err != nil || gr.Cell == nil:
+			case kept > 0 && size+len(gr.Cell.Body) > MaxBatchGetBytes:
+				dropped[call{partOf(i), round[i]}] = true
+			default:
+				size += len(gr.Cell.Body)
+				kept++
 			}
-			if r.Err != nil || r.Cell == nil || (kept > 0 && size+len(r.Cell.Body) > MaxBatchGetBytes) {
-				continue
-			}
-			size += len(r.Cell.Body)
-			kept++
 		}
-		if from < 0 || size >= MaxBatchGetBytes {
+		if len(idx) == 0 {
 			break
 		}
-		var idx []int
-		var again []LookupKey
-		for i := from; i < len(res); i++ {
-			if leftOut(res[i]) {
-				idx = append(idx, i)
-				again = append(again, keys[i])
-			}
+		again := make([]LookupKey, len(idx))
+		for j, i := range idx {
+			again[j] = keys[i]
 		}
 		out := fetch(ctx, again)
-		for j, i := range idx {
-			res[i] = out[j]
+		if len(out) != len(idx) {
+			break
 		}
-		if leftOut(res[from]) {
+		for j, i := range idx {
+			res[i], round[i] = out[j], r
+		}
+		if leftOut(res[idx[0]]) {
 			break
 		}
 	}

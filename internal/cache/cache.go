@@ -356,8 +356,9 @@ func (s *Store) BatchGet(ctx context.Context, keys []cellar.LookupKey) []cellar.
 	// Cached cells count too: the backing store bounded the misses alone,
 	// so a miss it left out may fit the whole answer, and is asked for
 	// again, of the store alone (it missed every tier, and was counted
-	// so; the cell is not cached, as rare as this is).
-	return cellar.FillBatchGet(ctx, keys, res, s.next.BatchGet)
+	// so; the cell is not cached, as rare as this is). The hits are taken
+	// for the store's too: a hit left out only makes a miss asked again.
+	return cellar.FillBatchGet(ctx, keys, res, func(int) string { return "" }, s.next.BatchGet)
 }
 
 // Row implements cellar.Store. A row with named columns is put together

@@ -276,7 +276,11 @@ func (s *Store) BatchGet(ctx context.Context, keys []cellar.LookupKey) []cellar.
 				return n.Store.BatchGet(ctx, sub)
 			})
 	}
-	return cellar.FillBatchGet(ctx, keys, fetch(ctx, keys), fetch)
+	nodeOf := func(i int) string {
+		_, n := s.route(keys[i].RowKey)
+		return n.Name
+	}
+	return cellar.FillBatchGet(ctx, keys, fetch(ctx, keys), nodeOf, fetch)
 }
 
 // BatchPut implements cellar.Store, grouping by node like BatchGet.
