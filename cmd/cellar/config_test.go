@@ -376,3 +376,20 @@ func lastLines(s string, n int) string {
 	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
+
+// TestConfigPostgresDefaultDatabase guards that a PostgreSQL DSN naming no
+// database is taken for the database named after its user, as the server
+// takes it: two nodes as users alice and bob were both "h:5432/" and
+// refused as one database. (Review of stop 19's own change.)
+func TestConfigPostgresDefaultDatabase(t *testing.T) {
+	t.Setenv("PGDATABASE", "")
+	for _, dsns := range [][2]string{
+		{"postgres://alice@db.example:5432/?sslmode=disable", "postgres://bob@db.example:5432/?sslmode=disable"},
+		{"host=db.example user=alice sslmode=disable", "host=db.example user=bob sslmode=disable"},
+	} {
+		p := writeConfig(t, "nodes: [{name: a, driver: postgres, dsn: '"+dsns[0]+"'}, {name: b, driver: postgres, dsn: '"+dsns[1]+"'}]\nmetadata: a\nshards: 2\nshard_map: [{node: a, shards: 0-0}, {node: b, shards: 1-1}]\n")
+		if _, err := loadConfig(p); err != nil {
+			t.Errorf("nodes %q and %q (databases alice and bob): loadConfig = %v; want the config taken", dsns[0], dsns[1], err)
+		}
+	}
+}

@@ -118,7 +118,11 @@ func Database(dsn string) (string, error) {
 		}
 		return "", errors.New(msg)
 	}
-	return fmt.Sprintf("%s:%d/%s", cfg.Host, cfg.Port, cfg.Database), nil
+	db := cfg.Database
+	if db == "" {
+		db = cfg.User // the server's default: the database named after the user
+	}
+	return fmt.Sprintf("%s:%d/%s", cfg.Host, cfg.Port, db), nil
 }
 
 // Open opens the PostgreSQL node at dsn (a libpq-style URL or key=value
