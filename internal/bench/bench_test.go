@@ -462,3 +462,57 @@ func TestGroupCommitOrderAlternates(t *testing.T) {
 		t.Errorf("first of the lean pair over 4 rounds: %v; want each mode twice", first)
 	}
 }
+
+// TestRoundRatiosOfOnePairOnly guards that the report is written when
+// only one pair has per-round ratios (since ba16564 a round's lean ratio
+// is kept when only the client pair's single side measured nothing): the
+// empty one's spread indexed an empty slice and panicked. (Review of stop
+// 19's own change.)
+func TestRoundRatiosOfOnePairOnly(t *testing.T) {
+	rep := &Report{Rounds: 3, GroupCommit: &GroupCommit{
+		Concurrency: TargetConc,
+		Group:       Stats{OpsPerSec: 6000}, Single: Stats{OpsPerSec: 1000}, Ratio: 6,
+		ClientGroup: Stats{OpsPerSec: 4000}, ClientSingle: Stats{OpsPerSec: 0},
+		RoundRatios: []float64{6, 5.9, 6.1}, ClientRoundRatios: nil, // the client's single side measured nothing
+	}}
+	rep.Targets = targets(rep)
+	var md bytes.Buffer
+	func() {
+		defer func() {
+			if p := recover(); p != nil {
+				t.Fatalf("WriteMarkdown panicked with round ratios for the lean pair only: %v", p)
+			}
+		}()
+		if err := WriteMarkdown(&md, rep); err != nil {
+			t.Fatal(err)
+		}
+	}()
+	if !strings.Contains(md.String(), "Per round: median 6.0x") {
+		t.Errorf("report lacks the lean pair's per-round ratios:\n%s", md.String())
+	}
+}
+
+// TestPerRoundRatiosNotRoundedUp guards that the per-round line cuts its
+// figures toward zero too: rounds of 4.96-4.98 (not met) printed "median
+// 5.0x (5.0-5.0x; 5.0, 5.0, 5.0)". (Review of stop 19's own change.)
+func TestPerRoundRatiosNotRoundedUp(t *testing.T) {
+	rep := &Report{Rounds: 3, GroupCommit: &GroupCommit{
+		Concurrency: TargetConc,
+		Group:       Stats{OpsPerSec: 4970}, Single: Stats{OpsPerSec: 1000}, Ratio: 4.97,
+		ClientGroup: Stats{OpsPerSec: 4000}, ClientSingle: Stats{OpsPerSec: 1000}, ClientRatio: 4,
+		RoundRatios: []float64{4.96, 4.97, 4.98}, ClientRoundRatios: []float64{4, 4, 4},
+	}}
+	rep.Targets = targets(rep)
+	if rep.Targets[1].Met {
+		t.Fatal("4.97 < 5 is not met")
+	}
+	var md bytes.Buffer
+	if err := WriteMarkdown(&md, rep); err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(md.String(), "\n") {
+		if strings.HasPrefix(line, "Per round:") && strings.Contains(line, "5.0") {
+			t.Errorf("rounds 4.96-4.98 (not met) printed as the target: %q", line)
+		}
+	}
+}

@@ -114,7 +114,7 @@ func WriteMarkdown(w io.Writer, rep *Report) error {
 					latency(side.st.P50Ms), latency(side.st.P99Ms), micros(side.st.ProcessCPUPerOpUs), micros(side.st.MachineCPUPerOpUs))
 			}
 			fmt.Fprintf(&b, "\nGroup commit / one transaction per put: %.2fx (via Go client: %.2fx)\n", down(gc.Ratio, 2), down(gc.ClientRatio, 2))
-			if len(gc.RoundRatios) > 1 {
+			if len(gc.RoundRatios) > 1 || len(gc.ClientRoundRatios) > 1 {
 				fmt.Fprintf(&b, "\nPer round: %s (via Go client: %s)\n", spread(gc.RoundRatios), spread(gc.ClientRoundRatios))
 			}
 			for _, side := range sides {
@@ -202,18 +202,23 @@ func loadRange(rep *Report) (lo, hi float64, ok bool) {
 
 // spread formats ratios as their median, range and values in order:
 // "median 4.1x (3.6-5.1x; 4.1, 5.1, 3.6)".
+// The figures are cut toward zero, as every printed ratio is; "none" if
+// there are none (a side that measured nothing in every round).
 func spread(ratios []float64) string {
 	sorted := slices.Sorted(slices.Values(ratios))
 	n := len(sorted)
+	if n == 0 {
+		return "none"
+	}
 	med := sorted[n/2]
 	if n%2 == 0 {
 		med = (sorted[n/2-1] + sorted[n/2]) / 2
 	}
 	each := make([]string, n)
 	for i, r := range ratios {
-		each[i] = fmt.Sprintf("%.1f", r)
+		each[i] = fmt.Sprintf("%.1f", down(r, 1))
 	}
-	return fmt.Sprintf("median %.1fx (%.1f-%.1fx; %s)", med, sorted[0], sorted[n-1], strings.Join(each, ", "))
+	return fmt.Sprintf("median %.1fx (%.1f-%.1fx; %s)", down(med, 1), down(sorted[0], 1), down(sorted[n-1], 1), strings.Join(each, ", "))
 }
 
 // down cuts x to digits decimals, toward zero: a ratio printed never reads
