@@ -172,6 +172,7 @@ func serve(ctx context.Context, cfg *Config, embedded bool, log *slog.Logger, re
 	defer indexes.Close()
 
 	var cluster *redis.Cluster
+	redis.SetLogger(log)
 	if len(cfg.Redis.Nodes) > 0 {
 		rc, err := cfg.redisConfig()
 		if err != nil {

@@ -11,8 +11,10 @@
 package redis
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sort"
 	"sync/atomic"
 	"time"
@@ -74,6 +76,18 @@ type Cluster struct {
 type routing struct {
 	m       []cellar.Assignment
 	byShard []string // shard -> node name
+}
+
+// SetLogger sends the Redis client library's own messages (a failed dial
+// of its pool, say) to log at warn level: it writes them to stderr in its
+// own format otherwise, in the middle of a structured log. The library's
+// logger is one for the process.
+func SetLogger(log *slog.Logger) { goredis.SetLogger(slogAdapter{log}) }
+
+type slogAdapter struct{ log *slog.Logger }
+
+func (a slogAdapter) Printf(ctx context.Context, format string, v ...any) {
+	a.log.WarnContext(ctx, "redis client: "+fmt.Sprintf(format, v...))
 }
 
 // Open returns a cluster over cfg's nodes. It does not contact them: a

@@ -1,9 +1,13 @@
 package redis_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"log/slog"
 	"reflect"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -166,4 +170,40 @@ func TestNodeDown(t *testing.T) {
 	if v, err := cl1.Get(ctx, "k").Result(); err != nil || v != "0" {
 		t.Errorf("GET on the live node = %q, %v; want 0", v, err)
 	}
+}
+
+// TestSetLoggerRoutesLibraryMessages guards that the Redis client
+// library's own messages go to the slog logger: a failed dial of its pool
+// was written to stderr in its own format, in the middle of a JSON log.
+// (Review of stop 19.)
+func TestSetLoggerRoutesLibraryMessages(t *testing.T) {
+	var buf bytes.Buffer
+	var mu sync.Mutex
+	redis.SetLogger(slog.New(slog.NewJSONHandler(lockedWriter{&mu, &buf}, nil)))
+	t.Cleanup(func() { redis.SetLogger(slog.Default()) })
+	c, err := redis.Open(redis.Config{Shards: 1, Nodes: []redis.Node{{Name: "r1", Addr: "127.0.0.1:1"}},
+		Map: []cellar.Assignment{{Node: "r1", ShardRange: cellar.ShardRange{First: 0, Last: 0}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for _, cl := range c.Nodes() {
+		_ = cl.Ping(context.Background()).Err() // refused: the pool logs its failed dial
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !strings.Contains(buf.String(), `"msg":"redis client: `) {
+		t.Errorf("the library's message did not reach the slog logger; it got %q", buf.String())
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
