@@ -166,3 +166,21 @@ func shardOffset(t *testing.T, c *client.Client, shard int) int64 {
 }
 
 var quiet = slog.New(slog.DiscardHandler)
+
+// claimShardAs claims trigger "t" once as consumer, and returns the
+// added_ids of the cells delivered if the lease is of shard.
+func claimShardAs(t *testing.T, ctx context.Context, c *client.Client, consumer string, shard int) ([]int64, bool) {
+	t.Helper()
+	cl, err := c.ClaimTrigger(ctx, "t", consumer, 100, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cl.Lease == nil || cl.Lease.Shard != shard {
+		return nil, false
+	}
+	var ids []int64
+	for _, cell := range cl.Cells {
+		ids = append(ids, cell.AddedID)
+	}
+	return ids, true
+}

@@ -152,14 +152,8 @@ func TestRunRenewsLeaseOfSlowHandler(t *testing.T) {
 					running = false
 				default:
 				}
-				cl, err := c.ClaimTrigger(ctx, "t", "p2", 100, 0)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if cl.Lease != nil && cl.Lease.Shard == shard {
-					for _, cell := range cl.Cells {
-						stolen = append(stolen, cell.AddedID)
-					}
+				if ids, ok := claimShardAs(t, ctx, c, "p2", shard); ok {
+					stolen = ids
 					break
 				}
 				time.Sleep(10 * time.Millisecond)

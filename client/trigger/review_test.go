@@ -365,14 +365,8 @@ func renewalsAfterCancel(t *testing.T, p2claims bool) {
 			continue
 		default:
 		}
-		cl, err := c.ClaimTrigger(context.Background(), "t", "p2", 100, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if cl.Lease != nil && cl.Lease.Shard == shard {
-			for _, cell := range cl.Cells {
-				stolen = append(stolen, cell.AddedID)
-			}
+		if ids, ok := claimShardAs(t, context.Background(), c, "p2", shard); ok {
+			stolen = ids
 			break
 		}
 		time.Sleep(10 * time.Millisecond)

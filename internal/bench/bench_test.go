@@ -292,17 +292,9 @@ func TestRunSkipsBackendsWithoutDSN(t *testing.T) {
 // TestLeanOps checks that the lean load generator's operations succeed on
 // the data set and fail when the server does not answer as it should.
 func TestLeanOps(t *testing.T) {
-	cfg := smokeConfig(t, "sqlite")
-	if err := cfg.check(); err != nil {
-		t.Fatal(err)
-	}
+	cfg, tg := smokeSQLiteTarget(t)
 	ctx := context.Background()
-	tg, err := openTarget(ctx, &cfg, "sqlite", false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tg.Close()
-	rn := &runner{cfg: &cfg}
+	rn := &runner{cfg: cfg}
 	if err := rn.setUp(ctx, tg); err != nil {
 		t.Fatal(err)
 	}
@@ -410,16 +402,8 @@ func TestLatestVerdictMatchesPrintedRatio(t *testing.T) {
 // checkpointer runs off the write path), so a direct put could checkpoint
 // inside its COMMIT where cellar's never do. (Review of stop 19.)
 func TestDirectSQLiteWriteConnMatchesNode(t *testing.T) {
-	cfg := smokeConfig(t, "sqlite")
-	if err := cfg.check(); err != nil {
-		t.Fatal(err)
-	}
+	_, tg := smokeSQLiteTarget(t)
 	ctx := t.Context()
-	tg, err := openTarget(ctx, &cfg, "sqlite", false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tg.Close()
 	var direct int
 	if err := tg.direct.wdb.QueryRowContext(ctx, "PRAGMA wal_autocheckpoint").Scan(&direct); err != nil {
 		t.Fatal(err)
@@ -515,4 +499,20 @@ func TestPerRoundRatiosNotRoundedUp(t *testing.T) {
 			t.Errorf("rounds 4.96-4.98 (not met) printed as the target: %q", line)
 		}
 	}
+}
+
+// smokeSQLiteTarget opens a SQLite target under a smoke config, closed
+// when t ends.
+func smokeSQLiteTarget(t *testing.T) (*Config, *target) {
+	t.Helper()
+	cfg := smokeConfig(t, "sqlite")
+	if err := cfg.check(); err != nil {
+		t.Fatal(err)
+	}
+	tg, err := openTarget(context.Background(), &cfg, "sqlite", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tg.Close() })
+	return &cfg, tg
 }

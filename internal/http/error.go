@@ -57,12 +57,21 @@ func (s *server) errorOf(r *http.Request, err error) errorBody {
 	case cellar.EUNAVAILABLE:
 		s.log.WarnContext(r.Context(), "storage unavailable", "method", r.Method, "path", r.URL.Path, "err", err)
 	}
-	return errorBody{Code: code, Message: cellar.ErrorMessage(err)}
+	return bodyOf(err)
+}
+
+// bodyOf is the client's view of err.
+func bodyOf(err error) errorBody {
+	return errorBody{Code: cellar.ErrorCode(err), Message: cellar.ErrorMessage(err)}
 }
 
 // writeError answers the request with err.
 func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
-	e := s.errorOf(r, err)
+	s.writeBody(w, r, s.errorOf(r, err))
+}
+
+// writeBody answers the request with the error e.
+func (s *server) writeBody(w http.ResponseWriter, r *http.Request, e errorBody) {
 	s.writeJSON(w, r, statusOf(e.Code), errorDoc{e})
 }
 

@@ -184,14 +184,13 @@ func (s *server) handle(pattern, scope string, fn func(http.ResponseWriter, *htt
 				// server did not fail the request, so it is counted as
 				// 499 (nginx's "client closed request"), not as the 503
 				// or 500 its cancelled calls became, and logged at debug
-				// level only, not as a storage failure. The error is still written, whoever
-				// may read it (a wrapping handler would otherwise take
-				// the implicit 200 for a success). A client's mistake
-				// keeps its 4xx.
+				// level only, not as a storage failure. The error is
+				// still written, whoever may read it (a wrapping handler
+				// would otherwise take the implicit 200 for a success).
+				// A client's mistake keeps its 4xx.
 				sw.closedByClient = true
 				s.log.DebugContext(r.Context(), "client hung up before the answer", "method", r.Method, "path", r.URL.Path, "err", err)
-				e := errorBody{Code: cellar.ErrorCode(err), Message: cellar.ErrorMessage(err)}
-				s.writeJSON(w, r, statusOf(e.Code), errorDoc{e})
+				s.writeBody(w, r, bodyOf(err))
 				return
 			}
 			s.writeError(w, r, err)

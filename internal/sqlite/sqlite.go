@@ -130,7 +130,8 @@ func DSNs(path string, checkpointEvery time.Duration) (read, write string) {
 		q.Add("_pragma", p)
 	}
 	q.Set("_txlock", "immediate")
-	read, write = FileURI(path, q), FileURI(path, q)
+	read = FileURI(path, q)
+	write = read
 	if checkpointEvery >= 0 {
 		q.Add("_pragma", fmt.Sprintf("wal_autocheckpoint(%d)", backstopPages))
 		write = FileURI(path, q)
