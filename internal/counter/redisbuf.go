@@ -22,10 +22,12 @@ import (
 // RedisBuffer is the counter buffer shared by several cellar processes: an
 // increment is run by an atomic script on the Redis node that holds the
 // key's logical shard (increments waiting together share one run), adding
-// to that shard's delta hash, and is acknowledged once Redis has run it. Every process flushes every node on the interval; a
-// flush atomically renames the delta hashes to a per-flush hash recorded
-// under a flush ID, applies them to the storage node with that ID, and
-// deletes them. A flush left behind by a dead process is finished by any
+// to that shard's delta hash, and is acknowledged once Redis has run it.
+// Every process flushes every node on the interval, each storage node's
+// counters there apart (a pair: see scripts.go), so that a storage node
+// that is down holds back only its own; a flush atomically renames the
+// pair's delta hashes to a per-flush hash recorded under a flush ID,
+// applies them to the storage node with that ID, and deletes them. A flush left behind by a dead process is finished by any
 // other once its lease runs out, with the same ID, so it is applied once.
 //
 // What is acknowledged is as durable as Redis keeps it: on a server
@@ -34,6 +36,7 @@ import (
 type RedisBuffer struct {
 	cluster *redis.Cluster
 	node    cellar.CounterNode
+	placer  cellar.CounterPlacer // node, if it names the storage node of a key; else nil
 	opts    Options
 	log     *slog.Logger
 	owner   string // this process, in flush records
@@ -51,11 +54,16 @@ type RedisBuffer struct {
 	wg     sync.WaitGroup // the flusher and the batchers
 
 	flushMu sync.Mutex // serializes flush rounds, and protects stuck
-	// stuck holds, by node, this process's flush whose apply or finish
-	// failed. While it is stuck no new flush starts on that node:
-	// increments keep adding up in the delta hashes meanwhile.
-	stuck map[string]string
+	// stuck holds, by Redis node and storage node (pairKey), this
+	// process's flush whose apply or finish failed. While it is stuck no
+	// new flush of that pair starts: the storage node's increments keep
+	// adding up in their delta hashes meanwhile, while the other storage
+	// nodes' counters on the Redis node are flushed.
+	stuck map[pairKey]string
 }
+
+// pairKey names the counters of storage node storage on Redis node redis.
+type pairKey struct{ redis, storage string }
 
 var _ cellar.CounterStore = (*RedisBuffer)(nil)
 
@@ -75,11 +83,12 @@ func OpenRedis(ctx context.Context, cluster *redis.Cluster, node cellar.CounterN
 	b := &RedisBuffer{
 		cluster: cluster,
 		node:    node,
+		placer:  placer(node),
 		opts:    opts,
 		log:     opts.Logger,
 		owner:   newFlushID("p-"),
 		keys:    newKeyspace(opts.RedisPrefix),
-		stuck:   make(map[string]string),
+		stuck:   make(map[pairKey]string),
 	}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	b.batchers = make(map[string]*batcher)
@@ -117,7 +126,7 @@ type batcher struct {
 // incrCall is one increment waiting for its batch.
 type incrCall struct {
 	ctx  context.Context
-	args [5]any // key, by, shard, loaded value, gen
+	args [6]any // key, by, shard, loaded value, gen, storage node
 	res  []string
 	err  error
 	done chan struct{}
@@ -126,7 +135,7 @@ type incrCall struct {
 // call sends one increment and returns the script's answer for it. Once
 // queued, it waits for the batch's outcome even past ctx, so that the
 // answer is the truth (the node's timeouts bound the wait).
-func (bt *batcher) call(ctx context.Context, args [5]any) ([]string, error) {
+func (bt *batcher) call(ctx context.Context, args [6]any) ([]string, error) {
 	c := &incrCall{ctx: ctx, args: args, done: make(chan struct{})}
 	select {
 	case bt.queue <- c:
@@ -156,7 +165,7 @@ func (b *RedisBuffer) batchLoop(bt *batcher) {
 // before it are dropped, and told so: nothing they were not told about is
 // sent.
 func (b *RedisBuffer) runBatch(bt *batcher, calls []*incrCall) {
-	args := make([]any, 3, 3+5*len(calls))
+	args := make([]any, 3, 3+6*len(calls))
 	args[0], args[1], args[2] = genSeed(), string(b.keys), newFlushID("r-")
 	live := calls[:0:0]
 	for _, c := range calls {
@@ -171,7 +180,7 @@ func (b *RedisBuffer) runBatch(bt *batcher, calls []*incrCall) {
 	if len(live) == 0 {
 		return
 	}
-	res, err := incrScript.Run(b.ctx, bt.cl, []string{b.keys.pending()}, args...).Slice()
+	res, err := incrScript.Run(b.ctx, bt.cl, nil, args...).Slice()
 	if err == nil && len(res) != len(live) {
 		err = fmt.Errorf("increment script returned %d answers for %d increments", len(res), len(live))
 	}
@@ -227,9 +236,10 @@ func (b *RedisBuffer) Incr(ctx context.Context, key string, by int64) (int64, er
 	s := b.cluster.Shard(key)
 	name, _ := b.cluster.Node(s)
 	bt := b.batchers[name]
+	storage := b.storageNode(key)
 	loaded, gen := "", ""
 	for try := 0; try < maxLoadTries; try++ {
-		res, err := bt.call(ctx, [5]any{key, by, s, loaded, gen})
+		res, err := bt.call(ctx, [6]any{key, by, s, loaded, gen, storage})
 		if err != nil {
 			return 0, err
 		}
@@ -364,11 +374,21 @@ func (b *RedisBuffer) BatchCounters(ctx context.Context, keys []string) []cellar
 	return res
 }
 
+// storageNode names the storage node of key's counter, or "" if the
+// node in front of which the buffer runs does not name them.
+func (b *RedisBuffer) storageNode(key string) string {
+	if b.placer == nil {
+		return ""
+	}
+	return b.placer.CounterNodeName(key)
+}
+
 // Flush runs one flush round now (the flusher does so every interval):
-// on every node of the cluster, it retries this process's stuck flush,
-// finishes flushes whose owner's lease ran out, and flushes the deltas
-// buffered there. Nodes are flushed in parallel; the error joins those of
-// the nodes that failed, whose flushes are retried next round.
+// on every node of the cluster, for every storage node with counters
+// there, it retries this process's stuck flush, finishes flushes whose
+// owner's lease ran out, and flushes the deltas buffered there. Nodes and
+// storage nodes are flushed in parallel; the error joins those of the
+// pairs that failed, whose flushes are retried next round.
 func (b *RedisBuffer) Flush(ctx context.Context) error {
 	b.flushMu.Lock()
 	defer b.flushMu.Unlock()
@@ -378,51 +398,79 @@ func (b *RedisBuffer) Flush(ctx context.Context) error {
 		names = append(names, name)
 	}
 	sort.Strings(names)
-	errs := make([]error, len(names))
-	stuck := make([]string, len(names))
+	var mu sync.Mutex // protects errs and b.stuck below
+	var errs []error
+	fail := func(err error) {
+		mu.Lock()
+		errs = append(errs, err)
+		mu.Unlock()
+		b.stats.flushErrors.Add(1)
+	}
 	var wg sync.WaitGroup
-	for i, name := range names {
+	for _, name := range names {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			stuck[i], errs[i] = b.flushNode(ctx, name, nodes[name], b.stuck[name])
+			cl := nodes[name]
+			storage, err := cl.SMembers(ctx, b.keys.pairs()).Result()
+			if err != nil {
+				fail(fmt.Errorf("redis node %s: %w", name, nodeError(name, err)))
+				return
+			}
+			storage = append(storage, "") // the pair of keys no storage node named, and of the layout before pairs
+			var pwg sync.WaitGroup
+			for _, x := range storage {
+				pk := pairKey{name, x}
+				mu.Lock()
+				was := b.stuck[pk]
+				mu.Unlock()
+				pwg.Add(1)
+				go func() {
+					defer pwg.Done()
+					stuck, err := b.flushPair(ctx, name, cl, x, was)
+					mu.Lock()
+					if stuck == "" {
+						delete(b.stuck, pk)
+					} else {
+						b.stuck[pk] = stuck
+					}
+					mu.Unlock()
+					if err != nil {
+						if x != "" {
+							err = fmt.Errorf("storage node %s: %w", x, err)
+						}
+						fail(fmt.Errorf("redis node %s: %w", name, err))
+					}
+				}()
+			}
+			pwg.Wait()
 		}()
 	}
 	wg.Wait()
-	for i, name := range names {
-		if stuck[i] == "" {
-			delete(b.stuck, name)
-		} else {
-			b.stuck[name] = stuck[i]
-		}
-		if errs[i] != nil {
-			b.stats.flushErrors.Add(1)
-			errs[i] = fmt.Errorf("redis node %s: %w", name, errs[i])
-		}
-	}
 	return errors.Join(errs...)
 }
 
-// flushNode runs a flush round on one node and returns the flush left
-// stuck there, if any.
-func (b *RedisBuffer) flushNode(ctx context.Context, name string, cl *goredis.Client, stuck string) (string, error) {
+// flushPair runs a flush round on node name's pair of storage node x and
+// returns the flush left stuck there, if any.
+func (b *RedisBuffer) flushPair(ctx context.Context, name string, cl *goredis.Client, x, stuck string) (string, error) {
+	q := b.keys.pair(x)
 	if stuck != "" {
-		if err := b.resume(ctx, name, cl, stuck); err != nil {
+		if err := b.resume(ctx, name, cl, q, stuck); err != nil {
 			return stuck, err
 		}
 	}
 	now := b.opts.Clock.Now().UnixMilli()
-	expired, err := cl.ZRangeArgs(ctx, goredis.ZRangeArgs{Key: b.keys.flushes(), Start: "-inf", Stop: now, ByScore: true, Count: 100}).Result()
+	expired, err := cl.ZRangeArgs(ctx, goredis.ZRangeArgs{Key: q.flushes(), Start: "-inf", Stop: now, ByScore: true, Count: 100}).Result()
 	if err != nil {
 		return "", nodeError(name, err)
 	}
 	for _, id := range expired {
-		if err := b.resume(ctx, name, cl, id); err != nil {
+		if err := b.resume(ctx, name, cl, q, id); err != nil {
 			return id, err
 		}
 	}
 	deadline := b.opts.Clock.Now().Add(b.opts.Lease).UnixMilli()
-	res, err := beginScript.Run(ctx, cl, []string{b.keys.pending(), b.keys.flushes()}, newFlushID("r-"), deadline, b.owner, string(b.keys)).StringSlice()
+	res, err := beginScript.Run(ctx, cl, nil, newFlushID("r-"), deadline, b.owner, string(b.keys), x).StringSlice()
 	if err == nil && len(res) == 0 {
 		err = fmt.Errorf("begin script returned no flush ID")
 	}
@@ -435,7 +483,7 @@ func (b *RedisBuffer) flushNode(ctx context.Context, name string, cl *goredis.Cl
 	if len(shards) == 0 {
 		return "", nil
 	}
-	if err := b.run(ctx, name, cl, id, shards); err != nil {
+	if err := b.run(ctx, name, cl, q, id, shards); err != nil {
 		return id, err
 	}
 	return "", nil
@@ -444,9 +492,9 @@ func (b *RedisBuffer) flushNode(ctx context.Context, name string, cl *goredis.Cl
 // resume claims flush id (renewing this process's lease, or taking over a
 // dead owner's) and runs it. A flush that is finished, or held by a live
 // owner, is left alone.
-func (b *RedisBuffer) resume(ctx context.Context, name string, cl *goredis.Client, id string) error {
+func (b *RedisBuffer) resume(ctx context.Context, name string, cl *goredis.Client, q pairspace, id string) error {
 	now := b.opts.Clock.Now()
-	shards, err := claimScript.Run(ctx, cl, []string{b.keys.flushes(), b.keys.flushRecord(id)},
+	shards, err := claimScript.Run(ctx, cl, []string{q.flushes(), b.keys.flushRecord(id)},
 		id, now.UnixMilli(), now.Add(b.opts.Lease).UnixMilli(), b.owner).Text()
 	if errors.Is(err, goredis.Nil) {
 		return nil
@@ -454,11 +502,11 @@ func (b *RedisBuffer) resume(ctx context.Context, name string, cl *goredis.Clien
 	if err != nil {
 		return nodeError(name, err)
 	}
-	return b.run(ctx, name, cl, id, strings.Split(shards, ","))
+	return b.run(ctx, name, cl, q, id, strings.Split(shards, ","))
 }
 
 // run applies flush id of shards to the storage node and finishes it.
-func (b *RedisBuffer) run(ctx context.Context, name string, cl *goredis.Client, id string, shards []string) error {
+func (b *RedisBuffer) run(ctx context.Context, name string, cl *goredis.Client, q pairspace, id string, shards []string) error {
 	pipe := cl.Pipeline()
 	meta := pipe.HGetAll(ctx, b.keys.flushRecord(id))
 	parts := make([]*goredis.MapStringStringCmd, len(shards))
@@ -502,7 +550,7 @@ func (b *RedisBuffer) run(ctx context.Context, name string, cl *goredis.Client, 
 	if err != nil {
 		return err
 	}
-	if err := finishScript.Run(ctx, cl, []string{b.keys.flushes(), b.keys.flushRecord(id), b.keys.rejected()}, id, genSeed(), string(b.keys)).Err(); err != nil {
+	if err := finishScript.Run(ctx, cl, []string{q.flushes(), b.keys.flushRecord(id), b.keys.rejected()}, id, genSeed(), string(b.keys)).Err(); err != nil {
 		return fmt.Errorf("flush %s is applied but not finished: %w", id, nodeError(name, err))
 	}
 	b.stats.flushed(n)

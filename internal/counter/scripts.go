@@ -13,15 +13,25 @@ import goredis "github.com/redis/go-redis/v9"
 //
 // Per node:
 //
-//	Ppending          set of shards with a deltas hash
-//	Pflushes          sorted set: flush ID -> lease deadline (Unix ms)
 //	Pflush:<id>       hash: shards (comma-separated), owner,
 //	                  rej:<key> -> delta for deltas set aside
 //	Prejected         list of deltas set aside (JSON)
-//	Pepoch            the name of the deltas buffered now: the ID of the
-//	                  flush that will take them
 //	Prunid            run_id:master_replid of the server that last took
 //	                  increments
+//	Ppairs            set of the storage nodes with keys of their own
+//	                  (below)
+//
+// Per node and storage node X, under the pair's prefix Q (keyspace.pair:
+// P itself for X "", the whole buffer over a CounterNode that does not
+// name storage nodes, and the layout before pairs; else Pn:X:), so that
+// a storage node that is down holds back only its own counters' flushes:
+//
+//	Qpending          set of shards with a deltas hash
+//	Qflushes          sorted set: flush ID -> lease deadline (Unix ms)
+//	Qepoch            the name of the deltas buffered now: the ID of the
+//	                  flush that will take them
+//
+// A shard is on one storage node, so its deltas belong to one pair.
 //
 // Invariant: a key has a durable entry whenever a flush in progress holds
 // a delta of it. So a key without one has nothing in flight, and a value
@@ -42,9 +52,22 @@ type keyspace string
 
 func newKeyspace(redisPrefix string) keyspace { return keyspace(redisPrefix + ":ctr:") }
 
-func (k keyspace) pending() string  { return string(k) + "pending" }
-func (k keyspace) flushes() string  { return string(k) + "flushes" }
 func (k keyspace) rejected() string { return string(k) + "rejected" }
+func (k keyspace) pairs() string    { return string(k) + "pairs" }
+
+// pair is the prefix of the keys of storage node node's counters, as
+// luaPair makes it.
+func (k keyspace) pair(node string) pairspace {
+	if node == "" {
+		return pairspace(k)
+	}
+	return pairspace(string(k) + "n:" + node + ":")
+}
+
+// pairspace names the keys of one storage node's counters on a Redis node.
+type pairspace string
+
+func (q pairspace) flushes() string { return string(q) + "flushes" }
 
 // flushRecord is flush id's record.
 func (k keyspace) flushRecord(id string) string { return string(k) + "flush:" + id }
@@ -126,8 +149,26 @@ local function total(vals)
 end
 `
 
-// luaSeal defines seal(P, fresh, owner, deadline): it starts a flush of
-// every pending shard's deltas in one atomic step (RENAME of each deltas
+// luaPair defines pair(P, X), the prefix of storage node X's keys
+// (keyspace.pair), and freshOf(fresh, X), the fresh epoch of X's pair
+// from a script's fresh one (distinct per pair).
+const luaPair = `
+local function pair(P, X)
+  if X == '' then
+    return P
+  end
+  return P .. 'n:' .. X .. ':'
+end
+local function freshOf(fresh, X)
+  if X == '' then
+    return fresh
+  end
+  return fresh .. '.' .. X
+end
+`
+
+// luaSeal defines seal(P, Q, fresh, owner, deadline): it starts a flush
+// of every pending shard's deltas of the pair under Q in one atomic step (RENAME of each deltas
 // hash to the flush's hash), so an increment lands either in this flush or
 // in a later one, never in both or neither. The flush's ID is the epoch's,
 // the name the deltas have carried since the flush before (derived from
@@ -141,12 +182,12 @@ end
 // takes them again has the same ID, and the storage node, which records
 // the IDs it applied, does not apply them twice.
 const luaSeal = `
-local function seal(P, fresh, owner, deadline)
+local function seal(P, Q, fresh, owner, deadline)
   -- Without an epoch yet (a new or emptied server), the deltas get a name
   -- of their own, distinct from the next epoch's.
-  local id = redis.call('GET', P .. 'epoch') or ('x' .. fresh)
+  local id = redis.call('GET', Q .. 'epoch') or ('x' .. fresh)
   local taken = {}
-  for _, s in ipairs(redis.call('SMEMBERS', P .. 'pending')) do
+  for _, s in ipairs(redis.call('SMEMBERS', Q .. 'pending')) do
     local p = P .. '{' .. s .. '}:'
     if redis.call('EXISTS', p .. 'deltas') == 1 then
       redis.call('RENAME', p .. 'deltas', p .. 'flush:' .. id)
@@ -154,11 +195,11 @@ local function seal(P, fresh, owner, deadline)
       taken[#taken + 1] = s
     end
   end
-  redis.call('DEL', P .. 'pending')
+  redis.call('DEL', Q .. 'pending')
   if #taken > 0 then
     redis.call('HSET', P .. 'flush:' .. id, 'shards', table.concat(taken, ','), 'owner', owner)
-    redis.call('ZADD', P .. 'flushes', deadline, id)
-    redis.call('SET', P .. 'epoch', fresh)
+    redis.call('ZADD', Q .. 'flushes', deadline, id)
+    redis.call('SET', Q .. 'epoch', fresh)
   end
   return id, taken
 end
@@ -183,25 +224,48 @@ end
 // batch's increments go to the new epoch. INFO costs the script about
 // 10-15 µs; it runs once a batch.
 //
-// KEYS: pending. ARGV: seed, P, a fresh epoch, then per item key,
-// by, shard, loaded (or ""), gen. Answers one {"ok", value}, {"overflow"} or {"load",
+// The items of a storage node X go to the keys of its pair (keyspace.pair):
+// its pending set, and the epoch that names them, set before the first of
+// them is written. The seal on a new server seals every pair's deltas.
+//
+// ARGV: seed, P, a fresh epoch, then per item key, by, shard, loaded (or
+// ""), gen, and the storage node X of the key ("" for a CounterNode that
+// does not name them). Answers one {"ok", value}, {"overflow"} or {"load",
 // gen} per item.
-var incrScript = goredis.NewScript(luaTotal + luaSeal + `
+var incrScript = goredis.NewScript(luaTotal + luaPair + luaSeal + `
+local P = ARGV[2]
 local info = redis.call('INFO', 'server', 'replication')
 local rid = string.match(info, 'run_id:(%x+)')
 if rid then
   rid = rid .. ':' .. (string.match(info, 'master_replid:(%x+)') or '')
 end
-if rid and redis.call('GET', ARGV[2] .. 'runid') ~= rid then
-  seal(ARGV[2], ARGV[3], '', 0)
-  -- A new epoch even if nothing came back: the one in the data may be
-  -- one a flush already applied.
-  redis.call('SET', ARGV[2] .. 'epoch', ARGV[3])
-  redis.call('SET', ARGV[2] .. 'runid', rid)
+if rid and redis.call('GET', P .. 'runid') ~= rid then
+  local xs = redis.call('SMEMBERS', P .. 'pairs')
+  table.insert(xs, 1, '')
+  for _, x in ipairs(xs) do
+    local Q, f = pair(P, x), freshOf(ARGV[3], x)
+    seal(P, Q, f, '', 0)
+    -- A new epoch even if nothing came back: the one in the data may be
+    -- one a flush already applied.
+    redis.call('SET', Q .. 'epoch', f)
+  end
+  redis.call('SET', P .. 'runid', rid)
 end
--- The deltas are named before any is written, so that a snapshot holding
--- them holds their name.
-redis.call('SET', ARGV[2] .. 'epoch', ARGV[3], 'NX')
+-- The deltas of a pair are named before any is written, so that a
+-- snapshot holding them holds their name.
+local named = {}
+local function name(x)
+  local Q = named[x]
+  if not Q then
+    Q = pair(P, x)
+    named[x] = Q
+    redis.call('SET', Q .. 'epoch', freshOf(ARGV[3], x), 'NX')
+    if x ~= '' then
+      redis.call('SADD', P .. 'pairs', x)
+    end
+  end
+  return Q
+end
 -- A key seen earlier in the batch, whose total and delta field are small,
 -- is added to in Lua (run[]): doubles are exact below 2^53, and its answer
 -- and field are what the full path would make of them, without reading
@@ -226,8 +290,9 @@ local function write(r)
   end
 end
 local out = {}
-for i = 4, #ARGV, 5 do
+for i = 4, #ARGV, 6 do
   local key, by, shard = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local Q = name(ARGV[i + 5])
   local id = shard .. ':' .. key -- a shard number has no ':'
   local r = run[id]
   -- tonumber rounds correctly: a value it reads as small is exact.
@@ -240,7 +305,7 @@ for i = 4, #ARGV, 5 do
       write(r)
       run[id] = nil
     end
-    local p = ARGV[2] .. '{' .. shard .. '}:'
+    local p = P .. '{' .. shard .. '}:'
     local durable, deltas = p .. 'durable', p .. 'deltas'
     local d = redis.call('HGET', durable, key)
     local loaded = false
@@ -284,7 +349,7 @@ for i = 4, #ARGV, 5 do
         end
       end
       if v then
-        redis.call('SADD', KEYS[1], shard)
+        redis.call('SADD', Q .. 'pending', shard)
         res = {'ok', v}
         -- HINCRBY's reply is a Lua number, exact while small.
         local t = tonumber(v)
@@ -333,14 +398,13 @@ end
 return out
 `)
 
-// beginScript starts a flush of the deltas buffered now (luaSeal), owned
-// by ARGV[3] until ARGV[2], and returns its ID followed by the shards
-// taken (the ID alone: nothing to flush).
+// beginScript starts a flush of the deltas of storage node ARGV[5]'s pair
+// buffered now (luaSeal), owned by ARGV[3] until ARGV[2], and returns its
+// ID followed by the shards taken (the ID alone: nothing to flush).
 //
-// KEYS: pending, flushes (reached through P too). ARGV: a fresh epoch,
-// deadline, owner, P.
-var beginScript = goredis.NewScript(luaSeal + `
-local id, taken = seal(ARGV[4], ARGV[1], ARGV[3], ARGV[2])
+// ARGV: a fresh epoch, deadline, owner, P, X.
+var beginScript = goredis.NewScript(luaPair + luaSeal + `
+local id, taken = seal(ARGV[4], pair(ARGV[4], ARGV[5]), freshOf(ARGV[1], ARGV[5]), ARGV[3], ARGV[2])
 table.insert(taken, 1, id)
 return taken
 `)
@@ -350,7 +414,7 @@ return taken
 // returns its shards (comma-separated); nil if it is finished or someone
 // else holds it.
 //
-// KEYS: flushes, the flush's record.
+// KEYS: the pair's flushes, the flush's record.
 var claimScript = goredis.NewScript(`
 local sc = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if not sc then
@@ -376,7 +440,7 @@ return m[1]
 // record are deleted. gen is bumped for each of its shards (seeded with
 // ARGV[2] if the server lost it). Finishing a finished flush does nothing.
 //
-// KEYS: flushes, the flush's record, rejected. ARGV: id, seed, P.
+// KEYS: the pair's flushes, the flush's record, rejected. ARGV: id, seed, P.
 var finishScript = goredis.NewScript(`
 local id = ARGV[1]
 local shards = redis.call('HGET', KEYS[2], 'shards')

@@ -1,0 +1,201 @@
+package counter
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/cellar-db/cellar/internal/counter/countertest"
+	"github.com/cellar-db/cellar/internal/dbtest"
+	"github.com/cellar-db/cellar/internal/sqlstore"
+)
+
+// TestRedisNodeDownOthersKeepFlushing: while one storage node is down, a
+// Redis node's flushes of the other storage nodes' counters go on, and the
+// down node's counters wait in Redis (reads stay exact), to be applied
+// once when it is back. Before the buffer kept a flush per storage node,
+// the down node's stuck flush held back every newer flush of the Redis
+// node, whichever storage node its counters were on.
+func TestRedisNodeDownOthersKeepFlushing(t *testing.T) {
+	lite, my := openSQLite(t), openMySQL(t)
+	pgDSN := dbtest.Postgres(t)
+	proxy, pg := pgVia(t, pgDSN)
+	node := &swapNode{target: newShardStore(t, lite, pg, my, 300*time.Millisecond)}
+	opts := testOptions(newFakeClock())
+	opts.FlushTimeout = time.Second
+	srv := dbtest.Redis(t)
+	b := openRedisBuffer(t, openCluster(t, srv), node, opts)
+	kl, kp, km := nodeKey("lite", "rd"), nodeKey("pg", "rd"), nodeKey("my", "rd")
+	ctx := context.Background()
+	for _, k := range []string{kl, kp, km} {
+		incr(t, b, k, 1, 1)
+	}
+	proxy.Stop()
+	durable := func(s *sqlstore.Store, k string) int64 {
+		t.Helper()
+		vals, err := s.Counters(ctx, []string{k})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return vals[k]
+	}
+	for round, want := range []int64{1, 11, 121} {
+		if err := b.Flush(ctx); err == nil {
+			t.Fatalf("round %d: Flush with pg down: no error", round)
+		}
+		if got, got2 := durable(lite, kl), durable(my, km); got != want || got2 != want {
+			t.Fatalf("round %d with pg down: %s = %d on sqlite, %s = %d on mariadb; want %d on both", round, kl, got, km, got2, want)
+		}
+		for _, k := range []string{kl, kp, km} {
+			wantCounter(t, b, k, want)
+			incr(t, b, k, 10*want, 11*want)
+		}
+	}
+
+	// Another process, started while pg is down, flushes the up nodes too
+	// and leaves the down node's pending counters alone once its own
+	// attempt at them failed.
+	b2 := openRedisBuffer(t, openCluster(t, srv), node, opts)
+	if err := b2.Flush(ctx); err == nil {
+		t.Fatal("second process's Flush with pg down: no error")
+	}
+	if got, got2 := durable(lite, kl), durable(my, km); got != 1331 || got2 != 1331 {
+		t.Fatalf("after the second process's flush: %s = %d, %s = %d; want 1331", kl, got, km, got2)
+	}
+	wantCounter(t, b2, kp, 1331)
+
+	_, pg2 := pgVia(t, pgDSN)
+	node.set(newShardStore(t, lite, pg2, my, 2*time.Second))
+	for _, p := range []*RedisBuffer{b, b2, b} { // each resumes its own stuck flush
+		if err := p.Flush(ctx); err != nil {
+			t.Fatalf("Flush with pg back: %v", err)
+		}
+	}
+	for _, c := range []struct {
+		s *sqlstore.Store
+		k string
+	}{{lite, kl}, {pg2, kp}, {my, km}} {
+		if got := durable(c.s, c.k); got != 1331 {
+			t.Errorf("%s = %d on its node; want 1331", c.k, got)
+		}
+		wantCounter(t, b, c.k, 1331)
+	}
+	cl := goredis.NewClient(&goredis.Options{Addr: srv.Addr()})
+	defer cl.Close()
+	keys, err := cl.Keys(ctx, string(newKeyspace(DefaultRedisPrefix))+"*flush*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(keys) != 0 {
+		t.Errorf("flush keys left in Redis after everything was flushed: %v", keys)
+	}
+}
+
+// A Redis node that comes back with older data holding deltas of two
+// storage nodes' counters: each pair's deltas are sealed under their own
+// epoch, so neither node counts them twice and what is acknowledged after
+// the restart is counted; and a flush of the node that was down, saved
+// while stuck and applied since, is not applied again when it comes back.
+func TestRedisBackWithOlderDataTwoStorageNodes(t *testing.T) {
+	srv := dbtest.RedisWithSnapshots(t)
+	n := &twoNodes{a: countertest.New(), b: countertest.New()}
+	var mu sync.Mutex
+	down := false
+	n.b.SetFault(downFault(&down, &mu))
+	setDown := func(v bool) {
+		mu.Lock()
+		down = v
+		mu.Unlock()
+	}
+	clock := newFakeClock()
+	b := openRedisBuffer(t, openCluster(t, srv), n, testOptions(clock))
+	cl := goredis.NewClient(&goredis.Options{Addr: srv.Addr()})
+	defer cl.Close()
+	want := func(what string, a, bv int64) {
+		t.Helper()
+		if ga, gb := n.a.Value("a1"), n.b.Value("b1"); ga != a || gb != bv {
+			t.Fatalf("%s: nodes hold a1 %d, b1 %d; want %d and %d", what, ga, gb, a, bv)
+		}
+		wantCounter(t, b, "a1", a)
+		wantCounter(t, b, "b1", bv)
+	}
+
+	incr(t, b, "a1", 5, 5)
+	incr(t, b, "b1", 7, 7)
+	saveSnapshot(t, cl) // holds both, buffered
+	flushTwice(t, b)
+	want("flushed", 5, 7)
+	srv.Kill()
+	srv.Start() // both buffered again, in their pairs
+	incr(t, b, "a1", 2, 7)
+	incr(t, b, "b1", 3, 10)
+	flushTwice(t, b)
+	want("after a restart from an older snapshot", 7, 10)
+
+	incr(t, b, "a1", 1, 8)
+	incr(t, b, "b1", 1, 11)
+	setDown(true)
+	if err := b.Flush(context.Background()); err == nil {
+		t.Fatal("Flush with node b down: no error")
+	}
+	if got := n.a.Value("a1"); got != 8 {
+		t.Fatalf("a1 = %d on node a while b is down; want 8", got)
+	}
+	saveSnapshot(t, cl) // b's flush stuck, in flight
+	setDown(false)
+	flushTwice(t, b)
+	want("b back", 8, 11)
+	srv.Kill()
+	srv.Start()            // b's flush in flight again, already applied
+	clock.Set(time.Minute) // its lease runs out
+	flushTwice(t, b)
+	want("after a restart with b's applied flush in flight", 8, 11)
+	incr(t, b, "b1", 1, 12)
+	flushTwice(t, b)
+	want("and one more", 8, 12)
+}
+
+// The first increments of two storage nodes' counters in one batch start
+// two epochs, so the pairs' flushes never share an ID (a shared one would
+// share a flush record, and finishing one pair's flush would let the
+// other's deltas go unapplied).
+func TestRedisPairsOfOneBatchHaveTheirOwnEpochs(t *testing.T) {
+	srv := dbtest.Redis(t)
+	cl := goredis.NewClient(&goredis.Options{Addr: srv.Addr()})
+	defer cl.Close()
+	ctx := context.Background()
+	P := string(newKeyspace(DefaultRedisPrefix))
+	// Two items, shards 1 and 2, of storage nodes a and b, each with its
+	// value loaded, as an increment sends it again after a load answer.
+	args := []any{"9", P, "r-fresh", "a1", "1", "1", "0", "", "a", "b1", "1", "2", "0", "", "b"}
+	if _, err := incrScript.Run(ctx, cl, nil, args...).Slice(); err != nil {
+		t.Fatal(err)
+	}
+	gens := []string{cl.Get(ctx, P+"{1}:gen").Val(), cl.Get(ctx, P+"{2}:gen").Val()}
+	args[7], args[13] = gens[0], gens[1]
+	res, err := incrScript.Run(ctx, cl, nil, args...).Slice()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(res) != "[[ok 1] [ok 1]]" {
+		t.Fatalf("increments answered %v; want [[ok 1] [ok 1]]", res)
+	}
+	ids := map[string]string{}
+	for _, x := range []string{"a", "b"} {
+		r, err := beginScript.Run(ctx, cl, nil, "r-next-"+x, 0, "me", P, x).StringSlice()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(r) != 2 {
+			t.Fatalf("begin of pair %s = %v; want its ID and one shard", x, r)
+		}
+		ids[x] = r[0]
+	}
+	if ids["a"] == ids["b"] {
+		t.Errorf("the pairs' flushes share ID %s", ids["a"])
+	}
+}
