@@ -259,12 +259,15 @@ func (s *Store) read(ctx context.Context, ps []pending, res []cellar.GetResult, 
 			if k.RefKey == nil {
 				a.expires = asOf + s.ttl
 			}
-			found = append(found, fill{k: lookupKey(k), cell: *r.Cell})
 		case errors.Is(r.Err, cellar.ErrNotFound):
 			a = &entry{err: r.Err, expires: asOf + s.ttl}
 		}
-		if a != nil {
-			s.fillLocal(lookupKey(k), a)
+		// An answer this process knows to be stale (its own write came
+		// after the read began) stays out of Redis too, where a process
+		// that never held the key would serve it for up to MaxStaleness,
+		// whatever the news of the write (review of 2026-12-08).
+		if a != nil && !s.fillLocal(lookupKey(k), a) && len(a.cells) > 0 {
+			found = append(found, fill{k: lookupKey(k), cell: *r.Cell})
 		}
 	}
 	for _, p := range ps {
@@ -283,14 +286,17 @@ func (s *Store) read(ctx context.Context, ps []pending, res []cellar.GetResult, 
 // fillLocal stores the answer a, read from Redis or storage, under k in
 // the in-process tier. A latest cell also reaches the row's entry, so that
 // Row(row) does not then serve an older row than the cell just served.
-func (s *Store) fillLocal(k key, a *entry) {
+//
+// It reports whether the in-process tier knows a to be stale (local.fill).
+func (s *Store) fillLocal(k key, a *entry) (stale bool) {
 	if s.local == nil {
-		return
+		return false
 	}
-	s.local.fill(k, a)
+	stale = s.local.fill(k, a)
 	if k.kind == kindLatest && len(a.cells) > 0 {
 		s.local.seen(a.cells[0])
 	}
+	return stale
 }
 
 // result is the answer a as a GetResult.

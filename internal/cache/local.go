@@ -352,17 +352,37 @@ func newLocal(maxBytes int64, ttl time.Duration, now func() int64, clock otter.C
 func (l *local) get(k key) (*entry, bool) { return l.c.GetIfPresent(k) }
 
 // fill merges the answer a into k's entry.
-func (l *local) fill(k key, a *entry) {
+//
+// It reports whether a is known to be stale here: it contradicts a marker
+// (a write of this process since the read began), or is a latest answer
+// behind the one held. Such an answer must not go to Redis either.
+func (l *local) fill(k key, a *entry) (stale bool) {
 	now := l.now()
 	l.c.Compute(k, func(old *entry, found bool) (*entry, otter.ComputeOp) {
 		if !found {
 			old = nil
 		}
+		stale = behind(k.kind, old, now, a)
 		if m := mergeAnswer(k.kind, old, now, a); m != nil {
 			return m, otter.WriteOp
 		}
 		return old, otter.CancelOp
 	})
+	return stale
+}
+
+// behind reports whether the answer a is older than what old (nil if
+// absent) knows: a marker's floors it does not satisfy, or, for a latest
+// answer, a lower ref_key than old's answer (or none where old has one).
+func behind(kd kind, old *entry, now int64, a *entry) bool {
+	if m := old.marker(now); m != nil && !a.satisfies(m.floors) {
+		return true
+	}
+	old = old.live(now)
+	if kd != kindLatest || old == nil || old.floors != nil || len(old.cells) == 0 {
+		return false
+	}
+	return len(a.cells) == 0 || a.cells[0].RefKey < old.cells[0].RefKey
 }
 
 // created records that this process just created c (with its body).

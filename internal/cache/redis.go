@@ -182,13 +182,21 @@ func newShared(opts Options, now func() int64, heard func(cellar.Key)) *shared {
 	}
 	var ready []chan struct{}
 	for name, client := range s.r.Nodes() {
-		ps := client.Subscribe(ctx, s.channel)
+		// Subscribing with a channel dials and waits for the node's answer
+		// there and then; without one it does nothing yet, so that the
+		// subscription is made in the listener, and a node that hangs
+		// holds New up only to RedisTimeout below, not to the node's own
+		// timeout, node after node (review of 2026-12-08: 6 s for two hung
+		// nodes with a 100 ms RedisTimeout). A failed subscription is
+		// remembered, and made again by Receive.
+		ps := client.Subscribe(ctx)
 		s.subs = append(s.subs, ps)
 		r := make(chan struct{})
 		ready = append(ready, r)
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
+			_ = ps.Subscribe(ctx, s.channel)
 			s.listen(ctx, name, ps, r)
 		}()
 	}

@@ -92,3 +92,21 @@ func TestShortDeadlineKeepsHealthyRedis(t *testing.T) {
 		t.Errorf("a caller with a 30s deadline: %d Redis hits; want 1 (the healthy node was left alone for RedisRetry)", h)
 	}
 }
+
+// New waits up to RedisTimeout for its subscriptions, as CACHE.md says,
+// also when the nodes accept connections and never answer: each node's
+// subscription is made by its listener, not by New, one node after the
+// other, under the cluster's own timeout. (Review of 2026-12-08: two hung
+// nodes, a 3 s cluster timeout and a 100 ms RedisTimeout held New up 6 s.)
+func TestNewWithHungRedisWaitsOnlyRedisTimeout(t *testing.T) {
+	srv := dbtest.Redis(t)
+	p1, p2 := dbtest.NewProxy(t, srv.Addr()), dbtest.NewProxy(t, srv.Addr())
+	p1.Hang()
+	p2.Hang()
+	r := clusterAt(t, 16, 3*time.Second, p1.Addr(), p2.Addr())
+	start := time.Now()
+	newCache(t, openSQLite(t, 16), cache.Options{Redis: r, RedisTimeout: 100 * time.Millisecond})
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("New with two hung Redis nodes took %v; want about RedisTimeout (100ms), not twice the cluster's timeout (3s)", d)
+	}
+}

@@ -453,3 +453,31 @@ func TestUnboundEntryPastReadersBound(t *testing.T) {
 		t.Errorf("Latest %v after a write, in a process with a bound of %v, from an entry filled by the previous version = %d; want 2", time.Since(start), short, got)
 	}
 }
+
+// A process whose read began before its own write knows, once the read
+// returns, that the answer is stale: its in-process merge refuses it (the
+// write's marker). It still stores that answer in Redis, where a third
+// process that never held the key serves it, long after the pub/sub news
+// of the write was delivered (clock frozen; MaxStaleness 1h). (Review of
+// 2026-12-08: it did.)
+func TestWriterDoesNotFillRedisWithAnswerItKnowsStale(t *testing.T) {
+	r := newCluster(t, 16, dbtest.Redis(t))
+	back := openSQLite(t, 16)
+	g := newGated(back)
+	clk := newClock()
+	a := newCache(t, g, cache.Options{Redis: r, Now: clk.Now, MaxStaleness: time.Hour})
+	c := newCache(t, back, cache.Options{Redis: r, Now: clk.Now, MaxStaleness: time.Hour})
+	put(t, back, "r", "col", 1, `{"v":1}`)
+
+	g.arm()
+	done := make(chan int64)
+	go func() { done <- latestRef(t, a, "r", "col") }()
+	<-g.read                            // A has read col/1 from storage
+	put(t, a, "r", "col", 2, `{"v":2}`) // A's own write; Redis has no entry to push into
+	close(g.release)
+	<-done                             // A fills Redis with col/1 although its own marker says col/2 exists
+	time.Sleep(200 * time.Millisecond) // news of the write long delivered
+	if got := latestRef(t, c, "r", "col"); got != 2 {
+		t.Errorf("C's first Latest, after A's write and its news = %d; want 2 (A stored in Redis an answer it knew was stale, served for up to MaxStaleness)", got)
+	}
+}
