@@ -124,7 +124,7 @@ func encodeValue(t string, raw json.RawMessage) (key []byte, ok bool) {
 		if json.Unmarshal(raw, &s) != nil {
 			return nil, false
 		}
-		tm, err := time.Parse(time.RFC3339Nano, s)
+		tm, err := time.Parse(time.RFC3339Nano, upperTZ(s))
 		if err != nil {
 			return nil, false
 		}
@@ -132,6 +132,25 @@ func encodeValue(t string, raw json.RawMessage) (key []byte, ok bool) {
 		return binary.BigEndian.AppendUint32(key, uint32(tm.Nanosecond())), true
 	}
 	return nil, false
+}
+
+// upperTZ returns s with ASCII 't' and 'z' in upper case: RFC 3339 (5.6)
+// allows them in lower case, which time.Parse does not take. They are the
+// only letters of a timestamp, so nothing else changes meaning.
+func upperTZ(s string) string {
+	if !strings.ContainsAny(s, "tz") {
+		return s
+	}
+	b := []byte(s)
+	for i, c := range b {
+		switch c {
+		case 't':
+			b[i] = 'T'
+		case 'z':
+			b[i] = 'Z'
+		}
+	}
+	return string(b)
 }
 
 func appendInt(b []byte, n int64) []byte {

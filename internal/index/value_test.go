@@ -67,6 +67,9 @@ func TestKeyEquality(t *testing.T) {
 		{TypeString, `"é"`, `"\u00e9"`},
 		{TypeTime, `"2026-01-01T02:00:00+02:00"`, `"2026-01-01T00:00:00Z"`},
 		{TypeTime, `"2026-01-01T00:00:00.500Z"`, `"2026-01-01T00:00:00.5Z"`},
+		// RFC 3339 5.6: "T" and "Z" may be in lower case.
+		{TypeTime, `"2026-01-01t00:00:00z"`, `"2026-01-01T00:00:00Z"`},
+		{TypeTime, `"2026-01-01t02:00:00+02:00"`, `"2026-01-01T00:00:00Z"`},
 	} {
 		if a, b := mustKey(t, c.typ, c.a), mustKey(t, c.typ, c.b); !bytes.Equal(a, b) {
 			t.Errorf("%s: key(%s) = %x, key(%s) = %x; want equal", c.typ, c.a, a, c.b, b)
