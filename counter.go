@@ -80,6 +80,14 @@ type CounterPlacer interface {
 	CounterNodeName(key string) string
 }
 
+// CounterShardPlacer is a CounterPlacer that places counters by logical
+// shard (ShardOf over CounterShardCount shards): all the counters of a
+// shard are on one storage node.
+type CounterShardPlacer interface {
+	CounterPlacer
+	CounterShardCount() int
+}
+
 // CounterOverflowError is the cause of a flush a node refused because
 // adding Delta to counter Key would overflow int64. It tells the buffers
 // which key to set aside: the other nodes of the flush may have applied

@@ -141,7 +141,9 @@ func bufferModes(t *testing.T) []struct {
 			Flush(context.Context) error
 			Stats() Stats
 		} {
-			return openRedisBuffer(tb, openCluster(tb, dbtest.Redis(tb), dbtest.Redis(tb)), node, opts)
+			// As many logical shards as the storage nodes' (as cellar
+			// serve has it), so that the buffer keeps a pair per node.
+			return openRedisBuffer(tb, openClusterOf(tb, nodeShards, dbtest.Redis(tb), dbtest.Redis(tb)), node, opts)
 		}},
 	}
 }
@@ -244,6 +246,15 @@ func (n *swapNode) CounterNodeName(key string) string {
 		return p.CounterNodeName(key)
 	}
 	return ""
+}
+
+// CounterShardCount implements cellar.CounterShardPlacer when the target
+// does (0 otherwise).
+func (n *swapNode) CounterShardCount() int {
+	if p, ok := n.get().(cellar.CounterShardPlacer); ok {
+		return p.CounterShardCount()
+	}
+	return 0
 }
 
 // TestSQLNodeStoppedDuringFlush takes the PostgreSQL node away while

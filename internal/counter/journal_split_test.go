@@ -19,10 +19,13 @@ import (
 // over storage nodes: keys starting with "a" are on node a, the others on
 // node b. A flush that one node applies and the other fails is a
 // *cellar.PartialApplyError, as shard.Store reports it.
-type twoNodes struct{ a, b *countertest.Node }
+type twoNodes struct {
+	a, b  *countertest.Node
+	moved sync.Map // keys moved to node b (their shard remapped), to true
+}
 
 func (n *twoNodes) CounterNodeName(key string) string {
-	if strings.HasPrefix(key, "a") {
+	if _, moved := n.moved.Load(key); !moved && strings.HasPrefix(key, "a") {
 		return "a"
 	}
 	return "b"

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"net"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -83,7 +85,7 @@ func OpenRedis(ctx context.Context, cluster *redis.Cluster, node cellar.CounterN
 	b := &RedisBuffer{
 		cluster: cluster,
 		node:    node,
-		placer:  placer(node),
+		placer:  pairPlacer(node, cluster.Shards()),
 		opts:    opts,
 		log:     opts.Logger,
 		owner:   newFlushID("p-"),
@@ -374,6 +376,19 @@ func (b *RedisBuffer) BatchCounters(ctx context.Context, keys []string) []cellar
 	return res
 }
 
+// pairPlacer returns node as the placer of the buffer's pairs: nil (one
+// unnamed pair) unless it names the storage nodes of counters, and also
+// nil if it places them by a shard count other than the cluster's, where a
+// Redis shard's counters, whose deltas are flushed together, may be on
+// several storage nodes. (cellar serve gives both the datastore's count.)
+func pairPlacer(node cellar.CounterNode, shards int) cellar.CounterPlacer {
+	p := placer(node)
+	if sp, ok := p.(cellar.CounterShardPlacer); ok && sp.CounterShardCount() != shards {
+		return nil
+	}
+	return p
+}
+
 // storageNode names the storage node of key's counter, or "" if the
 // node in front of which the buffer runs does not name them.
 func (b *RedisBuffer) storageNode(key string) string {
@@ -452,11 +467,21 @@ func (b *RedisBuffer) Flush(ctx context.Context) error {
 
 // flushPair runs a flush round on node name's pair of storage node x and
 // returns the flush left stuck there, if any.
+//
+// A flush that failed only for counters now on other storage nodes (their
+// shards moved since they were buffered: elsewhereError) does not hold the
+// pair back: it stays recorded, and is retried once its lease runs out,
+// while the pair's newer deltas are flushed. Counters of a moved shard
+// buffered after the move are in their new node's pair.
 func (b *RedisBuffer) flushPair(ctx context.Context, name string, cl *goredis.Client, x, stuck string) (string, error) {
 	q := b.keys.pair(x)
+	var aside []error // of flushes that failed elsewhere
 	if stuck != "" {
-		if err := b.resume(ctx, name, cl, q, stuck); err != nil {
-			return stuck, err
+		if err := b.resume(ctx, name, cl, x, stuck); err != nil {
+			if !isElsewhere(err) {
+				return stuck, err
+			}
+			aside = append(aside, err)
 		}
 	}
 	now := b.opts.Clock.Now().UnixMilli()
@@ -465,10 +490,20 @@ func (b *RedisBuffer) flushPair(ctx context.Context, name string, cl *goredis.Cl
 		return "", nodeError(name, err)
 	}
 	for _, id := range expired {
-		if err := b.resume(ctx, name, cl, q, id); err != nil {
-			return id, err
+		if err := b.resume(ctx, name, cl, x, id); err != nil {
+			if !isElsewhere(err) {
+				return id, errors.Join(append(aside, err)...)
+			}
+			aside = append(aside, err)
 		}
 	}
+	stuck, err = b.begin(ctx, name, cl, x)
+	return stuck, errors.Join(append(aside, err)...)
+}
+
+// begin starts a flush of the deltas of node name's pair of storage node x
+// and runs it, returning it if it is left stuck.
+func (b *RedisBuffer) begin(ctx context.Context, name string, cl *goredis.Client, x string) (string, error) {
 	deadline := b.opts.Clock.Now().Add(b.opts.Lease).UnixMilli()
 	res, err := beginScript.Run(ctx, cl, nil, newFlushID("r-"), deadline, b.owner, string(b.keys), x).StringSlice()
 	if err == nil && len(res) == 0 {
@@ -483,16 +518,57 @@ func (b *RedisBuffer) flushPair(ctx context.Context, name string, cl *goredis.Cl
 	if len(shards) == 0 {
 		return "", nil
 	}
-	if err := b.run(ctx, name, cl, q, id, shards); err != nil {
+	if err := b.run(ctx, name, cl, x, id, shards); err != nil {
+		if isElsewhere(err) {
+			return "", err
+		}
 		return id, err
 	}
 	return "", nil
 }
 
+// elsewhereError is the error of a flush of storage node x's pair whose
+// apply failed only for counters that the node placer now puts on other
+// storage nodes.
+type elsewhereError struct{ err error }
+
+func (e *elsewhereError) Error() string { return e.err.Error() }
+func (e *elsewhereError) Unwrap() error { return e.err }
+
+func isElsewhere(err error) bool {
+	var e *elsewhereError
+	return errors.As(err, &e)
+}
+
+// elsewhere reports whether the failed apply (err) of deltas, a flush of
+// storage node x's pair, failed only for counters now on other storage
+// nodes: the keys a *cellar.PartialApplyError names, or all of them.
+func (b *RedisBuffer) elsewhere(x string, deltas map[string]int64, err error) bool {
+	if x == "" || b.placer == nil {
+		return false
+	}
+	unapplied := slices.Collect(maps.Keys(deltas))
+	if pe := (*cellar.PartialApplyError)(nil); errors.As(err, &pe) {
+		unapplied = pe.Unapplied
+	}
+	failed := false
+	for _, k := range unapplied {
+		if _, in := deltas[k]; !in {
+			continue
+		}
+		if b.placer.CounterNodeName(k) == x {
+			return false
+		}
+		failed = true
+	}
+	return failed
+}
+
 // resume claims flush id (renewing this process's lease, or taking over a
 // dead owner's) and runs it. A flush that is finished, or held by a live
 // owner, is left alone.
-func (b *RedisBuffer) resume(ctx context.Context, name string, cl *goredis.Client, q pairspace, id string) error {
+func (b *RedisBuffer) resume(ctx context.Context, name string, cl *goredis.Client, x, id string) error {
+	q := b.keys.pair(x)
 	now := b.opts.Clock.Now()
 	shards, err := claimScript.Run(ctx, cl, []string{q.flushes(), b.keys.flushRecord(id)},
 		id, now.UnixMilli(), now.Add(b.opts.Lease).UnixMilli(), b.owner).Text()
@@ -502,11 +578,13 @@ func (b *RedisBuffer) resume(ctx context.Context, name string, cl *goredis.Clien
 	if err != nil {
 		return nodeError(name, err)
 	}
-	return b.run(ctx, name, cl, q, id, strings.Split(shards, ","))
+	return b.run(ctx, name, cl, x, id, strings.Split(shards, ","))
 }
 
-// run applies flush id of shards to the storage node and finishes it.
-func (b *RedisBuffer) run(ctx context.Context, name string, cl *goredis.Client, q pairspace, id string, shards []string) error {
+// run applies flush id of shards, of storage node x's pair, to the
+// storage node and finishes it.
+func (b *RedisBuffer) run(ctx context.Context, name string, cl *goredis.Client, x, id string, shards []string) error {
+	q := b.keys.pair(x)
 	pipe := cl.Pipeline()
 	meta := pipe.HGetAll(ctx, b.keys.flushRecord(id))
 	parts := make([]*goredis.MapStringStringCmd, len(shards))
@@ -548,6 +626,9 @@ func (b *RedisBuffer) run(ctx context.Context, name string, cl *goredis.Client, 
 		return nil
 	})
 	if err != nil {
+		if b.elsewhere(x, deltas, err) {
+			return &elsewhereError{err}
+		}
 		return err
 	}
 	if err := finishScript.Run(ctx, cl, []string{q.flushes(), b.keys.flushRecord(id), b.keys.rejected()}, id, genSeed(), string(b.keys)).Err(); err != nil {

@@ -25,14 +25,20 @@ const testShards = 16
 // equal ranges, in order.
 func openCluster(tb testing.TB, servers ...*dbtest.RedisServer) *redis.Cluster {
 	tb.Helper()
-	cfg := redis.Config{Shards: testShards, Timeout: 500 * time.Millisecond}
-	per := testShards / len(servers)
+	return openClusterOf(tb, testShards, servers...)
+}
+
+// openClusterOf is openCluster of a cluster of shards logical shards.
+func openClusterOf(tb testing.TB, shards int, servers ...*dbtest.RedisServer) *redis.Cluster {
+	tb.Helper()
+	cfg := redis.Config{Shards: shards, Timeout: 500 * time.Millisecond}
+	per := shards / len(servers)
 	for i, s := range servers {
 		name := fmt.Sprintf("redis-%d", i+1)
 		cfg.Nodes = append(cfg.Nodes, redis.Node{Name: name, Addr: s.Addr()})
 		last := (i+1)*per - 1
 		if i == len(servers)-1 {
-			last = testShards - 1
+			last = shards - 1
 		}
 		cfg.Map = append(cfg.Map, cellar.Assignment{Node: name, ShardRange: cellar.ShardRange{First: i * per, Last: last}})
 	}

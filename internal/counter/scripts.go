@@ -16,8 +16,9 @@ import goredis "github.com/redis/go-redis/v9"
 //	Pflush:<id>       hash: shards (comma-separated), owner,
 //	                  rej:<key> -> delta for deltas set aside
 //	Prejected         list of deltas set aside (JSON)
-//	Prunid            run_id:master_replid of the server that last took
-//	                  increments
+//	Prunid:pairs      run_id:master_replid of the server that last took
+//	                  increments (not Prunid, which the code before pairs
+//	                  sets after sealing the unnamed pair alone)
 //	Ppairs            set of the storage nodes with keys of their own
 //	                  (below)
 //
@@ -239,7 +240,7 @@ local rid = string.match(info, 'run_id:(%x+)')
 if rid then
   rid = rid .. ':' .. (string.match(info, 'master_replid:(%x+)') or '')
 end
-if rid and redis.call('GET', P .. 'runid') ~= rid then
+if rid and redis.call('GET', P .. 'runid:pairs') ~= rid then
   local xs = redis.call('SMEMBERS', P .. 'pairs')
   table.insert(xs, 1, '')
   for _, x in ipairs(xs) do
@@ -249,7 +250,7 @@ if rid and redis.call('GET', P .. 'runid') ~= rid then
     -- one a flush already applied.
     redis.call('SET', Q .. 'epoch', f)
   end
-  redis.call('SET', P .. 'runid', rid)
+  redis.call('SET', P .. 'runid:pairs', rid)
 end
 -- The deltas of a pair are named before any is written, so that a
 -- snapshot holding them holds their name.

@@ -62,7 +62,10 @@ func (s *Store) ApplyCounterDeltas(ctx context.Context, flushID string, deltas m
 	return pe
 }
 
-var _ cellar.CounterPlacer = (*Store)(nil)
+var _ cellar.CounterShardPlacer = (*Store)(nil)
+
+// CounterShardCount implements cellar.CounterShardPlacer.
+func (s *Store) CounterShardCount() int { return s.Map().ShardCount }
 
 // CounterNodeName implements cellar.CounterPlacer: the node of key's shard
 // under the current map.
