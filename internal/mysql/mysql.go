@@ -45,6 +45,8 @@ var Dialect = &sqlstore.Dialect{
 	// The shard scan's ordering guarantee needs a locking read on InnoDB
 	// (see sqlstore.Dialect.ScanLock), at the default REPEATABLE READ.
 	ScanLock: " LOCK IN SHARE MODE",
+	// See Dialect.StateTx.
+	StateTx: &sql.TxOptions{Isolation: sql.LevelReadCommitted},
 	// LENGTH counts bytes (CHAR_LENGTH counts characters). InnoDB keeps no
 	// length apart from a BLOB, so the server reads the body to measure it,
 	// but a scan no longer sends the bodies past its page.

@@ -27,6 +27,17 @@ type Dialect struct {
 	// write) is written for PostgreSQL's READ COMMITTED and MySQL's
 	// REPEATABLE READ.
 	WriteTx *sql.TxOptions
+	// StateTx are the options of the transactions of state rows (the
+	// inTx ones: triggers and their shards, consumers and parked cells,
+	// index records, timelines, counters); nil for WriteTx. On InnoDB they
+	// run at READ COMMITTED: under REPEATABLE READ a locking read or an
+	// update that finds no row locks the gap where it would be, and two
+	// transactions creating rows in one gap (two triggers, consumers or
+	// timelines at once) deadlock on each other's gap locks, again and
+	// again under load. The protocol needs no gap locks: it is the one
+	// PostgreSQL runs, which has none (a row created twice at once is a
+	// unique violation, retried). It costs a statement per transaction.
+	StateTx *sql.TxOptions
 	// InsertSeq creates a shard's sequence row if it is missing, and does
 	// nothing otherwise. Arguments: shard.
 	InsertSeq string

@@ -198,7 +198,9 @@ func (s *Store) Close() error {
 }
 
 // wrap turns a driver error into a cellar error: unavailable when the node
-// could not be reached or did not answer in time, internal otherwise.
+// could not be reached or did not answer in time, or when transactions
+// kept colliding (a deadlock or lock wait that retries did not get past:
+// the node is busy, and a later try may pass); internal otherwise.
 func (s *Store) wrap(err error, format string, args ...any) error {
 	var ce *cellar.Error
 	if errors.As(err, &ce) {
@@ -207,6 +209,9 @@ func (s *Store) wrap(err error, format string, args ...any) error {
 	op := fmt.Sprintf(format, args...)
 	if s.d.isUnavailable(err) {
 		return cellar.Unavailable(err, "node %s is unavailable (%s)", s.name, op)
+	}
+	if s.d.Retryable != nil && s.d.Retryable(err) {
+		return cellar.Unavailable(err, "node %s is busy: transactions kept colliding (%s); retry", s.name, op)
 	}
 	return cellar.Internal(err, "node %s: %s", s.name, op)
 }

@@ -412,7 +412,7 @@ func (s *Store) setStored(ctx context.Context, tx *sql.Tx, key string, t timelin
 // f must not keep results from a failed attempt.
 func (s *Store) inTx(ctx context.Context, f func(tx *sql.Tx) error) error {
 	for attempt := 0; ; attempt++ {
-		err := s.tryTx(ctx, s.d.WriteTx, f)
+		err := s.tryTx(ctx, s.stateTx(), f)
 		if err == nil || attempt == 5 || !s.d.Retryable(err) {
 			return err
 		}
@@ -422,6 +422,14 @@ func (s *Store) inTx(ctx context.Context, f func(tx *sql.Tx) error) error {
 		case <-time.After(time.Duration(attempt+1) * 5 * time.Millisecond):
 		}
 	}
+}
+
+// stateTx returns the options of inTx's transactions (Dialect.StateTx).
+func (s *Store) stateTx() *sql.TxOptions {
+	if s.d.StateTx != nil {
+		return s.d.StateTx
+	}
+	return s.d.WriteTx
 }
 
 // inReadTx runs f in a read-only transaction that sees one snapshot.
