@@ -26,7 +26,7 @@ func (g *closeGate) ProcessPipelineHook(next goredis.ProcessPipelineHook) goredi
 	return func(ctx context.Context, cmds []goredis.Cmder) error {
 		lookup, hold, cut := false, false, false
 		for _, c := range cmds {
-			if c.Name() != "mget" && c.Name() != "evalsha" && c.Name() != "eval" {
+			if c.Name() != "mget" && c.Name() != "evalsha_ro" && c.Name() != "eval_ro" {
 				continue
 			}
 			lookup = true

@@ -16,7 +16,7 @@ import (
 )
 
 // lookupTrips is a go-redis hook that counts the round trips of lookups
-// (pipelines holding an MGET or an EVALSHA) and the keys they carry.
+// (pipelines holding an MGET or an EVALSHA_RO) and the keys they carry.
 type lookupTrips struct {
 	trips, keys atomic.Int64
 }
@@ -32,7 +32,7 @@ func (h *lookupTrips) ProcessPipelineHook(next goredis.ProcessPipelineHook) gore
 			case "mget":
 				lookup = true
 				h.keys.Add(int64(len(c.Args()) - 1))
-			case "evalsha":
+			case "evalsha_ro":
 				lookup = true
 				h.keys.Add(int64(len(c.Args()) - 3))
 			}
@@ -145,8 +145,8 @@ func TestCoalescedLookups(t *testing.T) {
 }
 
 // After Redis forgets its scripts (SCRIPT FLUSH; a restart or failover
-// does the same), a lookup still hits: its EVALSHA's NOSCRIPT falls back
-// to EVAL, which loads the script again for the next EVALSHA.
+// does the same), a lookup still hits: its EVALSHA_RO's NOSCRIPT falls
+// back to EVAL_RO, which loads the script again for the next EVALSHA_RO.
 func TestLookupAfterScriptFlush(t *testing.T) {
 	r := newCluster(t, 16, dbtest.Redis(t))
 	back := newCounting(openSQLite(t, 16))
@@ -175,11 +175,11 @@ func TestLookupAfterScriptFlush(t *testing.T) {
 		if n := back.take("latest"); n != 0 {
 			t.Errorf("lookup %d after SCRIPT FLUSH reached the backing store %d times; want 0", i, n)
 		}
-		if d := after["evalsha"] - before["evalsha"]; d != 1 {
-			t.Errorf("lookup %d after SCRIPT FLUSH ran EVALSHA %d times; want 1", i, d)
+		if d := after["evalsha_ro"] - before["evalsha_ro"]; d != 1 {
+			t.Errorf("lookup %d after SCRIPT FLUSH ran EVALSHA_RO %d times; want 1", i, d)
 		}
-		if d := after["eval"] - before["eval"]; d != wantEval {
-			t.Errorf("lookup %d after SCRIPT FLUSH ran EVAL %d times; want %d", i, d, wantEval)
+		if d := after["eval_ro"] - before["eval_ro"]; d != wantEval {
+			t.Errorf("lookup %d after SCRIPT FLUSH ran EVAL_RO %d times; want %d", i, d, wantEval)
 		}
 	}
 	if n := obs.errors(cache.TierRedis, "get"); n != 0 {

@@ -53,7 +53,7 @@ end
 `
 
 // latestGetScript returns, for each key, its value and remaining
-// milliseconds, or false and -2. Lookups send it as EVALSHA of latestGet
+// milliseconds, or false and -2. Lookups send it as EVALSHA_RO of latestGet
 // (its SHA-1, computed here once), not as its text.
 var latestGetScript = `
 local out = {}
@@ -501,8 +501,10 @@ func (s *shared) lookup(ctx context.Context, ps []pending, hit func(pending, *en
 }
 
 // get reads keys from one node in one pipelined round trip (an MGET of
-// the cells by full key and an EVALSHA of latestGet for the latest cells)
-// into answers (nil where Redis has no answer).
+// the cells by full key and an EVALSHA_RO of latestGet for the latest
+// cells) into answers (nil where Redis has no answer). Read-only, the
+// script is answered while the node holds writes back (CLIENT PAUSE WRITE,
+// as a failover does), which holds back every EVALSHA.
 func (s *shared) get(ctx context.Context, client *goredis.Client, keys []key, answers []*entry) error {
 	var cells, latest []int
 	var cellKeys, latestKeys []string
@@ -521,7 +523,7 @@ func (s *shared) get(ctx context.Context, client *goredis.Client, keys []key, an
 			mget = p.MGet(ctx, cellKeys...)
 		}
 		if len(latestKeys) > 0 {
-			lget = latestGet.EvalSha(ctx, p, latestKeys)
+			lget = latestGet.EvalShaRO(ctx, p, latestKeys)
 		}
 		return nil
 	})
@@ -530,7 +532,7 @@ func (s *shared) get(ctx context.Context, client *goredis.Client, keys []key, an
 		// replica promoted): EVAL sends the text, which also loads it
 		// for the next EVALSHA. Inside a pipeline go-redis cannot fall
 		// back by itself (Script.Run needs the reply before it decides).
-		lget = latestGet.Eval(ctx, client, latestKeys)
+		lget = latestGet.EvalRO(ctx, client, latestKeys)
 		err = lget.Err()
 	}
 	if err != nil {

@@ -2,6 +2,7 @@ package cache_test
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"strconv"
 	"strings"
@@ -82,13 +83,13 @@ func TestRedisSharedTier(t *testing.T) {
 		if d := after["mget"] - before[name]["mget"]; d != 1 {
 			t.Errorf("node %s ran MGET %d times for one BatchGet; want 1", name, d)
 		}
-		// The latest lookup goes as EVALSHA; a server without the script
-		// yet answers NOSCRIPT and gets it once as EVAL.
-		if d := after["evalsha"] - before[name]["evalsha"]; d != 1 {
-			t.Errorf("node %s ran EVALSHA %d times for one BatchGet; want 1", name, d)
+		// The latest lookup goes as EVALSHA_RO; a server without the
+		// script yet answers NOSCRIPT and gets it once as EVAL_RO.
+		if d := after["evalsha_ro"] - before[name]["evalsha_ro"]; d != 1 {
+			t.Errorf("node %s ran EVALSHA_RO %d times for one BatchGet; want 1", name, d)
 		}
-		if d := after["eval"] - before[name]["eval"]; d > 1 {
-			t.Errorf("node %s ran EVAL %d times for one BatchGet; want at most 1 (loading the script)", name, d)
+		if d := after["eval_ro"] - before[name]["eval_ro"]; d > 1 {
+			t.Errorf("node %s ran EVAL_RO %d times for one BatchGet; want at most 1 (loading the script)", name, d)
 		}
 	}
 
@@ -479,5 +480,36 @@ func TestWriterDoesNotFillRedisWithAnswerItKnowsStale(t *testing.T) {
 	time.Sleep(200 * time.Millisecond) // news of the write long delivered
 	if got := latestRef(t, c, "r", "col"); got != 2 {
 		t.Errorf("C's first Latest, after A's write and its news = %d; want 2 (A stored in Redis an answer it knew was stale, served for up to MaxStaleness)", got)
+	}
+}
+
+// A latest cell in Redis is served from there while the node holds writes
+// back (CLIENT PAUSE WRITE, as a failover does): the lookup script is sent
+// read-only. (Before, every EVALSHA was held back, and lookups of latest
+// cells missed at RedisTimeout and went to storage.)
+func TestRedisLookupDuringClientPauseWrite(t *testing.T) {
+	srv := dbtest.Redis(t)
+	r := newCluster(t, 16, srv)
+	back := openSQLite(t, 16)
+	a := newCache(t, back, cache.Options{Redis: r})
+	obs := newCounts()
+	c := newCache(t, back, cache.Options{Redis: r, Observer: obs, RedisTimeout: 500 * time.Millisecond})
+	put(t, a, "r", "col", 1, `{"v":1}`)
+	if got := latestRef(t, a, "r", "col"); got != 1 { // fills Redis
+		t.Fatalf("latest = %d; want 1", got)
+	}
+	cl := goredis.NewClient(&goredis.Options{Addr: srv.Addr()})
+	defer cl.Close()
+	ctx := context.Background()
+	if err := cl.Do(ctx, "CLIENT", "PAUSE", "3000", "WRITE").Err(); err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Do(ctx, "CLIENT", "UNPAUSE")
+	obs.take(cache.TierRedis)
+	if got := latestRef(t, c, "r", "col"); got != 1 {
+		t.Fatalf("latest from the other process = %d; want 1", got)
+	}
+	if hits, misses := obs.take(cache.TierRedis); hits != 1 || misses != 0 {
+		t.Errorf("Redis tier during CLIENT PAUSE WRITE: %d hits, %d misses; want 1 hit", hits, misses)
 	}
 }

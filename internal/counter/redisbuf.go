@@ -339,7 +339,7 @@ func (b *RedisBuffer) BatchCounters(ctx context.Context, keys []string) []cellar
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			vals, err := readScript.Run(ctx, bt.cl, nil, bt.args...).StringSlice()
+			vals, err := readScript.RunRO(ctx, bt.cl, nil, bt.args...).StringSlice()
 			if err == nil && len(vals) != len(bt.idx) {
 				err = fmt.Errorf("read script returned %d values for %d keys", len(vals), len(bt.idx))
 			}

@@ -984,3 +984,21 @@ func TestRedisReadsWhileWritesRefused(t *testing.T) {
 		}
 	}
 }
+
+// A read writes nothing, so it is answered while the node holds writes
+// back (CLIENT PAUSE WRITE, as a failover does before it promotes a
+// replica): the read script is marked no-writes. (Before, the script was
+// held back with the writes, and the read failed at the node's timeout.)
+func TestRedisReadsDuringClientPauseWrite(t *testing.T) {
+	srv := dbtest.Redis(t)
+	b := openRedisBuffer(t, openCluster(t, srv), countertest.New(), testOptions(newFakeClock()))
+	incr(t, b, "k", 3, 3)
+	cl := goredis.NewClient(&goredis.Options{Addr: srv.Addr()})
+	defer cl.Close()
+	ctx := context.Background()
+	if err := cl.Do(ctx, "CLIENT", "PAUSE", "3000", "WRITE").Err(); err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Do(ctx, "CLIENT", "UNPAUSE")
+	wantCounter(t, b, "k", 3)
+}

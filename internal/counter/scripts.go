@@ -379,6 +379,10 @@ return out
 // node's value is the answer), "!" if the sum is out of range.
 //
 // ARGV: P, then the pairs.
+//
+// It is run read-only (EVALSHA_RO, Redis 7), so that the node runs it
+// while it holds writes back (CLIENT PAUSE WRITE, as a failover does),
+// which holds back every EVALSHA, writing or not.
 var readScript = goredis.NewScript(luaTotal + `
 local out = {}
 for i = 2, #ARGV, 2 do
