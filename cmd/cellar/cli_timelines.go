@@ -1,6 +1,6 @@
 package main
 
-// The timeline subcommand: cellar timeline add|rm|range|cap, each action
+// The timeline subcommand: cellar timeline add|rm|range|count|cap, each action
 // parsed like a client command of its own.
 
 import (
@@ -17,7 +17,7 @@ import (
 func init() {
 	clientCommands = append(clientCommands, clientCommand{
 		name:     "timeline",
-		synopsis: "add|rm|range|cap KEY ...",
+		synopsis: "add|rm|range|count|cap KEY ...",
 		summary:  "add to, remove from, read or cap a timeline",
 		run:      (*runner).timeline,
 	})
@@ -49,6 +49,13 @@ var timelineActions = []clientCommand{
 		help: "Prints one line per member, then count=N: how many members the timeline\n" +
 			"holds. Equal scores order by member, in the same direction as the scores.",
 		run: (*runner).timelineRange,
+	},
+	{
+		name:     "timeline count",
+		synopsis: "KEY",
+		summary:  "print how many members timeline KEY holds",
+		help:     "Prints count=0 for a timeline never added to.",
+		run:      (*runner).timelineCount,
 	},
 	{
 		name:     "timeline cap",
@@ -145,6 +152,26 @@ func (r *runner) timelineRange(args []string) error {
 	return nil
 }
 
+func (r *runner) timelineCount(args []string) error {
+	fs := r.flags()
+	pos, err := r.parse(fs, args, 1, 1)
+	if err != nil {
+		return err
+	}
+	count, err := r.client.TimelineCount(r.ctx, pos[0])
+	if err != nil {
+		return err
+	}
+	if r.json {
+		return r.printJSON(struct {
+			Key   string `json:"key"`
+			Count int64  `json:"count"`
+		}{pos[0], count})
+	}
+	r.stdout.printf("key=%s count=%d\n", quoteField(pos[0]), count)
+	return nil
+}
+
 func (r *runner) timelineCap(args []string) error {
 	fs := r.flags()
 	pos, err := r.parse(fs, args, 2, 2)
@@ -168,8 +195,15 @@ func (r *runner) timelineCap(args []string) error {
 	return nil
 }
 
-// formatScore prints a score as briefly as it round-trips.
-func formatScore(f float64) string { return strconv.FormatFloat(f, 'g', -1, 64) }
+// formatScore prints a score as briefly as it round-trips, as JSON writes
+// numbers: without an exponent from 1e-6 up to 1e21 (a Unix time in
+// seconds, 1732200001, reads as that, not 1.732200001e+09).
+func formatScore(f float64) string {
+	if a := math.Abs(f); a == 0 || a >= 1e-6 && a < 1e21 {
+		return strconv.FormatFloat(f, 'f', -1, 64)
+	}
+	return strconv.FormatFloat(f, 'g', -1, 64)
+}
 
 // quoteField quotes s if it could be misread in key=value output: empty,
 // or holding spaces, '=', '"' or characters that do not print.

@@ -138,3 +138,41 @@ func TestCLITimelineUsage(t *testing.T) {
 		t.Errorf("timeline add -h: exit %d, stdout %q, stderr:\n%s", code, stdout, stderr)
 	}
 }
+
+// timeline count prints a timeline's size, as the spec's "add, remove,
+// range, count" asks (review of 2026-12-08: there was no count action).
+func TestCLITimelineCount(t *testing.T) {
+	s, _ := newTimelineCLIServer(t)
+	for _, m := range []string{"a", "b", "c"} {
+		if _, stderr, code := s.timeline(t, "add", "feed/1", m, "1"); code != 0 {
+			t.Fatalf("add: exit %d, %s", code, stderr)
+		}
+	}
+	stdout, stderr, code := s.timeline(t, "count", "feed/1")
+	if code != 0 || stdout != "key=feed/1 count=3\n" {
+		t.Errorf("timeline count feed/1: exit %d, stdout %q, stderr %q; want exit 0 and key=feed/1 count=3", code, stdout, stderr)
+	}
+	if stdout, _, code := s.timeline(t, "count", "nothing", "--json"); code != 0 || stdout != "{\n  \"key\": \"nothing\",\n  \"count\": 0\n}\n" {
+		t.Errorf("timeline count nothing --json: exit %d, stdout %q; want the count 0", code, stdout)
+	}
+}
+
+// Scores are typically Unix times (README: "score": 1732200000): the
+// readable output prints them without an exponent, as --json does.
+// (Review of 2026-12-08: 1.732200001e+09.)
+func TestCLITimelineScoreWithoutExponent(t *testing.T) {
+	s, _ := newTimelineCLIServer(t)
+	stdout, stderr, code := s.timeline(t, "add", "feed/2", "post:9", "1732200001")
+	if code != 0 || stdout != "key=feed/2 member=post:9 score=1732200001\n" {
+		t.Errorf("timeline add ... 1732200001: exit %d, stdout %q, stderr %q; want score=1732200001", code, stdout, stderr)
+	}
+	stdout, _, _ = s.timeline(t, "range", "feed/2")
+	if !strings.Contains(stdout, "1732200001  post:9") {
+		t.Errorf("timeline range: stdout %q; want the score as 1732200001", stdout)
+	}
+	for f, want := range map[float64]string{0: "0", 1e-6: "0.000001", 1e-7: "1e-07", 123456789012345680000: "123456789012345680000", 1e21: "1e+21", -2.5: "-2.5"} {
+		if got := formatScore(f); got != want {
+			t.Errorf("formatScore(%v) = %q; want %q", f, got, want)
+		}
+	}
+}
