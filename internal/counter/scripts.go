@@ -260,8 +260,9 @@ local function name(x)
   if not Q then
     Q = pair(P, x)
     named[x] = Q
-    redis.call('SET', Q .. 'epoch', freshOf(ARGV[3], x), 'NX')
-    if x ~= '' then
+    -- A pair is listed when its epoch is first set: the two are written
+    -- together, so a pair with an epoch is listed.
+    if redis.call('SET', Q .. 'epoch', freshOf(ARGV[3], x), 'NX') and x ~= '' then
       redis.call('SADD', P .. 'pairs', x)
     end
   end
