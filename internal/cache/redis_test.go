@@ -2,7 +2,6 @@ package cache_test
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"strconv"
 	"strings"
@@ -498,13 +497,7 @@ func TestRedisLookupDuringClientPauseWrite(t *testing.T) {
 	if got := latestRef(t, a, "r", "col"); got != 1 { // fills Redis
 		t.Fatalf("latest = %d; want 1", got)
 	}
-	cl := goredis.NewClient(&goredis.Options{Addr: srv.Addr()})
-	defer cl.Close()
-	ctx := context.Background()
-	if err := cl.Do(ctx, "CLIENT", "PAUSE", "3000", "WRITE").Err(); err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Do(ctx, "CLIENT", "UNPAUSE")
+	srv.PauseWrites(3 * time.Second)
 	obs.take(cache.TierRedis)
 	if got := latestRef(t, c, "r", "col"); got != 1 {
 		t.Fatalf("latest from the other process = %d; want 1", got)

@@ -123,6 +123,29 @@ func downFault(down *bool, mu *sync.Mutex) countertest.Fault {
 	}
 }
 
+// switchDown makes node fail its calls while the returned switch is set
+// (downFault), and returns the switch.
+func switchDown(node *countertest.Node) func(down bool) {
+	var mu sync.Mutex
+	down := false
+	node.SetFault(downFault(&down, &mu))
+	return func(v bool) {
+		mu.Lock()
+		down = v
+		mu.Unlock()
+	}
+}
+
+// durableOn returns counter k's value stored on node s.
+func durableOn(tb testing.TB, s cellar.CounterNode, k string) int64 {
+	tb.Helper()
+	vals, err := s.Counters(context.Background(), []string{k})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return vals[k]
+}
+
 // lostAck applies the next n applies but reports them failed, as when
 // the connection drops while COMMIT's answer is on its way.
 func lostAck(n *int, mu *sync.Mutex) countertest.Fault {

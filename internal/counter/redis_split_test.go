@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -36,14 +35,7 @@ func TestRedisNodeDownOthersKeepFlushing(t *testing.T) {
 		incr(t, b, k, 1, 1)
 	}
 	proxy.Stop()
-	durable := func(s *sqlstore.Store, k string) int64 {
-		t.Helper()
-		vals, err := s.Counters(ctx, []string{k})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return vals[k]
-	}
+	durable := func(s *sqlstore.Store, k string) int64 { t.Helper(); return durableOn(t, s, k) }
 	for round, want := range []int64{1, 11, 121} {
 		if err := b.Flush(ctx); err == nil {
 			t.Fatalf("round %d: Flush with pg down: no error", round)
@@ -104,14 +96,7 @@ func TestRedisNodeDownOthersKeepFlushing(t *testing.T) {
 func TestRedisBackWithOlderDataTwoStorageNodes(t *testing.T) {
 	srv := dbtest.RedisWithSnapshots(t)
 	n := &twoNodes{a: countertest.New(), b: countertest.New()}
-	var mu sync.Mutex
-	down := false
-	n.b.SetFault(downFault(&down, &mu))
-	setDown := func(v bool) {
-		mu.Lock()
-		down = v
-		mu.Unlock()
-	}
+	setDown := switchDown(n.b)
 	clock := newFakeClock()
 	b := openRedisBuffer(t, openCluster(t, srv), n, testOptions(clock))
 	cl := goredis.NewClient(&goredis.Options{Addr: srv.Addr()})
@@ -208,14 +193,7 @@ func TestRedisPairsOfOneBatchHaveTheirOwnEpochs(t *testing.T) {
 // 2026-12-08: pair a was stuck on the moved shard's deltas.)
 func TestRedisMovedShardDoesNotHoldBackItsOldPair(t *testing.T) {
 	n := &twoNodes{a: countertest.New(), b: countertest.New()}
-	var mu sync.Mutex
-	down := false
-	n.b.SetFault(downFault(&down, &mu))
-	setDown := func(v bool) {
-		mu.Lock()
-		down = v
-		mu.Unlock()
-	}
+	setDown := switchDown(n.b)
 	clock := newFakeClock()
 	b := openRedisBuffer(t, openCluster(t, dbtest.Redis(t)), n, testOptions(clock))
 	if b.cluster.Shard("a1") == b.cluster.Shard("a2") {

@@ -993,12 +993,6 @@ func TestRedisReadsDuringClientPauseWrite(t *testing.T) {
 	srv := dbtest.Redis(t)
 	b := openRedisBuffer(t, openCluster(t, srv), countertest.New(), testOptions(newFakeClock()))
 	incr(t, b, "k", 3, 3)
-	cl := goredis.NewClient(&goredis.Options{Addr: srv.Addr()})
-	defer cl.Close()
-	ctx := context.Background()
-	if err := cl.Do(ctx, "CLIENT", "PAUSE", "3000", "WRITE").Err(); err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Do(ctx, "CLIENT", "UNPAUSE")
+	srv.PauseWrites(3 * time.Second)
 	wantCounter(t, b, "k", 3)
 }

@@ -126,5 +126,34 @@ func (s *RedisServer) Kill() {
 	s.cmd = nil
 }
 
+// PauseWrites makes the server hold writes back for d (CLIENT PAUSE
+// WRITE, as a failover does before it promotes a replica), and lets them
+// go when the test ends, if d has not passed by then.
+func (s *RedisServer) PauseWrites(d time.Duration) {
+	s.tb.Helper()
+	s.command(fmt.Sprintf("CLIENT PAUSE %d WRITE", d.Milliseconds()))
+	s.tb.Cleanup(func() { s.command("CLIENT UNPAUSE") })
+}
+
+// command sends cmd as an inline command on a connection of its own and
+// fails the test unless the server answers +OK.
+func (s *RedisServer) command(cmd string) {
+	s.tb.Helper()
+	c, err := net.DialTimeout("tcp", s.addr, time.Second)
+	if err != nil {
+		s.tb.Fatalf("%s: %v", cmd, err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(time.Second))
+	if _, err := c.Write([]byte(cmd + "\r\n")); err != nil {
+		s.tb.Fatalf("%s: %v", cmd, err)
+	}
+	buf := make([]byte, 64)
+	n, err := c.Read(buf)
+	if err != nil || string(buf[:n]) != "+OK\r\n" {
+		s.tb.Fatalf("%s: answer %q, %v", cmd, buf[:n], err)
+	}
+}
+
 // String returns the address, for logs.
 func (s *RedisServer) String() string { return fmt.Sprintf("redis-server %s", s.addr) }
