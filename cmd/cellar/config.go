@@ -210,7 +210,13 @@ func defaultConfig() *Config {
 // loadConfig reads path (if not empty) over the defaults, applies the
 // environment, fills in the embedded node if none is configured, and
 // validates the result.
-func loadConfig(path string) (*Config, error) {
+func loadConfig(path string) (*Config, error) { return loadConfigWith(path, nil) }
+
+// loadConfigWith is loadConfig with flags applied (by override, if not
+// nil) over the file and the environment before the result is completed
+// and validated: a flag given replaces a value of theirs that would be
+// refused on its own.
+func loadConfigWith(path string, override func(*Config)) (*Config, error) {
 	cfg := defaultConfig()
 	if path != "" {
 		raw, err := os.ReadFile(path)
@@ -236,6 +242,9 @@ func loadConfig(path string) (*Config, error) {
 	cfg.addEmbeddedNode()
 	if err := applyEnv(cfg, os.LookupEnv); err != nil {
 		return nil, err
+	}
+	if override != nil {
+		override(cfg)
 	}
 	return cfg, cfg.complete()
 }

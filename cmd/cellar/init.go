@@ -25,16 +25,17 @@ func runInit(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return parseExit(err)
 	}
-	cfg, err := loadConfig(*configPath)
+	cfg, err := loadConfigWith(*configPath, func(cfg *Config) {
+		fs.Visit(func(f *flag.Flag) { // given, whatever its value, as serve does
+			if f.Name == "data-dir" {
+				cfg.DataDir = *dataDir
+			}
+		})
+	})
 	if err != nil {
 		fmt.Fprintf(stderr, "cellar: %v\n", err)
 		return 2
 	}
-	fs.Visit(func(f *flag.Flag) { // given, whatever its value, as serve does
-		if f.Name == "data-dir" {
-			cfg.DataDir = *dataDir
-		}
-	})
 	if err := initDatastore(ctx, cfg, newLogger(cfg, stderr)); err != nil {
 		fmt.Fprintf(stderr, "cellar: init: %v\n", err)
 		return 1

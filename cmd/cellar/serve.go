@@ -44,25 +44,22 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return parseExit(err)
 	}
-	cfg, err := loadConfig(*configPath)
-	if err != nil {
-		fmt.Fprintf(stderr, "cellar: %v\n", err)
-		return 2
-	}
 	// A flag given overrides the file and the environment, whatever its
-	// value (--allow-unauthenticated=false included); one not given leaves
-	// them.
-	fs.Visit(func(f *flag.Flag) {
-		switch f.Name {
-		case "listen":
-			cfg.Listen = *listen
-		case "data-dir":
-			cfg.DataDir = *dataDir
-		case "allow-unauthenticated":
-			cfg.AllowUnauthenticated = *allow
-		}
+	// value (--allow-unauthenticated=false included), before either is
+	// validated; one not given leaves them.
+	cfg, err := loadConfigWith(*configPath, func(cfg *Config) {
+		fs.Visit(func(f *flag.Flag) {
+			switch f.Name {
+			case "listen":
+				cfg.Listen = *listen
+			case "data-dir":
+				cfg.DataDir = *dataDir
+			case "allow-unauthenticated":
+				cfg.AllowUnauthenticated = *allow
+			}
+		})
 	})
-	if err := cfg.validate(); err != nil {
+	if err != nil {
 		fmt.Fprintf(stderr, "cellar: %v\n", err)
 		return 2
 	}

@@ -695,3 +695,20 @@ func TestServeMetadataNodeMetrics(t *testing.T) {
 	}
 	waitMetrics(t, addr, "cellar_storage_op_duration_seconds_count", want)
 }
+
+// README: "Flags override both [the file and the environment], when
+// given, whatever their value". A --listen given on the command line must
+// therefore win over a CELLAR_LISTEN the environment sets, even one that
+// would not be valid on its own; instead the environment's value is
+// validated (and refused) before the flag is applied. (Review of
+// 2026-12-08.)
+func TestListenFlagOverridesInvalidEnv(t *testing.T) {
+	t.Setenv("CELLAR_LISTEN", "127.0.0.1") // no port: invalid by itself
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	var stderr bytes.Buffer
+	code := run(ctx, []string{"serve", "--listen", "127.0.0.1:0", "--data-dir", t.TempDir()}, nil, &bytes.Buffer{}, &stderr)
+	if code != 0 {
+		t.Errorf("cellar serve --listen 127.0.0.1:0 with CELLAR_LISTEN=127.0.0.1: exit %d, stderr %q; want the flag to override the environment (serve, then exit 0 on cancel)", code, stderr.String())
+	}
+}
