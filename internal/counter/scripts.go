@@ -10,6 +10,8 @@ import goredis "github.com/redis/go-redis/v9"
 //	P{s}:flush:<id>   hash key -> delta, the deltas of flush <id>
 //	P{s}:flushing     set of the flush IDs holding deltas of s
 //	P{s}:gen          bumped whenever a flush of s finishes
+//	P{s}:dpair        the storage node whose pair's epoch names the
+//	                  deltas hash (the shard's when it was created)
 //
 // Per node:
 //
@@ -168,8 +170,9 @@ local function freshOf(fresh, X)
 end
 `
 
-// luaSeal defines seal(P, Q, fresh, owner, deadline): it starts a flush
-// of every pending shard's deltas of the pair under Q in one atomic step (RENAME of each deltas
+// luaSeal defines seal(P, Q, X, fresh, owner, deadline): it starts a
+// flush of every pending shard's deltas of storage node X's pair (keys
+// under Q) in one atomic step (RENAME of each deltas
 // hash to the flush's hash), so an increment lands either in this flush or
 // in a later one, never in both or neither. The flush's ID is the epoch's,
 // the name the deltas have carried since the flush before (derived from
@@ -183,7 +186,7 @@ end
 // takes them again has the same ID, and the storage node, which records
 // the IDs it applied, does not apply them twice.
 const luaSeal = `
-local function seal(P, Q, fresh, owner, deadline)
+local function seal(P, Q, X, fresh, owner, deadline)
   -- Without an epoch yet (a new or emptied server), the deltas get a name
   -- of their own, distinct from the next epoch's.
   local id = redis.call('GET', Q .. 'epoch') or ('x' .. fresh)
@@ -191,9 +194,19 @@ local function seal(P, Q, fresh, owner, deadline)
   for _, s in ipairs(redis.call('SMEMBERS', Q .. 'pending')) do
     local p = P .. '{' .. s .. '}:'
     if redis.call('EXISTS', p .. 'deltas') == 1 then
-      redis.call('RENAME', p .. 'deltas', p .. 'flush:' .. id)
-      redis.call('SADD', p .. 'flushing', id)
-      taken[#taken + 1] = s
+      -- Deltas first written for another pair (the shard has moved
+      -- since) carry that pair's epoch: it takes them, whichever pair
+      -- lists the shard, so that they are named alike however often
+      -- they are sealed (a Redis back from older data seals them again).
+      local o = redis.call('GET', p .. 'dpair')
+      if not o or o == X then
+        redis.call('RENAME', p .. 'deltas', p .. 'flush:' .. id)
+        redis.call('DEL', p .. 'dpair')
+        redis.call('SADD', p .. 'flushing', id)
+        taken[#taken + 1] = s
+      else
+        redis.call('SADD', pair(P, o) .. 'pending', s)
+      end
     end
   end
   redis.call('DEL', Q .. 'pending')
@@ -245,7 +258,7 @@ if rid and redis.call('GET', P .. 'runid:pairs') ~= rid then
   table.insert(xs, 1, '')
   for _, x in ipairs(xs) do
     local Q, f = pair(P, x), freshOf(ARGV[3], x)
-    seal(P, Q, f, '', 0)
+    seal(P, Q, x, f, '', 0)
     -- A new epoch even if nothing came back: the one in the data may be
     -- one a flush already applied.
     redis.call('SET', Q .. 'epoch', f)
@@ -335,7 +348,16 @@ for i = 4, #ARGV, 6 do
       vals[#vals + 1] = by
       local v = total(vals)
       local field
+      -- The pair whose epoch names the shard's deltas: the one they were
+      -- first written for (the shard's storage node then), kept in dpair
+      -- until a seal takes them.
+      local owner = ARGV[i + 5]
       if v then
+        if redis.call('EXISTS', deltas) == 0 then
+          redis.call('SET', p .. 'dpair', owner)
+        else
+          owner = redis.call('GET', p .. 'dpair') or owner
+        end
         field = redis.pcall('HINCRBY', deltas, key, by)
         if type(field) == 'table' and field.err then
           -- Only an overflow is this item's answer. Any other error is
@@ -351,7 +373,7 @@ for i = 4, #ARGV, 6 do
         end
       end
       if v then
-        redis.call('SADD', Q .. 'pending', shard)
+        redis.call('SADD', pair(P, owner) .. 'pending', shard)
         res = {'ok', v}
         -- HINCRBY's reply is a Lua number, exact while small.
         local t = tonumber(v)
@@ -410,7 +432,7 @@ return out
 //
 // ARGV: a fresh epoch, deadline, owner, P, X.
 var beginScript = goredis.NewScript(luaPair + luaSeal + `
-local id, taken = seal(ARGV[4], pair(ARGV[4], ARGV[5]), freshOf(ARGV[1], ARGV[5]), ARGV[3], ARGV[2])
+local id, taken = seal(ARGV[4], pair(ARGV[4], ARGV[5]), ARGV[5], freshOf(ARGV[1], ARGV[5]), ARGV[3], ARGV[2])
 table.insert(taken, 1, id)
 return taken
 `)
