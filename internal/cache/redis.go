@@ -122,6 +122,7 @@ type fill struct {
 
 // shared is the Redis tier.
 type shared struct {
+	noRO    atomic.Bool // a node did not know EVALSHA_RO (before Redis 7.0): lookups send EVALSHA
 	r       *redis.Cluster
 	prefix  string
 	channel string
@@ -518,21 +519,40 @@ func (s *shared) get(ctx context.Context, client *goredis.Client, keys []key, an
 	var mget *goredis.SliceCmd
 	var lget *goredis.Cmd
 	sent := s.now()
+	ro := !s.noRO.Load()
 	_, err := client.Pipelined(ctx, func(p goredis.Pipeliner) error {
 		if len(cellKeys) > 0 {
 			mget = p.MGet(ctx, cellKeys...)
 		}
 		if len(latestKeys) > 0 {
-			lget = latestGet.EvalShaRO(ctx, p, latestKeys)
+			if ro {
+				lget = latestGet.EvalShaRO(ctx, p, latestKeys)
+			} else {
+				lget = latestGet.EvalSha(ctx, p, latestKeys)
+			}
 		}
 		return nil
 	})
-	if lget != nil && noScript(lget.Err()) && (mget == nil || mget.Err() == nil) {
+	mgetOK := mget == nil || mget.Err() == nil
+	if lget != nil && ro && goredis.HasErrorPrefix(lget.Err(), "unknown command") && mgetOK {
+		// A server before Redis 7.0 has no EVALSHA_RO: the lookups of
+		// this cache send EVALSHA from now on (and wait out a CLIENT
+		// PAUSE WRITE there).
+		s.noRO.Store(true)
+		ro = false
+		lget = latestGet.EvalSha(ctx, client, latestKeys)
+		err = lget.Err()
+	}
+	if lget != nil && noScript(lget.Err()) && mgetOK {
 		// The node has lost its scripts (a restart, SCRIPT FLUSH, a
 		// replica promoted): EVAL sends the text, which also loads it
 		// for the next EVALSHA. Inside a pipeline go-redis cannot fall
 		// back by itself (Script.Run needs the reply before it decides).
-		lget = latestGet.EvalRO(ctx, client, latestKeys)
+		if ro {
+			lget = latestGet.EvalRO(ctx, client, latestKeys)
+		} else {
+			lget = latestGet.Eval(ctx, client, latestKeys)
+		}
 		err = lget.Err()
 	}
 	if err != nil {

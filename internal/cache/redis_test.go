@@ -506,3 +506,26 @@ func TestRedisLookupDuringClientPauseWrite(t *testing.T) {
 		t.Errorf("Redis tier during CLIENT PAUSE WRITE: %d hits, %d misses; want 1 hit", hits, misses)
 	}
 }
+
+// docs/CACHE.md: "Redis 6.0 or later". A server without the read-only
+// script commands (before 7.0) still serves latest cells: lookups fall
+// back to EVALSHA. (Review of 2026-12-08: every latest lookup failed, ERR
+// unknown command 'evalsha_ro', and the node was taken for failed.)
+func TestLatestLookupOnRedisWithoutEvalRO(t *testing.T) {
+	r := clusterAt(t, 16, time.Second, dbtest.RedisWithout(t, "EVAL_RO", "EVALSHA_RO").Addr())
+	back := openSQLite(t, 16)
+	a := newCache(t, back, cache.Options{Redis: r})
+	obs := newCounts()
+	c := newCache(t, back, cache.Options{Redis: r, Observer: obs})
+	put(t, a, "r", "col", 1, `{"v":1}`)
+	if got := latestRef(t, a, "r", "col"); got != 1 { // fills Redis
+		t.Fatalf("latest = %d; want 1", got)
+	}
+	obs.take(cache.TierRedis)
+	if got := latestRef(t, c, "r", "col"); got != 1 {
+		t.Fatalf("latest from the other process = %d; want 1", got)
+	}
+	if hits, misses := obs.take(cache.TierRedis); hits != 1 || misses != 0 {
+		t.Errorf("Redis tier on a server without EVALSHA_RO/EVAL_RO (as Redis 6): %d hits, %d misses, %d lookup errors; want 1 hit", hits, misses, obs.errors(cache.TierRedis, "lookup"))
+	}
+}

@@ -23,6 +23,7 @@ type RedisServer struct {
 	tb   testing.TB
 	addr string
 	dir  string // where SAVE writes and a start loads the snapshot; "" for none
+	args []string // more arguments of redis-server
 
 	mu  sync.Mutex // protects cmd
 	cmd *exec.Cmd  // nil once killed
@@ -46,7 +47,18 @@ func RedisWithSnapshots(tb testing.TB) *RedisServer {
 	return startRedis(tb, tb.TempDir())
 }
 
-func startRedis(tb testing.TB, dir string) *RedisServer {
+// RedisWithout is Redis for a server that does not know commands, as an
+// older version would not (renamed away with --rename-command).
+func RedisWithout(tb testing.TB, commands ...string) *RedisServer {
+	tb.Helper()
+	var args []string
+	for _, c := range commands {
+		args = append(args, "--rename-command", c, "")
+	}
+	return startRedis(tb, "", args...)
+}
+
+func startRedis(tb testing.TB, dir string, args ...string) *RedisServer {
 	tb.Helper()
 	Need(tb, RedisEnv)
 	if _, err := exec.LookPath("redis-server"); err != nil {
@@ -61,7 +73,7 @@ func startRedis(tb testing.TB, dir string) *RedisServer {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	s := &RedisServer{tb: tb, addr: addr, dir: dir}
+	s := &RedisServer{tb: tb, addr: addr, dir: dir, args: args}
 	s.Start()
 	tb.Cleanup(s.Kill)
 	return s
@@ -88,6 +100,7 @@ func (s *RedisServer) Start() {
 	if s.dir != "" {
 		args = append(args, "--dir", s.dir, "--dbfilename", "dump.rdb")
 	}
+	args = append(args, s.args...)
 	cmd := exec.Command("redis-server", args...)
 	if err := cmd.Start(); err != nil {
 		s.tb.Fatalf("start redis-server: %v", err)
