@@ -22,7 +22,7 @@ const RedisEnv = "CELLAR_TEST_REDIS_ADDR" // e.g. 127.0.0.1:6379
 type RedisServer struct {
 	tb   testing.TB
 	addr string
-	dir  string // where SAVE writes and a start loads the snapshot; "" for none
+	dir  string   // where SAVE writes and a start loads the snapshot; "" for none
 	args []string // more arguments of redis-server
 
 	mu  sync.Mutex // protects cmd
