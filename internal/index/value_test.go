@@ -111,6 +111,14 @@ func TestKeyTypes(t *testing.T) {
 		{TypeTime, `"2026-01-01"`, false},
 		{TypeTime, "1700000000", false},
 		{TypeTime, `"2026-01-01T00:00:00Z"`, true},
+		// Not RFC 3339, though time.Parse takes them (review of
+		// 2026-12-08): a comma before the fraction, an offset hour of 24.
+		{TypeTime, `"2024-01-01T00:00:00,5Z"`, false},
+		{TypeTime, `"2024-01-01T00:00:00+24:00"`, false},
+		{TypeTime, `"2024-01-01T00:00:00+23:59"`, true},
+		{TypeTime, `"2024-01-01T00:00:00.1234567891Z"`, true}, // compared to the nanosecond
+		{TypeTime, `"2024-01-01T00:00:00.Z"`, false},
+		{TypeTime, `" 2024-01-01T00:00:00Z"`, false},
 		{TypeString, "null", true},
 		{"unknown", "1", false},
 	} {
