@@ -14,3 +14,11 @@ func SetCapTrimStep(n int64, after func()) (restore func()) {
 	capTrimStep, afterCapTrimStep = n, after
 	return func() { capTrimStep, afterCapTrimStep = oldN, oldAfter }
 }
+
+// SetAfterTakeReplayRead sets a function TakeReplay runs between its read
+// and its update, and returns the function that removes it.
+func SetAfterTakeReplayRead(f func()) (restore func()) {
+	old := afterTakeReplayRead
+	afterTakeReplayRead = f
+	return func() { afterTakeReplayRead = old }
+}

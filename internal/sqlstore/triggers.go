@@ -798,8 +798,18 @@ func (s *Store) TakeReplay(ctx context.Context, name string, shard int, token in
 		if len(out) == 0 {
 			return nil
 		}
-		_, err = tx.ExecContext(ctx, s.d.Rebind("UPDATE trigger_parked SET replay = 2 WHERE trigger_name = ? AND shard = ? AND replay = 1 AND added_id <= ?"),
-			name, shard, out[len(out)-1].AddedID)
+		if afterTakeReplayRead != nil {
+			afterTakeReplayRead()
+		}
+		// Exactly the cells taken: a range up to the last would also
+		// take a cell that ReplayParked marked for replay since the read
+		// (at READ COMMITTED the read locks only the rows it returns), and
+		// that cell, held but never sent, would go with the batch's ack.
+		args := []any{name, shard}
+		for _, p := range out {
+			args = append(args, p.AddedID)
+		}
+		_, err = tx.ExecContext(ctx, s.d.Rebind("UPDATE trigger_parked SET replay = 2 WHERE trigger_name = ? AND shard = ? AND replay = 1 AND added_id IN (?"+strings.Repeat(", ?", len(out)-1)+")"), args...)
 		return err
 	})
 	if errors.Is(err, ErrLeaseMoved) {
@@ -810,6 +820,10 @@ func (s *Store) TakeReplay(ctx context.Context, name string, shard int, token in
 	}
 	return out, held, nil
 }
+
+// afterTakeReplayRead, if set (by tests), runs in TakeReplay between its
+// read of the cells to replay and the update that holds them.
+var afterTakeReplayRead func()
 
 // ShardHeads returns the last added_id of every shard that has a sequence
 // row on this node. A node holds rows for shards that moved away too;

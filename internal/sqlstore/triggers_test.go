@@ -228,3 +228,64 @@ func TestSeeConsumerConcurrently(t *testing.T) {
 		}
 	})
 }
+
+// A cell marked for replay while TakeReplay is between its read and its
+// update is not held with the batch it is not in: it stays ready for the
+// next take. (Review of 2026-12-08: the update held every cell marked up
+// to the batch's last, and that one went with the batch's ack, never
+// delivered; at READ COMMITTED, PostgreSQL's and now MySQL's, the read
+// locks only the rows it returns.)
+func TestTakeReplayHoldsOnlyWhatItTakes(t *testing.T) {
+	triggerNodes(t, func(t *testing.T, s *sqlstore.Store) {
+		ctx := context.Background()
+		def := sqlstore.TriggerDef{Name: "t", Columns: []string{"a"}, Start: "earliest", MaxAttempts: 3, ParkThreshold: 100}
+		if _, err := s.PutTrigger(ctx, def, map[int]int64{5: 0}); err != nil {
+			t.Fatal(err)
+		}
+		park := func(id int64) {
+			t.Helper()
+			if _, err := s.UpdateTriggerShard(ctx, "t", 5, func(ts *sqlstore.TriggerShard) (sqlstore.ShardEffects, error) {
+				ts.Owner, ts.Token = "c1", 1
+				return sqlstore.ShardEffects{Park: &sqlstore.ParkedCell{AddedID: id, Key: cellar.Key{RowKey: fmt.Sprint("r", id), Column: "a", RefKey: 1}, Attempts: 3, LastError: "bad"}}, nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		park(3)
+		park(9)
+		if _, err := s.ReplayParked(ctx, "t"); err != nil {
+			t.Fatal(err)
+		}
+		park(6) // parked again after the replay began: not ready yet
+		marked := make(chan error, 1)
+		defer sqlstore.SetAfterTakeReplayRead(func() {
+			go func() {
+				_, err := s.ReplayParked(ctx, "t") // marks 6 for replay
+				marked <- err
+			}()
+			select {
+			case err := <-marked:
+				marked <- err
+			case <-time.After(time.Second): // SQLite: waits for the take's transaction
+			}
+		})()
+		taken, _, err := s.TakeReplay(ctx, "t", 5, 1, 2)
+		if err != nil || len(taken) != 2 || taken[0].AddedID != 3 || taken[1].AddedID != 9 {
+			t.Fatalf("TakeReplay = %+v, %v; want cells 3 and 9", taken, err)
+		}
+		if err := <-marked; err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := s.UpdateTriggerShardHeld(ctx, "t", 5, func(_ *sqlstore.TriggerShard, held []int64) (sqlstore.ShardEffects, error) {
+			if fmt.Sprint(held) != "[3 9]" {
+				t.Errorf("held = %v; want [3 9], the cells taken", held)
+			}
+			return sqlstore.ShardEffects{AckReplayed: 9}, nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if taken, _, err := s.TakeReplay(ctx, "t", 5, 1, 10); err != nil || len(taken) != 1 || taken[0].AddedID != 6 {
+			t.Errorf("TakeReplay after the batch's ack = %+v, %v; want cell 6", taken, err)
+		}
+	})
+}
