@@ -173,7 +173,7 @@ func (c *Client) QueryIndex(ctx context.Context, name string, q IndexQuery) (Ind
 		Cursor  string         `json:"cursor,omitempty"`
 		WaitFor []CellPos      `json:"wait_for,omitempty"`
 		WaitMS  int64          `json:"wait_ms,omitempty"`
-	}{q.Where, q.Fields, q.Order, q.Desc, q.Limit, q.Cursor, q.WaitFor, q.Wait.Milliseconds()}
+	}{q.Where, q.Fields, q.Order, q.Desc, q.Limit, q.Cursor, q.WaitFor, waitMS(q.Wait)}
 	if req.Where == nil {
 		req.Where = map[string]any{}
 	}
@@ -217,4 +217,14 @@ func (c *Client) DeleteIndex(ctx context.Context, name string) error {
 	var resp struct{}
 	_, err = c.do(ctx, http.MethodDelete, path, nil, nil, &resp)
 	return err
+}
+
+// waitMS is wait in whole milliseconds, as the API takes it: a wait
+// below a millisecond is asked as one, not as none (which the server takes
+// for its default of a second).
+func waitMS(wait time.Duration) int64 {
+	if ms := wait.Milliseconds(); ms > 0 || wait <= 0 {
+		return ms
+	}
+	return 1
 }

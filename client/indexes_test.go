@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -103,5 +106,24 @@ func TestIndexes(t *testing.T) {
 	}
 	if _, _, err := c.DefineIndex(ctx, "a/b", def); !errors.Is(err, cellar.ErrInvalid) {
 		t.Errorf("DefineIndex(a/b): %v; want invalid", err)
+	}
+}
+
+// A query's wait below a millisecond is asked as one, not left out, which
+// the server takes for its default of a second (review of 2026-12-08).
+func TestQueryIndexSubMillisecondWait(t *testing.T) {
+	bodies := make(chan string, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		bodies <- string(b)
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"rows": []}`)
+	}))
+	defer srv.Close()
+	c := client.New(srv.URL)
+	_, _ = c.QueryIndex(context.Background(), "ix", client.IndexQuery{Where: map[string]any{"a": 1},
+		WaitFor: []client.CellPos{{Shard: 1, AddedID: 2}}, Wait: 300 * time.Microsecond})
+	if body := <-bodies; !strings.Contains(body, `"wait_ms":1`) {
+		t.Errorf("request body %s; want wait_ms 1", body)
 	}
 }

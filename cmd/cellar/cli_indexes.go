@@ -206,7 +206,9 @@ func (r *runner) indexesQuery(args []string) error {
 	}
 	q := client.IndexQuery{Where: w, Order: *order, Desc: *desc, Limit: *limit, Cursor: *cursor, WaitFor: waitFor, Wait: *wait}
 	if *fields != "" {
-		q.Fields = strings.Split(*fields, ",")
+		for _, f := range strings.Split(*fields, ",") {
+			q.Fields = append(q.Fields, strings.TrimSpace(f)) // "a, b" as "a,b"
+		}
 	}
 	res, err := r.client.QueryIndex(r.ctx, pos[0], q)
 	if err != nil {

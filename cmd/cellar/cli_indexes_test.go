@@ -116,6 +116,11 @@ func TestCLIIndexes(t *testing.T) {
 	if out := run(0, "query", "by_city", "--where", `{"city": "paris"}`, "--cursor", page.Cursor, "--fields", "age"); !strings.Contains(out, "u0") || strings.Contains(out, "u1") || strings.Contains(out, "CITY") {
 		t.Errorf("second page: %s", out)
 	}
+	// Spaces around the names are not part of them (review of 2026-12-08:
+	// "age, city" was refused as a field " city").
+	if out := run(0, "query", "by_city", "--where", `{"city": "rome"}`, "--fields", "age, city"); !strings.Contains(out, "u2") || !strings.Contains(out, "AGE  CITY") {
+		t.Errorf("query --fields 'age, city': %s", out)
+	}
 	if out := run(0, "list"); !strings.Contains(out, "by_city  profile  city:string,age:int  1") {
 		t.Errorf("list: %s", out)
 	}
