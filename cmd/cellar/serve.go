@@ -135,8 +135,8 @@ func serve(ctx context.Context, cfg *Config, embedded bool, log *slog.Logger, re
 	// node are observed as the data nodes' calls are.
 	metaCalls := &observedMeta{Store: meta, node: cfg.Metadata, observe: m.ObserveStorage}
 
-	// Shutdown order (defers run last first): drain HTTP, flush counters,
-	// close the cache, close Redis, stop index maintenance, stop the trigger
+	// Shutdown order (defers run last first): drain HTTP, close the cache,
+	// flush counters, close Redis, stop index maintenance, stop the trigger
 	// engine, close the nodes.
 	triggers, err := trigger.New(trigger.Options{
 		Cells:      store,
