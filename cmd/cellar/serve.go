@@ -113,6 +113,12 @@ func serve(ctx context.Context, cfg *Config, embedded bool, log *slog.Logger, re
 	if err != nil {
 		return fmt.Errorf("read shard map from metadata node %s: %w", cfg.Metadata, err)
 	}
+	// The nodes store each cell under its shard of the datastore's count:
+	// a map of another count would route keys elsewhere. (A running
+	// server refuses such a map too: SetMap keeps the count.)
+	if smap.ShardCount != ds.ShardCount {
+		return fmt.Errorf("the shard map (version %d) on metadata node %s has %d shards but the datastore %d: publish a map of %d shards", smap.Version, cfg.Metadata, smap.ShardCount, ds.ShardCount, ds.ShardCount)
+	}
 	var nodes []*shard.Node
 	for _, n := range cfg.Nodes {
 		nodes = append(nodes, &shard.Node{Name: n.Name, Driver: n.Driver, Store: stores[n.Name]})

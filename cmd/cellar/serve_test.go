@@ -712,3 +712,56 @@ func TestListenFlagOverridesInvalidEnv(t *testing.T) {
 		t.Errorf("cellar serve --listen 127.0.0.1:0 with CELLAR_LISTEN=127.0.0.1: exit %d, stderr %q; want the flag to override the environment (serve, then exit 0 on cancel)", code, stderr.String())
 	}
 }
+
+// TestServeRefusesMapOfOtherShardCount: the datastore (and every node)
+// has 16 shards; a shard map on the metadata node with another shard count
+// does not fit the nodes and must be refused at start, as the datastore
+// record's shard count is. (Review of 2026-12-08: serve checked only the
+// record, then routed by the map's count.)
+func TestServeRefusesMapOfOtherShardCount(t *testing.T) {
+	ctx := context.Background()
+	cfg := defaultConfig()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.DataDir = t.TempDir()
+	cfg.Shards = 16
+	if err := cfg.complete(); err != nil {
+		t.Fatal(err)
+	}
+	if err := initDatastore(ctx, cfg, discardLog()); err != nil {
+		t.Fatal(err)
+	}
+	var mn NodeConfig
+	for _, n := range cfg.Nodes {
+		if n.Name == cfg.Metadata {
+			mn = n
+		}
+	}
+	meta, err := openNode(ctx, cfg, mn, cfg.Shards, false, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := meta.PutShardMap(ctx, &cellar.ShardMap{Version: 2, ShardCount: 8, Assignments: []cellar.Assignment{
+		{Node: mn.Name, ShardRange: cellar.ShardRange{First: 0, Last: 7}},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	meta.Close()
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ready := make(chan string, 1)
+	errc := make(chan error, 1)
+	go func() { errc <- serve(sctx, cfg, false, slog.New(slog.NewTextHandler(io.Discard, nil)), ready) }()
+	select {
+	case err := <-errc:
+		if err == nil || !strings.Contains(err.Error(), "has 8 shards but the datastore 16") {
+			t.Errorf("serve = %v; want the map's shard count refused", err)
+		}
+	case addr := <-ready:
+		top, err := client.New("http://" + addr).Shards(ctx)
+		cancel()
+		<-errc
+		t.Errorf("serve started on %s routing by a shard map of 8 shards over nodes of 16 (datastore record: 16); /v1/shards = %+v, %v", addr, top, err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("serve neither started nor failed")
+	}
+}
