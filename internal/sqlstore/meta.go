@@ -29,7 +29,9 @@ func (s *Store) ShardMap(ctx context.Context) (*cellar.ShardMap, error) {
 
 // PutShardMap stores m as a new version. Returns ErrConflict if a map with
 // that version exists: versions are never overwritten, so two processes
-// racing to publish the next version cannot both win.
+// racing to publish the next version cannot both win. A map whose shard
+// count is not the datastore record's (where the node holds one) is
+// invalid: the nodes store every cell under its shard of that count.
 func (s *Store) PutShardMap(ctx context.Context, m *cellar.ShardMap) error {
 	if err := m.Validate(nil); err != nil {
 		return err
@@ -43,6 +45,14 @@ func (s *Store) PutShardMap(ctx context.Context, m *cellar.ShardMap) error {
 		return s.wrap(err, "store shard map")
 	}
 	defer tx.Rollback()
+	var count int
+	switch err := tx.QueryRowContext(ctx, "SELECT shard_count FROM datastore WHERE id = 1").Scan(&count); {
+	case errors.Is(err, sql.ErrNoRows):
+	case err != nil:
+		return s.wrap(err, "store shard map")
+	case count != m.ShardCount:
+		return cellar.Errorf(cellar.EINVALID, "shard map of %d shards for a datastore of %d", m.ShardCount, count)
+	}
 	var n int
 	if err := tx.QueryRowContext(ctx, s.d.Rebind("SELECT COUNT(*) FROM shard_maps WHERE version >= ?"), m.Version).Scan(&n); err != nil {
 		return s.wrap(err, "store shard map")

@@ -149,6 +149,15 @@ func TestShardMaps(t *testing.T) {
 	if err := s.CreateDatastore(ctx, sqlstore.Datastore{ShardCount: 16}); !errors.Is(err, cellar.ErrConflict) {
 		t.Errorf("CreateDatastore with another shard count: %v; want conflict", err)
 	}
+	// A map of another shard count than the datastore record's is refused
+	// (review of 2026-12-08: it was stored, and a server started on it).
+	other := &cellar.ShardMap{Version: 3, ShardCount: 4, Assignments: []cellar.Assignment{{Node: "a", ShardRange: cellar.ShardRange{First: 0, Last: 3}}}}
+	if err := s.PutShardMap(ctx, other); !errors.Is(err, cellar.ErrInvalid) {
+		t.Errorf("PutShardMap of 4 shards for a datastore of 8: %v; want invalid", err)
+	}
+	if err := s.PutShardMap(ctx, m(3, "a")); err != nil {
+		t.Errorf("PutShardMap of the datastore's 8 shards: %v", err)
+	}
 }
 
 // TestCloseDuringPuts closes a group-committing node while puts are being
