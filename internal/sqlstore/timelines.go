@@ -326,23 +326,16 @@ type timeline struct {
 // lockTimeline reads the row of timeline key and locks it until the end of
 // tx. If the timeline does not exist, it creates it when create is set, and
 // returns sql.ErrNoRows otherwise.
-//
-// With create set, the row is inserted (unless it exists) before it is
-// read: on InnoDB, under REPEATABLE READ, a locking read of a row that is
-// not there locks the gap where it would be, and two transactions
-// creating timelines whose keys fall in one gap then each wait for the
-// other's gap lock to insert: a deadlock, again and again under load
-// (48 creators at once failed 3 to 8 adds in 480, after their retries).
-// An insert takes no gap lock, and the read after it finds the row.
 func (s *Store) lockTimeline(ctx context.Context, tx *sql.Tx, key string, create bool) (timeline, error) {
 	var t timeline
-	if create {
+	q := s.d.Rebind("SELECT cap, stored FROM timelines WHERE timeline_key = ?" + s.d.ForUpdate)
+	err := tx.QueryRowContext(ctx, q, []byte(key)).Scan(&t.cap, &t.stored)
+	if errors.Is(err, sql.ErrNoRows) && create {
 		if _, err := tx.ExecContext(ctx, s.d.Rebind(s.d.InsertTimeline), []byte(key), cellar.DefaultTimelineCap); err != nil {
 			return t, fmt.Errorf("create timeline: %w", err)
 		}
+		err = tx.QueryRowContext(ctx, q, []byte(key)).Scan(&t.cap, &t.stored)
 	}
-	q := s.d.Rebind("SELECT cap, stored FROM timelines WHERE timeline_key = ?" + s.d.ForUpdate)
-	err := tx.QueryRowContext(ctx, q, []byte(key)).Scan(&t.cap, &t.stored)
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return t, fmt.Errorf("lock timeline: %w", err)
 	}
