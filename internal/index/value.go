@@ -124,7 +124,7 @@ func encodeValue(t string, raw json.RawMessage) (key []byte, ok bool) {
 		if json.Unmarshal(raw, &s) != nil {
 			return nil, false
 		}
-		if !isRFC3339(s) {
+		if !rfc3339.MatchString(s) {
 			return nil, false
 		}
 		tm, err := time.Parse(time.RFC3339Nano, upperTZ(s))
@@ -141,9 +141,6 @@ func encodeValue(t string, raw json.RawMessage) (key []byte, ok bool) {
 // fraction, and an offset's hour of 00 to 23. time.Parse takes a "," and
 // an hour of 24 too. (The ranges of the other fields time.Parse checks.)
 var rfc3339 = regexp.MustCompile(`^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]([01]\d|2[0-3]):[0-5]\d)$`)
-
-// isRFC3339 reports whether s is written as an RFC 3339 date-time.
-func isRFC3339(s string) bool { return rfc3339.MatchString(s) }
 
 // upperTZ returns s with ASCII 't' and 'z' in upper case: RFC 3339 (5.6)
 // allows them in lower case, which time.Parse does not take. They are the

@@ -45,13 +45,12 @@ func (s *Store) PutShardMap(ctx context.Context, m *cellar.ShardMap) error {
 		return s.wrap(err, "store shard map")
 	}
 	defer tx.Rollback()
-	var count int
-	switch err := tx.QueryRowContext(ctx, "SELECT shard_count FROM datastore WHERE id = 1").Scan(&count); {
-	case errors.Is(err, sql.ErrNoRows):
+	switch ds, err := s.readDatastore(ctx, tx); {
+	case errors.Is(err, cellar.ErrNotFound):
 	case err != nil:
-		return s.wrap(err, "store shard map")
-	case count != m.ShardCount:
-		return cellar.Errorf(cellar.EINVALID, "shard map of %d shards for a datastore of %d", m.ShardCount, count)
+		return err
+	case ds.ShardCount != m.ShardCount:
+		return cellar.Errorf(cellar.EINVALID, "shard map of %d shards for a datastore of %d", m.ShardCount, ds.ShardCount)
 	}
 	var n int
 	if err := tx.QueryRowContext(ctx, s.d.Rebind("SELECT COUNT(*) FROM shard_maps WHERE version >= ?"), m.Version).Scan(&n); err != nil {

@@ -98,8 +98,15 @@ type Datastore struct {
 // ReadDatastore returns the datastore record. Returns ErrNotFound if this
 // node holds none (it is not an initialized metadata node).
 func (s *Store) ReadDatastore(ctx context.Context) (Datastore, error) {
+	return s.readDatastore(ctx, s.db)
+}
+
+// readDatastore is ReadDatastore through q (the node, or a transaction).
+func (s *Store) readDatastore(ctx context.Context, q interface {
+	QueryRowContext(context.Context, string, ...any) *sql.Row
+}) (Datastore, error) {
 	var ds Datastore
-	err := s.db.QueryRowContext(ctx, "SELECT shard_count FROM datastore WHERE id = 1").Scan(&ds.ShardCount)
+	err := q.QueryRowContext(ctx, "SELECT shard_count FROM datastore WHERE id = 1").Scan(&ds.ShardCount)
 	if errors.Is(err, sql.ErrNoRows) {
 		return ds, cellar.Errorf(cellar.ENOTFOUND, "node %s holds no datastore record", s.name)
 	}
