@@ -257,6 +257,21 @@ func (n *swapNode) CounterShardCount() int {
 	return 0
 }
 
+// pgBehindProxy opens the three nodes, PostgreSQL's through a proxy that
+// can stop or hang it, under a sharding layer with a 300 ms node timeout
+// that a test can replace (node.set: a PostgreSQL back at a new address),
+// and buffer options with a fake clock and a 1 s flush timeout.
+func pgBehindProxy(t *testing.T) (lite, my *sqlstore.Store, pgDSN string, proxy *dbtest.Proxy, node *swapNode, opts Options) {
+	t.Helper()
+	lite, my = openSQLite(t), openMySQL(t)
+	pgDSN = dbtest.Postgres(t)
+	proxy, pg := pgVia(t, pgDSN)
+	node = &swapNode{target: newShardStore(t, lite, pg, my, 300*time.Millisecond)}
+	opts = testOptions(newFakeClock())
+	opts.FlushTimeout = time.Second
+	return lite, my, pgDSN, proxy, node, opts
+}
+
 // TestSQLNodeStoppedDuringFlush takes the PostgreSQL node away while
 // flushes are in flight, again and again, by stopping its proxy or by
 // hanging it (the machine stops answering, its transaction left open) and
@@ -266,12 +281,7 @@ func (n *swapNode) CounterShardCount() int {
 func TestSQLNodeStoppedDuringFlush(t *testing.T) {
 	for _, mode := range bufferModes(t) {
 		t.Run(mode.name, func(t *testing.T) {
-			lite, my := openSQLite(t), openMySQL(t)
-			pgDSN := dbtest.Postgres(t)
-			proxy, pg := pgVia(t, pgDSN)
-			node := &swapNode{target: newShardStore(t, lite, pg, my, 300*time.Millisecond)}
-			opts := testOptions(newFakeClock())
-			opts.FlushTimeout = time.Second
+			lite, my, pgDSN, proxy, node, opts := pgBehindProxy(t)
 			b := mode.open(t, node, opts)
 
 			keys := []string{nodeKey("pg", "hot"), nodeKey("lite", "hot"), nodeKey("my", "hot"), nodeKey("pg", "warm")}

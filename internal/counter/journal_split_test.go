@@ -173,12 +173,7 @@ func pgVia(t *testing.T, dsn string) (*dbtest.Proxy, *sqlstore.Store) {
 // node held back every newer flush), keeps the down node's deltas across a
 // crash, and applies them exactly once when the node is back.
 func TestJournalNodeDownOthersKeepFlushing(t *testing.T) {
-	lite, my := openSQLite(t), openMySQL(t)
-	pgDSN := dbtest.Postgres(t)
-	proxy, pg := pgVia(t, pgDSN)
-	node := &swapNode{target: newShardStore(t, lite, pg, my, 300*time.Millisecond)}
-	opts := testOptions(newFakeClock())
-	opts.FlushTimeout = time.Second
+	lite, my, pgDSN, proxy, node, opts := pgBehindProxy(t)
 	dir := t.TempDir()
 	j := openJournal(t, dir, node, opts)
 	kl, kp, km := nodeKey("lite", "nd"), nodeKey("pg", "nd"), nodeKey("my", "nd")

@@ -21,12 +21,7 @@ import (
 // the down node's stuck flush held back every newer flush of the Redis
 // node, whichever storage node its counters were on.
 func TestRedisNodeDownOthersKeepFlushing(t *testing.T) {
-	lite, my := openSQLite(t), openMySQL(t)
-	pgDSN := dbtest.Postgres(t)
-	proxy, pg := pgVia(t, pgDSN)
-	node := &swapNode{target: newShardStore(t, lite, pg, my, 300*time.Millisecond)}
-	opts := testOptions(newFakeClock())
-	opts.FlushTimeout = time.Second
+	lite, my, pgDSN, proxy, node, opts := pgBehindProxy(t)
 	srv := dbtest.Redis(t)
 	b := openRedisBuffer(t, openClusterOf(t, nodeShards, srv), node, opts)
 	kl, kp, km := nodeKey("lite", "rd"), nodeKey("pg", "rd"), nodeKey("my", "rd")
